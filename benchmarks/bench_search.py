@@ -1,0 +1,179 @@
+"""Search-step and data-pipeline throughput, measured side by side in one run.
+
+Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 cell, 4 nodes,
+1 input per node, batch 64, first-order DARTS; `--threads` torch threads (default 2).
+
+(a) ours: `nes.search.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.ops`,
+    and an architecture step that asks autograd for ∇θ only (no weight gradients).
+(b) plain: the same supernet in NCHW with stock PyTorch kernels and the textbook DARTS step
+    (`loss.backward()` for the architecture step too), as a straightforward implementation does.
+(c) data: `nes.data.DeviceLoader` vs torchvision `DataLoader` with per-sample
+    RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize.
+Also reported: ours in NCHW (the layout choice) and, on CUDA, ours vs plain fp32.
+
+Last line: RESULT search_step_ms=… plain_step_ms=… speedup_vs_plain=… loader_img_s=… dataloader_img_s=… loader_speedup=…
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import nes.ops as ops  # noqa: E402
+from nes.config import SearchConfig, from_preset  # noqa: E402
+from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, load_dataset, split_indices  # noqa: E402
+from nes.runtime import resolve_device  # noqa: E402
+from nes.search import DartsArch, build_supernet, train_bilevel  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool) -> float:
+    """Median step time of the real training loop (timestamps from its progress callback)."""
+    n = 2 * cfg.batch_size * steps
+    tr, va = split_indices(n, 0.5, 0)
+    x, y = ds.train_x[:n], ds.train_y[:n]
+    tl = DeviceLoader(x[tr.to(device)], y[tr.to(device)], ds.info, cfg.batch_size, True, channels_last=channels_last)
+    vl = DeviceLoader(x[va.to(device)], y[va.to(device)], ds.info, cfg.batch_size, True, channels_last=channels_last)
+    import nes.search as search_mod
+
+    orig = search_mod.use_channels_last
+    search_mod.use_channels_last = lambda d: channels_last
+    try:
+        net, layout = build_supernet(cfg, ds, device)
+    finally:
+        search_mod.use_channels_last = orig
+    arch = DartsArch(layout).to(device)
+    stamps: list[float] = []
+
+    def cb(step, total, metrics):  # log_every=1: one sync per step, fine for timing
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as d:
+        train_bilevel(cfg, net, arch, tl, vl, d, device, cb)
+    dts = [b - a for a, b in zip(stamps[2:], stamps[3:])]  # skip warm-up steps
+    return 1000 * statistics.median(dts)
+
+
+def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
+    """Textbook first-order DARTS step on an NCHW supernet with stock kernels, fp32."""
+    ops.FAST_CPU_KERNELS = False
+    try:
+        import nes.search as search_mod
+
+        orig = search_mod.use_channels_last
+        search_mod.use_channels_last = lambda d: False
+        try:
+            net, layout = build_supernet(cfg, ds, device)
+        finally:
+            search_mod.use_channels_last = orig
+        alpha = layout.init_theta().to(device).requires_grad_()
+        w_opt = torch.optim.SGD(net.parameters(), cfg.w_lr, momentum=0.9, weight_decay=3e-4)
+        a_opt = torch.optim.Adam([alpha], 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+        info = ds.info
+        loader = DeviceLoader(ds.train_x[: 2 * cfg.batch_size * steps], ds.train_y[: 2 * cfg.batch_size * steps],
+                              info, cfg.batch_size, True)
+        batches = list(loader.epoch(torch.Generator().manual_seed(0)))
+        times = []
+        for i in range(0, len(batches) - 1, 2):
+            (xt, yt), (xv, yv) = batches[i], batches[i + 1]
+            sync(device)
+            t = time.perf_counter()
+            a_opt.zero_grad()
+            w_opt.zero_grad()
+            F.cross_entropy(net(xv, layout.weights(alpha)), yv).backward()
+            a_opt.step()
+            w_opt.zero_grad()
+            F.cross_entropy(net(xt, layout.weights(alpha.detach())), yt).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            w_opt.step()
+            sync(device)
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times[1:])
+    finally:
+        ops.FAST_CPU_KERNELS = True
+
+
+def loader_img_s(ds, device, batch: int) -> float:
+    loader = DeviceLoader(ds.train_x, ds.train_y, ds.info, batch, True, channels_last=True)
+    for _ in loader.epoch(torch.Generator().manual_seed(0)):
+        break
+    sync(device)
+    t = time.perf_counter()
+    n = 0
+    for x, _ in loader.epoch(torch.Generator().manual_seed(1)):
+        n += len(x)
+    sync(device)
+    return n / (time.perf_counter() - t)
+
+
+def dataloader_img_s(batch: int, batches: int, workers: int) -> float:
+    """torchvision FashionMNIST (files decompressed into its raw folder) + per-sample transforms."""
+    from torchvision import datasets, transforms
+
+    with tempfile.TemporaryDirectory() as root:
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in Path(DEBIAN_FASHION_DIR).glob("*.gz"):
+            with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                 transforms.ToTensor(), transforms.Normalize((0.2860,), (0.3530,))])
+        dset = datasets.FashionMNIST(root, train=True, download=False, transform=tf)
+        dl = torch.utils.data.DataLoader(dset, batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True)
+        it = iter(dl)
+        next(it)  # worker start-up excluded
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        return batches * batch / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=12, help="timed search steps per variant")
+    ap.add_argument("--dataloader-batches", type=int, default=150)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
+    ds = load_dataset("fashion-mnist", device=device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"config C={cfg.c} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
+
+    ours = ours_step_ms(cfg, ds, device, a.steps, channels_last=True)
+    ours_nchw = ours_step_ms(cfg, ds, device, a.steps, channels_last=False)
+    plain = plain_step_ms(cfg, ds, device, a.steps)
+    print(f"(a) search step, ours (channels_last{', bf16 autocast' if device.type == 'cuda' else ''}): {ours:8.1f} ms")
+    print(f"    search step, ours in NCHW:                  {ours_nchw:8.1f} ms")
+    print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
+
+    li = loader_img_s(ds, device, cfg.batch_size)
+    di = dataloader_img_s(cfg.batch_size, a.dataloader_batches, a.workers)
+    print(f"(c) DeviceLoader: {li:,.0f} img/s; torchvision DataLoader ({a.workers} workers): {di:,.0f} img/s; "
+          f"speedup {li / di:.1f}x")
+    print(f"RESULT search_step_ms={ours:.1f} plain_step_ms={plain:.1f} speedup_vs_plain={plain / ours:.2f} "
+          f"loader_img_s={li:.0f} dataloader_img_s={di:.0f} loader_speedup={li / di:.1f}")
+
+
+if __name__ == "__main__":
+    main()

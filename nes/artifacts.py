@@ -1,0 +1,164 @@
+"""Atomic artifact files: JSON and safetensors (never pickle).
+
+Every write goes to a temporary file in the same folder, is fsynced, then renamed over the
+target, so a reader (or a crash) sees either the old file or the new one, never half of one.
+A checkpoint is a single safetensors file whose JSON metadata rides in the header, so the
+tensors and the state that describes them can never disagree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from safetensors import safe_open
+
+META_KEY = "nes"
+
+
+class ArtifactError(ValueError):
+    """A missing, corrupt or foreign artifact file (message says which and why)."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+
+
+def with_suppress_unlink(p: str) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Any = None) -> None:
+    """Write tensors (moved to CPU, made contiguous) and optional JSON metadata atomically."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {META_KEY: json.dumps(meta)} if meta is not None else None
+    atomic_write_bytes(path, st_save(flat, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], Any]:
+    """Read a safetensors file → (tensors, metadata or None). Raises ArtifactError if corrupt."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    try:
+        tensors = st_load(data)
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from None
+    meta = json.loads(md[META_KEY]) if META_KEY in md else None
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return tensors, meta
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state → flat tensors `{prefix}.{param}.{key}` + JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: dict, prefix: str) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            pid, k = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta.get("scalars", {}).items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    meta: dict,
+) -> None:
+    """One atomic safetensors file: `{name}.{param}` for modules, optimizer states, `meta` JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+    opt_meta = {}
+    for name, m in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in m.state_dict().items()})
+    for name, opt in optimizers.items():
+        t, om = optimizer_to_tensors(opt, f"opt_{name}")
+        tensors.update(t)
+        opt_meta[name] = om
+    save_tensors(path, tensors, {**meta, "optimizers": opt_meta})
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    device: str | torch.device = "cpu",
+    expect: Mapping[str, Any] | None = None,
+) -> dict:
+    """Restore what `save_checkpoint` wrote into the given modules and optimizers; returns meta.
+
+    `expect`: metadata entries (e.g. the config) that must equal the checkpoint's; a mismatch is an
+    ArtifactError naming the differing fields, raised before anything is loaded."""
+    tensors, meta = load_tensors(path, device)
+    if not isinstance(meta, dict) or "optimizers" not in meta:
+        raise ArtifactError(f"{path}: not an NES checkpoint (no metadata)")
+    for key, want in (expect or {}).items():
+        have = meta.get(key)
+        if have != want:
+            diff = [k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k)] \
+                if isinstance(want, dict) and isinstance(have, (dict, type(None))) else [key]
+            raise ArtifactError(
+                f"{path}: made with a different configuration ({key}: {', '.join(sorted(map(str, diff)))} "
+                f"differ); use a new run folder or member name, or delete the old one"
+            )
+    for name, m in modules.items():
+        sd = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        try:
+            m.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ArtifactError(f"{path}: '{name}' does not fit this model: {str(e).splitlines()[0]}") from None
+    for name, opt in optimizers.items():
+        optimizer_from_tensors(opt, tensors, meta["optimizers"][name], f"opt_{name}")
+    return meta

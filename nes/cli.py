@@ -1,0 +1,233 @@
+"""Command line: `python -m nes COMMAND ...`.
+
+User errors (bad files, settings, missing data) print one clear message and exit with code 2;
+there is no traceback unless NES_DEBUG=1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+
+EXIT_USER = 2
+
+
+class UserError(ValueError):
+    pass
+
+
+def _progress_bar(desc: str) -> tuple[Callable[[int, int, dict], None], Callable[[], None]]:
+    """A tqdm bar driven by the library's progress(step, total, metrics) callback."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def cb(step: int, total: int, metrics: dict[str, Any]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
+                       disable=os.environ.get("NES_NO_PROGRESS") == "1")
+        bar.n = step
+        shown = {k: f"{v:.3f}" for k, v in metrics.items()
+                 if k in ("train_loss", "train_acc", "val_acc", "test_accuracy", "lam") and isinstance(v, float)}
+        bar.set_postfix(shown, refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return cb, close
+
+
+def _run_info(run: Path) -> dict[str, Any]:
+    from .artifacts import read_json
+
+    if not run.is_dir():
+        raise UserError(f"run folder {run} does not exist; create it with `python -m nes search --run {run} ...`")
+    p = run / "run.json"
+    return read_json(p) if p.exists() else {}
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from .artifacts import write_json
+    from .config import SearchConfig, from_preset, parse_sets
+    from .search import search
+
+    sets = parse_sets(a.set)
+    if a.dataset:
+        sets["dataset"] = a.dataset
+    if a.data_dir:
+        sets["data_dir"] = a.data_dir
+    cfg = from_preset(SearchConfig, a.preset, sets)
+    run = Path(a.run)
+    run.mkdir(parents=True, exist_ok=True)
+    cb, close = _progress_bar("search")
+    try:
+        res = search(cfg, run, a.device, cb)
+    finally:
+        close()
+    info = _run_info(run)
+    info.setdefault("preset", a.preset)
+    write_json(run / "run.json", info)
+    last = res.history[-1] if res.history else {}
+    print(f"genotype*: {res.genotype.compact()}")
+    print(f"search: {res.steps} steps in {res.seconds:.1f} s; last epoch val_acc={last.get('val_acc', float('nan')):.3f}")
+    print(f"saved: {run / 'search' / 'genotype.json'}")
+    return 0
+
+
+def _load_genotype_arg(run: Path, spec: str):
+    from .artifacts import read_json
+    from .space import Genotype, load_genotype
+
+    if spec in ("star", "alpha*", "*"):
+        p = run / "search" / "genotype.json"
+        if not p.exists():
+            raise UserError(f"{p} missing: run `python -m nes search --run {run}` first, or pass --genotype FILE")
+        return Genotype.from_dict(read_json(p)["genotype"])
+    return load_genotype(spec)
+
+
+def cmd_retrain(a: argparse.Namespace) -> int:
+    from .config import TrainConfig, from_preset, parse_sets
+    from .train import retrain
+
+    run = Path(a.run)
+    info = _run_info(run)
+    genotype = _load_genotype_arg(run, a.genotype)
+    sets = parse_sets(a.set)
+    preset = a.preset or info.get("preset", "paper")
+    if "dataset" not in sets and info.get("dataset"):
+        sets["dataset"] = info["dataset"]
+    if a.data_dir:
+        sets["data_dir"] = a.data_dir
+    if a.seed is not None:
+        sets["seed"] = str(a.seed)
+    cfg = from_preset(TrainConfig, preset, sets)
+    cb, close = _progress_bar(f"retrain {a.name}")
+    try:
+        res = retrain(cfg, genotype, run, a.name, a.device, cb)
+    finally:
+        close()
+    m = res.metrics
+    print(f"member {a.name}: {genotype.compact()}")
+    print(f"test accuracy {m.get('test_accuracy', float('nan')):.4f}, NLL {m.get('test_nll', float('nan')):.4f}, "
+          f"{res.steps} steps in {res.seconds:.1f} s")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    import torch
+
+    from .ensemble import ensemble_metrics, member_metrics
+    from .train import list_members, load_member_probs
+
+    run = Path(a.run)
+    _run_info(run)
+    names = [n.strip() for n in a.members.split(",") if n.strip()] if a.members else list_members(run)
+    if not names:
+        raise UserError(f"{run}: no retrained members; train one with `python -m nes retrain --run {run} --genotype star --name m0`")
+    known = set(list_members(run))
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"unknown member(s) {', '.join(missing)}; this run has: {', '.join(sorted(known)) or 'none'}")
+    loaded = [load_member_probs(run, n, a.epoch) for n in names]
+    y = loaded[0]["test_y"]
+    for n, d in zip(names, loaded):
+        if not torch.equal(d["test_y"], y):
+            raise UserError(f"member {n} was evaluated on different test data than {names[0]}; "
+                            "members must share dataset, limit and test_limit")
+    rows = [{"name": n, "epoch": d["epoch"], **member_metrics(d["test"], y)} for n, d in zip(names, loaded)]
+    ens = ensemble_metrics(torch.stack([d["test"] for d in loaded]), y)
+    if a.json:
+        print(json.dumps({"members": rows, "ensemble": ens}, indent=2))
+        return 0
+    print(f"{'member':<16}{'epoch':>6}{'acc':>8}{'nll':>8}{'ece':>8}{'brier':>8}")
+    for r in rows:
+        print(f"{r['name']:<16}{r['epoch']:>6}{r['accuracy']:>8.4f}{r['nll']:>8.4f}{r['ece']:>8.4f}{r['brier']:>8.4f}")
+    print(f"{'ensemble':<16}{'':>6}{ens['accuracy']:>8.4f}{ens['nll']:>8.4f}{ens['ece']:>8.4f}{ens['brier']:>8.4f}")
+    print(f"size {int(ens['size'])}; mean member acc {ens['member_accuracy']:.4f}; oracle NLL {ens['oracle_nll']:.4f}; "
+          f"disagreement {ens['disagreement']:.4f}; predictive JS {ens['predictive_js']:.4f}")
+    return 0
+
+
+def cmd_import_arch(a: argparse.Namespace) -> int:
+    from .space import load_genotype
+
+    g = load_genotype(a.file)
+    print(g.to_json(indent=2 if a.pretty else None))
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    import torch
+
+    from .runtime import configure_threads, device_label, resolve_device
+
+    configure_threads()
+    print(f"nes {__version__}, torch {torch.__version__}, device {device_label(resolve_device(a.device))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nes", description="NES Explorer: differentiable neural ensemble search")
+    p.add_argument("--version", action="version", version=f"nes {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="DARTS search for the base architecture α*")
+    s.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100 or digits (default: the preset's)")
+    s.add_argument("--preset", default="paper", choices=["smoke", "quick", "paper"])
+    s.add_argument("--run", required=True, help="run folder (created; an existing search resumes)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SearchConfig field")
+    s.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
+    s.add_argument("--data-dir", default=None)
+    s.set_defaults(fn=cmd_search)
+
+    r = sub.add_parser("retrain", help="retrain a genotype from scratch as an ensemble member")
+    r.add_argument("--run", required=True)
+    r.add_argument("--genotype", required=True, help="genotype JSON or NNI arc.json file, or 'star' for α*")
+    r.add_argument("--name", required=True, help="member name (folder under RUN/members)")
+    r.add_argument("--preset", default=None, choices=["smoke", "quick", "paper"], help="default: the run's search preset")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field")
+    r.add_argument("--device", default=None)
+    r.add_argument("--data-dir", default=None)
+    r.set_defaults(fn=cmd_retrain)
+
+    e = sub.add_parser("evaluate", help="metrics of members and of their ensemble (test split)")
+    e.add_argument("--run", required=True)
+    e.add_argument("--members", default=None, help="comma-separated member names (default: all)")
+    e.add_argument("--epoch", type=int, default=None, help="epoch whose probabilities to use (default: last)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_evaluate)
+
+    i = sub.add_parser("import-arch", help="convert an EdgeNES/NNI arc.json (or our JSON) to our genotype JSON")
+    i.add_argument("file")
+    i.add_argument("--pretty", action="store_true")
+    i.set_defaults(fn=cmd_import_arch)
+
+    n = sub.add_parser("info", help="library version and compute device")
+    n.add_argument("--device", default=None)
+    n.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.fn(a)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # DataError, ArtifactError, UserError are ValueErrors
+        if os.environ.get("NES_DEBUG") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER

@@ -1,0 +1,172 @@
+"""Frozen run configurations with commented defaults and named presets.
+
+Every checkpoint stores the config it was made with (`to_dict`), and a resume refuses a
+checkpoint whose config differs. `from_preset(name, overrides)` applies `--set key=value`
+strings with the field's type.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """DARTS search (and the settings the hypernetwork training shares with it)."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None  # where to look first for the dataset files
+    limit: int | None = None  # training images used (None = all); split into train/val halves
+    test_limit: int | None = None  # test images used for reports (None = all)
+    image_size: int | None = None  # network input size (None = dataset default; 32 for Fashion-MNIST)
+    c: int = 10  # initial channels (the cell works on 2·C after the first reduction)
+    layers: int = 1  # cells; 1 = a single reduction cell, as in the original experiments
+    nodes: int = 4  # intermediate nodes per cell
+    inputs_per_node: int = 1  # k inputs kept per node when discretizing (2 = classic DARTS)
+    batch_size: int = 64
+    epochs: int = 50
+    w_lr: float = 0.025  # SGD for the supernet weights, cosine-annealed to w_lr_min
+    w_lr_min: float = 1e-3
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    a_lr: float = 3e-4  # Adam for α (or the hypernetwork)
+    a_beta1: float = 0.5
+    a_beta2: float = 0.999
+    a_weight_decay: float = 1e-3
+    second_order: bool = False  # unrolled DARTS (finite-difference Hessian-vector product)
+    unrolled_eps: float = 0.01  # finite-difference step scale for second order
+    seed: int = 0
+    log_every: int = 10  # steps between progress callbacks (each one syncs the device)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Retraining a genotype from scratch (an ensemble member)."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    limit: int | None = None  # training images used (None = all), before the val split
+    test_limit: int | None = None
+    image_size: int | None = None
+    val_fraction: float = 0.1  # held out from the training images for ensemble selection
+    c: int = 16  # initial channels
+    layers: int = 2  # cells (2 = two reduction cells, as in the original experiments)
+    batch_size: int = 64
+    epochs: int = 50
+    lr: float = 0.025  # SGD, cosine-annealed to lr_min
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    drop_path: float = 0.0  # drop-path probability, ramped linearly over the epochs
+    auxiliary: bool = False  # auxiliary head after the last reduction cell
+    aux_weight: float = 0.4
+    label_smoothing: float = 0.0
+    seed: int = 0
+    log_every: int = 20
+
+
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on 2 CPU cores: tests and the CLI's end-to-end check
+    "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, nodes=4, batch_size=32, epochs=2,
+                  a_lr=3e-3, log_every=2),
+    # a couple of minutes on 2 CPU cores: a Fashion-MNIST subset
+    "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, c=8,
+                  batch_size=64, epochs=3, a_lr=3e-3),
+    # the original experiment: 1 searched cell, C=10, 4 nodes, 1 input per node, batch 64, 50 epochs
+    "paper": dict(dataset="fashion-mnist", c=10, layers=1, nodes=4, inputs_per_node=1, batch_size=64,
+                  epochs=50),
+}
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, batch_size=32, epochs=2, log_every=2),
+    "quick": dict(dataset="fashion-mnist", limit=20000, image_size=28, c=12, batch_size=128, epochs=4,
+                  lr=0.05),
+    # the original experiment: 2 cells, C=16, 50 epochs
+    "paper": dict(dataset="fashion-mnist", c=16, layers=2, batch_size=64, epochs=50),
+}
+
+PRESETS = {SearchConfig: SEARCH_PRESETS, TrainConfig: TRAIN_PRESETS}
+
+
+def _parse_value(cls: type, name: str, text: str) -> Any:
+    ftype = {f.name: f.type for f in fields(cls)}[name]
+    t = str(ftype)
+    if text.lower() in ("none", "null") and "None" in t:
+        return None
+    try:
+        if t.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if t.startswith("int"):
+            return int(text)
+        if t.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"--set {name}={text}: expected {t.split(' ')[0]}") from None
+    return text
+
+
+def from_preset(cls: type[T], preset: str = "paper", overrides: Mapping[str, Any] | None = None) -> T:
+    """Build config `cls` from a named preset plus overrides (strings are parsed by field type)."""
+    presets = PRESETS[cls]
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    values = dict(presets[preset])
+    names = {f.name for f in fields(cls)}
+    for k, v in (overrides or {}).items():
+        if k not in names:
+            raise ValueError(f"unknown setting {k!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
+        values[k] = _parse_value(cls, k, v) if isinstance(v, str) else v
+    cfg = cls(**values)
+    validate(cfg)
+    return cfg
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """['a=1', 'b=x'] → {'a': '1', 'b': 'x'}; ValueError on an item without '='."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def validate(cfg: Any) -> None:
+    """Range checks with messages that name the setting."""
+    positive = ["c", "layers", "batch_size", "epochs"] + (["nodes"] if hasattr(cfg, "nodes") else [])
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("limit", "test_limit"):
+        v = getattr(cfg, name)
+        if v is not None and v < 2:
+            raise ValueError(f"{name} must be >= 2 (or none), got {v}")
+    if hasattr(cfg, "inputs_per_node") and cfg.inputs_per_node not in (1, 2):
+        raise ValueError(f"inputs_per_node must be 1 or 2, got {cfg.inputs_per_node}")
+    if hasattr(cfg, "val_fraction") and not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if hasattr(cfg, "drop_path") and not 0.0 <= cfg.drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+    """Rebuild a config from a checkpoint; unknown keys are an error (a foreign or newer file)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)} (made by another version?)")
+    return cls(**d)

@@ -1,0 +1,165 @@
+"""The CLI end to end on `digits` with the `smoke` preset, resume, and every bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nes.artifacts import load_tensors, read_json
+from nes.config import SearchConfig, TrainConfig, from_preset
+from nes.search import search
+from nes.space import Genotype
+from nes.train import retrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nes(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NES_NO_PROGRESS": "1", "NES_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    r = nes("search", "--dataset", "digits", "--preset", "smoke", "--run", str(run), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "genotype*" in r.stdout
+    return run
+
+
+def test_search_artifacts(run_dir):
+    g = Genotype.from_dict(read_json(run_dir / "search" / "genotype.json")["genotype"])
+    assert g.cell_types == ("reduce",) and g.nodes == 4 and g.num_edges() == 4
+    tensors, meta = load_tensors(run_dir / "search" / "arch.safetensors")
+    assert tensors["theta"].shape == (14 * 7 + 14,) and meta["layout"]["nodes"] == 4
+    sup, _ = load_tensors(run_dir / "search" / "supernet.safetensors")
+    assert any(k.startswith("cells.0.edges.13.ops.sep_conv_5x5") for k in sup)
+    hist = read_json(run_dir / "search" / "history.json")
+    assert len(hist) == from_preset(SearchConfig, "smoke").epochs
+    assert read_json(run_dir / "search" / "config.json")["dataset"] == "digits"
+    assert read_json(run_dir / "run.json")["dataset"] == "digits"
+
+
+def test_retrain_and_evaluate(run_dir, tmp_path):
+    r = nes("retrain", "--run", str(run_dir), "--genotype", "star", "--name", "m0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    other = tmp_path / "g.json"
+    other.write_text(Genotype(reduce=((("skip_connect", 0),), (("sep_conv_3x3", 1),), (("avg_pool_3x3", 2),),
+                                      (("dil_conv_3x3", 3),))).to_json())
+    r = nes("retrain", "--run", str(run_dir), "--genotype", str(other), "--name", "m1", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    epochs = from_preset(TrainConfig, "smoke").epochs
+    assert len(list((run_dir / "members" / "m0" / "probs").glob("epoch_*.safetensors"))) == epochs
+    r = nes("evaluate", "--run", str(run_dir), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [m["name"] for m in out["members"]] == ["m0", "m1"]
+    ens = out["ensemble"]
+    assert ens["size"] == 2 and 0 <= ens["accuracy"] <= 1 and ens["oracle_nll"] <= ens["nll"] + 1e-9
+    assert 0 <= ens["disagreement"] <= 1
+    r = nes("evaluate", "--run", str(run_dir), "--members", "m1")
+    assert r.returncode == 0 and "ensemble" in r.stdout and "m0" not in r.stdout
+    # members share the same test labels; probabilities are valid distributions
+    probs, _ = load_tensors(run_dir / "members" / "m0" / "probs" / f"epoch_{epochs - 1:03d}.safetensors")
+    assert torch.allclose(probs["test"].float().sum(1), torch.ones(len(probs["test"])), atol=1e-2)
+
+
+def test_import_arch(tmp_path):
+    arc = tmp_path / "arc.json"
+    arc.write_text(json.dumps({"reduce_n2_p0": "sepconv3x3", "reduce_n2_switch": [0],
+                               "reduce_n3_p2": "maxpool", "reduce_n3_switch": [2]}))
+    r = nes("import-arch", str(arc))
+    assert r.returncode == 0, r.stderr
+    assert Genotype.from_json(r.stdout).reduce == ((("sep_conv_3x3", 0),), (("max_pool_3x3", 2),))
+
+
+def _bad(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "notjson.json").write_text("{oops")
+    (tmp_path / "badop.json").write_text(json.dumps({"reduce_n2_p0": "conv9", "reduce_n2_switch": [0]}))
+    (tmp_path / "badidx.json").write_text(json.dumps({"reduce": [[["skip_connect", 7]]]}))
+    (tmp_path / "empty").mkdir()
+    t = str(tmp_path)
+    return {
+        "missing file": (["import-arch", f"{t}/nope.json"], "cannot read"),
+        "not json": (["import-arch", f"{t}/notjson.json"], "not valid JSON"),
+        "unknown op": (["import-arch", f"{t}/badop.json"], "unknown op 'conv9'"),
+        "bad index": (["import-arch", f"{t}/badidx.json"], "input index 7 out of range"),
+        "unknown setting": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "foo=1"], "unknown setting 'foo'"),
+        "bad value": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "c=abc"], "c=abc: expected int"),
+        "bad range": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "epochs=0"], "epochs must be >= 1"),
+        "no equals": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "epochs"], "expected key=value"),
+        "bad dataset": (["search", "--preset", "smoke", "--run", f"{t}/r", "--dataset", "mnist2"], "mnist2"),
+        "bad device": (["search", "--preset", "smoke", "--run", f"{t}/r", "--device", "tpu"], "unknown device"),
+        "missing run": (["retrain", "--run", f"{t}/none", "--genotype", "star", "--name", "a"], "does not exist"),
+        "no search yet": (["retrain", "--run", f"{t}/empty", "--genotype", "star", "--name", "a"], "run `python -m nes search"),
+        "bad genotype": (["retrain", "--run", f"{t}/empty", "--genotype", f"{t}/badidx.json", "--name", "a"], "out of range"),
+        "bad name": (["retrain", "--run", f"{t}/empty", "--genotype", f"{t}/badop.json", "--name", "a/b"], "unknown op|member name"),
+        "no members": (["evaluate", "--run", f"{t}/empty"], "no retrained members"),
+        "missing run eval": (["evaluate", "--run", f"{t}/none"], "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad(Path("/tmp")).keys()))
+def test_bad_input_exits_2_with_a_message(tmp_path, case):
+    args, msg = _bad(tmp_path)[case]
+    r = nes(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    import re
+
+    assert re.search(msg, r.stderr), r.stderr
+
+
+def test_evaluate_unknown_member(run_dir):
+    r = nes("evaluate", "--run", str(run_dir), "--members", "m0,zz")
+    assert r.returncode == 2 and "unknown member(s) zz" in r.stderr
+
+
+class Stop(Exception):
+    pass
+
+
+def _interrupt_at(step_to_stop: int):
+    def cb(step, total, metrics):
+        if step >= step_to_stop:
+            raise Stop()
+    return cb
+
+
+def test_search_resume_after_interruption_is_exact(tmp_path):
+    cfg = from_preset(SearchConfig, "smoke", {"epochs": 3, "limit": 128, "log_every": 1})
+    full = search(cfg, tmp_path / "full", "cpu")
+    steps_per_epoch = full.steps // 3
+    with pytest.raises(Stop):  # killed in the middle of the second epoch
+        search(cfg, tmp_path / "cut", "cpu", progress=_interrupt_at(steps_per_epoch + 2))
+    meta = load_tensors(tmp_path / "cut" / "search" / "checkpoint.safetensors")[1]
+    assert meta["epoch"] == 0 and meta["steps"] == steps_per_epoch
+    resumed = search(cfg, tmp_path / "cut", "cpu")
+    assert resumed.steps == full.steps == 3 * steps_per_epoch
+    assert len(resumed.history) == 3
+    assert torch.allclose(resumed.theta, full.theta, atol=1e-6)
+    assert resumed.genotype == full.genotype
+    # a changed config does not silently continue another run's checkpoint
+    other = from_preset(SearchConfig, "smoke", {"epochs": 3, "limit": 128, "c": 6})
+    with pytest.raises(ValueError, match="different configuration"):
+        search(other, tmp_path / "cut", "cpu")
+
+
+def test_retrain_resume_after_interruption(tmp_path):
+    cfg = from_preset(TrainConfig, "smoke", {"epochs": 3, "log_every": 1})
+    g = Genotype(reduce=((("sep_conv_3x3", 1),), (("skip_connect", 0),), (("max_pool_3x3", 2),), (("dil_conv_3x3", 3),)))
+    full = retrain(cfg, g, tmp_path, "full", "cpu")
+    per_epoch = full.steps // 3
+    with pytest.raises(Stop):
+        retrain(cfg, g, tmp_path, "cut", "cpu", progress=_interrupt_at(2 * per_epoch + 1))
+    assert len(list((tmp_path / "members" / "cut" / "probs").glob("*.safetensors"))) == 2
+    res = retrain(cfg, g, tmp_path, "cut", "cpu")
+    assert res.steps == full.steps and len(res.history) == 3
+    a = load_tensors(tmp_path / "members" / "full" / "weights.safetensors")[0]
+    b = load_tensors(tmp_path / "members" / "cut" / "weights.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)

@@ -1,0 +1,115 @@
+"""Supernet and discrete network: shapes, gradients, one-hot equivalence, fast CPU kernels."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nes.network import Network, discrete_state_from_supernet
+from nes.ops import BatchNorm2d, DepthwiseConv2d
+from nes.space import ArchLayout, Genotype, cell_types_for
+from nes.supernet import Supernet
+
+G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
+G2 = Genotype(
+    normal=((("sep_conv_5x5", 0), ("skip_connect", 1)), (("avg_pool_3x3", 2), ("dil_conv_3x3", 0)),
+            (("max_pool_3x3", 1), ("sep_conv_3x3", 3)), (("skip_connect", 4), ("dil_conv_5x5", 2))),
+    reduce=((("max_pool_3x3", 0), ("skip_connect", 1)), (("avg_pool_3x3", 2), ("sep_conv_5x5", 0)),
+            (("dil_conv_3x3", 1), ("skip_connect", 3)), (("sep_conv_3x3", 4), ("dil_conv_5x5", 2))),
+)
+
+
+@pytest.mark.parametrize("layers, cl", [(1, False), (1, True), (3, True)])
+def test_supernet_shapes_and_every_parameter_gets_a_gradient(layers, cl):
+    torch.manual_seed(0)
+    net = Supernet(4, 10, layers, nodes=3, in_channels=1)
+    lay = ArchLayout(3, cell_types_for(layers))
+    theta = lay.init_theta().requires_grad_()
+    x = torch.randn(4, 1, 8, 8)
+    if cl:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = net(x, lay.weights(theta))
+    assert out.shape == (4, 10)
+    F.cross_entropy(out, torch.arange(4)).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    assert theta.grad is not None and (theta.grad != 0).all()
+
+
+@pytest.mark.parametrize("genotype, layers, k", [(G, 1, 1), (G, 2, 1), (G2, 3, 2)])
+def test_supernet_with_one_hot_weights_equals_discrete_network(genotype, layers, k):
+    """Same conv weights + one-hot op weights and 0/1 input weights → identical outputs."""
+    torch.manual_seed(1)
+    nodes = genotype.nodes
+    sup = Supernet(4, 10, layers, nodes=nodes, in_channels=3)
+    lay = ArchLayout(nodes, cell_types_for(layers), k)
+    # run a few training batches so BN running statistics are non-trivial
+    with torch.no_grad():
+        for _ in range(3):
+            sup(torch.randn(8, 3, 8, 8), lay.weights(lay.init_theta()))
+    sup.eval()
+    net = Network(genotype, 4, 10, layers, in_channels=3, affine=False)
+    net.load_state_dict(discrete_state_from_supernet(sup.state_dict(), net))
+    net.eval()
+    weights = {}
+    for ct in lay.cell_types:
+        op_w = torch.zeros(lay.num_edges, 7)
+        in_w = torch.zeros(lay.num_edges)
+        for ct_, i, inp, op in genotype.edges():
+            if ct_ == ct:
+                from nes.space import OP_INDEX, edge_index
+
+                op_w[edge_index(i, inp), OP_INDEX[op]] = 1.0
+                in_w[edge_index(i, inp)] = 1.0
+        weights[ct] = (op_w, in_w)
+    x = torch.randn(5, 3, 8, 8)
+    assert torch.allclose(sup(x, weights), net(x), atol=1e-5)
+    if k == 1:  # large logits through the softmax relaxation give the same network
+        theta = lay.genotype_logits(genotype, scale=40.0)
+        assert torch.allclose(sup(x, lay.weights(theta)), net(x), atol=1e-4)
+
+
+def test_discrete_network_gradients_aux_and_drop_path():
+    torch.manual_seed(0)
+    net = Network(G2, 4, 10, 3, in_channels=3, auxiliary=True)
+    net.drop_prob = 0.3
+    logits, aux = net(torch.randn(4, 3, 16, 16))
+    assert logits.shape == aux.shape == (4, 10)
+    (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(aux, torch.arange(4))).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.eval()
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    with pytest.raises(ValueError, match="no normal cell"):
+        Network(G, 4, 10, 3)
+
+
+@pytest.mark.parametrize("k, s, d", [(3, 1, 1), (5, 1, 1), (3, 1, 2), (5, 1, 2), (3, 2, 1), (5, 2, 2), (3, 2, 2)])
+def test_depthwise_conv_matches_reference(k, s, d):
+    torch.manual_seed(0)
+    p = d * (k - 1) // 2
+    conv = DepthwiseConv2d(6, k, s, p, d)
+    x = torch.randn(3, 6, 10, 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = conv(x)
+    ref = F.conv2d(x, conv.weight, None, s, p, d, 6)
+    assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-5)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, [x, conv.weight], g)
+    rx, rw = torch.autograd.grad(ref, [x, conv.weight], g)
+    assert torch.allclose(gx, rx, atol=1e-4) and torch.allclose(gw, rw, atol=1e-4)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_channels_last_batchnorm_matches_reference(affine):
+    torch.manual_seed(0)
+    bn, ref = BatchNorm2d(5, affine=affine), torch.nn.BatchNorm2d(5, affine=affine)
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-1, 1)
+        ref.load_state_dict(bn.state_dict())
+    x = (3 * torch.randn(4, 5, 6, 6) + 1).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y, yr = bn(x), ref(x)
+    assert torch.allclose(y, yr, atol=1e-4)
+    g = torch.randn_like(y)
+    assert torch.allclose(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yr, x, g)[0], atol=1e-4)
+    assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-5)
+    assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4)
