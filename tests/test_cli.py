@@ -1,6 +1,7 @@
 """The CLI end to end on `digits` with the `smoke` preset, resume, and every bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,40 +79,37 @@ def test_import_arch(tmp_path):
     assert Genotype.from_json(r.stdout).reduce == ((("sep_conv_3x3", 0),), (("max_pool_3x3", 2),))
 
 
-def _bad(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+BAD_CASES = {
+    "missing file": (["import-arch", "{t}/nope.json"], "cannot read"),
+    "not json": (["import-arch", "{t}/notjson.json"], "not valid JSON"),
+    "unknown op": (["import-arch", "{t}/badop.json"], "unknown op 'conv9'"),
+    "bad index": (["import-arch", "{t}/badidx.json"], "input index 7 out of range"),
+    "unknown setting": (["search", "--preset", "smoke", "--run", "{t}/r", "--set", "foo=1"], "unknown setting 'foo'"),
+    "bad value": (["search", "--preset", "smoke", "--run", "{t}/r", "--set", "c=abc"], "c=abc: expected int"),
+    "bad range": (["search", "--preset", "smoke", "--run", "{t}/r", "--set", "epochs=0"], "epochs must be >= 1"),
+    "no equals": (["search", "--preset", "smoke", "--run", "{t}/r", "--set", "epochs"], "expected key=value"),
+    "bad dataset": (["search", "--preset", "smoke", "--run", "{t}/r", "--dataset", "mnist2"], "mnist2"),
+    "bad device": (["search", "--preset", "smoke", "--run", "{t}/r", "--device", "tpu"], "unknown device"),
+    "missing run": (["retrain", "--run", "{t}/none", "--genotype", "star", "--name", "a"], "does not exist"),
+    "no search yet": (["retrain", "--run", "{t}/empty", "--genotype", "star", "--name", "a"], "run `python -m nes search"),
+    "bad genotype": (["retrain", "--run", "{t}/empty", "--genotype", "{t}/badidx.json", "--name", "a"], "out of range"),
+    "bad name": (["retrain", "--run", "{t}/empty", "--genotype", "{t}/good.json", "--name", "a/b"], "member name"),
+    "no members": (["evaluate", "--run", "{t}/empty"], "no retrained members"),
+    "missing run eval": (["evaluate", "--run", "{t}/none"], "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_exits_2_with_a_message(tmp_path, case):
     (tmp_path / "notjson.json").write_text("{oops")
     (tmp_path / "badop.json").write_text(json.dumps({"reduce_n2_p0": "conv9", "reduce_n2_switch": [0]}))
     (tmp_path / "badidx.json").write_text(json.dumps({"reduce": [[["skip_connect", 7]]]}))
+    (tmp_path / "good.json").write_text(json.dumps({"reduce": [[["skip_connect", 0]]]}))
     (tmp_path / "empty").mkdir()
-    t = str(tmp_path)
-    return {
-        "missing file": (["import-arch", f"{t}/nope.json"], "cannot read"),
-        "not json": (["import-arch", f"{t}/notjson.json"], "not valid JSON"),
-        "unknown op": (["import-arch", f"{t}/badop.json"], "unknown op 'conv9'"),
-        "bad index": (["import-arch", f"{t}/badidx.json"], "input index 7 out of range"),
-        "unknown setting": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "foo=1"], "unknown setting 'foo'"),
-        "bad value": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "c=abc"], "c=abc: expected int"),
-        "bad range": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "epochs=0"], "epochs must be >= 1"),
-        "no equals": (["search", "--preset", "smoke", "--run", f"{t}/r", "--set", "epochs"], "expected key=value"),
-        "bad dataset": (["search", "--preset", "smoke", "--run", f"{t}/r", "--dataset", "mnist2"], "mnist2"),
-        "bad device": (["search", "--preset", "smoke", "--run", f"{t}/r", "--device", "tpu"], "unknown device"),
-        "missing run": (["retrain", "--run", f"{t}/none", "--genotype", "star", "--name", "a"], "does not exist"),
-        "no search yet": (["retrain", "--run", f"{t}/empty", "--genotype", "star", "--name", "a"], "run `python -m nes search"),
-        "bad genotype": (["retrain", "--run", f"{t}/empty", "--genotype", f"{t}/badidx.json", "--name", "a"], "out of range"),
-        "bad name": (["retrain", "--run", f"{t}/empty", "--genotype", f"{t}/badop.json", "--name", "a/b"], "unknown op|member name"),
-        "no members": (["evaluate", "--run", f"{t}/empty"], "no retrained members"),
-        "missing run eval": (["evaluate", "--run", f"{t}/none"], "does not exist"),
-    }
-
-
-@pytest.mark.parametrize("case", list(_bad(Path("/tmp")).keys()))
-def test_bad_input_exits_2_with_a_message(tmp_path, case):
-    args, msg = _bad(tmp_path)[case]
-    r = nes(*args)
+    args, msg = BAD_CASES[case]
+    r = nes(*[a.format(t=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
-    import re
-
     assert re.search(msg, r.stderr), r.stderr
 
 
