@@ -165,6 +165,69 @@ def cmd_import_arch(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hypernet(a: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .hypernet import hypernet_config, train_hypernet
+
+    run = Path(a.run)
+    info = _run_info(run)
+    sets = {**parse_sets(a.set), "regularizer": a.regularizer}
+    cfg = hypernet_config(run, a.preset or info.get("preset", "paper"), sets)
+    cb, close = _progress_bar(f"hypernet ({a.regularizer})")
+    try:
+        _, res = train_hypernet(cfg, run, a.device, cb)
+    finally:
+        close()
+    print(f"hypernetwork ({a.regularizer}): {res.steps} steps in {res.seconds:.1f} s")
+    _print_samples(run, a.regularizer, None)
+    return 0
+
+
+def _print_samples(run: Path, regularizer: str | None, lams: list[float] | None, as_json: bool = False) -> None:
+    from .diversity import sample_architectures
+    from .hypernet import load_hypernet, load_search
+
+    hyper, meta = load_hypernet(run, regularizer)
+    _, layout, _, star = load_search(run)
+    if lams is None:
+        lo, hi = meta["lam_min"], meta["lam_max"]
+        lams = [lo + (hi - lo) * i / 4 for i in range(5)]
+    samples = sample_architectures(hyper, layout, star, lams, meta["config"]["tau"])
+    if as_json:
+        print(json.dumps([s.to_dict() for s in samples], indent=2))
+        return
+    print(f"regularizer {meta['regularizer']}; genotype*: {star.compact()} (Λ = {star.num_edges()} edges)")
+    print(f"{'lam':>6} {'matched':>8} {'JS to α*':>9}  genotype")
+    for s in samples:
+        print(f"{s.lam:>6.2f} {s.matched_edges:>8d} {s.js_to_star:>9.4f}  {s.genotype.compact()}")
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    run = Path(a.run)
+    _run_info(run)
+    _print_samples(run, a.regularizer, a.lam, a.json)
+    return 0
+
+
+def cmd_fixed_lambda(a: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .hypernet import fixed_lambda_search, hypernet_config, load_search
+
+    run = Path(a.run)
+    info = _run_info(run)
+    sets = {**parse_sets(a.set), "regularizer": a.regularizer}
+    cfg = hypernet_config(run, a.preset or info.get("preset", "paper"), sets)
+    cb, close = _progress_bar(f"search at λ={a.lam:g}")
+    try:
+        res = fixed_lambda_search(cfg, run, a.lam, a.device, cb)
+    finally:
+        close()
+    star = load_search(run)[3]
+    print(f"λ={a.lam:g}: {res.genotype.compact()}; matched edges {res.genotype.matched_edges(star)} of {star.num_edges()}")
+    print(f"{res.steps} steps in {res.seconds:.1f} s; saved under {run / 'fixed_lambda' / f'lam_{a.lam:g}'}")
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     import torch
 
@@ -211,6 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--pretty", action="store_true")
     i.set_defaults(fn=cmd_import_arch)
+
+    h = sub.add_parser("hypernet", help="train the hypernetwork α(λ) on a searched run")
+    h.add_argument("--run", required=True)
+    h.add_argument("--regularizer", required=True, choices=["js", "edges"])
+    h.add_argument("--preset", default=None, choices=["smoke", "quick", "paper"], help="default: the run's search preset")
+    h.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a HypernetConfig field")
+    h.add_argument("--device", default=None)
+    h.set_defaults(fn=cmd_hypernet)
+
+    sp = sub.add_parser("sample", help="architectures α(λ) of the trained hypernetwork")
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--lam", type=float, nargs="+", default=None, help="λ values (default: 5 over the range)")
+    sp.add_argument("--regularizer", default=None, choices=["js", "edges"], help="default: edges if trained, else js")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_sample)
+
+    f = sub.add_parser("fixed-lambda", help="per-λ search: one search with the regularizer at a fixed λ")
+    f.add_argument("--run", required=True)
+    f.add_argument("--lam", type=float, required=True)
+    f.add_argument("--regularizer", default="edges", choices=["js", "edges"])
+    f.add_argument("--preset", default=None, choices=["smoke", "quick", "paper"])
+    f.add_argument("--set", action="append", metavar="KEY=VALUE")
+    f.add_argument("--device", default=None)
+    f.set_defaults(fn=cmd_fixed_lambda)
 
     n = sub.add_parser("info", help="library version and compute device")
     n.add_argument("--device", default=None)

@@ -22,6 +22,7 @@ class SearchConfig:
     limit: int | None = None  # training images used (None = all); split into train/val halves
     test_limit: int | None = None  # test images used for reports (None = all)
     image_size: int | None = None  # network input size (None = dataset default; 32 for Fashion-MNIST)
+    pad: int | None = None  # zero padding before the random crop (None = dataset default: 4, digits 1)
     c: int = 10  # initial channels (the cell works on 2·C after the first reduction)
     layers: int = 1  # cells; 1 = a single reduction cell, as in the original experiments
     nodes: int = 4  # intermediate nodes per cell
@@ -44,6 +45,26 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class HypernetConfig(SearchConfig):
+    """Hypernetwork α(λ) training (and the per-λ search): the search loop's settings plus these.
+
+    The data and supernet fields (dataset … inputs_per_node) are taken from the run's search."""
+
+    regularizer: str = "edges"  # "js" (−λ·JS(α*, α(λ))) or "edges" (c·(λ − S(α(λ)))²)
+    pivots: int = 5  # K anchors of the piecewise-linear hypernetwork
+    lam_min: float = 0.0
+    lam_max: float | None = None  # None: Λ, the number of edges of genotype*
+    lam_eps: float = 0.2  # λ ~ U(lam_min − eps, lam_max + eps); the end pivots sit there
+    tau: float = 0.99  # smoothing of genotype*'s one-hot distributions
+    c_start: float = 0.3  # `edges` weight c, linear warm-up
+    c_end: float = 3.0
+    t_start: float = 1.0  # Gumbel-softmax temperature, linear decay
+    t_end: float = 0.05
+    init_noise: float = 1e-3  # anchors start at α*'s logits plus this much Gaussian noise
+    warm_start: bool = True  # supernet weights w start from the search's
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Retraining a genotype from scratch (an ensemble member)."""
 
@@ -52,6 +73,7 @@ class TrainConfig:
     limit: int | None = None  # training images used (None = all), before the val split
     test_limit: int | None = None
     image_size: int | None = None
+    pad: int | None = None
     val_fraction: float = 0.1  # held out from the training images for ensemble selection
     c: int = 16  # initial channels
     layers: int = 2  # cells (2 = two reduction cells, as in the original experiments)
@@ -82,6 +104,12 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
                   epochs=50),
 }
 
+HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(SEARCH_PRESETS["smoke"], a_lr=0.05, epochs=2),
+    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.03, epochs=3),
+    "paper": dict(SEARCH_PRESETS["paper"], a_lr=3e-3),
+}
+
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, batch_size=32, epochs=2, log_every=2),
     "quick": dict(dataset="fashion-mnist", limit=20000, image_size=28, c=12, batch_size=128, epochs=4,
@@ -90,7 +118,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(dataset="fashion-mnist", c=16, layers=2, batch_size=64, epochs=50),
 }
 
-PRESETS = {SearchConfig: SEARCH_PRESETS, TrainConfig: TRAIN_PRESETS}
+PRESETS = {SearchConfig: SEARCH_PRESETS, HypernetConfig: HYPERNET_PRESETS, TrainConfig: TRAIN_PRESETS}
+# Fields a hypernetwork / per-λ search takes from the run's search (data and supernet shape).
+INHERITED_FROM_SEARCH = ("dataset", "data_dir", "limit", "test_limit", "image_size", "pad", "c", "layers",
+                         "nodes", "inputs_per_node", "batch_size")
 
 
 def _parse_value(cls: type, name: str, text: str) -> Any:
@@ -155,6 +186,12 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"inputs_per_node must be 1 or 2, got {cfg.inputs_per_node}")
     if hasattr(cfg, "val_fraction") and not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if hasattr(cfg, "pivots") and cfg.pivots < 2:
+        raise ValueError(f"pivots must be >= 2 (a piecewise-linear map needs two anchors), got {cfg.pivots}")
+    if hasattr(cfg, "regularizer") and cfg.regularizer not in ("js", "edges"):
+        raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose js or edges")
+    if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
+        raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
     if hasattr(cfg, "drop_path") and not 0.0 <= cfg.drop_path < 1.0:
         raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
 

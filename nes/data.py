@@ -48,6 +48,15 @@ class DatasetInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...]
 
+    def with_crop(self, image_size: int | None = None, pad: int | None = None) -> "DatasetInfo":
+        """This info with another network input size / crop padding (None keeps the default)."""
+        size = self.image_size if image_size is None else int(image_size)
+        p = self.pad if pad is None else int(pad)
+        if p < 0 or size < 1 or size > min(self.height, self.width) + 2 * p:
+            raise DataError(f"image_size={size} with pad={p} does not fit {self.name} images of "
+                            f"{self.height}×{self.width} (need 1 <= image_size <= size + 2·pad)")
+        return dataclasses.replace(self, image_size=size, pad=p)
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -51,8 +51,9 @@ class ArchModule(nn.Module):
     def regularizer(self, ctx: Any, theta: torch.Tensor, progress: float) -> torch.Tensor | None:
         return None
 
-    def step_metrics(self, ctx: Any) -> dict[str, float]:
-        """Extra per-step metrics (e.g. the λ drawn) — plain floats, no device sync."""
+    def step_metrics(self, ctx: Any, val_loss: torch.Tensor) -> dict[str, Any]:
+        """Extra per-step values (e.g. the λ drawn; device tensors are fine: they are only read
+        at the end of the epoch, by `epoch_metrics`)."""
         return {}
 
     def final_theta(self) -> torch.Tensor:
@@ -97,7 +98,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def prepare_search_data(cfg: SearchConfig, device: torch.device) -> tuple[Dataset, DeviceLoader, DeviceLoader]:
     """The dataset on `device` and loaders over the deterministic train/val halves."""
     ds = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.limit, cfg.test_limit)
-    info = ds.info if cfg.image_size is None else replace(ds.info, image_size=cfg.image_size)
+    info = ds.info.with_crop(cfg.image_size, cfg.pad)
     tr, va = split_indices(len(ds.train_y), 0.5, cfg.seed)
     cl = use_channels_last(device)
     bs = min(cfg.batch_size, len(tr), len(va))
@@ -240,7 +241,7 @@ def train_bilevel(
                 if logits_v is not None:
                     sums[3] += (logits_v.argmax(1) == yv).sum()
             count += len(yt)
-            for k, v in arch.step_metrics(ctx).items():
+            for k, v in arch.step_metrics(ctx, loss_v.detach()).items():
                 extra_sums.setdefault(k, []).append(v)
             step = epoch * steps_per_epoch + i + 1
             if progress is not None and (step % cfg.log_every == 0 or i == steps_per_epoch - 1):

@@ -11,7 +11,7 @@ probs/epoch_XXX.safetensors, checkpoint.safetensors, weights.safetensors, histor
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def retrain(
     device = resolve_device(device)
     out = member_dir(run_dir, name)
     ds = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.limit, cfg.test_limit)
-    info = ds.info if cfg.image_size is None else replace(ds.info, image_size=cfg.image_size)
+    info = ds.info.with_crop(cfg.image_size, cfg.pad)
     tr, va = split_indices(len(ds.train_y), cfg.val_fraction, SPLIT_SEED)
     tr, va = tr.to(device), va.to(device)
     cl = use_channels_last(device)
