@@ -122,14 +122,14 @@ def loader_img_s(ds, device, batch: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def dataloader_img_s(batch: int, batches: int, workers: int) -> float:
+def dataloader_img_s(src: str, batch: int, batches: int, workers: int) -> float:
     """torchvision FashionMNIST (files decompressed into its raw folder) + per-sample transforms."""
     from torchvision import datasets, transforms
 
     with tempfile.TemporaryDirectory() as root:
         raw = Path(root) / "FashionMNIST" / "raw"
         raw.mkdir(parents=True)
-        for f in Path(DEBIAN_FASHION_DIR).glob("*.gz"):
+        for f in Path(src).glob("*.gz"):
             with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -152,11 +152,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed search steps per variant")
     ap.add_argument("--dataloader-batches", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    ap.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
-    ds = load_dataset("fashion-mnist", device=device)
+    ds = load_dataset("fashion-mnist", a.data_dir, device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"config C={cfg.c} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
 
@@ -168,7 +169,7 @@ def main() -> None:
     print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
 
     li = loader_img_s(ds, device, cfg.batch_size)
-    di = dataloader_img_s(cfg.batch_size, a.dataloader_batches, a.workers)
+    di = dataloader_img_s(a.data_dir or DEBIAN_FASHION_DIR, cfg.batch_size, a.dataloader_batches, a.workers)
     print(f"(c) DeviceLoader: {li:,.0f} img/s; torchvision DataLoader ({a.workers} workers): {di:,.0f} img/s; "
           f"speedup {li / di:.1f}x")
     print(f"RESULT search_step_ms={ours:.1f} plain_step_ms={plain:.1f} speedup_vs_plain={plain / ours:.2f} "

@@ -97,7 +97,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, nodes=4, batch_size=32, epochs=2,
                   a_lr=3e-3, log_every=2),
     # a couple of minutes on 2 CPU cores: a Fashion-MNIST subset
-    "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, c=8,
+    "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, pad=2, c=8,
                   batch_size=64, epochs=3, a_lr=3e-3),
     # the original experiment: 1 searched cell, C=10, 4 nodes, 1 input per node, batch 64, 50 epochs
     "paper": dict(dataset="fashion-mnist", c=10, layers=1, nodes=4, inputs_per_node=1, batch_size=64,
@@ -106,14 +106,14 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 
 HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(SEARCH_PRESETS["smoke"], a_lr=0.05, epochs=2),
-    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.03, epochs=3),
+    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=6),
     "paper": dict(SEARCH_PRESETS["paper"], a_lr=3e-3),
 }
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, batch_size=32, epochs=2, log_every=2),
-    "quick": dict(dataset="fashion-mnist", limit=20000, image_size=28, c=12, batch_size=128, epochs=4,
-                  lr=0.05),
+    "quick": dict(dataset="fashion-mnist", limit=24000, image_size=28, pad=2, c=12, batch_size=128,
+                  epochs=4, lr=0.05),
     # the original experiment: 2 cells, C=16, 50 epochs
     "paper": dict(dataset="fashion-mnist", c=16, layers=2, batch_size=64, epochs=50),
 }

@@ -44,14 +44,7 @@ class PiecewiseLinearHypernet(nn.Module):
         # equal logits → equal softplus increments → evenly spaced interior pivots at the start
         self.pivot_logits = nn.Parameter(torch.zeros(pivots - 1))  # [K − 1]
         self.register_buffer("lam_range", torch.tensor([float(lam_lo), float(lam_hi)]))
-
-    @property
-    def lam_lo(self) -> float:
-        return float(self.lam_range[0])
-
-    @property
-    def lam_hi(self) -> float:
-        return float(self.lam_range[1])
+        self.lam_lo, self.lam_hi = float(lam_lo), float(lam_hi)  # host copies: checks need no device sync
 
     def pivots(self) -> torch.Tensor:
         """[K] sorted pivots; the two ends fixed, the interior ones differentiable."""
@@ -70,10 +63,12 @@ class PiecewiseLinearHypernet(nn.Module):
 
     def forward(self, lam: float | torch.Tensor) -> torch.Tensor:
         """λ scalar → θ [s]; λ [n] → θ [n, s]. ValueError outside the trained range."""
-        lam_t = torch.as_tensor(lam, dtype=self.anchors.dtype, device=self.anchors.device)
+        lam_t = torch.as_tensor(lam, dtype=self.anchors.dtype)
         scalar = lam_t.dim() == 0
         lam_t = lam_t.reshape(-1)
-        self.check_lams(lam_t)
+        if lam_t.device.type == "cpu":  # checked on the host: no device sync in the training loop
+            self.check_lams(lam_t)
+        lam_t = lam_t.to(self.anchors.device)
         r = self.pivots()
         k = (torch.searchsorted(r.detach(), lam_t.detach(), right=True) - 1).clamp(0, len(r) - 2)
         t = ((lam_t - r[k]) / (r[k + 1] - r[k])).unsqueeze(-1)  # [n, 1]
