@@ -20,6 +20,7 @@ from safetensors.torch import save as st_save
 from safetensors import safe_open
 
 META_KEY = "nes"
+_WRITE_DELAY = float(os.environ.get("NES_TEST_WRITE_DELAY", "0") or 0)
 
 
 class ArtifactError(ValueError):
@@ -35,6 +36,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _WRITE_DELAY:  # fault injection for tests: a window in which a kill leaves only the temp file
+            import time
+
+            time.sleep(_WRITE_DELAY)
         os.replace(tmp, path)
     except BaseException:
         with_suppress_unlink(tmp)

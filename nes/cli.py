@@ -55,29 +55,23 @@ def _run_info(run: Path) -> dict[str, Any]:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    from .artifacts import write_json
-    from .config import SearchConfig, from_preset, parse_sets
-    from .search import search
+    from .config import parse_sets
+    from .tasks import search_task
 
     sets = parse_sets(a.set)
     if a.dataset:
         sets["dataset"] = a.dataset
     if a.data_dir:
         sets["data_dir"] = a.data_dir
-    cfg = from_preset(SearchConfig, a.preset, sets)
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
     cb, close = _progress_bar("search")
     try:
-        res = search(cfg, run, a.device, cb)
+        res = search_task(run, {"preset": a.preset, "set": sets}, cb, a.device)
     finally:
         close()
-    info = _run_info(run)
-    info.setdefault("preset", a.preset)
-    write_json(run / "run.json", info)
-    last = res.history[-1] if res.history else {}
-    print(f"genotype*: {res.genotype.compact()}")
-    print(f"search: {res.steps} steps in {res.seconds:.1f} s; last epoch val_acc={last.get('val_acc', float('nan')):.3f}")
+    print(f"genotype*: {res['compact']}")
+    print(f"search: {res['steps']} steps in {res['seconds']:.1f} s")
     print(f"saved: {run / 'search' / 'genotype.json'}")
     return 0
 
@@ -95,58 +89,41 @@ def _load_genotype_arg(run: Path, spec: str):
 
 
 def cmd_retrain(a: argparse.Namespace) -> int:
-    from .config import TrainConfig, from_preset, parse_sets
-    from .train import retrain
+    from .config import parse_sets
+    from .tasks import retrain_task
 
     run = Path(a.run)
-    info = _run_info(run)
+    _run_info(run)
     genotype = _load_genotype_arg(run, a.genotype)
     sets = parse_sets(a.set)
-    preset = a.preset or info.get("preset", "paper")
-    if "dataset" not in sets and info.get("dataset"):
-        sets["dataset"] = info["dataset"]
     if a.data_dir:
         sets["data_dir"] = a.data_dir
-    if a.seed is not None:
-        sets["seed"] = str(a.seed)
-    cfg = from_preset(TrainConfig, preset, sets)
+    config = {"preset": a.preset, "set": sets, "genotype": genotype.to_dict(), "name": a.name, "seed": a.seed}
     cb, close = _progress_bar(f"retrain {a.name}")
     try:
-        res = retrain(cfg, genotype, run, a.name, a.device, cb)
+        res = retrain_task(run, config, cb, a.device)
     finally:
         close()
-    m = res.metrics
+    m = res["metrics"]
     print(f"member {a.name}: {genotype.compact()}")
     print(f"test accuracy {m.get('test_accuracy', float('nan')):.4f}, NLL {m.get('test_nll', float('nan')):.4f}, "
-          f"{res.steps} steps in {res.seconds:.1f} s")
+          f"{res['steps']} steps in {res['seconds']:.1f} s")
     return 0
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    import torch
-
-    from .ensemble import ensemble_metrics, member_metrics
-    from .train import list_members, load_member_probs
+    from .tasks import evaluate_task
+    from .train import list_members
 
     run = Path(a.run)
     _run_info(run)
-    names = [n.strip() for n in a.members.split(",") if n.strip()] if a.members else list_members(run)
-    if not names:
+    names = [n.strip() for n in a.members.split(",") if n.strip()] if a.members else None
+    if not names and not list_members(run):
         raise UserError(f"{run}: no retrained members; train one with `python -m nes retrain --run {run} --genotype star --name m0`")
-    known = set(list_members(run))
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UserError(f"unknown member(s) {', '.join(missing)}; this run has: {', '.join(sorted(known)) or 'none'}")
-    loaded = [load_member_probs(run, n, a.epoch) for n in names]
-    y = loaded[0]["test_y"]
-    for n, d in zip(names, loaded):
-        if not torch.equal(d["test_y"], y):
-            raise UserError(f"member {n} was evaluated on different test data than {names[0]}; "
-                            "members must share dataset, limit and test_limit")
-    rows = [{"name": n, "epoch": d["epoch"], **member_metrics(d["test"], y)} for n, d in zip(names, loaded)]
-    ens = ensemble_metrics(torch.stack([d["test"] for d in loaded]), y)
+    out = evaluate_task(run, {"members": names, "epoch": a.epoch, "write": False})
+    rows, ens = out["members"], out["ensemble"]
     if a.json:
-        print(json.dumps({"members": rows, "ensemble": ens}, indent=2))
+        print(json.dumps(out, indent=2))
         return 0
     print(f"{'member':<16}{'epoch':>6}{'acc':>8}{'nll':>8}{'ece':>8}{'brier':>8}")
     for r in rows:
@@ -167,18 +144,16 @@ def cmd_import_arch(a: argparse.Namespace) -> int:
 
 def cmd_hypernet(a: argparse.Namespace) -> int:
     from .config import parse_sets
-    from .hypernet import hypernet_config, train_hypernet
+    from .tasks import hypernet_task
 
     run = Path(a.run)
-    info = _run_info(run)
-    sets = {**parse_sets(a.set), "regularizer": a.regularizer}
-    cfg = hypernet_config(run, a.preset or info.get("preset", "paper"), sets)
+    _run_info(run)
     cb, close = _progress_bar(f"hypernet ({a.regularizer})")
     try:
-        _, res = train_hypernet(cfg, run, a.device, cb)
+        res = hypernet_task(run, {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer}, cb, a.device)
     finally:
         close()
-    print(f"hypernetwork ({a.regularizer}): {res.steps} steps in {res.seconds:.1f} s")
+    print(f"hypernetwork ({a.regularizer}): {res['steps']} steps in {res['seconds']:.1f} s")
     _print_samples(run, a.regularizer, None)
     return 0
 
@@ -211,20 +186,129 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 def cmd_fixed_lambda(a: argparse.Namespace) -> int:
     from .config import parse_sets
-    from .hypernet import fixed_lambda_search, hypernet_config, load_search
+    from .space import Genotype
+    from .tasks import fixed_lambda_task
 
     run = Path(a.run)
-    info = _run_info(run)
-    sets = {**parse_sets(a.set), "regularizer": a.regularizer}
-    cfg = hypernet_config(run, a.preset or info.get("preset", "paper"), sets)
+    _run_info(run)
     cb, close = _progress_bar(f"search at λ={a.lam:g}")
     try:
-        res = fixed_lambda_search(cfg, run, a.lam, a.device, cb)
+        res = fixed_lambda_task(run, {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer,
+                                      "lam": a.lam}, cb, a.device)
     finally:
         close()
-    star = load_search(run)[3]
-    print(f"λ={a.lam:g}: {res.genotype.compact()}; matched edges {res.genotype.matched_edges(star)} of {star.num_edges()}")
-    print(f"{res.steps} steps in {res.seconds:.1f} s; saved under {run / 'fixed_lambda' / f'lam_{a.lam:g}'}")
+    g = Genotype.from_dict(res["genotype"])
+    print(f"λ={a.lam:g}: {g.compact()}; matched edges {res['matched_edges']} of {g.num_edges()}")
+    print(f"{res['steps']} steps in {res['seconds']:.1f} s; saved under {run / 'fixed_lambda' / f'lam_{a.lam:g}'}")
+    return 0
+
+
+def _job_row(j) -> dict[str, Any]:
+    return {"id": j.id, "kind": j.kind, "status": j.status, "pid": j.pid, "progress": round(j.progress, 4),
+            "step": j.step, "total": j.total, "executor": j.executor, "deps": j.deps,
+            "name": j.config.get("name"), "error": (j.error or "").splitlines()[0] if j.error else None}
+
+
+def _print_jobs(jobs) -> None:
+    print(f"{'id':>4} {'kind':<13}{'status':<10}{'progress':>9} {'pid':>8}  detail")
+    for j in jobs:
+        detail = j.config.get("name") or j.config.get("regularizer") or ""
+        if j.error:
+            detail = (detail + " — " if detail else "") + j.error.splitlines()[0][:100]
+        print(f"{j.id:>4} {j.kind:<13}{j.status:<10}{100 * j.progress:>8.1f}% {j.pid or '':>8}  {detail}")
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .jobs import pipeline, wait
+    from .store import Store, resolve_run
+
+    store = Store()
+    run = resolve_run(a.run)
+    if (run / "search").exists() or any(j.run_id == str(run) for j in store.jobs()):
+        raise UserError(f"run {run} already exists; pick a new --run, or manage its jobs with `python -m nes jobs list --run {a.run}`")
+    sets = parse_sets(a.set)
+    if a.data_dir:
+        sets["data_dir"] = a.data_dir
+    ids = pipeline(store, str(run), a.dataset, a.preset, a.members, a.regularizer, a.executor, sets)
+    print(f"run {run}: jobs {', '.join(map(str, ids))} (search → hypernet → sample → {a.members} members → evaluate)")
+    if a.executor == "ray" and a.detach:
+        import subprocess
+
+        from .jobs import _worker_env
+
+        subprocess.Popen([sys.executable, "-m", "nes", "ray-driver", *map(str, ids)], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_worker_env(1))
+    if a.detach:
+        print(f"detached; follow with `python -m nes jobs list --run {a.run}`")
+        return 0
+    last = {}
+
+    def show(jobs) -> None:
+        for j in jobs:
+            key = (j.status, int(20 * j.progress))
+            if last.get(j.id) != key:
+                last[j.id] = key
+                print(f"  job {j.id} {j.kind:<9} {j.status:<9} {100 * j.progress:5.1f}%", file=sys.stderr)
+
+    if a.executor == "ray":
+        from .ray_executor import run_ray_jobs
+
+        run_ray_jobs(store, [i for i in ids if store.job(i).kind == "retrain"], address=a.ray_address)
+    jobs = wait(store, ids, on_poll=show)
+    _print_jobs(jobs)
+    if any(j.status != "done" for j in jobs):
+        print(f"some jobs did not finish; see `python -m nes jobs show ID` and the logs in {run / 'logs'}", file=sys.stderr)
+        return 1
+    ens = store.job(ids[-1]).result["ensemble"]
+    print(f"ensemble of {a.members}: accuracy {ens['accuracy']:.4f}, NLL {ens['nll']:.4f}, ECE {ens['ece']:.4f} "
+          f"(mean member accuracy {ens['member_accuracy']:.4f})")
+    return 0
+
+
+def cmd_jobs(a: argparse.Namespace) -> int:
+    from .jobs import cancel, reap, resume
+    from .store import Store
+
+    store = Store(create=False) if a.action != "list" else Store()
+    if a.action == "list":
+        run_id = store.get_run(a.run) if a.run else None
+        reap(store, run_id)
+        jobs = store.jobs(run_id)
+        if a.json:
+            print(json.dumps([_job_row(j) for j in jobs], indent=2))
+        else:
+            _print_jobs(jobs)
+        return 0
+    if a.id is None:
+        raise UserError(f"jobs {a.action} needs a job id")
+    if a.action == "show":
+        reap(store)
+        j = store.job(a.id)
+        d = j.to_dict()
+        d["metrics_last"] = {}
+        for m in store.metrics(j.id):
+            d["metrics_last"][m["name"]] = m["value"]
+        print(json.dumps(d, indent=2, default=str))
+    elif a.action == "cancel":
+        print(f"job {a.id}: {cancel(store, a.id)}")
+    elif a.action == "resume":
+        resume(store, a.id)
+        print(f"job {a.id}: queued again (continues from its last checkpoint)")
+    return 0
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    from .jobs import run_worker
+
+    return run_worker(a.job_id)
+
+
+def cmd_ray_driver(a: argparse.Namespace) -> int:
+    from .ray_executor import run_ray_jobs
+    from .store import Store
+
+    run_ray_jobs(Store(), a.job_ids or None, address=a.address)
     return 0
 
 
@@ -298,6 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--set", action="append", metavar="KEY=VALUE")
     f.add_argument("--device", default=None)
     f.set_defaults(fn=cmd_fixed_lambda)
+
+    rp = sub.add_parser("run", help="the whole pipeline as background jobs: search → hypernet → sample → members → evaluate")
+    rp.add_argument("--dataset", default=None)
+    rp.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"])
+    rp.add_argument("--run", required=True, help="run name (in NES_HOME) or folder")
+    rp.add_argument("--members", type=int, default=3)
+    rp.add_argument("--regularizer", default="edges", choices=["js", "edges"])
+    rp.add_argument("--executor", default="local", choices=["local", "ray"])
+    rp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    rp.add_argument("--detach", action="store_true", help="return at once; workers carry on")
+    rp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SearchConfig field")
+    rp.add_argument("--data-dir", default=None)
+    rp.set_defaults(fn=cmd_run)
+
+    jp = sub.add_parser("jobs", help="list, show, cancel or resume background jobs")
+    jp.add_argument("action", choices=["list", "show", "cancel", "resume"])
+    jp.add_argument("id", nargs="?", type=int)
+    jp.add_argument("--run", default=None)
+    jp.add_argument("--json", action="store_true")
+    jp.set_defaults(fn=cmd_jobs)
+
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("job_id", type=int)
+    w.set_defaults(fn=cmd_worker)
+
+    rd = sub.add_parser("ray-driver", help=argparse.SUPPRESS)
+    rd.add_argument("job_ids", type=int, nargs="*")
+    rd.add_argument("--address", default=None)
+    rd.set_defaults(fn=cmd_ray_driver)
 
     n = sub.add_parser("info", help="library version and compute device")
     n.add_argument("--device", default=None)

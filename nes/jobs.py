@@ -1,0 +1,283 @@
+"""Background jobs: submit, launch worker processes, heartbeats, cancel, crash detection, resume.
+
+A job is a row in the store (`nes.store`). `launch_ready` starts a worker process
+(`python -m nes worker JOB_ID`) for every queued job whose dependencies are done, within the local
+concurrency limit, and hands each worker a number of cores (its torch threads), never more than
+are free. A worker streams progress, heartbeats and metrics to the store, checks for a cancel
+request at every progress report, and on exit launches whatever became ready, so a pipeline runs
+to the end without a scheduler process. A worker that died (its pid is gone, or its heartbeat is
+older than `STALE_SECONDS`) is marked failed by `reap`; `resume` queues it again and the step
+continues from its last checkpoint.
+
+Executors: `local` (default) and `ray` (`nes.ray_executor`; retrain jobs become Ray tasks).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .runtime import available_cores
+from .store import JOB_KINDS, Job, Store, StoreError, this_host
+
+HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 60.0
+REPORT_EVERY_SECONDS = 0.5  # progress rows are rate-limited; epoch-end reports always go through
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress callback when a cancel was requested."""
+
+
+def max_workers() -> int:
+    env = os.environ.get("NES_MAX_WORKERS")
+    return max(1, int(env)) if env else available_cores()
+
+
+def submit(store: Store, run: str, kind: str, config: dict, deps: Sequence[int] = (), executor: str = "local",
+           launch: bool = True) -> int:
+    """Queue a job on run `run` (registered if new) and start it if it can start."""
+    if kind not in JOB_KINDS:
+        raise StoreError(f"unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
+    if executor not in ("local", "ray"):
+        raise StoreError(f"unknown executor {executor!r}; choose local or ray")
+    run_id = store.register_run(run)
+    job_id = store.add_job(run_id, kind, config, deps, executor)
+    if launch:
+        launch_ready(store)
+    return job_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Liveness
+# ---------------------------------------------------------------------------------------------
+def runs_on(job: Job) -> str:
+    """Only retrain jobs go to Ray; every other step of a pipeline runs in a local worker."""
+    return "ray" if job.executor == "ray" and job.kind == "retrain" else "local"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if `pid` is a live (non-zombie) NES worker process on this host."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return b"worker" in cmd  # a recycled pid belongs to some other program
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust kill(0)
+
+
+def reap(store: Store, run_id: str | None = None) -> list[int]:
+    """Mark running jobs whose worker died as failed; returns their ids."""
+    dead = []
+    now = time.time()
+    for j in store.jobs(run_id):
+        if j.status != "running" or runs_on(j) != "local" or j.host not in (None, this_host()):
+            continue
+        if j.pid is None and j.started is not None and now - j.started < 30:
+            continue  # being launched right now: the launcher writes the pid next
+        gone = not pid_alive(j.pid)
+        stale = j.heartbeat is not None and now - j.heartbeat > STALE_SECONDS
+        if gone or stale:
+            why = f"worker died (pid {j.pid} is gone)" if gone else f"worker stopped answering (no heartbeat for {now - j.heartbeat:.0f} s)"
+            if store.claim(j.id, "running", status="failed", error=f"{why}; `python -m nes jobs resume {j.id}` "
+                           "continues from the last checkpoint", finished=now):
+                dead.append(j.id)
+    return dead
+
+
+# ---------------------------------------------------------------------------------------------
+# Launching
+# ---------------------------------------------------------------------------------------------
+def ready_jobs(store: Store, executor: str = "local") -> list[Job]:
+    """Queued jobs whose dependencies are all done. A failed/cancelled dependency fails the job."""
+    jobs = {j.id: j for j in store.jobs()}
+    ready = []
+    for j in jobs.values():
+        if j.status != "queued" or runs_on(j) != executor:
+            continue
+        dep_status = [jobs[d].status if d in jobs else "missing" for d in j.deps]
+        bad = [d for d, s in zip(j.deps, dep_status) if s in ("failed", "cancelled", "missing")]
+        if bad:
+            store.claim(j.id, "queued", status="failed",
+                        error=f"dependency job(s) {', '.join(map(str, bad))} did not finish; resume them, then this one",
+                        finished=time.time())
+            continue
+        if all(s == "done" for s in dep_status):
+            ready.append(j)
+    return ready
+
+
+def _worker_env(cores: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["NES_THREADS"] = str(cores)
+    env["NES_NO_PROGRESS"] = "1"
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def launch_ready(store: Store) -> list[int]:
+    """Start workers for ready local jobs within the limits; returns the started job ids."""
+    reap(store)
+    running = [j for j in store.jobs() if j.status == "running" and runs_on(j) == "local"]
+    slots = max_workers() - len(running)
+    free = available_cores() - sum(j.cores for j in running)
+    ready = ready_jobs(store, "local")
+    started = []
+    for i, j in enumerate(ready[: max(0, slots)]):
+        if free < 1:
+            break
+        cores = max(1, free // (min(len(ready), slots) - i))  # share what is free among the ones starting
+        if not store.claim(j.id, "queued", status="running", cores=cores, started=time.time(), error=None,
+                           host=this_host(), heartbeat=time.time(), attempts=j.attempts + 1):
+            continue  # another launcher got it
+        log = Path(j.run_id) / "logs"
+        log.mkdir(parents=True, exist_ok=True)
+        with open(log / f"job_{j.id}.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "nes", "worker", str(j.id)], stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, env={**_worker_env(cores), "NES_HOME": str(store.home)},
+                                    start_new_session=True)
+        store.update_job(j.id, pid=proc.pid)
+        _children.append(proc)
+        free -= cores
+        started.append(j.id)
+    _children[:] = [p for p in _children if p.poll() is None]  # reap finished children (no zombies)
+    return started
+
+
+_children: list[subprocess.Popen] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker
+# ---------------------------------------------------------------------------------------------
+class Reporter:
+    """The progress callback a job runs with: rate-limited store writes + cancel check."""
+
+    def __init__(self, store: Store, job_id: int):
+        self.store, self.job_id = store, job_id
+        self.last = 0.0
+
+    def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
+        now = time.time()
+        epoch_end = any(k.startswith(("test_", "val_acc")) for k in metrics)
+        if now - self.last < REPORT_EVERY_SECONDS and not epoch_end and step < total:
+            return
+        self.last = now
+        if self.store.report(self.job_id, step, total, metrics):
+            raise Cancelled()
+
+
+def run_worker(job_id: int, store: Store | None = None) -> int:
+    """Body of `python -m nes worker JOB_ID`: run the job, record the outcome, launch what's next."""
+    from .runtime import configure_threads
+    from .tasks import TASKS
+
+    store = store or Store()
+    job = store.job(job_id)
+    if job.status != "running":
+        # started by hand (e.g. while debugging): claim it now
+        if not store.claim(job_id, job.status, status="running", started=time.time(), attempts=job.attempts + 1):
+            raise StoreError(f"job {job_id} is {job.status}; resume it with `python -m nes jobs resume {job_id}`")
+    store.update_job(job_id, pid=os.getpid(), host=this_host(), heartbeat=time.time())
+    configure_threads()
+    stop = threading.Event()
+
+    def beat() -> None:
+        hb = Store(store.home)
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                hb.heartbeat(job_id)
+            except Exception:  # a transient lock must not kill the worker; the next beat retries
+                pass
+        hb.close()
+
+    threading.Thread(target=beat, daemon=True).start()
+    status, error, result = "done", None, None
+    try:
+        result = TASKS[job.kind](Path(job.run_id), job.config, Reporter(store, job_id), job.config.get("device"))
+    except Cancelled:
+        status, error = "cancelled", "cancelled by request; `jobs resume` continues from the last checkpoint"
+    except Exception as e:  # the job failed: record why; the worker itself exits normally
+        status = "failed"
+        error = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+    finally:
+        stop.set()
+    store.update_job(job_id, status=status, error=error, result=result, finished=time.time())
+    launch_ready(store)
+    return 0 if status == "done" else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Control
+# ---------------------------------------------------------------------------------------------
+def cancel(store: Store, job_id: int) -> str:
+    """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
+    j = store.job(job_id)
+    if j.status == "queued":
+        store.claim(job_id, "queued", status="cancelled", finished=time.time(), error="cancelled before it started")
+        return "cancelled"
+    if j.status == "running":
+        store.update_job(job_id, cancel_requested=1)
+        return "cancel requested"
+    raise StoreError(f"job {job_id} is already {j.status}")
+
+
+def resume(store: Store, job_id: int, launch: bool = True) -> None:
+    """Queue a failed or cancelled job again (and its failed dependencies' dependents stay queued)."""
+    reap(store)
+    j = store.job(job_id)
+    if j.status not in ("failed", "cancelled"):
+        raise StoreError(f"job {job_id} is {j.status}; only failed or cancelled jobs can be resumed")
+    store.update_job(job_id, status="queued", error=None, cancel_requested=0, pid=None, finished=None)
+    # dependents that were failed because of this job wait again
+    for other in store.jobs(j.run_id):
+        if other.status == "failed" and job_id in other.deps and (other.error or "").startswith("dependency"):
+            store.update_job(other.id, status="queued", error=None, finished=None)
+    if launch:
+        launch_ready(store)
+
+
+def wait(store: Store, job_ids: Sequence[int], poll: float = 1.0, on_poll=None) -> list[Job]:
+    """Block until every job is done/failed/cancelled, re-launching ready ones as they appear."""
+    while True:
+        launch_ready(store)
+        jobs = [store.job(i) for i in job_ids]
+        if on_poll is not None:
+            on_poll(jobs)
+        if all(j.status in ("done", "failed", "cancelled") for j in jobs):
+            return jobs
+        time.sleep(poll)
+
+
+def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
+             executor: str = "local", sets: dict[str, str] | None = None) -> list[int]:
+    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate."""
+    if members < 1:
+        raise StoreError(f"--members must be >= 1, got {members}")
+    search_sets = dict(sets or {})
+    if dataset:
+        search_sets["dataset"] = dataset
+    s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
+    h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
+    sm = submit(store, run, "sample", {"n": members, "regularizer": regularizer}, [h], launch=False)
+    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i},
+                [sm], executor=executor, launch=False) for i in range(members)]
+    e = submit(store, run, "evaluate", {}, m, launch=False)
+    launch_ready(store)
+    return [s, h, sm, *m, e]

@@ -1,0 +1,301 @@
+"""The run store: one SQLite database (WAL) in NES_HOME for runs, jobs, progress and metrics.
+
+Artifacts themselves live in a folder per run (written atomically by `nes.artifacts`); the
+database records what exists and what is running. Every connection uses WAL, a busy timeout and
+short transactions, so several worker processes can write progress and metrics at once while
+the app reads. The schema version is stored and checked: a database from a newer version, a
+foreign SQLite file or a corrupt file is refused with a message that says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+DB_NAME = "nes.db"
+JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate")
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,            -- the run folder's absolute path
+    name TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued',
+    config TEXT NOT NULL,            -- JSON
+    deps TEXT NOT NULL DEFAULT '[]', -- JSON list of job ids this one waits for
+    executor TEXT NOT NULL DEFAULT 'local',
+    cores INTEGER NOT NULL DEFAULT 1,
+    step INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    host TEXT,
+    heartbeat REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT,                     -- JSON
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, name, step);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    job_id INTEGER,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+_TABLES = {"meta", "runs", "jobs", "metrics", "artifacts"}
+
+
+class StoreError(ValueError):
+    """A missing, corrupt, foreign or newer database, or a request for something not in it."""
+
+
+def nes_home() -> Path:
+    return Path(os.environ.get("NES_HOME", "runs")).resolve()
+
+
+def resolve_run(run: str | os.PathLike) -> Path:
+    """A run given as a bare name lives in NES_HOME; a path is used as it is."""
+    s = str(run)
+    p = Path(s)
+    if not p.is_absolute() and os.sep not in s and (os.altsep is None or os.altsep not in s) and s not in (".", ".."):
+        p = nes_home() / s
+    return p.resolve()
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    run_id: str
+    kind: str
+    status: str
+    config: dict
+    deps: list[int]
+    executor: str
+    cores: int
+    step: int
+    total: int
+    pid: int | None
+    host: str | None
+    heartbeat: float | None
+    cancel_requested: bool
+    error: str | None
+    result: dict | None
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+
+    @property
+    def progress(self) -> float:
+        if self.status == "done":
+            return 1.0
+        return self.step / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["progress"] = self.progress
+        return d
+
+
+def _job(row: sqlite3.Row) -> Job:
+    d = dict(row)
+    return Job(
+        **{**d, "config": json.loads(d["config"]), "deps": json.loads(d["deps"]),
+           "cancel_requested": bool(d["cancel_requested"]),
+           "result": json.loads(d["result"]) if d["result"] else None}
+    )
+
+
+class Store:
+    """Handle on NES_HOME/nes.db (created on first use). Cheap to create; one per process/thread."""
+
+    def __init__(self, home: str | os.PathLike | None = None, create: bool = True):
+        self.home = Path(home).resolve() if home is not None else nes_home()
+        self.path = self.home / DB_NAME
+        if not self.path.exists() and not create:
+            raise StoreError(f"no run store at {self.path}")
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._conn = self._open()
+
+    # -- connection -----------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a usable NES database ({e}); move it away or set "
+                             f"NES_HOME to another folder — nothing in it was changed") from None
+        tables.discard("sqlite_sequence")
+        if tables and not tables >= _TABLES:
+            raise StoreError(f"{self.path} is an SQLite database of another program (tables: "
+                             f"{', '.join(sorted(tables))}); set NES_HOME to another folder")
+        if tables:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}, this NES Explorer reads "
+                                 f"version {SCHEMA_VERSION}; use the matching version or another NES_HOME")
+        else:
+            with self._tx(conn):
+                for stmt in _SCHEMA.split(";"):  # not executescript: it would commit our transaction
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return conn
+
+    @contextmanager
+    def _tx(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT with retries (the busy timeout covers most waits)."""
+        conn = conn or self._conn
+        for attempt in range(50):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise StoreError(f"{self.path}: database stayed locked; is another program holding it?")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def register_run(self, run: str | os.PathLike) -> str:
+        path = resolve_run(run)
+        path.mkdir(parents=True, exist_ok=True)
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO runs(id, name, created) VALUES (?, ?, ?)",
+                      (str(path), path.name, time.time()))
+        return str(path)
+
+    def get_run(self, run: str | os.PathLike) -> str:
+        """The run's id; StoreError if the store has no such run."""
+        path = str(resolve_run(run))
+        if self._conn.execute("SELECT 1 FROM runs WHERE id=?", (path,)).fetchone() is None:
+            known = [r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY created")]
+            raise StoreError(f"no run {run!r} in {self.path}" + (f"; known runs: {', '.join(known)}" if known else
+                             "; start one with `python -m nes run --run NAME ...`"))
+        return path
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY created")]
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def add_job(self, run_id: str, kind: str, config: dict, deps: Sequence[int] = (), executor: str = "local") -> int:
+        if kind not in JOB_KINDS:
+            raise StoreError(f"unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
+        with self._tx() as c:
+            for d in deps:
+                if c.execute("SELECT 1 FROM jobs WHERE id=?", (d,)).fetchone() is None:
+                    raise StoreError(f"dependency job {d} does not exist")
+            cur = c.execute(
+                "INSERT INTO jobs(run_id, kind, config, deps, executor, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, kind, json.dumps(config), json.dumps(list(deps)), executor, time.time()))
+            return int(cur.lastrowid)
+
+    def job(self, job_id: int) -> Job:
+        row = self._conn.execute("SELECT * FROM jobs WHERE id=?", (int(job_id),)).fetchone()
+        if row is None:
+            raise StoreError(f"no job {job_id} in {self.path}")
+        return _job(row)
+
+    def jobs(self, run_id: str | None = None) -> list[Job]:
+        if run_id is None:
+            rows = self._conn.execute("SELECT * FROM jobs ORDER BY id")
+        else:
+            rows = self._conn.execute("SELECT * FROM jobs WHERE run_id=? ORDER BY id", (run_id,))
+        return [_job(r) for r in rows]
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        for k in ("config", "result", "deps"):
+            if k in fields and not isinstance(fields[k], str) and fields[k] is not None:
+                fields[k] = json.dumps(fields[k])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as c:
+            c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), int(job_id)))
+
+    def claim(self, job_id: int, from_status: str = "queued", **fields: Any) -> bool:
+        """Atomically move a job out of `from_status` (so two launchers never start it twice)."""
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as c:
+            cur = c.execute(f"UPDATE jobs SET {cols} WHERE id=? AND status=?",
+                            (*fields.values(), int(job_id), from_status))
+            return cur.rowcount == 1
+
+    # -- progress and metrics -------------------------------------------------------------------
+    def report(self, job_id: int, step: int, total: int, metrics: dict[str, float] | None = None) -> bool:
+        """Progress + heartbeat + metric rows in one transaction; returns cancel_requested."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET step=?, total=?, heartbeat=? WHERE id=?", (step, total, now, job_id))
+            if metrics:
+                c.executemany("INSERT INTO metrics(job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)",
+                              [(job_id, step, k, float(v), now) for k, v in metrics.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)])
+            row = c.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row[0]) if row else False
+
+    def heartbeat(self, job_id: int) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET heartbeat=? WHERE id=?", (time.time(), job_id))
+
+    def metrics(self, job_id: int, name: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT step, name, value, time FROM metrics WHERE job_id=?"
+        args: tuple = (job_id,)
+        if name is not None:
+            q += " AND name=?"
+            args += (name,)
+        return [dict(r) for r in self._conn.execute(q + " ORDER BY step, rowid", args)]
+
+    # -- artifacts ------------------------------------------------------------------------------
+    def add_artifact(self, run_id: str, name: str, path: str | os.PathLike, job_id: int | None = None) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO artifacts(run_id, job_id, name, path, created) VALUES (?, ?, ?, ?, ?)",
+                      (run_id, job_id, name, str(path), time.time()))
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM artifacts WHERE run_id=? ORDER BY created", (run_id,))]
+
+
+def this_host() -> str:
+    return socket.gethostname()

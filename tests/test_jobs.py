@@ -1,0 +1,216 @@
+"""Run store and background jobs with real worker processes (digits / smoke)."""
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nes.artifacts import load_tensors, read_json
+from nes.jobs import cancel, launch_ready, reap, resume, submit, wait
+from nes.store import SCHEMA_VERSION, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = {"preset": "smoke"}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NES_MAX_WORKERS", "2")
+    monkeypatch.delenv("NES_TEST_WRITE_DELAY", raising=False)
+    return tmp_path / "home"
+
+
+def nes(*args, env=None):
+    e = {**os.environ, "NES_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=e, cwd=ROOT,
+                          timeout=600)
+
+
+def wait_until(pred, timeout=240.0, poll=0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError("condition not reached in time")
+
+
+def test_submit_runs_to_done_with_metrics(home):
+    store = Store()
+    j = submit(store, "r1", "search", SMOKE)
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "done", job.error
+    assert job.result["steps"] > 0 and job.progress == 1.0
+    names = {m["name"] for m in store.metrics(j)}
+    assert {"train_loss", "train_acc", "val_acc"} <= names
+    assert (home / "r1" / "search" / "genotype.json").exists()
+    # jobs list --json from the CLI sees it
+    r = nes("jobs", "list", "--run", "r1", "--json", env={"NES_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows[0]["id"] == j and rows[0]["kind"] == "search" and rows[0]["status"] == "done"
+    assert {"id", "kind", "status", "pid", "progress"} <= set(rows[0])
+
+
+@pytest.fixture
+def searched(home):
+    store = Store()
+    s = submit(store, "base", "search", SMOKE)
+    assert wait(store, [s], poll=0.3)[0].status == "done"
+    return store
+
+
+def _retrain(store, name, epochs, **extra):
+    return submit(store, "base", "retrain", {"preset": "smoke", "name": name, "set": {"epochs": str(epochs), "log_every": "1"}, **extra})
+
+
+def test_cancel_running_and_queued_jobs(searched):
+    store = searched
+    j = _retrain(store, "c", 40)
+    wait_until(lambda: store.job(j).step > 0)
+    assert cancel(store, j) == "cancel requested"
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "cancelled" and job.step < job.total
+    q = submit(store, "base", "retrain", {"preset": "smoke", "name": "q"}, deps=[j], launch=False)
+    assert cancel(store, q) == "cancelled"
+    with pytest.raises(StoreError, match="already cancelled"):
+        cancel(store, q)
+
+
+def test_sigkill_mid_epoch_then_resume(searched):
+    store = searched
+    j = _retrain(store, "k", 4)
+    ckpt = Path(store.job(j).run_id) / "members" / "k" / "checkpoint.safetensors"
+    # past the first checkpoint, inside the second epoch
+    wait_until(lambda: ckpt.exists() and store.job(j).step > store.job(j).total // 4)
+    pid = store.job(j).pid
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: reap(store) or store.job(j).status == "failed")
+    job = store.job(j)
+    assert job.status == "failed" and "worker died" in job.error
+    resume(store, j)
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "done", job.error
+    d = ckpt.parent
+    for f in d.rglob("*.safetensors"):
+        load_tensors(f)  # every artifact loads: none half written
+    assert len(read_json(d / "history.json")) == 4
+    assert len(list((d / "probs").glob("epoch_*.safetensors"))) == 4
+
+
+def test_sigkill_during_checkpoint_write_keeps_previous(searched, monkeypatch):
+    store = searched
+    monkeypatch.setenv("NES_TEST_WRITE_DELAY", "1.5")  # each artifact write waits before its rename
+    j = _retrain(store, "w", 3)
+    d = Path(store.job(j).run_id) / "members" / "w"
+    ckpt = d / "checkpoint.safetensors"
+    wait_until(lambda: ckpt.exists(), timeout=300)
+    first = load_tensors(ckpt)[1]["epoch"]
+    wait_until(lambda: list(d.glob(".checkpoint.safetensors.*.tmp")), timeout=300)  # the next one is being written
+    os.kill(store.job(j).pid, signal.SIGKILL)
+    meta = load_tensors(ckpt)[1]  # the previous checkpoint is intact
+    assert meta["epoch"] == first
+    monkeypatch.delenv("NES_TEST_WRITE_DELAY")
+    wait_until(lambda: reap(store) or store.job(j).status == "failed")
+    resume(store, j)
+    assert wait(store, [j], poll=0.3)[0].status == "done"
+    assert load_tensors(ckpt)[1]["epoch"] == 2
+
+
+def _hammer(home: str, job_id: int, n: int) -> None:
+    s = Store(home)
+    for i in range(n):
+        s.report(job_id, i, n, {f"m{k}": float(i) for k in range(5)})
+
+
+def test_two_writers_lose_no_rows(home):
+    store = Store()
+    run = store.register_run("w")
+    a, b = store.add_job(run, "evaluate", {}), store.add_job(run, "evaluate", {})
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(str(home), j, 300)) for j in (a, b)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(store.metrics(a)) == len(store.metrics(b)) == 1500
+
+
+def test_bad_input_messages(home, tmp_path):
+    store = Store()
+    with pytest.raises(StoreError, match="unknown job kind 'train'"):
+        submit(store, "x", "train", {})
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.get_run("nope")
+    with pytest.raises(StoreError, match="no job 99"):
+        store.job(99)
+    r = nes("jobs", "list", "--run", "nope", env={"NES_HOME": str(home)})
+    assert r.returncode == 2 and "no run 'nope'" in r.stderr and "Traceback" not in r.stderr
+    r = nes("jobs", "resume", "99", env={"NES_HOME": str(home)})
+    assert r.returncode == 2 and "no job 99" in r.stderr
+    # a run folder with missing artifacts: the job fails with a message, other runs are untouched
+    ok = submit(store, "good", "search", SMOKE)
+    bad = submit(store, "broken", "hypernet", {"preset": "smoke"})
+    jobs = wait(store, [ok, bad], poll=0.3)
+    assert jobs[0].status == "done"
+    assert jobs[1].status == "failed" and "no finished search" in jobs[1].error
+    dependent = submit(store, "broken", "retrain", {"name": "m", "sample_index": 0}, deps=[bad])
+    assert wait(store, [dependent], poll=0.3)[0].status == "failed"
+    assert "dependency" in store.job(dependent).error
+
+
+def test_corrupt_foreign_and_newer_databases(tmp_path):
+    corrupt = tmp_path / "c"
+    corrupt.mkdir()
+    (corrupt / "nes.db").write_bytes(b"\x00garbage" * 100)
+    before = (corrupt / "nes.db").read_bytes()
+    with pytest.raises(StoreError, match="not a usable NES database"):
+        Store(corrupt)
+    assert (corrupt / "nes.db").read_bytes() == before
+    foreign = tmp_path / "f"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "nes.db")
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="another program"):
+        Store(foreign)
+    newer = tmp_path / "n"
+    Store(newer).close()
+    con = sqlite3.connect(newer / "nes.db")
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        Store(newer)
+    r = nes("jobs", "list", env={"NES_HOME": str(corrupt)})
+    assert r.returncode == 2 and "not a usable NES database" in r.stderr
+
+
+def test_ray_executor_retrains_two_members(searched):
+    ray = pytest.importorskip("ray")
+    from nes.ray_executor import run_ray_jobs
+
+    store = searched
+    ids = [submit(store, "base", "retrain", {"preset": "smoke", "name": f"ray{i}", "seed": i}, executor="ray",
+                  launch=False) for i in range(2)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "NES_NO_PROGRESS": "1"}})
+    try:
+        run_ray_jobs(store, ids)
+    finally:
+        ray.shutdown()
+    for i, j in enumerate(ids):
+        job = store.job(j)
+        assert job.status == "done", job.error
+        assert job.result["name"] == f"ray{i}" and store.metrics(j)
+        assert (Path(job.run_id) / "members" / f"ray{i}" / "weights.safetensors").exists()
