@@ -2,13 +2,15 @@
 
 Public API (everything else is internal and may change):
     Genotype, ArchLayout, OPS            — the search space (nes.space)
-    SearchConfig, TrainConfig, from_preset — configurations (nes.config)
-    load_dataset                          — datasets held on the device (nes.data)
-    Supernet, Network                     — the two networks
-    search, retrain                       — DARTS search and member retraining
-    ensemble_metrics                      — metrics from saved probabilities (nes.ensemble)
+    SearchConfig, HypernetConfig, TrainConfig, from_preset — configurations (nes.config)
+Modules: nes.data (load_dataset, DeviceLoader), nes.supernet / nes.network, nes.search (search),
+nes.hypernet (train_hypernet, load_hypernet), nes.diversity (sampling), nes.train (retrain),
+nes.ensemble (metrics, greedy selection), nes.store / nes.jobs (run store, background jobs).
 """
 __version__ = "0.1.0"
 
-from .space import OPS, ArchLayout, Genotype  # noqa: E402,F401
-from .config import SearchConfig, TrainConfig, from_preset  # noqa: E402,F401
+from .space import OPS, ArchLayout, Genotype  # noqa: E402
+from .config import HypernetConfig, SearchConfig, TrainConfig, from_preset  # noqa: E402
+
+__all__ = ["OPS", "ArchLayout", "Genotype", "HypernetConfig", "SearchConfig", "TrainConfig", "from_preset",
+           "__version__"]

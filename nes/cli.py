@@ -45,6 +45,15 @@ def _progress_bar(desc: str) -> tuple[Callable[[int, int, dict], None], Callable
     return cb, close
 
 
+def _run_task(desc: str, task: Callable, run: Path, config: dict, device: str | None) -> dict:
+    """Run a pipeline step in this process with a progress bar."""
+    cb, close = _progress_bar(desc)
+    try:
+        return task(run, config, cb, device)
+    finally:
+        close()
+
+
 def _run_info(run: Path) -> dict[str, Any]:
     from .artifacts import read_json
 
@@ -65,11 +74,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         sets["data_dir"] = a.data_dir
     run = Path(a.run)
     run.mkdir(parents=True, exist_ok=True)
-    cb, close = _progress_bar("search")
-    try:
-        res = search_task(run, {"preset": a.preset, "set": sets}, cb, a.device)
-    finally:
-        close()
+    res = _run_task("search", search_task, run, {"preset": a.preset, "set": sets}, a.device)
     print(f"genotype*: {res['compact']}")
     print(f"search: {res['steps']} steps in {res['seconds']:.1f} s")
     print(f"saved: {run / 'search' / 'genotype.json'}")
@@ -99,11 +104,7 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     if a.data_dir:
         sets["data_dir"] = a.data_dir
     config = {"preset": a.preset, "set": sets, "genotype": genotype.to_dict(), "name": a.name, "seed": a.seed}
-    cb, close = _progress_bar(f"retrain {a.name}")
-    try:
-        res = retrain_task(run, config, cb, a.device)
-    finally:
-        close()
+    res = _run_task(f"retrain {a.name}", retrain_task, run, config, a.device)
     m = res["metrics"]
     print(f"member {a.name}: {genotype.compact()}")
     print(f"test accuracy {m.get('test_accuracy', float('nan')):.4f}, NLL {m.get('test_nll', float('nan')):.4f}, "
@@ -148,11 +149,8 @@ def cmd_hypernet(a: argparse.Namespace) -> int:
 
     run = Path(a.run)
     _run_info(run)
-    cb, close = _progress_bar(f"hypernet ({a.regularizer})")
-    try:
-        res = hypernet_task(run, {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer}, cb, a.device)
-    finally:
-        close()
+    config = {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer}
+    res = _run_task(f"hypernet ({a.regularizer})", hypernet_task, run, config, a.device)
     print(f"hypernetwork ({a.regularizer}): {res['steps']} steps in {res['seconds']:.1f} s")
     _print_samples(run, a.regularizer, None)
     return 0
@@ -191,12 +189,8 @@ def cmd_fixed_lambda(a: argparse.Namespace) -> int:
 
     run = Path(a.run)
     _run_info(run)
-    cb, close = _progress_bar(f"search at λ={a.lam:g}")
-    try:
-        res = fixed_lambda_task(run, {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer,
-                                      "lam": a.lam}, cb, a.device)
-    finally:
-        close()
+    config = {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer, "lam": a.lam}
+    res = _run_task(f"search at λ={a.lam:g}", fixed_lambda_task, run, config, a.device)
     g = Genotype.from_dict(res["genotype"])
     print(f"λ={a.lam:g}: {g.compact()}; matched edges {res['matched_edges']} of {g.num_edges()}")
     print(f"{res['steps']} steps in {res['seconds']:.1f} s; saved under {run / 'fixed_lambda' / f'lam_{a.lam:g}'}")
@@ -230,7 +224,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     sets = parse_sets(a.set)
     if a.data_dir:
         sets["data_dir"] = a.data_dir
-    ids = pipeline(store, str(run), a.dataset, a.preset, a.members, a.regularizer, a.executor, sets)
+    res = {"num_cpus": a.ray_cpus, "num_gpus": a.ray_gpus} if a.executor == "ray" else None
+    ids = pipeline(store, str(run), a.dataset, a.preset, a.members, a.regularizer, a.executor, sets, res)
     print(f"run {run}: jobs {', '.join(map(str, ids))} (search → hypernet → sample → {a.members} members → evaluate)")
     if a.executor == "ray" and a.detach:
         import subprocess
@@ -391,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--regularizer", default="edges", choices=["js", "edges"])
     rp.add_argument("--executor", default="local", choices=["local", "ray"])
     rp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    rp.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per member task (ray executor)")
+    rp.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per member task (ray executor), e.g. 0.25")
     rp.add_argument("--detach", action="store_true", help="return at once; workers carry on")
     rp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SearchConfig field")
     rp.add_argument("--data-dir", default=None)

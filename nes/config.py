@@ -106,7 +106,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 
 HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(SEARCH_PRESETS["smoke"], a_lr=0.05, epochs=2),
-    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=6),
+    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=10),
     "paper": dict(SEARCH_PRESETS["paper"], a_lr=3e-3),
 }
 

@@ -239,16 +239,22 @@ def cancel(store: Store, job_id: int) -> str:
 
 
 def resume(store: Store, job_id: int, launch: bool = True) -> None:
-    """Queue a failed or cancelled job again (and its failed dependencies' dependents stay queued)."""
+    """Queue a failed or cancelled job again, with the jobs that were failed because of it."""
     reap(store)
     j = store.job(job_id)
     if j.status not in ("failed", "cancelled"):
         raise StoreError(f"job {job_id} is {j.status}; only failed or cancelled jobs can be resumed")
     store.update_job(job_id, status="queued", error=None, cancel_requested=0, pid=None, finished=None)
-    # dependents that were failed because of this job wait again
-    for other in store.jobs(j.run_id):
-        if other.status == "failed" and job_id in other.deps and (other.error or "").startswith("dependency"):
-            store.update_job(other.id, status="queued", error=None, finished=None)
+    # jobs that failed only because this one (or, transitively, one of them) did not finish wait again
+    requeued, changed = {job_id}, True
+    while changed:
+        changed = False
+        for other in store.jobs(j.run_id):
+            if (other.status == "failed" and requeued & set(other.deps)
+                    and (other.error or "").startswith("dependency")):
+                store.update_job(other.id, status="queued", error=None, finished=None)
+                requeued.add(other.id)
+                changed = True
     if launch:
         launch_ready(store)
 
@@ -266,8 +272,11 @@ def wait(store: Store, job_ids: Sequence[int], poll: float = 1.0, on_poll=None) 
 
 
 def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
-             executor: str = "local", sets: dict[str, str] | None = None) -> list[int]:
-    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate."""
+             executor: str = "local", sets: dict[str, str] | None = None,
+             member_resources: dict[str, float] | None = None) -> list[int]:
+    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate.
+
+    `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for."""
     if members < 1:
         raise StoreError(f"--members must be >= 1, got {members}")
     search_sets = dict(sets or {})
@@ -276,7 +285,8 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
     sm = submit(store, run, "sample", {"n": members, "regularizer": regularizer}, [h], launch=False)
-    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i},
+    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i,
+                                        **(member_resources or {})},
                 [sm], executor=executor, launch=False) for i in range(members)]
     e = submit(store, run, "evaluate", {}, m, launch=False)
     launch_ready(store)

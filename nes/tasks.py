@@ -7,7 +7,7 @@ command line) plus the step's own keys. Every step resumes from its checkpoint i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .artifacts import ArtifactError, read_json, write_json
 from .search import Progress

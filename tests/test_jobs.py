@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nes.artifacts import load_tensors, read_json
-from nes.jobs import cancel, launch_ready, reap, resume, submit, wait
+from nes.jobs import cancel, reap, resume, submit, wait
 from nes.store import SCHEMA_VERSION, Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,8 +164,12 @@ def test_bad_input_messages(home, tmp_path):
     assert jobs[0].status == "done"
     assert jobs[1].status == "failed" and "no finished search" in jobs[1].error
     dependent = submit(store, "broken", "retrain", {"name": "m", "sample_index": 0}, deps=[bad])
-    assert wait(store, [dependent], poll=0.3)[0].status == "failed"
-    assert "dependency" in store.job(dependent).error
+    second = submit(store, "broken", "evaluate", {}, deps=[dependent])
+    assert [j.status for j in wait(store, [dependent, second], poll=0.3)] == ["failed", "failed"]
+    assert "dependency" in store.job(dependent).error and "dependency" in store.job(second).error
+    resume(store, bad, launch=False)  # the whole chain waits again
+    assert [store.job(i).status for i in (bad, dependent, second)] == ["queued"] * 3
+    assert Path(store.get_run("good"), "search", "genotype.json").exists()  # the other run is untouched
 
 
 def test_corrupt_foreign_and_newer_databases(tmp_path):
