@@ -64,11 +64,11 @@ class ArchModule(nn.Module):
 class DartsArch(ArchModule):
     """DARTS: θ is one free parameter vector (α and β of every used cell type)."""
 
-    def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None, fixed: bool = False):
+    def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None):
         super().__init__()
         self.layout = layout
         t0 = layout.init_theta() if theta0 is None else theta0.detach().clone().float()
-        self.alpha = nn.Parameter(t0, requires_grad=not fixed)
+        self.alpha = nn.Parameter(t0)
 
     def theta(self, ctx: Any) -> torch.Tensor:
         return self.alpha
@@ -169,15 +169,13 @@ def train_bilevel(
     device: torch.device,
     progress: Progress | None = None,
     extra_meta: Mapping[str, Any] | None = None,
-    a_lr: float | None = None,
 ) -> SearchResult:
     """Run (or resume) the bi-level loop; checkpoint `out_dir/checkpoint.safetensors` each epoch."""
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint.safetensors"
     w_opt = torch.optim.SGD(net.parameters(), cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay)
     a_params = [p for p in arch.parameters() if p.requires_grad]
-    a_opt = torch.optim.Adam(a_params, a_lr if a_lr is not None else cfg.a_lr,
-                             betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=cfg.a_weight_decay)
+    a_opt = torch.optim.Adam(a_params, cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=cfg.a_weight_decay)
     meta_cfg = {"config": to_dict(cfg), **dict(extra_meta or {})}
     start_epoch, history, steps_done, seconds = 0, [], 0, 0.0
     if ckpt.exists():

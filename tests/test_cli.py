@@ -161,3 +161,12 @@ def test_retrain_resume_after_interruption(tmp_path):
     a = load_tensors(tmp_path / "members" / "full" / "weights.safetensors")[0]
     b = load_tensors(tmp_path / "members" / "cut" / "weights.safetensors")[0]
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_second_order_search(tmp_path):
+    """Unrolled DARTS runs, moves θ, and differs from first order on the same data."""
+    cfg1 = from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 64})
+    cfg2 = from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 64, "second_order": "true"})
+    first, second = search(cfg1, tmp_path / "a", "cpu"), search(cfg2, tmp_path / "b", "cpu")
+    assert torch.isfinite(second.theta).all() and second.steps == first.steps
+    assert not torch.allclose(first.theta, second.theta)
