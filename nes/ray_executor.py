@@ -56,6 +56,17 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
     remote = ray.remote(_retrain_in_ray)
     queue = Queue()
     inflight: dict[Any, int] = {}
+    def drain() -> set:
+        """Move queued progress messages into the store; returns refs of tasks to cancel."""
+        cancel_refs = set()
+        while True:
+            try:
+                job_id, step, total, metrics = queue.get_nowait()
+            except Empty:
+                return cancel_refs
+            if store.report(job_id, step, total, metrics):
+                cancel_refs |= {r for r, i in inflight.items() if i == job_id}
+
     if job_ids is None:
         job_ids = [j.id for j in store.jobs() if j.executor == "ray" and j.status in ("queued", "running")]
     try:
@@ -68,21 +79,14 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
                 ref = remote.options(num_cpus=float(j.config.get("num_cpus", 1)),
                                      num_gpus=float(j.config.get("num_gpus", 0))).remote(j.id, j.run_id, j.config, queue)
                 inflight[ref] = j.id
-            cancel_refs = set()
-            while True:
-                try:
-                    job_id, step, total, metrics = queue.get_nowait()
-                except Empty:
-                    break
-                if store.report(job_id, step, total, metrics):
-                    cancel_refs |= {r for r, i in inflight.items() if i == job_id}
-            for r in cancel_refs:
+            for r in drain():
                 ray.cancel(r)
             if inflight:
                 done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=poll)
             else:
                 done = []
                 time.sleep(poll)
+            drain()  # a finished task's messages are all queued by now (put is synchronous)
             for ref in done:
                 job_id = inflight.pop(ref)
                 try:
