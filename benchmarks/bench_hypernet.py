@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nes.config import SearchConfig, from_preset  # noqa: E402
-from nes.diversity import sample_architectures  # noqa: E402
+from nes.diversity import lam_grid, sample_architectures  # noqa: E402
 from nes.hypernet import fixed_lambda_search, hypernet_config, lam_range, load_search, train_hypernet  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
 from nes.search import search  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
         cfg = hypernet_config(run, a.preset, {**sets, "regularizer": reg})
         hyper, res = train_hypernet(cfg, run, device)
         lo, hi = lam_range(cfg, star)
-        lams = [lo + (hi - lo) * i / 8 for i in range(9)]
+        lams = lam_grid(lo, hi, 9)
         samples = sample_architectures(hyper, layout, star, lams, cfg.tau)
         results[reg] = (cfg, res, samples)
         print(f"\nhypernetwork ({reg}): {res.steps} steps in {res.seconds:.1f} s ({1000 * res.seconds / res.steps:.0f} ms/step)")

@@ -157,14 +157,13 @@ def cmd_hypernet(a: argparse.Namespace) -> int:
 
 
 def _print_samples(run: Path, regularizer: str | None, lams: list[float] | None, as_json: bool = False) -> None:
-    from .diversity import sample_architectures
+    from .diversity import lam_grid, sample_architectures
     from .hypernet import load_hypernet, load_search
 
     hyper, meta = load_hypernet(run, regularizer)
     _, layout, _, star = load_search(run)
     if lams is None:
-        lo, hi = meta["lam_min"], meta["lam_max"]
-        lams = [lo + (hi - lo) * i / 4 for i in range(5)]
+        lams = lam_grid(meta["lam_min"], meta["lam_max"], 5)
     samples = sample_architectures(hyper, layout, star, lams, meta["config"]["tau"])
     if as_json:
         print(json.dumps([s.to_dict() for s in samples], indent=2))

@@ -57,6 +57,11 @@ def pairwise_arch_js(layout: ArchLayout, thetas: Sequence[torch.Tensor]) -> torc
     return m
 
 
+def lam_grid(lo: float, hi: float, n: int) -> list[float]:
+    """n evenly spaced λ from lo to hi (both included; [lo] if n == 1)."""
+    return [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
+
+
 def unique_genotypes(samples: Sequence[ArchSample]) -> list[tuple[Genotype, list[float]]]:
     """Distinct genotypes in first-seen order, each with the λ values that produced it."""
     seen: dict[Genotype, list[float]] = {}

@@ -193,10 +193,10 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
                  {"layout": layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
                   "lam_min": lam_min, "lam_max": lam_max, "lam_eps": cfg.lam_eps, "config": to_dict(cfg)})
     write_json(out / "history.json", res.history)
-    from .diversity import sample_architectures
+    from .diversity import lam_grid, sample_architectures
 
-    grid = [lam_min + (lam_max - lam_min) * i / 8 for i in range(9)]
-    write_json(out / "curve.json", [s.to_dict() for s in sample_architectures(hyper, layout, star, grid, cfg.tau)])
+    curve = sample_architectures(hyper, layout, star, lam_grid(lam_min, lam_max, 9), cfg.tau)
+    write_json(out / "curve.json", [s.to_dict() for s in curve])
     return hyper, res
 
 

@@ -122,6 +122,9 @@ def ready_jobs(store: Store, executor: str = "local") -> list[Job]:
     return ready
 
 
+_children: list[subprocess.Popen] = []  # workers this process started (polled so none stays a zombie)
+
+
 def _worker_env(cores: int) -> dict[str, str]:
     env = dict(os.environ)
     env["NES_THREADS"] = str(cores)
@@ -159,8 +162,6 @@ def launch_ready(store: Store) -> list[int]:
     _children[:] = [p for p in _children if p.poll() is None]  # reap finished children (no zombies)
     return started
 
-
-_children: list[subprocess.Popen] = []
 
 
 # ---------------------------------------------------------------------------------------------

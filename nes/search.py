@@ -56,6 +56,10 @@ class ArchModule(nn.Module):
         at the end of the epoch, by `epoch_metrics`)."""
         return {}
 
+    def epoch_metrics(self, extra: dict[str, list]) -> dict[str, float]:
+        """Per-epoch summary of the collected `step_metrics` values (one device sync per epoch)."""
+        return {}
+
     def final_theta(self) -> torch.Tensor:
         """θ that the run reports as its result (α* for DARTS)."""
         raise NotImplementedError
@@ -251,19 +255,13 @@ def train_bilevel(
         steps_done += steps_per_epoch
         row = {"epoch": epoch, "train_loss": s[0], "train_acc": s[1], "val_loss": s[2], "val_acc": s[3],
                "lr": w_opt.param_groups[0]["lr"], "seconds": seconds}
-        row.update(arch_epoch_metrics(arch, extra_sums))
+        row.update(arch.epoch_metrics(extra_sums))
         history.append(row)
         save_checkpoint(ckpt, {"net": net, "arch": arch}, {"w": w_opt, "a": a_opt},
                         {**meta_cfg, "epoch": epoch, "history": history, "steps": steps_done,
                          "seconds": seconds, "version": __version__})
     theta = arch.final_theta().float().cpu()
     return SearchResult(theta, arch.layout.discretize(theta), arch.layout, history, steps_done, seconds)
-
-
-def arch_epoch_metrics(arch: ArchModule, extra: dict[str, list[float]]) -> dict[str, float]:
-    """Hook for arch modules that log per-epoch summaries of their step metrics."""
-    fn = getattr(arch, "epoch_metrics", None)
-    return fn(extra) if fn is not None else {}
 
 
 def search(

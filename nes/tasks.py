@@ -58,16 +58,14 @@ def fixed_lambda_task(run: Path, config: dict, progress: Progress | None = None,
 
 def sample_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
     """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json."""
-    from .diversity import sample_architectures
+    from .diversity import lam_grid, sample_architectures
     from .hypernet import load_hypernet, load_search
 
     hyper, meta = load_hypernet(run, config.get("regularizer"))
     _, layout, _, star = load_search(run)
     lams = config.get("lams")
     if lams is None:
-        n = int(config.get("n", 5))
-        lo, hi = meta["lam_min"], meta["lam_max"]
-        lams = [lo + (hi - lo) * i / max(1, n - 1) for i in range(n)] if n > 1 else [lo]
+        lams = lam_grid(meta["lam_min"], meta["lam_max"], int(config.get("n", 5)))
     samples = [s.to_dict() for s in sample_architectures(hyper, layout, star, lams, meta["config"]["tau"])]
     write_json(run / "samples.json", {"regularizer": meta["regularizer"], "samples": samples})
     return {"samples": len(samples), "lams": lams}
