@@ -5,8 +5,8 @@ A job is a row in the store (`nes.store`). `launch_ready` starts a worker proces
 concurrency limit, and hands each worker a number of cores (its torch threads), never more than
 are free. A worker streams progress, heartbeats and metrics to the store, checks for a cancel
 request at every progress report, and on exit launches whatever became ready, so a pipeline runs
-to the end without a scheduler process. A worker that died (its pid is gone, or its heartbeat is
-older than `STALE_SECONDS`) is marked failed by `reap`; `resume` queues it again and the step
+to the end without a scheduler process. A worker that died (its pid is gone, or its heartbeat
+stayed unchanged for `STALE_SECONDS` while a watcher looked) is marked failed by `reap`; `resume` queues it again and the step
 continues from its last checkpoint.
 
 Executors: `local` (default) and `ray` (`nes.ray_executor`; retrain jobs become Ray tasks).
@@ -81,22 +81,46 @@ def pid_alive(pid: int | None) -> bool:
         return True  # no /proc (macOS): trust kill(0)
 
 
+# job id -> (heartbeat value, pid, monotonic time this process first saw that pair). Staleness is
+# measured with this process's monotonic clock (a heartbeat that does not change for STALE_SECONDS
+# while we watch), never by comparing wall-clock stamps written by another process: a VM whose wall
+# clock steps forward must not turn every live worker into a "dead" one.
+_watch: dict[int, tuple[float | None, int | None, float]] = {}
+
+
+def _unchanged_for(j: Job) -> float:
+    """Seconds (monotonic, in this process) for which job j's heartbeat and pid have not changed."""
+    now = time.monotonic()
+    seen = _watch.get(j.id)
+    if seen is None or seen[:2] != (j.heartbeat, j.pid):
+        _watch[j.id] = (j.heartbeat, j.pid, now)
+        return 0.0
+    return now - seen[2]
+
+
 def reap(store: Store, run_id: str | None = None) -> list[int]:
-    """Mark running jobs whose worker died as failed; returns their ids."""
+    """Mark running jobs whose worker died as failed; returns their ids.
+
+    A local worker is dead when its pid is gone (or never got written), or when it is alive but its
+    heartbeat thread has written nothing for STALE_SECONDS while this process watched (a frozen
+    process, e.g. stopped with SIGSTOP; a hung job still beats, so it is not reaped)."""
     dead = []
-    now = time.time()
     for j in store.jobs(run_id):
         if j.status != "running" or runs_on(j) != "local" or j.host not in (None, this_host()):
+            _watch.pop(j.id, None)
             continue
-        if j.pid is None and j.started is not None and now - j.started < 30:
-            continue  # being launched right now: the launcher writes the pid next
-        gone = not pid_alive(j.pid)
-        stale = j.heartbeat is not None and now - j.heartbeat > STALE_SECONDS
+        quiet = _unchanged_for(j)
+        if j.pid is None:
+            gone, stale = quiet > 30.0, False  # being launched: the launcher writes the pid next
+        else:
+            gone, stale = not pid_alive(j.pid), quiet > STALE_SECONDS
         if gone or stale:
-            why = f"worker died (pid {j.pid} is gone)" if gone else f"worker stopped answering (no heartbeat for {now - j.heartbeat:.0f} s)"
+            why = (f"worker died (pid {j.pid} is gone)" if gone else
+                   f"worker stopped answering (no heartbeat for {quiet:.0f} s)")
             if store.claim(j.id, "running", status="failed", error=f"{why}; `python -m nes jobs resume {j.id}` "
-                           "continues from the last checkpoint", finished=now):
+                           "continues from the last checkpoint", finished=time.time()):
                 dead.append(j.id)
+            _watch.pop(j.id, None)
     return dead
 
 

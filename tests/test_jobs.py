@@ -43,11 +43,17 @@ def wait_until(pred, timeout=240.0, poll=0.2):
     raise AssertionError("condition not reached in time")
 
 
+def why(job) -> str:
+    """A failed job's error and the tail of its worker log (for assertion messages)."""
+    log = Path(job.run_id) / "logs" / f"job_{job.id}.log"
+    return f"{job.error}\n--- log ---\n" + (log.read_text()[-3000:] if log.exists() else "(no log)")
+
+
 def test_submit_runs_to_done_with_metrics(home):
     store = Store()
     j = submit(store, "r1", "search", SMOKE)
     job, = wait(store, [j], poll=0.3)
-    assert job.status == "done", job.error
+    assert job.status == "done", why(job)
     assert job.result["steps"] > 0 and job.progress == 1.0
     names = {m["name"] for m in store.metrics(j)}
     assert {"train_loss", "train_acc", "val_acc"} <= names
@@ -64,7 +70,8 @@ def test_submit_runs_to_done_with_metrics(home):
 def searched(home):
     store = Store()
     s = submit(store, "base", "search", SMOKE)
-    assert wait(store, [s], poll=0.3)[0].status == "done"
+    job, = wait(store, [s], poll=0.3)
+    assert job.status == "done", why(job)
     return store
 
 
@@ -76,6 +83,10 @@ def test_cancel_running_and_queued_jobs(searched):
     store = searched
     j = _retrain(store, "c", 40)
     wait_until(lambda: store.job(j).step > 0)
+    # a wall-clock step (VM resume, NTP) makes the heartbeat stamp look an hour old: the worker is
+    # alive and still beating, so it is not reaped
+    store.update_job(j, heartbeat=time.time() - 3600)
+    assert reap(store) == [] and store.job(j).status == "running"
     assert cancel(store, j) == "cancel requested"
     job, = wait(store, [j], poll=0.3)
     assert job.status == "cancelled" and job.step < job.total
@@ -98,7 +109,7 @@ def test_sigkill_mid_epoch_then_resume(searched):
     assert job.status == "failed" and "worker died" in job.error
     resume(store, j)
     job, = wait(store, [j], poll=0.3)
-    assert job.status == "done", job.error
+    assert job.status == "done", why(job)
     d = ckpt.parent
     for f in d.rglob("*.safetensors"):
         load_tensors(f)  # every artifact loads: none half written
@@ -121,8 +132,26 @@ def test_sigkill_during_checkpoint_write_keeps_previous(searched, monkeypatch):
     monkeypatch.delenv("NES_TEST_WRITE_DELAY")
     wait_until(lambda: reap(store) or store.job(j).status == "failed")
     resume(store, j)
-    assert wait(store, [j], poll=0.3)[0].status == "done"
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "done", why(job)
     assert load_tensors(ckpt)[1]["epoch"] == 2
+
+
+def test_frozen_worker_is_reaped(searched, monkeypatch):
+    import nes.jobs
+
+    store = searched
+    monkeypatch.setattr(nes.jobs, "STALE_SECONDS", 3.0)
+    j = _retrain(store, "z", 40)
+    wait_until(lambda: store.job(j).step > 0)
+    pid = store.job(j).pid
+    os.kill(pid, signal.SIGSTOP)  # alive, but its heartbeat thread stops too
+    try:
+        wait_until(lambda: reap(store), timeout=60)
+        job = store.job(j)
+        assert job.status == "failed" and "stopped answering" in job.error, job.error
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 def _hammer(home: str, job_id: int, n: int) -> None:
@@ -161,7 +190,7 @@ def test_bad_input_messages(home, tmp_path):
     ok = submit(store, "good", "search", SMOKE)
     bad = submit(store, "broken", "hypernet", {"preset": "smoke"})
     jobs = wait(store, [ok, bad], poll=0.3)
-    assert jobs[0].status == "done"
+    assert jobs[0].status == "done", why(jobs[0])
     assert jobs[1].status == "failed" and "no finished search" in jobs[1].error
     dependent = submit(store, "broken", "retrain", {"name": "m", "sample_index": 0}, deps=[bad])
     second = submit(store, "broken", "evaluate", {}, deps=[dependent])
@@ -215,6 +244,6 @@ def test_ray_executor_retrains_two_members(searched):
         ray.shutdown()
     for i, j in enumerate(ids):
         job = store.job(j)
-        assert job.status == "done", job.error
+        assert job.status == "done", why(job)
         assert job.result["name"] == f"ray{i}" and store.metrics(j)
         assert (Path(job.run_id) / "members" / f"ray{i}" / "weights.safetensors").exists()
