@@ -1,32 +1,41 @@
 """NES Explorer — Streamlit entry point (`streamlit run explorer_app.py`).
 
-For now this page shows the library's version, the compute device and how to start a run from the
-command line; the λ explorer pages come with the app issue.
+Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker and the device
+badge. The app process only reads the store and samples α(λ) (milliseconds); training runs in
+background worker processes (`nes.jobs`), so the app keeps one torch thread.
 """
 import streamlit as st
 
 import nes
 from nes.runtime import configure_threads, device_label, resolve_device
+from pages._common import select_run, store
 
-st.set_page_config(page_title="NES Explorer", layout="wide")
-configure_threads()
-st.title("NES Explorer")
-st.caption("Differentiable neural ensemble search with diversity control")
-col1, col2 = st.columns(2)
-col1.metric("Library version", nes.__version__)
-col2.metric("Device", device_label(resolve_device()))
-st.markdown(
-    """
-A **DARTS search** finds a base cell architecture α\\*. A hypernetwork α(λ) then maps a diversity
-parameter λ to architectures that move away from α\\*, and the members sampled at several λ are
-retrained into an ensemble.
+st.set_page_config(page_title="NES Explorer", page_icon="🧬", layout="wide")
+configure_threads(1)  # leave the cores to the workers
 
-Try the pipeline from a terminal:
 
-```bash
-python -m nes search  --preset smoke --run runs/demo
-python -m nes retrain --run runs/demo --genotype star --name m0
-python -m nes evaluate --run runs/demo
-```
-"""
-)
+@st.cache_resource(show_spinner=False)
+def _device() -> str:
+    return device_label(resolve_device())
+
+
+pages = [
+    st.Page("pages/explore.py", title="Explore", icon="🔭", default=True, url_path="explore"),
+    st.Page("pages/ensemble.py", title="Ensemble", icon="🧩", url_path="ensemble"),
+    st.Page("pages/search.py", title="Search", icon="🔎", url_path="search"),
+    st.Page("pages/hypernetwork.py", title="Hypernetwork", icon="🎚️", url_path="hypernetwork"),
+]
+nav = st.navigation(pages)
+
+st.sidebar.title("NES Explorer")
+st.sidebar.caption(f"Differentiable neural ensemble search with diversity control · nes {nes.__version__}")
+device = _device()
+kind = device.split(" ")[0]
+st.sidebar.markdown(f":{'green' if kind in ('CUDA', 'MPS') else 'gray'}-badge[{kind}] {device}")
+try:
+    st.session_state["run_id"] = select_run()
+except Exception as e:  # a broken store: say what is wrong, keep the page alive
+    st.session_state["run_id"] = None
+    st.error(f"The run store could not be opened: {e}")
+st.sidebar.caption(f"Run store: `{store().home}`" if "_store" in st.session_state else "")
+nav.run()

@@ -316,6 +316,20 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .artifacts import read_json
+    from .demo import DEMO_DIR, build_demo, folder_bytes
+
+    out = Path(a.out) if a.out else DEMO_DIR
+    if a.rebuild:
+        build_demo(out, a.data_dir, a.device, a.members, a.preset, log=lambda m: print(m, file=sys.stderr))
+    if not (out / "demo.json").exists():
+        raise UserError(f"no demo run in {out}; make one with `python -m nes demo --rebuild`")
+    rec = read_json(out / "demo.json")
+    print(json.dumps({**rec, "path": str(out), "bytes": folder_bytes(out)}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nes", description="NES Explorer: differentiable neural ensemble search")
     p.add_argument("--version", action="version", version=f"nes {__version__}")
@@ -407,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("job_ids", type=int, nargs="*")
     rd.add_argument("--address", default=None)
     rd.set_defaults(fn=cmd_ray_driver)
+
+    dm = sub.add_parser("demo", help="show (or --rebuild) the demo run bundled in assets/demo")
+    dm.add_argument("--rebuild", action="store_true", help="run the pipeline (quick preset) and replace the demo")
+    dm.add_argument("--out", default=None, help="demo folder (default: assets/demo of this checkout)")
+    dm.add_argument("--members", type=int, default=3, help="members to retrain, α* included (default 3)")
+    dm.add_argument("--preset", default="quick", choices=["smoke", "quick"], help="quick (default) or smoke (tiny, on digits)")
+    dm.add_argument("--device", default=None)
+    dm.add_argument("--data-dir", default=None)
+    dm.set_defaults(fn=cmd_demo)
 
     n = sub.add_parser("info", help="library version and compute device")
     n.add_argument("--device", default=None)

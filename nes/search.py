@@ -21,7 +21,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import __version__
-from .artifacts import load_checkpoint, save_checkpoint, save_tensors, write_json
+from .artifacts import load_checkpoint, read_json, save_checkpoint, save_tensors, write_json
 from .config import SearchConfig, to_dict
 from .data import Dataset, DeviceLoader, load_dataset, split_indices
 from .runtime import autocast, configure_threads, resolve_device, use_channels_last
@@ -292,6 +292,7 @@ def search(
 def write_run_info(run_dir: str | Path, dataset: str, ds: Dataset) -> None:
     """RUN/run.json: what the run is about (dataset, classes, library version)."""
     path = Path(run_dir) / "run.json"
-    if not path.exists():
+    old = read_json(path) if path.exists() else {}
+    if "dataset" not in old:  # keys written before (preset, member settings) are kept
         write_json(path, {"dataset": dataset, "info": ds.info.to_dict(), "version": __version__,
-                          "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                          "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **old})

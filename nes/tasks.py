@@ -97,8 +97,9 @@ def retrain_task(run: Path, config: dict, progress: Progress | None = None, devi
     from .train import retrain
 
     genotype = resolve_genotype(run, config)
-    sets = dict(config.get("set") or {})
     info = read_json(run / "run.json") if (run / "run.json").exists() else {}
+    # the run's member settings (e.g. the demo's smaller splits) keep its members comparable
+    sets = {**(info.get("train_sets") or {}), **(config.get("set") or {})}
     if "dataset" not in sets and info.get("dataset"):
         sets["dataset"] = info["dataset"]
     if config.get("seed") is not None:

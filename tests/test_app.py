@@ -1,16 +1,138 @@
-"""The Streamlit entry page renders (AppTest, no server): version and device, no exception."""
+"""The Streamlit app through AppTest, on the bundled demo run copied into a fresh store."""
+import json
+import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import nes
+from nes.demo import DEMO_DIR
+from nes.jobs import cancel, wait
+from nes.store import Store
 
-APP = str(Path(__file__).resolve().parents[1] / "explorer_app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "explorer_app.py")
+pytestmark = pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="no bundled demo (assets/demo)")
 
 
-def test_entry_page_shows_version_and_device():
-    at = AppTest.from_file(APP, default_timeout=120).run()
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NES_MAX_WORKERS", "1")
+    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
+    return tmp_path / "home"
+
+
+def app(query: dict | None = None, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def cell_specs(at: AppTest) -> list[dict]:
+    return [s for s in specs(at) if (s.get("layout", {}).get("meta") or {}).get("cell_type")]
+
+
+def test_first_visit_shows_the_demo_graphs_at_once(home):
+    at = app()
+    assert Path(home, "demo", "search", "genotype.json").exists()  # the demo was copied into the store
+    assert at.sidebar.selectbox[0].value == "demo"
+    badge = " ".join(m.value for m in at.sidebar.markdown)
+    assert any(k in badge for k in ("CPU", "CUDA", "MPS")) and nes.__version__ in " ".join(c.value for c in at.sidebar.caption)
+    cells = cell_specs(at)
+    assert cells and not at.error
+    assert {m.label for m in at.metric} >= {"Matched edges with α*", "JS to α*"}
+    assert any(s["data"][0]["type"] == "heatmap" for s in specs(at))  # the pairwise JS heatmap
+
+
+def test_slider_changes_the_cell_figure(home):
+    at = app()
+    before = cell_specs(at)
+    assert at.radio[0].value == "edges" and at.slider[0].value == at.slider[0].proto.max  # edges: λ = Λ is α*
+    assert all(s["layout"]["meta"]["edges_differing"] == 0 for s in before)
+    at.slider[0].set_value(at.slider[0].proto.min).run()  # λ = 0: no edge shared is asked for
     assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Library version"] == nes.__version__
-    assert metrics["Device"].split(" ")[0] in ("CPU", "CUDA", "MPS")
+    after = cell_specs(at)
+    assert after != before
+    assert sum(s["layout"]["meta"]["edges_differing"] for s in after) > 0
+    matched, total = at.metric[0].value.split(" / ")
+    assert int(matched) < int(total)
+
+
+def test_url_reproduces_the_view_and_bad_links_get_messages(home):
+    at = app({"reg": "js", "lam": "2.0", "sel": ["0.0", "4.0"]})
+    assert at.radio[0].value == "js" and at.slider[0].value == 2.0 and at.multiselect[0].value == [0.0, 4.0]
+    bad = app({"run": "nope", "lam": "abc"})
+    warnings = " ".join(w.value for w in bad.warning)
+    assert "no run **nope**" in warnings and "'abc'" in warnings
+    assert cell_specs(bad)  # still shows the demo
+
+
+def test_search_page_validates_and_queues_a_job(home):
+    at = app(page="pages/search.py")
+    assert len(cell_specs(at)) >= 1 and any(s["data"][0]["type"] == "heatmap" for s in specs(at))
+    at.button[0].click().run()  # no run name
+    assert not at.exception and any("give the run a name" in e.value for e in at.error)
+    at.text_input[0].set_value("s1")
+    sel = {s.label: s for s in at.selectbox}
+    sel["Dataset"].set_value("digits")
+    sel["Preset"].set_value("smoke")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    store = Store()
+    jobs = store.jobs(store.get_run("s1"))
+    assert [j.kind for j in jobs] == ["search", "hypernet"] and jobs[1].deps == [jobs[0].id]
+    assert jobs[0].config["set"]["dataset"] == "digits"
+    for j in jobs[::-1]:
+        if store.job(j.id).status in ("queued", "running"):
+            cancel(store, j.id)
+    assert all(j.status in ("cancelled", "done", "failed") for j in wait(store, [j.id for j in jobs], poll=0.3))
+
+
+def test_hypernetwork_page_shows_both_curves(home):
+    at = app(page="pages/hypernetwork.py")
+    curves = [s for s in specs(at) if "diversity vs λ" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False)]
+    assert len(curves) == 2
+    for c in curves:
+        matched = c["data"][0]["y"]
+        assert len(matched) == 9
+
+
+def test_ensemble_page_live_metrics_and_member_job(home):
+    at = app(page="pages/ensemble.py")
+    labels = {m.label for m in at.metric}
+    assert {"Ensemble accuracy", "Ensemble NLL", "Ensemble ECE"} <= labels
+    assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
+    assert any("Greedy selection" in m.value for m in at.markdown)
+    ms = {m.label: m for m in at.multiselect}
+    lam = ms["λ values"].options[4]
+    ms["λ values"].set_value([float(lam)])
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    store = Store()
+    jobs = [j for j in store.jobs(store.get_run("demo")) if j.kind == "retrain"]
+    assert len(jobs) == 1 and jobs[0].config["lam"] == float(lam) and "genotype" in jobs[0].config
+    assert any("Started" in s.value for s in at.success)
+    cancel(store, jobs[0].id) if store.job(jobs[0].id).status in ("queued", "running") else None
+    assert wait(store, [jobs[0].id], poll=0.3)[0].status in ("cancelled", "done", "failed")
+
+
+def test_a_broken_run_gives_a_message_not_a_crash(home):
+    at = app()
+    run = Path(home, "demo")
+    (run / "search" / "arch.safetensors").write_bytes(b"not a safetensors file")
+    time.sleep(0.01)
+    for page in ("pages/explore.py", "pages/search.py", "pages/hypernetwork.py", "pages/ensemble.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert at.error, page

@@ -1,0 +1,152 @@
+"""The bundled demo run (`assets/demo/`), made by the project's own pipeline.
+
+`python -m nes demo --rebuild` runs, in a scratch folder: a DARTS search (quick preset), both
+hypernetworks (`edges` and `js`), a sample of α(λ), and the retraining of α* plus a few members at
+distinct λ; then it copies the result without checkpoints or logs (≤ 5 MB) into `assets/demo`,
+replacing the old one in one rename. The app copies the demo into its run store on first start
+(`install_demo`), so a first visit shows graphs at once and a teacher can train more members from
+it, with the same member settings (`train_sets` in run.json) so that their ensembles stay valid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .artifacts import ArtifactError, read_json, write_json
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
+DEMO_RUN = "demo"
+MAX_BYTES = 5 * 1024 * 1024
+# Members of the demo (and those trained from it later): fewer images and a smaller test split
+# than the quick preset, so that a member trains in a few minutes on a laptop and stays small.
+DEMO_TRAIN_SETS = {"limit": "12000", "test_limit": "2000", "epochs": "4"}
+_SKIP = {"checkpoint.safetensors", "logs"}
+
+
+def dataset_available(name: str = "fashion-mnist", data_dir: str | None = None) -> bool:
+    from .data import DataError, load_dataset
+
+    try:
+        load_dataset(name, data_dir, limit=2, test_limit=2, download=False)
+        return True
+    except DataError:
+        return False
+
+
+def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: str | None = None,
+               members: int = 3, preset: str = "quick", log: Callable[[str], None] = print) -> dict:
+    """Build the demo run into `out` (atomically replaced). Returns the provenance record.
+
+    `preset="smoke"` makes a tiny demo on digits in seconds (tests)."""
+    from .tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
+
+    out = Path(out)
+    t0 = time.time()
+    search_sets: dict[str, str] = {}
+    train_sets: dict[str, str] = {}
+    if preset == "quick":
+        fashion = dataset_available("fashion-mnist", data_dir)
+        search_sets["dataset"] = "fashion-mnist" if fashion else "digits"
+        train_sets = dict(DEMO_TRAIN_SETS, dataset=search_sets["dataset"])
+        if not fashion:  # digits: 8×8 images, 1797 of them; let the dataset defaults apply
+            log("Fashion-MNIST not found (apt-get install dataset-fashion-mnist); building the demo on digits")
+            for sets in (search_sets, train_sets):
+                sets.update(limit="none", test_limit="none", image_size="none", pad="none")
+    if data_dir:
+        search_sets["data_dir"] = train_sets["data_dir"] = data_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".demo_build_", dir=out.parent))
+    try:
+        run = work / DEMO_RUN
+        run.mkdir()
+        write_json(run / "run.json", {"preset": preset, "train_sets": train_sets})
+        log(f"1/5 DARTS search ({preset} preset)")
+        search_task(run, {"preset": preset, "set": search_sets}, None, device)
+        for reg in ("edges", "js"):
+            log(f"2/5 hypernetwork, {reg} regularizer")
+            hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
+        log("3/5 sampling α(λ)")
+        sample_task(run, {"regularizer": "edges", "n": 9}, None, device)
+        star = read_json(run / "search" / "genotype.json")["genotype"]
+        chosen = _pick_members(read_json(run / "samples.json")["samples"], star, members - 1)
+        lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
+        log(f"4/5 retraining α* and the members at λ = {lams}")
+        retrain_task(run, {"name": "alpha_star", "preset": preset}, None, device)
+        for s in chosen:
+            retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
+                               "preset": preset}, None, device)
+        log("5/5 ensemble metrics")
+        evaluate_task(run, {}, None, device)
+        record = {"command": "python -m nes demo --rebuild", "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "preset": preset, "dataset": read_json(run / "run.json")["dataset"], "device": str(device or "auto"),
+                  "seconds": round(time.time() - t0, 1)}
+        write_json(run / "demo.json", record)
+        staged = work / "staged"
+        shutil.copytree(run, staged, ignore=lambda d, names: [n for n in names if n in _SKIP or n.startswith(".")])
+        size = folder_bytes(staged)
+        if size > MAX_BYTES:
+            raise ArtifactError(f"demo run is {size / 2**20:.1f} MB, over the {MAX_BYTES / 2**20:.0f} MB limit")
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            out.rename(old)
+        staged.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+        record["bytes"] = size
+        log(f"demo run written to {out} ({size / 2**20:.2f} MB, {record['seconds']:.0f} s)")
+        return record
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def member_name(lam: float) -> str:
+    return f"lam_{lam:.2f}".replace(".", "_")
+
+
+def _pick_members(samples: list[dict], star: dict, n: int) -> list[dict]:
+    """n samples whose genotypes differ from α* and from each other, the most diverse (largest λ)
+    first; returned in λ order."""
+    seen = {json.dumps(star, sort_keys=True)}
+    chosen = []
+    for s in sorted(samples, key=lambda s: -s["lam"]):
+        key = json.dumps(s["genotype"], sort_keys=True)
+        if key not in seen and len(chosen) < n:
+            seen.add(key)
+            chosen.append(s)
+    return sorted(chosen, key=lambda s: s["lam"])
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def demo_dir() -> Path:
+    return Path(os.environ.get("NES_DEMO_DIR") or DEMO_DIR)
+
+
+def install_demo(store, source: Path | None = None, name: str = DEMO_RUN) -> str | None:
+    """Copy the bundled demo into the store as run `name` if the store has no run of that name.
+
+    Returns the run id, or None when no demo is bundled. An existing run is never overwritten."""
+    from .store import StoreError
+
+    source = Path(source or demo_dir())
+    try:
+        return store.get_run(name)
+    except StoreError:
+        pass
+    if not (source / "search" / "arch.safetensors").exists():
+        return None
+    target = store.home / name
+    if not target.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=store.home))
+        shutil.copytree(source, tmp / name)
+        (tmp / name).rename(target)
+        tmp.rmdir()
+    return store.register_run(target)

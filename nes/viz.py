@@ -1,0 +1,238 @@
+"""Plotly figure builders for the explorer (pure functions: data in, `go.Figure` out).
+
+No Streamlit here: the pages call these and hand the figures to `st.plotly_chart`, and the tests
+inspect the figures' JSON directly. Conventions follow the DARTS cell drawings: inputs c_{k-2} and
+c_{k-1} on the left, intermediate nodes 0..n-1 in the middle, the output c_k (the concatenation of
+the intermediate nodes) on the right; each kept edge is labelled with its operation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import networkx as nx
+import plotly.graph_objects as go
+import torch
+
+from .space import OPS, Genotype, edge_index
+
+LN2 = math.log(2.0)
+
+# One colour per operation (colour-blind friendly, Okabe–Ito order); parameter-free ops are muted.
+OP_COLORS = {
+    "max_pool_3x3": "#999999",
+    "avg_pool_3x3": "#BBBBBB",
+    "skip_connect": "#555555",
+    "sep_conv_3x3": "#0072B2",
+    "sep_conv_5x5": "#56B4E9",
+    "dil_conv_3x3": "#009E73",
+    "dil_conv_5x5": "#E69F00",
+}
+DIFF_COLOR = "#D55E00"  # edges that differ from genotype*
+JS_COLORSCALE = "Viridis"
+_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10))
+
+
+def input_name(inp: int) -> str:
+    """Label of input index `inp` of a node: c_{k-2}, c_{k-1} or an intermediate node."""
+    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(inp, str(inp - 2))
+
+
+def cell_graph(genotype: Genotype, cell_type: str) -> nx.DiGraph:
+    """The cell as a DAG: nodes 'c_{k-2}', 'c_{k-1}', '0'..'n-1', 'c_k'; op edges carry `op`."""
+    cell = genotype.cell(cell_type)
+    if not cell:
+        raise ValueError(f"the genotype has no {cell_type} cell")
+    g = nx.DiGraph()
+    g.add_node("c_{k-2}", layer=0, kind="input")
+    g.add_node("c_{k-1}", layer=0, kind="input")
+    for i in range(len(cell)):
+        g.add_node(str(i), layer=1 + i, kind="node")
+    g.add_node("c_k", layer=len(cell) + 1, kind="output")
+    for i, node in enumerate(cell):
+        for op, inp in node:
+            g.add_edge(input_name(inp), str(i), op=op, node=i, inp=inp)
+        g.add_edge(str(i), "c_k", op="concat", node=i, inp=None)
+    return g
+
+
+def _positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Deterministic left-to-right layout (columns by layer); the two inputs stacked on the left.
+
+    Intermediate nodes alternate above and below the middle line so that edges skipping nodes do
+    not run through the nodes in between."""
+    pos = nx.multipartite_layout(g, subset_key="layer", align="vertical", scale=1.0)
+    out = {}
+    for name, (x, _) in pos.items():
+        kind = g.nodes[name]["kind"]
+        if kind == "input":
+            y = 0.6 if name == "c_{k-2}" else -0.6
+        elif kind == "node":
+            y = 0.25 if int(name) % 2 == 0 else -0.25
+        else:
+            y = 0.0
+        out[name] = (float(x), y)
+    return out
+
+
+def cell_figure(genotype: Genotype, cell_type: str, weights: Mapping[tuple[int, int], tuple[float, dict[str, float]]] | None = None,
+                reference: Genotype | None = None, title: str | None = None) -> go.Figure:
+    """A cell graph: op names on the edges, edge width from its weight, differences highlighted.
+
+    `weights[(node, inp)] = (edge weight, {op: probability})` from α(λ) (see `edge_weights`); the
+    weight (probability that the node takes this input × probability of the kept op) sets the
+    line width and is printed next to the op. Edges not in `reference` (genotype*) are drawn in
+    the highlight colour with a "≠ α*" mark."""
+    g = cell_graph(genotype, cell_type)
+    pos = _positions(g)
+    ref_edges = None if reference is None else {
+        (i, inp, op) for i, node in enumerate(reference.cell(cell_type)) for op, inp in node}
+    fig = go.Figure()
+    annotations = []
+    n_diff = 0
+    for u, v, data in g.edges(data=True):
+        (x0, y0), (x1, y1) = pos[u], pos[v]
+        if data["op"] == "concat":
+            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
+                                     line=dict(color="#CCCCCC", width=1.5, dash="dot")))
+            continue
+        op, node, inp = data["op"], data["node"], data["inp"]
+        w, probs = (weights or {}).get((node, inp), (None, {}))
+        differs = ref_edges is not None and (node, inp, op) not in ref_edges
+        n_diff += differs
+        width = 2.0 + (6.0 * w if w is not None else 2.0)
+        color = DIFF_COLOR if differs else OP_COLORS[op]
+        top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
+        hover = (f"node {node} ← {input_name(inp)}<br>op: {op}" + (f"<br>edge weight {w:.2f}" if w is not None else "")
+                 + "".join(f"<br>p({k}) = {p:.2f}" for k, p in top) + ("<br><b>differs from α*</b>" if differs else ""))
+        xs = [x0 + (x1 - x0) * t / 10 for t in range(11)]  # points along the edge carry the hover text
+        ys = [y0 + (y1 - y0) * t / 10 for t in range(11)]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=width), hoverinfo="text",
+                                 text=[hover] * len(xs), name=f"{node}←{inp}", showlegend=False))
+        annotations.append(dict(ax=x0, ay=y0, x=x0 + (x1 - x0) * 0.93, y=y0 + (y1 - y0) * 0.93, xref="x", yref="y",
+                                axref="x", ayref="y", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.5,
+                                arrowcolor=color, text=""))
+        label = op + (f" ({w:.2f})" if w is not None else "") + (" ≠ α*" if differs else "")
+        annotations.append(dict(x=(x0 + x1) / 2, y=(y0 + y1) / 2, xref="x", yref="y", text=label, showarrow=False,
+                                font=dict(size=11, color=color), bgcolor="rgba(255,255,255,0.85)"))
+    kinds = {"input": ("#4C72B0", "square"), "node": ("#F2F2F2", "circle"), "output": ("#55A868", "square")}
+    for kind, (fill, symbol) in kinds.items():
+        names = [n for n in g.nodes if g.nodes[n]["kind"] == kind]
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
+            text=[n for n in names], textposition="middle center", hoverinfo="text", showlegend=False,
+            hovertext=[f"{n} ({kind})" for n in names], name=kind,
+            marker=dict(size=38, color=fill, symbol=symbol, line=dict(color="#333333", width=1.5)),
+            textfont=dict(color="white" if kind != "node" else "#222222", size=11)))
+    fig.update_layout(**_LAYOUT, height=320, annotations=annotations,
+                      title=title or f"{cell_type} cell" + (f" — {n_diff} edge(s) differ from α*" if reference is not None else ""),
+                      xaxis=dict(visible=False, range=[-1.25, 1.25]), yaxis=dict(visible=False, range=[-0.9, 0.9]))
+    fig.layout.meta = {"cell_type": cell_type, "genotype": genotype.to_dict(), "edges_differing": n_diff}
+    return fig
+
+
+def edge_weights(alpha: torch.Tensor, betas: Sequence[torch.Tensor], genotype: Genotype, cell_type: str
+                 ) -> dict[tuple[int, int], tuple[float, dict[str, float]]]:
+    """Per kept edge (node, input): (p(input) · p(op), {op: p(op)}) from α [E, 7] and β_i logits."""
+    out = {}
+    for i, node in enumerate(genotype.cell(cell_type)):
+        p_in = torch.softmax(betas[i].float(), -1)
+        for op, inp in node:
+            p_op = torch.softmax(alpha[edge_index(i, inp)].float(), -1)
+            out[(i, inp)] = (float(p_in[inp] * p_op[OPS.index(op)]), {o: float(p) for o, p in zip(OPS, p_op)})
+    return out
+
+
+def _edge_labels(nodes: int, genotype: Genotype | None, cell_type: str) -> list[str]:
+    kept = {(i, inp) for i, node in enumerate(genotype.cell(cell_type)) for _, inp in node} if genotype else set()
+    return [f"{'★ ' if (i, j) in kept else ''}{i} ← {input_name(j)}" for i in range(nodes) for j in range(2 + i)]
+
+
+def op_probability_bars(alpha: torch.Tensor, nodes: int, genotype: Genotype | None = None, cell_type: str = "reduce",
+                        title: str | None = None) -> go.Figure:
+    """Stacked horizontal bars: softmax(α_e) for every edge e (★ marks the kept edges)."""
+    probs = torch.softmax(alpha.float(), -1)  # [E, 7]
+    labels = _edge_labels(nodes, genotype, cell_type)
+    fig = go.Figure()
+    for k, op in enumerate(OPS):
+        fig.add_trace(go.Bar(y=labels, x=probs[:, k].tolist(), name=op, orientation="h", marker_color=OP_COLORS[op],
+                             hovertemplate=f"{op}: %{{x:.2f}}<extra>%{{y}}</extra>"))
+    fig.update_layout(**_LAYOUT, barmode="stack", height=60 + 22 * len(labels),
+                      title=title or f"op probabilities per edge ({cell_type})",
+                      xaxis=dict(range=[0, 1], title="probability"), yaxis=dict(autorange="reversed"),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def alpha_heatmap(alpha: torch.Tensor, nodes: int, genotype: Genotype | None = None, cell_type: str = "reduce",
+                  title: str | None = None) -> go.Figure:
+    """Heatmap of softmax(α) [edges × ops] (α* after a search)."""
+    probs = torch.softmax(alpha.float(), -1)
+    fig = go.Figure(go.Heatmap(z=probs.tolist(), x=list(OPS), y=_edge_labels(nodes, genotype, cell_type), zmin=0, zmax=1,
+                               colorscale="Blues", text=[[f"{p:.2f}" for p in row] for row in probs.tolist()],
+                               texttemplate="%{text}", hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="p")))
+    fig.update_layout(**_LAYOUT, height=80 + 24 * probs.shape[0], title=title or f"α* op weights ({cell_type} cell)",
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def js_heatmap(matrix: torch.Tensor | Sequence[Sequence[float]], labels: Sequence[str], title: str = "pairwise JS",
+               zmax: float = LN2) -> go.Figure:
+    """Symmetric divergence matrix on a fixed 0 … ln 2 colour scale (comparable across views)."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(labels):
+        raise ValueError(f"js_heatmap: need an n×n matrix and n labels, got {tuple(m.shape)} and {len(labels)}")
+    fig = go.Figure(go.Heatmap(z=m.tolist(), x=list(labels), y=list(labels), zmin=0.0, zmax=zmax,
+                               colorscale=JS_COLORSCALE, text=[[f"{v:.3f}" for v in row] for row in m.tolist()],
+                               texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.4f}<extra></extra>",
+                               colorbar=dict(title="JS", tickvals=[0, zmax / 2, zmax],
+                                             ticktext=["0", f"{zmax / 2:.2f}", "ln 2" if zmax == LN2 else f"{zmax:.2f}"])))
+    fig.update_layout(**_LAYOUT, title=title, height=140 + 40 * len(labels), yaxis=dict(autorange="reversed"),
+                      xaxis=dict(type="category"))
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def lambda_curve(curve: Sequence[Mapping[str, float]], lam: float | None = None, title: str | None = None) -> go.Figure:
+    """Matched edges with genotype* (left axis) and JS to α* (right axis) against λ."""
+    lams = [c["lam"] for c in curve]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=lams, y=[c["matched_edges"] for c in curve], name="matched edges", mode="lines+markers",
+                             line=dict(color="#0072B2", shape="hv")))
+    fig.add_trace(go.Scatter(x=lams, y=[c["js_to_star"] for c in curve], name="JS to α*", mode="lines+markers",
+                             yaxis="y2", line=dict(color=DIFF_COLOR)))
+    if lam is not None:
+        fig.add_vline(x=lam, line=dict(color="#444444", dash="dash"))
+    fig.update_layout(**_LAYOUT, height=300, title=title or "diversity vs λ", xaxis=dict(title="λ"),
+                      yaxis=dict(title="matched edges", rangemode="tozero"),
+                      yaxis2=dict(title="JS to α*", overlaying="y", side="right", range=[0, LN2]),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def metric_curves(series: Mapping[str, Sequence[tuple[float, float]]], title: str = "", x_title: str = "step",
+                  y_title: str = "") -> go.Figure:
+    """One line per named series of (x, y) points (training curves, live member curves)."""
+    fig = go.Figure()
+    for name, pts in series.items():
+        if pts:
+            xs, ys = zip(*pts)
+            fig.add_trace(go.Scatter(x=list(xs), y=list(ys), name=name, mode="lines+markers" if len(pts) < 30 else "lines"))
+    fig.update_layout(**_LAYOUT, height=300, title=title, xaxis=dict(title=x_title), yaxis=dict(title=y_title),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def genotype_diff(a: Genotype, b: Genotype) -> list[dict[str, str]]:
+    """Rows (cell, node, A, B, same) comparing two genotypes edge by edge, for a side-by-side table."""
+    rows = []
+    for ct in a.cell_types:
+        ca, cb = a.cell(ct), b.cell(ct)
+        for i in range(max(len(ca), len(cb))):
+            ea = sorted(ca[i], key=lambda e: e[1]) if i < len(ca) else []
+            eb = sorted(cb[i], key=lambda e: e[1]) if i < len(cb) else []
+            fa = " + ".join(f"{op} ← {input_name(inp)}" for op, inp in ea) or "—"
+            fb = " + ".join(f"{op} ← {input_name(inp)}" for op, inp in eb) or "—"
+            rows.append({"cell": ct, "node": str(i), "A": fa, "B": fb, "same": "✓" if set(ea) == set(eb) else "✗"})
+    return rows

@@ -1,0 +1,108 @@
+"""Ensemble: retrain members in the background and watch the ensemble improve live."""
+import streamlit as st
+
+from nes import viz
+from nes.demo import member_name
+from nes.diversity import lam_grid
+from nes.jobs import submit
+from pages._common import active_jobs, friendly, jobs_table, live, load_view, run_view, store, teach
+
+st.header("🧩 Ensemble: retrain members, watch the ensemble")
+teach("Why an ensemble of different architectures?", r"""
+Averaging the predicted probabilities of several networks (an **ensemble**) is more accurate and
+better calibrated than any single one — *if the members make different mistakes*. Retraining α\*
+with different seeds gives some diversity; **architectures sampled at different λ** give more.
+
+Each chosen member is **retrained from scratch** in a background worker. After every epoch it saves
+its test probabilities, and the curves below update: each member's accuracy, and the ensemble's
+accuracy, NLL (negative log-likelihood, lower is better) and ECE (calibration error, lower is
+better). The **predictive JS** heatmap shows how differently the members predict (0 = the same).
+**Greedy selection** (forward selection on the validation split, as in NES) suggests which members
+to keep.""")
+
+run_id = st.session_state.get("run_id")
+if not run_id:
+    st.info("Pick a run in the sidebar.")
+    st.stop()
+
+view = load_view(run_id)
+members, regs = [], []
+with friendly("list the members"):
+    if not view.has_search:
+        st.info("This run has no search yet: start one on the **Search** page.")
+        st.stop()
+    members = view.members()
+    regs = view.regularizers()
+
+with st.form("new_members"):
+    st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
+    c1, c2, c3 = st.columns([1, 3, 1])
+    reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs)
+    grid = [round(x, 2) for x in lam_grid(*view.lam_bounds(reg), 9)] if regs else []
+    lams = c2.multiselect("λ values", grid, default=[], help="One member per λ (architecture α(λ), discretized).")
+    seed = c3.number_input("Seed", min_value=0, max_value=10_000, value=0)
+    star = st.checkbox("Also α* itself", value=False)
+    go = st.form_submit_button("Start training", type="primary")
+
+if go:
+    with friendly("start the members"):
+        existing = set(view.member_names()) | {j.config.get("name") for j in store().jobs(run_id) if j.kind == "retrain"}
+        todo = []
+        if star:
+            todo.append(("alpha_star" + (f"_s{seed}" if seed else ""), None, None))
+        for s in view.sample(reg, lams) if lams else []:
+            todo.append((member_name(s.lam) + (f"_s{seed}" if seed else ""), s.lam, s.genotype.to_dict()))
+        if not todo:
+            raise ValueError("choose at least one λ value (or α*)")
+        started, skipped = [], []
+        for name, lam, genotype in todo:
+            if name in existing:
+                skipped.append(name)
+                continue
+            cfg = {"name": name, "seed": int(seed)}
+            if genotype is not None:
+                cfg.update(genotype=genotype, lam=lam)
+            started.append(f"#{submit(store(), run_id, 'retrain', cfg)} {name}")
+        if started:
+            st.success("Started: " + ", ".join(started))
+        if skipped:
+            st.warning(f"Already trained or training: {', '.join(skipped)} (pick another seed to train them again).")
+
+names = [m.name for m in members] + [j.config["name"] for j in active_jobs(run_id, ("retrain",))
+                                      if j.config.get("name") not in {m.name for m in members}]
+chosen = st.multiselect("Members in the ensemble", names, default=names, key="members",
+                        help="The ensemble averages these members' probabilities.")
+
+
+def ensemble_panel() -> None:
+    jobs_table(run_id, ("retrain", "evaluate"), limit=8)
+    fresh = run_view(run_id)
+    ready = [n for n in chosen if n in fresh.member_names() and fresh.member(n).epochs_done > 0]
+    if not ready:
+        st.info("No member has finished an epoch yet.")
+        return
+    curve = fresh.ensemble_curve(ready)
+    per_member = {n: [(e, m["accuracy"]) for e, m in fresh.member_curve(n)] for n in ready}
+    last = curve[-1][1]
+    best = max(v[-1][1] for v in per_member.values())
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Ensemble accuracy", f"{last['accuracy']:.2%}", f"{(last['accuracy'] - best) * 100:+.2f} pts vs best member")
+    m2.metric("Ensemble NLL", f"{last['nll']:.3f}")
+    m3.metric("Ensemble ECE", f"{last['ece']:.3f}")
+    m4.metric("Members", f"{len(ready)}")
+    a, b = st.columns(2)
+    series = {**per_member, "ensemble": [(e, m["accuracy"]) for e, m in curve]}
+    a.plotly_chart(viz.metric_curves(series, "test accuracy per epoch", "epoch", "accuracy"), key="acc_curve")
+    b.plotly_chart(viz.metric_curves({"NLL": [(e, m["nll"]) for e, m in curve], "ECE": [(e, m["ece"]) for e, m in curve]},
+                                     "ensemble NLL and ECE per epoch", "epoch"), key="nll_curve")
+    if len(ready) >= 2:
+        c, d = st.columns(2)
+        c.plotly_chart(viz.js_heatmap(fresh.predictive_js(ready), ready, title="predictive JS between members"),
+                       key="pred_js")
+        picked = fresh.greedy_selection(ready)
+        d.markdown("**Greedy selection** (validation NLL, NES forward selection):")
+        d.markdown("\n".join(f"{i + 1}. {n}" for i, n in enumerate(picked)))
+
+
+with friendly("show the ensemble"):
+    live(ensemble_panel, ("retrain",))

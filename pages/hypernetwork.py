@@ -1,0 +1,75 @@
+"""Hypernetwork: train α(λ) with either regularizer and check that λ controls diversity."""
+import streamlit as st
+
+from nes import viz
+from nes.config import HYPERNET_PRESETS
+from nes.jobs import submit
+from nes.regularizers import REGULARIZERS
+from pages._common import active_jobs, friendly, jobs_table, live, load_view, run_view, store, teach
+
+st.header("🎚️ The hypernetwork α(λ)")
+teach("How is α(λ) trained?", r"""
+The hypernetwork is **piecewise linear** in λ: K anchor architectures (all starting at α\*) at
+sorted pivots, interpolated linearly. It is trained with the same loop as the search: a weight
+step on a training batch, then an architecture step through α(λ) on a validation batch, with λ
+drawn at random every step, plus a **regularizer** that pushes α(λ) away from α\*:
+- **edges**: c·(λ − S(α(λ)))², where S counts (softly, with Gumbel-softmax samples) the edges that
+  *differ* from α\*; λ is then "the number of edges to change";
+- **js**: −λ·JS(α\*, α(λ)); larger λ rewards a larger Jensen–Shannon divergence from α\*.
+
+**What to look at:** after training, matched edges should fall and JS to α\* should rise as λ
+grows. A flat curve means λ has no effect: train longer or raise the learning rate.""")
+
+run_id = st.session_state.get("run_id")
+if not run_id:
+    st.info("Pick a run in the sidebar.")
+    st.stop()
+
+view = load_view(run_id)
+with friendly("prepare the hypernetwork form"):
+    searching = active_jobs(run_id, ("search",))
+    if not view.has_search and not searching:
+        st.info("This run has no search yet: start one on the **Search** page first.")
+        st.stop()
+
+    with st.form("new_hypernet"):
+        st.markdown("**Train a hypernetwork** on this run (background worker)")
+        c1, c2, c3, c4 = st.columns(4)
+        reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"))
+        preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
+        epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0)
+        pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
+                                 help="Number of anchors of the piecewise-linear map (end pivots fixed).")
+        go = st.form_submit_button("Train hypernetwork", type="primary")
+    if go:
+        sets = {"pivots": str(pivots)}
+        if epochs:
+            sets["epochs"] = str(epochs)
+        job = submit(store(), run_id, "hypernet", {"preset": preset, "regularizer": reg, "set": sets},
+                     [j.id for j in searching])
+        st.success(f"Hypernetwork job #{job} queued" + (" (it starts when the search ends)." if searching else "."))
+        st.rerun()
+
+
+def hyper_panel() -> None:
+    jobs = jobs_table(run_id, ("hypernet",), limit=4)
+    running = [j for j in jobs if j.status == "running"]
+    if running:
+        m = store().metrics(running[0].id)
+        series = {n: [(r["step"], r["value"]) for r in m if r["name"] == n] for n in ("train_acc", "val_acc")}
+        st.plotly_chart(viz.metric_curves(series, "hypernetwork training in progress", "step", "accuracy"),
+                        key="live_hyper")
+
+
+with friendly("show the training progress"):
+    live(hyper_panel, ("search", "hypernet"))
+
+with friendly("show the trained hypernetworks"):
+    regs = view.regularizers()
+    if not regs:
+        st.info("No trained hypernetwork in this run yet.")
+    cols = st.columns(max(1, len(regs)))
+    for col, r in zip(cols, regs):
+        lo, hi = view.lam_bounds(r)
+        col.plotly_chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer: diversity vs λ"), key=f"curve_{r}")
+        col.caption(f"trained for λ ∈ [{lo:g}, {hi:g}]")

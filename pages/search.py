@@ -1,0 +1,96 @@
+"""Search: run DARTS in the background and look at the base architecture α*."""
+import streamlit as st
+
+from nes import viz
+from nes.config import SEARCH_PRESETS, SearchConfig, from_preset
+from nes.data import DATASETS
+from nes.jobs import submit
+from pages._common import friendly, jobs_table, live, load_view, store, teach
+
+st.header("🔎 DARTS search: the base architecture α*")
+teach("What does the search do?", r"""
+The **supernet** contains every candidate operation on every edge of the cell, mixed with weights
+softmax(α). **DARTS** alternates two steps: the network weights w take a gradient step on a
+training batch, then the architecture parameters **α** take a step on a validation batch. At the
+end, each node keeps its most likely input and operation: that is **α\*** (the *genotype*).
+
+**What to look at:** the op-weight heatmap shows how sure the search is. A row with one dark cell
+is a clear choice; a flat row means the search could not tell the operations apart — exactly where
+the hypernetwork can find diverse but equally good alternatives.""")
+
+run_id = st.session_state.get("run_id")
+
+with st.form("new_search"):
+    st.markdown("**Start a new search** (runs in a background worker; you can leave this page)")
+    c1, c2, c3 = st.columns(3)
+    name = c1.text_input("Run name", value="", placeholder="e.g. fashion-1",
+                         help="A new folder in the run store. An existing run with a search resumes it.")
+    dataset = c2.selectbox("Dataset", list(DATASETS), index=list(DATASETS).index("fashion-mnist"),
+                           help="fashion-mnist: Debian package dataset-fashion-mnist or a data dir; "
+                                "digits: always available (8×8 images, scikit-learn).")
+    preset = c3.selectbox("Preset", list(SEARCH_PRESETS), index=1,
+                          help="smoke: seconds (digits-sized); quick: a few minutes on 2 CPU cores; "
+                               "paper: the original experiment (50 epochs, needs a GPU to be pleasant).")
+    d1, d2, d3, d4 = st.columns(4)
+    epochs = d1.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0)
+    c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0)
+    nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4)
+    k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
+    chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True)
+    go = st.form_submit_button("Start search", type="primary")
+
+if go:
+    with friendly("start the search"):
+        if not name.strip() or any(ch in name for ch in "/\\ ") or name.startswith("."):
+            raise ValueError("give the run a name made of letters, digits, '-' or '_' (no spaces or slashes)")
+        sets = {"dataset": dataset, "nodes": str(nodes), "inputs_per_node": str(k)}
+        if epochs:
+            sets["epochs"] = str(epochs)
+        if c:
+            sets["c"] = str(c)
+        from_preset(SearchConfig, preset, sets)  # validates the settings before anything is queued
+        s = store()
+        job = submit(s, name.strip(), "search", {"preset": preset, "set": sets})
+        if chain:
+            submit(s, name.strip(), "hypernet", {"preset": preset, "regularizer": "edges"}, [job])
+        st.session_state["run"] = name.strip()
+        st.query_params["run"] = name.strip()
+        st.success(f"Search job #{job} queued for run **{name.strip()}**; it is now the selected run.")
+        st.rerun()
+
+if not run_id:
+    st.stop()
+
+
+def search_panel() -> None:
+    jobs = jobs_table(run_id, ("search",), limit=3)
+    running = [j for j in jobs if j.status == "running"]
+    if running:
+        m = store().metrics(running[0].id)
+        series = {}
+        for name_ in ("train_acc", "val_acc"):
+            series[name_] = [(r["step"], r["value"]) for r in m if r["name"] == name_]
+        st.plotly_chart(viz.metric_curves(series, "search in progress", "step", "accuracy"), key="live_search")
+
+
+with friendly("show the search progress"):
+    live(search_panel)
+
+view = load_view(run_id)
+with friendly("show α*"):
+    if view.has_search:
+        st.subheader("The searched architecture α*")
+        st.caption(f"`{view.star.compact()}`")
+        cells = view.cells(view.theta_star)
+        cols = st.columns(len(cells))
+        for col, (ct, (alpha, betas)) in zip(cols, cells.items()):
+            w = viz.edge_weights(alpha, betas, view.star, ct)
+            col.plotly_chart(viz.cell_figure(view.star, ct, w, title=f"α* — {ct} cell"), key=f"star_{ct}")
+        for ct, (alpha, _) in cells.items():
+            st.plotly_chart(viz.alpha_heatmap(alpha, view.layout.nodes, view.star, ct), key=f"alpha_{ct}")
+        hist = view.search_history()
+        if hist:
+            series = {k: [(h["epoch"], h[k]) for h in hist if k in h] for k in ("train_acc", "val_acc")}
+            st.plotly_chart(viz.metric_curves(series, "search history", "epoch", "accuracy"), key="search_hist")
+    else:
+        st.info("No finished search in this run yet.")

@@ -1,0 +1,86 @@
+"""The demo builder (`python -m nes demo --rebuild`, smoke preset here) and the run view on its output."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nes.artifacts import ArtifactError, read_json
+from nes.demo import DEMO_DIR, MAX_BYTES, build_demo, folder_bytes, install_demo
+from nes.runview import RunView
+from nes.store import Store
+from nes.tasks import retrain_task
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    rec = build_demo(out, members=2, preset="smoke", log=lambda m: None)
+    rec["checkpoints"] = list(out.rglob("checkpoint.safetensors"))
+    # a second member (α* with another seed), so that ensembles have two members
+    retrain_task(out, {"name": "alpha_star_s1", "seed": 1, "preset": "smoke"})
+    return out, rec
+
+
+def test_demo_is_small_complete_and_has_no_checkpoints(demo):
+    out, rec = demo
+    assert folder_bytes(out) <= MAX_BYTES and rec["bytes"] <= MAX_BYTES
+    assert rec["checkpoints"] == [] and not (out / "logs").exists()
+    assert not list(out.parent.glob(".demo_build_*"))  # the scratch folder is gone
+    for f in ("search/arch.safetensors", "hypernet/edges/hypernet.safetensors", "hypernet/js/hypernet.safetensors",
+              "samples.json", "ensemble.json", "demo.json", "members/alpha_star/weights.safetensors"):
+        assert (out / f).exists(), f
+    assert read_json(out / "demo.json")["command"] == "python -m nes demo --rebuild"
+    assert read_json(out / "run.json")["dataset"] == "digits"
+
+
+def test_install_demo_copies_once_and_never_overwrites(demo, tmp_path):
+    out, _ = demo
+    store = Store(tmp_path / "home")
+    run_id = install_demo(store, out)
+    assert run_id and Path(run_id, "search", "genotype.json").exists()
+    marker = Path(run_id, "mine.txt")
+    marker.write_text("user data")
+    assert install_demo(store, out) == run_id and marker.read_text() == "user data"
+    assert install_demo(Store(tmp_path / "other"), tmp_path / "missing") is None  # no demo bundled: no run
+
+
+def test_run_view_samples_members_and_live_ensemble(demo):
+    out, _ = demo
+    view = RunView(out)
+    assert set(view.regularizers()) == {"edges", "js"}
+    lo, hi = view.lam_bounds("edges")
+    s = view.sample("edges", [lo, hi])
+    assert [x.lam for x in s] == [lo, hi] and all(0.0 <= x.js_to_star <= math.log(2) + 1e-6 for x in s)
+    assert {k: (a.shape, len(b)) for k, (a, b) in view.cells(s[0].theta).items()} == {
+        ct: ((view.layout.num_edges, 7), view.layout.nodes) for ct in view.layout.cell_types}
+    with pytest.raises(ValueError, match="outside"):
+        view.sample("edges", [hi + 10])
+    names = view.member_names()
+    assert "alpha_star" in names and "alpha_star_s1" in names
+    epochs = read_json(out / "members" / "alpha_star" / "config.json")["epochs"]
+    assert [e for e, _ in view.member_curve("alpha_star")] == list(range(epochs))
+    curve = view.ensemble_curve(names)
+    assert [e for e, _ in curve] == list(range(epochs))
+    assert all(m["size"] == len(names) and 0 <= m["accuracy"] <= 1 for _, m in curve)
+    js = view.predictive_js(names)
+    assert js.shape == (len(names),) * 2 and torch.allclose(js, js.T) and float(js.diagonal().abs().max()) == 0
+    picked = view.greedy_selection(names)
+    assert sorted(picked) == sorted(names)
+    ens = read_json(out / "ensemble.json")
+    assert {m["name"] for m in ens["members"]} <= set(names)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        RunView(out / "nope")
+
+
+def test_bundled_demo_is_valid():
+    """assets/demo (made by `python -m nes demo --rebuild`) loads and is within the size limit."""
+    if not (DEMO_DIR / "demo.json").exists():
+        pytest.fail("assets/demo is missing: run `python -m nes demo --rebuild` and commit it")
+    assert folder_bytes(DEMO_DIR) <= MAX_BYTES
+    view = RunView(DEMO_DIR)
+    assert set(view.regularizers()) == {"edges", "js"} and len(view.member_names()) >= 2
+    assert json.loads((DEMO_DIR / "demo.json").read_text())["dataset"] in ("fashion-mnist", "digits")
+    names = view.member_names()
+    assert view.ensemble_curve(names)[-1][1]["size"] == len(names)
