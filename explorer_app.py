@@ -7,31 +7,36 @@ background worker processes (`nes.jobs`), so the app keeps one torch thread.
 import streamlit as st
 
 import nes
-from nes.runtime import configure_threads, device_label, resolve_device
-from pages._common import select_run, store
+from nes.runtime import available_cores, configure_threads, device_label, resolve_device
+from pages._common import route_through_app, select_run, store
 
-st.set_page_config(page_title="NES Explorer", page_icon="🧬", layout="wide")
+route_through_app()
+st.set_page_config(page_title="NES Explorer", page_icon=":material/hub:", layout="wide")
 configure_threads(1)  # leave the cores to the workers
 
 
 @st.cache_resource(show_spinner=False)
-def _device() -> str:
-    return device_label(resolve_device())
+def _device() -> tuple[str, str]:
+    """(badge, detail) of the device the workers train on (the app itself keeps one thread)."""
+    dev = resolve_device()
+    if dev.type == "cpu":
+        return "CPU", f"{available_cores()} cores for training"
+    label = device_label(dev)
+    return label.split(" ")[0], label
 
 
 pages = [
-    st.Page("pages/explore.py", title="Explore", icon="🔭", default=True, url_path="explore"),
-    st.Page("pages/ensemble.py", title="Ensemble", icon="🧩", url_path="ensemble"),
-    st.Page("pages/search.py", title="Search", icon="🔎", url_path="search"),
-    st.Page("pages/hypernetwork.py", title="Hypernetwork", icon="🎚️", url_path="hypernetwork"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/explore:", default=True, url_path="explore"),
+    st.Page("pages/ensemble.py", title="Ensemble", icon=":material/hub:", url_path="ensemble"),
+    st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
+    st.Page("pages/hypernetwork.py", title="Hypernetwork", icon=":material/tune:", url_path="hypernetwork"),
 ]
 nav = st.navigation(pages)
 
 st.sidebar.title("NES Explorer")
 st.sidebar.caption(f"Differentiable neural ensemble search with diversity control · nes {nes.__version__}")
-device = _device()
-kind = device.split(" ")[0]
-st.sidebar.markdown(f":{'green' if kind in ('CUDA', 'MPS') else 'gray'}-badge[{kind}] {device}")
+kind, detail = _device()
+st.sidebar.markdown(f":{'green' if kind in ('CUDA', 'MPS') else 'gray'}-badge[{kind}] {detail}")
 try:
     st.session_state["run_id"] = select_run()
 except Exception as e:  # a broken store: say what is wrong, keep the page alive

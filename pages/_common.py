@@ -22,6 +22,20 @@ from nes.store import Store, StoreError
 POLL_SECONDS = 2.0  # how often live panels re-read the store
 
 
+def route_through_app() -> None:
+    """Make every visit go through explorer_app.py's st.navigation.
+
+    Streamlit still treats a `pages/` folder next to the entry script as an old-style (v1)
+    multipage app until the first script run calls st.navigation, so the first visit of a server
+    on a deep link (/ensemble) would run that page alone, without the sidebar, run picker or URL
+    state. Clearing the flag and rerunning sends that first visit through the entry script."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def store() -> Store:
     """One store connection per browser session (SQLite connections are not shared across sessions)."""
     home = os.environ.get("NES_HOME", "runs")
@@ -114,7 +128,7 @@ def friendly(what: str) -> Iterator[None]:
 
 def teach(title: str, body: str) -> None:
     """A short teaching explanation, folded by default."""
-    with st.expander(f"📖 {title}"):
+    with st.expander(title, icon=":material/school:"):
         st.markdown(body)
 
 

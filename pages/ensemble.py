@@ -5,9 +5,11 @@ from nes import viz
 from nes.demo import member_name
 from nes.diversity import lam_grid
 from nes.jobs import submit
-from pages._common import active_jobs, friendly, jobs_table, live, load_view, run_view, store, teach
+from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, store, teach
 
-st.header("🧩 Ensemble: retrain members, watch the ensemble")
+route_through_app()
+
+st.header("Ensemble: retrain members, watch the ensemble")
 teach("Why an ensemble of different architectures?", r"""
 Averaging the predicted probabilities of several networks (an **ensemble**) is more accurate and
 better calibrated than any single one — *if the members make different mistakes*. Retraining α\*

@@ -3,9 +3,11 @@ import streamlit as st
 
 from nes import viz
 from nes.diversity import lam_grid
-from pages._common import friendly, load_view, teach
+from pages._common import friendly, load_view, route_through_app, teach
 
-st.header("🔭 Explore the architecture family α(λ)")
+route_through_app()
+
+st.header("Explore the architecture family α(λ)")
 teach("What am I looking at?", r"""
 **DARTS** searches a *cell*: a small graph whose inputs are the outputs of the two previous cells
 (c_{k-2}, c_{k-1}), whose intermediate nodes each take an input through one operation (a

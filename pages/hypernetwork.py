@@ -5,9 +5,11 @@ from nes import viz
 from nes.config import HYPERNET_PRESETS
 from nes.jobs import submit
 from nes.regularizers import REGULARIZERS
-from pages._common import active_jobs, friendly, jobs_table, live, load_view, run_view, store, teach
+from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, store, teach
 
-st.header("🎚️ The hypernetwork α(λ)")
+route_through_app()
+
+st.header("The hypernetwork α(λ)")
 teach("How is α(λ) trained?", r"""
 The hypernetwork is **piecewise linear** in λ: K anchor architectures (all starting at α\*) at
 sorted pivots, interpolated linearly. It is trained with the same loop as the search: a weight

@@ -5,9 +5,11 @@ from nes import viz
 from nes.config import SEARCH_PRESETS, SearchConfig, from_preset
 from nes.data import DATASETS
 from nes.jobs import submit
-from pages._common import friendly, jobs_table, live, load_view, store, teach
+from pages._common import friendly, jobs_table, live, load_view, route_through_app, store, teach
 
-st.header("🔎 DARTS search: the base architecture α*")
+route_through_app()
+
+st.header("DARTS search: the base architecture α*")
 teach("What does the search do?", r"""
 The **supernet** contains every candidate operation on every edge of the cell, mixed with weights
 softmax(α). **DARTS** alternates two steps: the network weights w take a gradient step on a

@@ -1,0 +1,114 @@
+"""End to end: `streamlit run explorer_app.py` driven by a real headless Chromium (Debian's) via Playwright.
+
+Screenshots land in tests/artifacts/ (kept as test artifacts, ignored by git).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements-dev.txt)")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    port = _free_port()
+    env = {**os.environ, "NES_HOME": str(home), "NES_NO_PROGRESS": "1"}
+    env.pop("NES_DEMO_DIR", None)
+    log = open(tmp_path_factory.mktemp("e2e_log") / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "explorer_app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.fileWatcherType", "none",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://localhost:{port}"
+    deadline = time.time() + 120
+    while True:  # wait on the health endpoint
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read().strip() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError("streamlit did not become healthy:\n" + Path(log.name).read_text()[-3000:])
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+# every cell graph on the page differs from α* (the old α* figures are gone)
+SETTLED_DIFFERENT = """() => { const m = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(gd => gd.layout && gd.layout.meta).filter(m => m && m.cell_type);
+    return m.length > 0 && m.every(x => x.edges_differing > 0); }"""
+
+
+def _cell_meta(page) -> list:
+    """layout.meta of every cell graph plotly drew (the figure spec as the browser has it)."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .map(gd => gd.layout && gd.layout.meta).filter(m => m && m.cell_type)""")
+
+
+def test_slider_changes_the_graph_in_a_real_browser(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server + "/explore", wait_until="domcontentloaded")
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .some(gd => gd.layout && gd.layout.meta && gd.layout.meta.cell_type)""", timeout=90_000)
+        page.get_by_text("Matched edges with α*").first.wait_for(timeout=30_000)
+        before = _cell_meta(page)
+        assert before and all(m["edges_differing"] == 0 for m in before)  # edges: λ = Λ is α*
+        page.screenshot(path=str(ARTIFACTS / "e2e_explore_alpha_star.png"), full_page=True)
+
+        slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
+        slider.focus()
+        page.keyboard.press("Home")  # λ = 0: share no edge with α*
+        page.wait_for_function(SETTLED_DIFFERENT, timeout=60_000)
+        time.sleep(1.0)  # let the rerun finish (stale elements are removed at its end)
+        page.wait_for_function(SETTLED_DIFFERENT, timeout=60_000)
+        after = _cell_meta(page)
+        assert after != before and sum(m["edges_differing"] for m in after) > 0
+        page.wait_for_function("() => window.location.search.includes('lam=')", timeout=30_000)
+        assert "run=demo" in page.url
+        page.screenshot(path=str(ARTIFACTS / "e2e_explore_lambda_0.png"), full_page=True)
+
+        # the link reproduces the view in a fresh page
+        fresh = browser.new_page(viewport={"width": 1400, "height": 1000})
+        fresh.goto(page.url, wait_until="domcontentloaded")
+        deadline, seen = time.time() + 90, None
+        while time.time() < deadline:  # the fresh page settles on the same figures
+            seen = _cell_meta(fresh)
+            if seen == after:
+                break
+            time.sleep(0.5)
+        assert seen == after, (fresh.url, seen, after)
+
+        for name in ("ensemble", "search", "hypernetwork"):
+            page.goto(f"{server}/{name}", wait_until="domcontentloaded")
+            page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
+        browser.close()
