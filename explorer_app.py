@@ -8,9 +8,8 @@ import streamlit as st
 
 import nes
 from nes.runtime import available_cores, configure_threads, device_label, resolve_device
-from pages._common import route_through_app, select_run, store
+from pages._common import select_run, store
 
-route_through_app()
 st.set_page_config(page_title="NES Explorer", page_icon=":material/hub:", layout="wide")
 configure_threads(1)  # leave the cores to the workers
 

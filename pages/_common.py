@@ -13,6 +13,7 @@ from typing import Iterator
 
 import streamlit as st
 
+from nes import viz
 from nes.artifacts import ArtifactError
 from nes.demo import DEMO_RUN, install_demo
 from nes.jobs import launch_ready, reap
@@ -28,10 +29,12 @@ def route_through_app() -> None:
     Streamlit still treats a `pages/` folder next to the entry script as an old-style (v1)
     multipage app until the first script run calls st.navigation, so the first visit of a server
     on a deep link (/ensemble) would run that page alone, without the sidebar, run picker or URL
-    state. Clearing the flag and rerunning sends that first visit through the entry script."""
+    state. Clearing the flag and rerunning sends that first visit through the entry script. Pages
+    call this first; once the entry script ran in this session it does nothing (so it never drops
+    a button click by rerunning)."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and "run_id" not in st.session_state:  # the entry script never ran
         PagesManager.uses_pages_directory = False
         st.rerun()
 
@@ -102,6 +105,15 @@ def _run_view(run_id: str, stamp: tuple) -> RunView:
     return RunView(run_id)
 
 
+def selected_run() -> str:
+    """The run picked in the sidebar; without one, the page says so and stops."""
+    run_id = st.session_state.get("run_id")
+    if not run_id:
+        st.info("Pick a run in the sidebar (the bundled demo is copied in on first start).")
+        st.stop()
+    return run_id
+
+
 def load_view(run_id: str) -> RunView:
     """The run's view with its search and hypernetworks loaded; a broken run stops the page with
     a message that says what is wrong (the other pages and runs keep working)."""
@@ -158,6 +170,16 @@ def jobs_table(run_id: str, kinds: tuple[str, ...] | None = None, limit: int = 1
         else:
             st.caption(label)
     return jobs
+
+
+def running_curve(run_id: str, kind: str, title: str, limit: int = 4) -> None:
+    """This run's `kind` jobs as progress bars, plus the live accuracy curves of the running one."""
+    jobs = jobs_table(run_id, (kind,), limit=limit)
+    running = [j for j in jobs if j.status == "running"]
+    if running:
+        m = store().metrics(running[0].id)
+        series = {n: [(r["step"], r["value"]) for r in m if r["name"] == n] for n in ("train_acc", "val_acc")}
+        st.plotly_chart(viz.metric_curves(series, title, "step", "accuracy"), key=f"live_{kind}")
 
 
 def active_jobs(run_id: str, kinds: tuple[str, ...] | None = None) -> list:

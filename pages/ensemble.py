@@ -5,7 +5,7 @@ from nes import viz
 from nes.demo import member_name
 from nes.diversity import lam_grid
 from nes.jobs import submit
-from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, store, teach
+from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, selected_run, store, teach
 
 route_through_app()
 
@@ -22,11 +22,7 @@ better). The **predictive JS** heatmap shows how differently the members predict
 **Greedy selection** (forward selection on the validation split, as in NES) suggests which members
 to keep.""")
 
-run_id = st.session_state.get("run_id")
-if not run_id:
-    st.info("Pick a run in the sidebar.")
-    st.stop()
-
+run_id = selected_run()
 view = load_view(run_id)
 members, regs = [], []
 with friendly("list the members"):

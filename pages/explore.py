@@ -3,7 +3,7 @@ import streamlit as st
 
 from nes import viz
 from nes.diversity import lam_grid
-from pages._common import friendly, load_view, route_through_app, teach
+from pages._common import friendly, load_view, route_through_app, selected_run, teach
 
 route_through_app()
 
@@ -31,11 +31,7 @@ Edges that differ from α\* are drawn in orange and marked "≠ α\*". Two measu
 the heatmap that architectures far apart in λ are far apart in JS — that is the diversity an
 ensemble needs.""")
 
-run_id = st.session_state.get("run_id")
-if not run_id:
-    st.info("Pick a run in the sidebar (the bundled demo is copied in on first start).")
-    st.stop()
-
+run_id = selected_run()
 view = load_view(run_id)
 with friendly("show the architecture at this λ"):
     if not view.has_search:

@@ -5,7 +5,7 @@ from nes import viz
 from nes.config import HYPERNET_PRESETS
 from nes.jobs import submit
 from nes.regularizers import REGULARIZERS
-from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, store, teach
+from pages._common import running_curve, active_jobs, friendly, live, load_view, route_through_app, selected_run, store, teach
 
 route_through_app()
 
@@ -22,11 +22,7 @@ drawn at random every step, plus a **regularizer** that pushes α(λ) away from 
 **What to look at:** after training, matched edges should fall and JS to α\* should rise as λ
 grows. A flat curve means λ has no effect: train longer or raise the learning rate.""")
 
-run_id = st.session_state.get("run_id")
-if not run_id:
-    st.info("Pick a run in the sidebar.")
-    st.stop()
-
+run_id = selected_run()
 view = load_view(run_id)
 with friendly("prepare the hypernetwork form"):
     searching = active_jobs(run_id, ("search",))
@@ -54,13 +50,7 @@ with friendly("prepare the hypernetwork form"):
 
 
 def hyper_panel() -> None:
-    jobs = jobs_table(run_id, ("hypernet",), limit=4)
-    running = [j for j in jobs if j.status == "running"]
-    if running:
-        m = store().metrics(running[0].id)
-        series = {n: [(r["step"], r["value"]) for r in m if r["name"] == n] for n in ("train_acc", "val_acc")}
-        st.plotly_chart(viz.metric_curves(series, "hypernetwork training in progress", "step", "accuracy"),
-                        key="live_hyper")
+    running_curve(run_id, "hypernet", "hypernetwork training in progress")
 
 
 with friendly("show the training progress"):

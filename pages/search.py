@@ -5,7 +5,7 @@ from nes import viz
 from nes.config import SEARCH_PRESETS, SearchConfig, from_preset
 from nes.data import DATASETS
 from nes.jobs import submit
-from pages._common import friendly, jobs_table, live, load_view, route_through_app, store, teach
+from pages._common import running_curve, friendly, live, load_view, route_through_app, store, teach
 
 route_through_app()
 
@@ -65,14 +65,7 @@ if not run_id:
 
 
 def search_panel() -> None:
-    jobs = jobs_table(run_id, ("search",), limit=3)
-    running = [j for j in jobs if j.status == "running"]
-    if running:
-        m = store().metrics(running[0].id)
-        series = {}
-        for name_ in ("train_acc", "val_acc"):
-            series[name_] = [(r["step"], r["value"]) for r in m if r["name"] == name_]
-        st.plotly_chart(viz.metric_curves(series, "search in progress", "step", "accuracy"), key="live_search")
+    running_curve(run_id, "search", "search in progress", limit=3)
 
 
 with friendly("show the search progress"):
