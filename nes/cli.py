@@ -316,6 +316,32 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(a: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .tasks import baseline_task
+
+    run = Path(a.run)
+    if not (run / "search" / "genotype.json").exists():
+        raise UserError(f"{run}: no finished search; run `python -m nes search --run {run}` first")
+    cfg = {"method": a.method, "members": a.members, "seed": a.seed, "budget": a.budget, "n_edges": a.n_edges,
+           "population": a.population, "sample": a.sample, "preset": a.preset, "set": parse_sets(a.set)}
+    cb, close = _progress_bar(f"baseline {a.method}")
+    try:
+        res = baseline_task(run, cfg, cb, a.device)
+    finally:
+        close()
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        ens = res["ensemble"]
+        print(f"{a.method}: members {', '.join(res['members'])}")
+        print(f"  ensemble accuracy {ens.get('accuracy', float('nan')):.4f}  nll {ens.get('nll', float('nan')):.4f}  "
+              f"ece {ens.get('ece', float('nan')):.4f}")
+        print(f"  cost: search {res['search_seconds']:.1f} s, training {res['train_seconds']:.1f} s, "
+              f"total {res['total_seconds']:.1f} s")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .artifacts import read_json
     from .demo import DEMO_DIR, build_demo, folder_bytes
@@ -421,6 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("job_ids", type=int, nargs="*")
     rd.add_argument("--address", default=None)
     rd.set_defaults(fn=cmd_ray_driver)
+
+    b = sub.add_parser("baseline", help="a baseline ensemble: deepens, darts, random, nes-rs, nes-re, per-lambda")
+    b.add_argument("--run", required=True, help="a run with a finished search (and, for per-lambda, its supernet)")
+    b.add_argument("--method", required=True, choices=["deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda"])
+    b.add_argument("--members", type=int, default=3, help="ensemble size M (default 3)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--budget", type=int, default=None, help="NES-RS / NES-RE: member trainings (default 2·M)")
+    b.add_argument("--n-edges", type=int, default=2, help="random deviation: edges of genotype* replaced (default 2)")
+    b.add_argument("--population", type=int, default=4, help="NES-RE population size")
+    b.add_argument("--sample", type=int, default=2, help="NES-RE tournament sample size")
+    b.add_argument("--preset", default=None, choices=["smoke", "quick", "paper"], help="default: the run's preset")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field of the members")
+    b.add_argument("--device", default=None)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_baseline)
 
     dm = sub.add_parser("demo", help="show (or --rebuild) the demo run bundled in assets/demo")
     dm.add_argument("--rebuild", action="store_true", help="run the pipeline (quick preset) and replace the demo")

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 SCHEMA_VERSION = 1
 DB_NAME = "nes.db"
-JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate")
+JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate", "baseline")
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 _SCHEMA = """

@@ -139,6 +139,20 @@ def evaluate_task(run: Path, config: dict, progress: Progress | None = None, dev
     return out
 
 
+def baseline_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
+    """A baseline method (nes.baselines): genotypes → retrained members → RUN/baselines/<method>_s<seed>/."""
+    from .baselines import run_baseline
+
+    budget = config.get("budget")
+    rec = run_baseline(run, config["method"], int(config.get("members", 3)), int(config.get("seed", 0)),
+                       int(budget) if budget is not None else None, int(config.get("n_edges", 2)),
+                       int(config.get("population", 4)), int(config.get("sample", 2)), config.get("preset"),
+                       config.get("set"), device, progress)
+    return {"method": rec["method"], "members": rec["members"], "ensemble": rec["ensemble"],
+            "search_seconds": rec["costs"]["search_seconds"], "train_seconds": rec["costs"]["train_seconds"],
+            "total_seconds": rec["costs"]["total_seconds"]}
+
+
 TASKS: dict[str, Task] = {
     "search": search_task,
     "hypernet": hypernet_task,
@@ -146,4 +160,5 @@ TASKS: dict[str, Task] = {
     "sample": sample_task,
     "retrain": retrain_task,
     "evaluate": evaluate_task,
+    "baseline": baseline_task,
 }

@@ -1,0 +1,101 @@
+"""Baselines (nes.baselines): generators, regularized evolution, costs, and each method on digits/smoke."""
+import random
+
+import pytest
+
+from nes.baselines import (METHODS, Trained, costs, mutate, random_deviation, random_genotype, regularized_evolution,
+                           run_baseline)
+from nes.space import ArchLayout, Genotype
+from nes.tasks import search_task
+
+LAYOUTS = [ArchLayout(4, ("reduce",), 1), ArchLayout(4, ("normal", "reduce"), 2), ArchLayout(3, ("normal",), 1)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_random_genotypes_fit_the_space_and_are_reproducible(layout):
+    gs = [random_genotype(layout, random.Random(s)) for s in range(30)]
+    for g in gs:
+        layout.check_genotype(g)
+        assert all(len(node) == min(layout.inputs_per_node, 2 + i)
+                   for ct in layout.cell_types for i, node in enumerate(g.cell(ct)))
+    assert len(set(gs)) > 20  # they vary
+    assert random_genotype(layout, random.Random(3)) == gs[3]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_random_deviation_changes_exactly_n_edges(layout):
+    star = random_genotype(layout, random.Random(0))
+    lam = star.num_edges()
+    for seed in range(20):
+        for n in range(lam + 1):
+            g = random_deviation(star, n, random.Random(seed * 100 + n))
+            layout.check_genotype(g)
+            assert g.num_edges() == lam and star.matched_edges(g) == lam - n
+    with pytest.raises(ValueError, match="n must be in"):
+        random_deviation(star, lam + 1, random.Random(0))
+
+
+def test_mutation_changes_one_edge():
+    layout = LAYOUTS[1]
+    g = random_genotype(layout, random.Random(1))
+    for s in range(50):
+        m = mutate(g, random.Random(s))
+        assert m.matched_edges(g) == g.num_edges() - 1
+
+
+def test_regularized_evolution_keeps_its_population_and_budget():
+    layout = LAYOUTS[0]
+    target = random_genotype(layout, random.Random(42))
+    calls = []
+
+    def evaluate(g: Genotype, name: str) -> Trained:
+        calls.append(name)
+        return Trained(name, g, float(g.num_edges() - g.matched_edges(target)), 1.0)
+
+    hist = regularized_evolution(evaluate, layout, random.Random(0), population=5, sample=3, budget=40)
+    assert len(hist) == 40 == len(calls) and len(set(calls)) == 40  # asserts the population size inside
+    assert min(t.val_nll for t in hist[20:]) <= min(t.val_nll for t in hist[:5])  # evolution does not get worse
+    with pytest.raises(ValueError, match="sample"):
+        regularized_evolution(evaluate, layout, random.Random(0), population=5, sample=6, budget=40)
+
+
+def test_cost_records_are_non_negative_and_add_up(tmp_path):
+    for name, s in (("a", 2.5), ("b", 4.0)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(f'{{"seconds": {s}}}')
+    c = costs({"search": 3.0, "extra": 1.0}, {"a": tmp_path / "a", "b": tmp_path / "b", "none": tmp_path / "none"})
+    assert c["search_seconds"] == 4.0 and c["train"] == {"a": 2.5, "b": 4.0, "none": 0.0}
+    assert c["total_seconds"] == c["search_seconds"] + c["train_seconds"] == 10.5
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    r = tmp_path_factory.mktemp("base") / "run"
+    search_task(r, {"preset": "smoke"})
+    return r
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_baseline_produces_valid_distinct_members(run, method):
+    rec = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
+    assert rec["method"] == method and len(rec["members"]) == 2 and set(rec["members"]) <= set(rec["pool"])
+    genos = [Genotype.from_dict(rec["genotypes"][n]) for n in rec["members"]]
+    for g in genos:
+        g.validate(nodes=4)
+    if method == "random":
+        assert all(m == 3 for m in rec["matched_edges"].values())  # Λ = 4, one edge replaced
+    if method in ("nes-rs", "nes-re"):
+        assert len(rec["pool"]) == 3 and len(set(rec["members"])) == 2
+    if method == "deepens":
+        assert genos[0] == genos[1]
+    c = rec["costs"]
+    assert c["total_seconds"] == pytest.approx(c["search_seconds"] + c["train_seconds"])
+    assert all(v >= 0 for v in [*c["search"].values(), *c["train"].values()]) and c["train_seconds"] > 0
+    assert 0 <= rec["ensemble"]["accuracy"] <= 1 and rec["ensemble"]["size"] == 2
+    if method in ("darts", "per-lambda"):  # per-λ searches need genotype*: the run's search counts too
+        assert len(c["search"]) == (2 if method == "darts" else 3) and all(v > 0 for v in c["search"].values())
+    if method in ("nes-rs", "nes-re"):
+        assert c["search_seconds"] == 0 and len(c["train"]) == 3  # their search is the pool's training
+    again = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
+    assert again["members"] == rec["members"]  # resumable: the same, nothing retrained differently
