@@ -29,6 +29,7 @@ pages = [
     st.Page("pages/ensemble.py", title="Ensemble", icon=":material/hub:", url_path="ensemble"),
     st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("pages/hypernetwork.py", title="Hypernetwork", icon=":material/tune:", url_path="hypernetwork"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
 ]
 nav = st.navigation(pages)
 

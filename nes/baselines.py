@@ -9,7 +9,8 @@ Each baseline produces genotypes and retrains them with the run's member setting
 - `nes-rs`      NES random search: `budget` random genotypes trained, then forward selection of M;
 - `nes-re`      NES regularized evolution: population P, tournament sample S, one-edge mutations,
                 `budget` member trainings in total, then forward selection of M;
-- `per-lambda`  one `edges` search per λ on an even grid of M values (the cost α(λ) avoids).
+- `per-lambda`  one `edges` search per λ on an even grid of M values (the cost α(λ) avoids);
+- `edgenes-edges`, `edgenes-js`  the method itself under the same protocol, for the comparison.
 
 Costs are device-seconds of training as recorded by the loops themselves (`seconds` in the
 histories): search (the run's search, the extra searches, hypernetwork training) and member
@@ -26,7 +27,10 @@ from typing import Any, Callable
 from .artifacts import ArtifactError, read_json, write_json
 from .space import OPS, ArchLayout, Genotype
 
-METHODS = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
+BASELINES = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
+# EdgeNES itself, run the same way for comparisons: a pool of α(λ) members on an even λ grid
+# (`budget` λ values, distinct genotypes only), then forward selection of M on val.
+METHODS = BASELINES + ("edgenes-edges", "edgenes-js")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,18 +175,24 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
     rng = random.Random(f"{method}-{seed}")
     budget = budget or 2 * members
     total = {"deepens": members, "darts": 2 * members, "random": members, "nes-rs": budget, "nes-re": budget,
-             "per-lambda": 2 * members}[method]
+             "per-lambda": 2 * members}.get(method, budget)
     done = 0
 
     def tick(what: str) -> None:
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, total, {"stage": what})
+            progress(done * 1000, total * 1000, {"stage": what})
+
+    def sub(step: int, steps: int, metrics: dict) -> None:
+        """Progress inside one training: keeps the store's progress moving and lets a cancel
+        request stop the job within seconds (the job's reporter raises on it)."""
+        if progress is not None:
+            progress(done * 1000 + int(1000 * step / max(steps, 1)), total * 1000, metrics)
 
     def train(g: Genotype, name: str, member_seed: int = 0) -> Trained:
         cfg = from_preset(TrainConfig, preset, {**tsets, "seed": str(member_seed)})
-        res = retrain(cfg, g, out, name, device, None, extra_meta={"baseline": method})
+        res = retrain(cfg, g, out, name, device, sub, extra_meta={"baseline": method})
         tick(name)
         return Trained(name, g, float(res.metrics.get("val_nll", float("inf"))), res.seconds)
 
@@ -197,7 +207,7 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
         search_seconds = {}
         for i in range(members):
             cfg_i = from_dict(SearchConfig, {**to_dict(search_cfg), "seed": seed * 1000 + i})
-            res = search(cfg_i, out / f"search_{i}", device)
+            res = search(cfg_i, out / f"search_{i}", device, sub)
             search_seconds[f"search_{i}"] = res.seconds
             tick(f"search_{i}")
             trained.append(train(res.genotype, f"darts_{i}", seed * 1000 + i))
@@ -206,28 +216,42 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
         hcfg = hypernet_config(run, preset, {"regularizer": "edges"})
         lo, hi = lam_range(hcfg, star)
         for lam in lam_grid(lo, hi, members):
-            res = fixed_lambda_search(hcfg, run, lam, device)
+            res = fixed_lambda_search(hcfg, run, lam, device, sub)
             search_seconds[f"lam_{lam:g}"] = res.seconds
             tick(f"lam_{lam:g}")
             trained.append(train(res.genotype, f"lam_{lam:g}".replace(".", "_"), seed * 1000))
     elif method == "nes-rs":
         search_seconds = {}
         trained = [train(random_genotype(layout, rng), f"rs_{i:03d}", seed * 1000 + i) for i in range(budget)]
+    elif method.startswith("edgenes-"):
+        from .diversity import sample_architectures, unique_genotypes
+        from .hypernet import load_hypernet
+
+        reg = method.split("-", 1)[1]
+        hyper, meta = load_hypernet(run, reg)
+        samples = sample_architectures(hyper, layout, star, lam_grid(meta["lam_min"], meta["lam_max"], budget),
+                                       meta["config"]["tau"])
+        search_seconds[f"hypernet_{reg}"] = history_seconds(run / "hypernet" / reg / "history.json")
+        for i, (g, lams) in enumerate(unique_genotypes(samples)):
+            trained.append(train(g, f"{reg}_lam_{lams[0]:.2f}".replace(".", "_"), seed * 1000 + i))
     else:  # nes-re
         search_seconds = {}
         trained = regularized_evolution(lambda g, name: train(g, name, seed * 1000 + int(name[3:])), layout, rng,
                                         min(population, budget), min(sample, population, budget), budget)
     names = [t.name for t in trained]
-    if method in ("nes-rs", "nes-re"):
+    if method in ("nes-rs", "nes-re") or method.startswith("edgenes-"):
         selected = RunView(out).greedy_selection(names, members)
     else:
         selected = names
-    ens = RunView(out).ensemble_curve(selected)
+    view = RunView(out)
+    ens = view.ensemble_curve(selected)
     record = {
         "method": method, "seed": seed, "members": selected, "pool": names,
         "genotypes": {t.name: t.genotype.to_dict() for t in trained},
         "matched_edges": {t.name: t.genotype.matched_edges(star) for t in trained},
         "ensemble": ens[-1][1] if ens else {},
+        "by_size": [m for _, m in view.size_curve(selected)],
+        "members_metrics": {n: view.member_curve(n)[-1][1] for n in names},
         "costs": costs(search_seconds, {n: out / "members" / n for n in names}),
         "selected_costs": costs(search_seconds, {n: out / "members" / n for n in selected}),
     }

@@ -450,10 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("baseline", help="a baseline ensemble: deepens, darts, random, nes-rs, nes-re, per-lambda")
     b.add_argument("--run", required=True, help="a run with a finished search (and, for per-lambda, its supernet)")
-    b.add_argument("--method", required=True, choices=["deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda"])
+    b.add_argument("--method", required=True, choices=["deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda",
+                                                        "edgenes-edges", "edgenes-js"])
     b.add_argument("--members", type=int, default=3, help="ensemble size M (default 3)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--budget", type=int, default=None, help="NES-RS / NES-RE: member trainings (default 2·M)")
+    b.add_argument("--budget", type=int, default=None, help="NES-RS / NES-RE: member trainings; EdgeNES: λ values in the pool (default 2·M)")
     b.add_argument("--n-edges", type=int, default=2, help="random deviation: edges of genotype* replaced (default 2)")
     b.add_argument("--population", type=int, default=4, help="NES-RE population size")
     b.add_argument("--sample", type=int, default=2, help="NES-RE tournament sample size")

@@ -120,6 +120,12 @@ class RunView:
         p = self.dir / "hypernet" / regularizer / "history.json"
         return read_json(p) if p.exists() else []
 
+    # -- baselines -----------------------------------------------------------------------------
+    def baselines(self) -> list[dict[str, Any]]:
+        """Finished baseline records (RUN/baselines/<method>_s<seed>/baseline.json), by method and seed."""
+        d = self.dir / "baselines"
+        return [read_json(p) for p in sorted(d.glob("*/baseline.json"))] if d.is_dir() else []
+
     # -- members -------------------------------------------------------------------------------
     def member_names(self) -> list[str]:
         d = self.dir / "members"
@@ -172,6 +178,17 @@ class RunView:
             if stack:
                 out.append((e, ensemble_metrics(torch.stack(stack), y)))
         return out
+
+    def size_curve(self, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
+        """Ensemble metrics of the first m members (m = 1..len(names)), latest epoch of each."""
+        from .ensemble import ensemble_metrics
+
+        loaded = [self._probs(n) for n in names]
+        if not loaded:
+            return []
+        y = loaded[0][1][f"{split}_y"]
+        stack = [p[-1][1][split] for p, _ in loaded]
+        return [(m, ensemble_metrics(torch.stack(stack[:m]), y)) for m in range(1, len(stack) + 1)]
 
     def predictive_js(self, names: list[str], split: str = "test") -> torch.Tensor:
         """[n, n] predictive JS between members' latest probabilities."""

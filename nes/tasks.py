@@ -105,7 +105,7 @@ def retrain_task(run: Path, config: dict, progress: Progress | None = None, devi
     if config.get("seed") is not None:
         sets["seed"] = str(config["seed"])
     cfg = from_preset(TrainConfig, _run_preset(run, config), sets)
-    extra = {k: config[k] for k in ("lam",) if k in config}
+    extra = {k: config[k] for k in ("lam", "regularizer") if k in config}
     res = retrain(cfg, genotype, run, config["name"], device, progress, extra_meta=extra or None)
     return {"name": config["name"], "genotype": genotype.to_dict(), "metrics": res.metrics, "steps": res.steps,
             "seconds": res.seconds}

@@ -236,3 +236,35 @@ def genotype_diff(a: Genotype, b: Genotype) -> list[dict[str, str]]:
             fb = " + ".join(f"{op} ← {input_name(inp)}" for op, inp in eb) or "—"
             rows.append({"cell": ct, "node": str(i), "A": fa, "B": fb, "same": "✓" if set(ea) == set(eb) else "✗"})
     return rows
+
+
+def compare_figures(results: Mapping[str, Sequence[Mapping]]) -> dict[str, go.Figure]:
+    """Method comparison: accuracy / NLL / ECE vs ensemble size, and accuracy vs total cost.
+
+    `results[label]` is a list of baseline records (one per seed; see `nes.baselines.run_baseline`):
+    curves are the mean over seeds."""
+    def mean(xs: Sequence[float]) -> float:
+        return sum(xs) / len(xs)
+
+    figs = {}
+    for metric, name in (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE")):
+        fig = go.Figure()
+        for label, recs in results.items():
+            n = min(len(r.get("by_size") or []) for r in recs) if recs else 0
+            if n:
+                fig.add_trace(go.Scatter(x=list(range(1, n + 1)), name=label, mode="lines+markers",
+                                         y=[mean([r["by_size"][m][metric] for r in recs]) for m in range(n)]))
+        fig.update_layout(**_LAYOUT, height=320, title=f"ensemble {name} vs ensemble size",
+                          xaxis=dict(title="members", dtick=1), yaxis=dict(title=name), legend=dict(orientation="h", y=-0.3))
+        figs[f"{metric}_vs_size"] = fig
+    fig = go.Figure()
+    for label, recs in results.items():
+        if recs:
+            fig.add_trace(go.Scatter(x=[mean([r["costs"]["total_seconds"] for r in recs])],
+                                     y=[mean([r["ensemble"]["accuracy"] for r in recs])], name=label,
+                                     mode="markers+text", text=[label], textposition="top center",
+                                     marker=dict(size=12)))
+    fig.update_layout(**_LAYOUT, height=360, title="accuracy vs cost (training device-seconds, search included)",
+                      xaxis=dict(title="total cost, s"), yaxis=dict(title="ensemble accuracy"), showlegend=False)
+    figs["accuracy_vs_cost"] = fig
+    return figs

@@ -59,7 +59,7 @@ if go:
                 continue
             cfg = {"name": name, "seed": int(seed)}
             if genotype is not None:
-                cfg.update(genotype=genotype, lam=lam)
+                cfg.update(genotype=genotype, lam=lam, regularizer=reg)
             started.append(f"#{submit(store(), run_id, 'retrain', cfg)} {name}")
         if started:
             st.success("Started: " + ", ".join(started))

@@ -136,3 +136,31 @@ def test_a_broken_run_gives_a_message_not_a_crash(home):
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert at.error, page
+
+
+def test_compare_page_queues_a_method_and_shows_finished_ones(home):
+    at = app(page="pages/compare.py")
+    assert any("No finished method" in i.value for i in at.info)
+    sel = {s.label: s for s in at.selectbox}
+    sel["Method"].set_value("deepens")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    store = Store()
+    job, = [j for j in store.jobs(store.get_run("demo")) if j.kind == "baseline"]
+    assert job.config["method"] == "deepens" and job.config["members"] == 3
+    if store.job(job.id).status in ("queued", "running"):
+        cancel(store, job.id)
+    wait(store, [job.id], poll=0.3)
+
+    from nes.baselines import run_baseline
+    from nes.tasks import search_task
+
+    run = Path(store.register_run("tiny"))
+    search_task(run, {"preset": "smoke"})
+    run_baseline(run, "deepens", members=2, preset="smoke")
+    run_baseline(run, "random", members=2, n_edges=1, preset="smoke")
+    at = app({"run": "tiny"}, page="pages/compare.py")
+    table = at.dataframe[0].value
+    assert sorted(table["method"]) == ["deepens", "random"] and list(table["members"]) == [2, 2]
+    titles = [json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at)]
+    assert sum("vs ensemble size" in t for t in titles) == 3 and any("accuracy vs cost" in t for t in titles)

@@ -3,10 +3,10 @@ import random
 
 import pytest
 
-from nes.baselines import (METHODS, Trained, costs, mutate, random_deviation, random_genotype, regularized_evolution,
+from nes.baselines import (BASELINES, Trained, costs, mutate, random_deviation, random_genotype, regularized_evolution,
                            run_baseline)
 from nes.space import ArchLayout, Genotype
-from nes.tasks import search_task
+from nes.tasks import hypernet_task, search_task
 
 LAYOUTS = [ArchLayout(4, ("reduce",), 1), ArchLayout(4, ("normal", "reduce"), 2), ArchLayout(3, ("normal",), 1)]
 
@@ -76,7 +76,7 @@ def run(tmp_path_factory):
     return r
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BASELINES)
 def test_each_baseline_produces_valid_distinct_members(run, method):
     rec = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
     assert rec["method"] == method and len(rec["members"]) == 2 and set(rec["members"]) <= set(rec["pool"])
@@ -99,3 +99,13 @@ def test_each_baseline_produces_valid_distinct_members(run, method):
         assert c["search_seconds"] == 0 and len(c["train"]) == 3  # their search is the pool's training
     again = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
     assert again["members"] == rec["members"]  # resumable: the same, nothing retrained differently
+
+
+def test_edgenes_under_the_same_protocol(run):
+    hypernet_task(run, {"preset": "smoke", "regularizer": "edges"})
+    rec = run_baseline(run, "edgenes-edges", members=2, budget=5, preset="smoke")
+    assert 1 <= len(rec["members"]) <= 2 and len(rec["pool"]) <= 5
+    assert set(rec["costs"]["search"]) == {"search", "hypernet_edges"} and rec["costs"]["search"]["hypernet_edges"] > 0
+    sizes = rec["by_size"]
+    assert [int(m["size"]) for m in sizes] == list(range(1, len(rec["members"]) + 1))
+    assert sizes[-1]["accuracy"] == pytest.approx(rec["ensemble"]["accuracy"])

@@ -1,0 +1,133 @@
+"""EdgeNES against the baselines: mean ± std over seeds of accuracy, NLL, ECE, disagreement, costs.
+
+Per seed: one run (search with that seed, both hypernetworks), then every method of
+`nes.baselines` with ensemble size M under the same member settings: single α*, DeepEns, DARTS
+ensemble, random deviation, NES-RS, NES-RE, per-λ search, EdgeNES (js) and EdgeNES (edges).
+Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
+
+    python benchmarks/compare.py --dataset fashion-mnist --preset quick --seeds 3
+    python benchmarks/compare.py --dataset digits --preset smoke --seeds 2      # minutes: a dry run
+
+Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best single member, points>
+edges_search_cost_vs_darts=<its search cost / the DARTS ensemble's> (plus the mean accuracies).
+Everything resumes: rerunning continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ORDER = ["single", "deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda", "edgenes-js", "edgenes-edges"]
+LABEL = {"single": "single α*", "deepens": "DeepEns", "darts": "DARTS ensemble", "random": "random deviation",
+         "nes-rs": "NES-RS", "nes-re": "NES-RE", "per-lambda": "per-λ search", "edgenes-js": "EdgeNES (js)",
+         "edgenes-edges": "EdgeNES (edges)"}
+
+
+def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, budget: int, train_sets: dict,
+             device: str | None, log) -> dict[str, dict]:
+    from nes.artifacts import read_json, write_json
+    from nes.baselines import METHODS, run_baseline
+    from nes.tasks import hypernet_task, search_task
+
+    run = work / f"seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "run.json").exists():
+        write_json(run / "run.json", {"preset": preset, "train_sets": train_sets})
+    log(f"seed {seed}: search")
+    search_task(run, {"preset": preset, "set": {"dataset": dataset, "seed": str(seed)}}, None, device)
+    for reg in ("js", "edges"):
+        log(f"seed {seed}: hypernetwork ({reg})")
+        hypernet_task(run, {"preset": preset, "regularizer": reg, "set": {"seed": str(seed)}}, None, device)
+    out = {}
+    for method in METHODS:
+        log(f"seed {seed}: {method}")
+        out[method] = run_baseline(run, method, members, seed=seed, budget=budget, n_edges=max(1, members - 1),
+                                   preset=preset, device=device)
+    dee = out["deepens"]
+    first = dee["members"][0]  # a single α* member is DeepEns' first member: same training, no extra cost
+    single_cost = dee["costs"]["search_seconds"] + dee["costs"]["train"][first]
+    out["single"] = {"ensemble": {**dee["members_metrics"][first], "disagreement": 0.0},
+                     "costs": {"search_seconds": dee["costs"]["search_seconds"], "total_seconds": single_cost},
+                     "by_size": dee["by_size"][:1], "members": [first]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--members", type=int, default=3, help="ensemble size M")
+    ap.add_argument("--budget", type=int, default=None, help="NES-RS/RE trainings and EdgeNES pool λs (default 2·M)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="member TrainConfig overrides (all methods)")
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "tmp" / "compare"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+    from nes.config import parse_sets
+    from nes.runtime import device_label
+
+    budget = a.budget or 2 * a.members
+    work = Path(a.work) / f"{a.dataset}_{a.preset}_m{a.members}"
+    t0 = time.time()
+    per_seed = [one_seed(work, a.dataset, a.preset, s, a.members, budget, parse_sets(a.set), a.device,
+                         lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True))
+                for s in range(a.seeds)]
+
+    def stat(method: str, get) -> tuple[float, float]:
+        vals = [get(r[method]) for r in per_seed]
+        return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    rows = []
+    for m in ORDER:
+        acc = stat(m, lambda r: 100 * r["ensemble"]["accuracy"])
+        rows.append({
+            "method": LABEL[m], "key": m, "accuracy": acc, "nll": stat(m, lambda r: r["ensemble"]["nll"]),
+            "ece": stat(m, lambda r: r["ensemble"]["ece"]),
+            "disagreement": stat(m, lambda r: r["ensemble"].get("disagreement", 0.0)),
+            "search_s": stat(m, lambda r: r["costs"]["search_seconds"]),
+            "total_s": stat(m, lambda r: r["costs"]["total_seconds"]),
+        })
+    fmt = lambda v, d: f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
+    lines = [f"# EdgeNES vs baselines — {a.dataset}, preset {a.preset}, M = {a.members}, {a.seeds} seed(s)", "",
+             f"Device: {device_label()}; wall time {time.time() - t0:.0f} s. Costs are training device-seconds "
+             "(search = searches + hypernetwork; total = search + every member trained, pools included).", "",
+             "| method | accuracy % | NLL | ECE | disagreement | search cost s | total cost s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {fmt(r['accuracy'], 2)} | {fmt(r['nll'], 3)} | {fmt(r['ece'], 3)} | "
+                     f"{fmt(r['disagreement'], 3)} | {fmt(r['search_s'], 0)} | {fmt(r['total_s'], 0)} |")
+    best_single = [max(100 * mm["accuracy"] for mm in r["edgenes-edges"]["members_metrics"].values()) for r in per_seed]
+    gain = statistics.mean(100 * r["edgenes-edges"]["ensemble"]["accuracy"] - b for r, b in zip(per_seed, best_single))
+    darts = statistics.mean(r["darts"]["costs"]["search_seconds"] for r in per_seed)
+    ratio = statistics.mean(r["edgenes-edges"]["costs"]["search_seconds"] for r in per_seed) / max(darts, 1e-9)
+    lines += ["", f"EdgeNES (edges): ensemble − best single member of its pool = {gain:+.2f} points; "
+              f"search cost / DARTS ensemble's = {ratio:.2f}."]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"compare_{a.dataset}_{a.preset}_m{a.members}_s{a.seeds}"
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed}, indent=1, default=str))
+    try:
+        from nes import viz
+
+        figs = viz.compare_figures({LABEL[m]: [r[m] for r in per_seed] for m in ORDER})
+        for name, fig in figs.items():
+            fig.write_html(out / f"{stem}_{name}.html", include_plotlyjs="cdn")
+    except ImportError as e:
+        print(f"no plots: {e}", file=sys.stderr)
+    print("\n".join(lines))
+    acc = {r["key"]: r["accuracy"][0] for r in rows}
+    print(f"RESULT edges_gain_pts={gain:.2f} edges_search_cost_vs_darts={ratio:.2f} "
+          f"acc_edges={acc['edgenes-edges']:.2f} acc_deepens={acc['deepens']:.2f} acc_single={acc['single']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
