@@ -1,8 +1,8 @@
 """The bundled demo run (`assets/demo/`), made by the project's own pipeline.
 
 `python -m nes demo --rebuild` runs, in a scratch folder: a DARTS search (quick preset), both
-hypernetworks (`edges` and `js`), a sample of α(λ), and the retraining of α* plus a few members at
-distinct λ; then it copies the result without checkpoints or logs (≤ 5 MB) into `assets/demo`,
+hypernetworks (`edges` and `js`), a sample of α(λ), the retraining of α* plus a few members at
+distinct λ, and a DeepEns baseline (for the Compare page); then it copies the result without checkpoints or logs (≤ 5 MB) into `assets/demo`,
 replacing the old one in one rename. The app copies the demo into its run store on first start
 (`install_demo`), so a first visit shows graphs at once and a teacher can train more members from
 it, with the same member settings (`train_sets` in run.json) so that their ensembles stay valid.
@@ -65,23 +65,27 @@ def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: 
         run = work / DEMO_RUN
         run.mkdir()
         write_json(run / "run.json", {"preset": preset, "train_sets": train_sets})
-        log(f"1/5 DARTS search ({preset} preset)")
+        log(f"1/6 DARTS search ({preset} preset)")
         search_task(run, {"preset": preset, "set": search_sets}, None, device)
         for reg in ("edges", "js"):
-            log(f"2/5 hypernetwork, {reg} regularizer")
+            log(f"2/6 hypernetwork, {reg} regularizer")
             hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
-        log("3/5 sampling α(λ)")
+        log("3/6 sampling α(λ)")
         sample_task(run, {"regularizer": "edges", "n": 9}, None, device)
         star = read_json(run / "search" / "genotype.json")["genotype"]
         chosen = _pick_members(read_json(run / "samples.json")["samples"], star, members - 1)
         lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
-        log(f"4/5 retraining α* and the members at λ = {lams}")
+        log(f"4/6 retraining α* and the members at λ = {lams}")
         retrain_task(run, {"name": "alpha_star", "preset": preset}, None, device)
         for s in chosen:
             retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
                                "preset": preset}, None, device)
-        log("5/5 ensemble metrics")
+        log("5/6 ensemble metrics")
         evaluate_task(run, {}, None, device)
+        log("6/6 DeepEns baseline (α* with seeds), for the Compare page")
+        from .baselines import run_baseline
+
+        run_baseline(run, "deepens", members, preset=preset, device=device)
         record = {"command": "python -m nes demo --rebuild", "built": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "preset": preset, "dataset": read_json(run / "run.json")["dataset"], "device": str(device or "auto"),
                   "seconds": round(time.time() - t0, 1)}

@@ -68,8 +68,13 @@ if go:
 
 names = [m.name for m in members] + [j.config["name"] for j in active_jobs(run_id, ("retrain",))
                                       if j.config.get("name") not in {m.name for m in members}]
-chosen = st.multiselect("Members in the ensemble", names, default=names, key="members",
-                        help="The ensemble averages these members' probabilities.")
+key = f"members_{run_id}"
+known = st.session_state.get(f"{key}_known", [])
+if key in st.session_state:  # keep the user's choice, drop vanished names, add members that are new
+    st.session_state[key] = [n for n in st.session_state[key] if n in names] + [n for n in names if n not in known]
+st.session_state[f"{key}_known"] = names
+chosen = st.multiselect("Members in the ensemble", names, default=None if key in st.session_state else names, key=key,
+                        help="The ensemble averages these members' probabilities; new members join it.")
 
 
 def ensemble_panel() -> None:

@@ -164,3 +164,26 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
     assert sorted(table["method"]) == ["deepens", "random"] and list(table["members"]) == [2, 2]
     titles = [json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at)]
     assert sum("vs ensemble size" in t for t in titles) == 3 and any("accuracy vs cost" in t for t in titles)
+
+
+def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(home):
+    from nes.tasks import search_task
+
+    store = Store()
+    run = Path(store.register_run("tinyens"))
+    search_task(run, {"preset": "smoke"})
+    at = app({"run": "tinyens"}, page="pages/ensemble.py")
+    assert any("No member has finished an epoch" in i.value for i in at.info)
+    for seed in (0, 1):
+        at.checkbox[0].check()
+        at.number_input[0].set_value(seed)
+        at.button[0].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        jobs = [j for j in store.jobs(str(run)) if j.kind == "retrain"]
+        assert len(jobs) == seed + 1
+        done = wait(store, [j.id for j in jobs], poll=0.3)
+        assert all(j.status == "done" for j in done), [j.error for j in done]
+        at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Members"] == "2" and "%" in metrics["Ensemble accuracy"]
+    assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))

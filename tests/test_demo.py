@@ -29,7 +29,8 @@ def test_demo_is_small_complete_and_has_no_checkpoints(demo):
     assert rec["checkpoints"] == [] and not (out / "logs").exists()
     assert not list(out.parent.glob(".demo_build_*"))  # the scratch folder is gone
     for f in ("search/arch.safetensors", "hypernet/edges/hypernet.safetensors", "hypernet/js/hypernet.safetensors",
-              "samples.json", "ensemble.json", "demo.json", "members/alpha_star/weights.safetensors"):
+              "samples.json", "ensemble.json", "demo.json", "members/alpha_star/weights.safetensors",
+              "baselines/deepens_s0/baseline.json"):
         assert (out / f).exists(), f
     assert read_json(out / "demo.json")["command"] == "python -m nes demo --rebuild"
     assert read_json(out / "run.json")["dataset"] == "digits"
@@ -84,3 +85,4 @@ def test_bundled_demo_is_valid():
     assert json.loads((DEMO_DIR / "demo.json").read_text())["dataset"] in ("fashion-mnist", "digits")
     names = view.member_names()
     assert view.ensemble_curve(names)[-1][1]["size"] == len(names)
+    assert [b["method"] for b in view.baselines()] == ["deepens"]  # the Compare page has something to show

@@ -106,7 +106,7 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
             time.sleep(0.5)
         assert seen == after, (fresh.url, seen, after)
 
-        for name in ("ensemble", "search", "hypernetwork"):
+        for name in ("ensemble", "search", "hypernetwork", "compare"):
             page.goto(f"{server}/{name}", wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot", timeout=90_000)
             assert page.locator('[data-testid="stException"]').count() == 0
