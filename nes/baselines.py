@@ -196,6 +196,8 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
         tick(name)
         return Trained(name, g, float(res.metrics.get("val_nll", float("inf"))), res.seconds)
 
+    if progress is not None:
+        progress(0, total * 1000, {"stage": "start"})
     search_seconds = {"search": history_seconds(run / "search" / "history.json")}
     trained: list[Trained] = []
     if method == "deepens":

@@ -105,6 +105,8 @@ def retrain(
         save_tensors(out / "labels.safetensors", {"val_y": ds.train_y[va], "test_y": ds.test_y})
 
     total = len(train_loader) * cfg.epochs
+    if progress is not None:  # at once: the store shows the job as started, and a cancel is seen early
+        progress(start_epoch * len(train_loader), total, {"epoch": start_epoch})
     val_y, test_y = ds.train_y[va].cpu(), ds.test_y.cpu()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
