@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import ArtifactError, read_json, write_json
+from .artifacts import read_json, write_json
 from .space import OPS, ArchLayout, Genotype
 
 BASELINES = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
@@ -132,13 +132,6 @@ def costs(search_seconds: dict[str, float], member_dirs: dict[str, Path]) -> dic
     train = {n: member_seconds(d) for n, d in member_dirs.items()}
     s, t = sum(search_seconds.values()), sum(train.values())
     return {"search": search_seconds, "search_seconds": s, "train": train, "train_seconds": t, "total_seconds": s + t}
-
-
-def edgenes_costs(run: Path, regularizer: str, members: list[str]) -> dict[str, Any]:
-    """EdgeNES: the run's search + one hypernetwork training + its members' training."""
-    return costs({"search": history_seconds(run / "search" / "history.json"),
-                  f"hypernet_{regularizer}": history_seconds(run / "hypernet" / regularizer / "history.json")},
-                 {n: run / "members" / n for n in members})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,11 +252,3 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
     }
     write_json(out / "baseline.json", record)
     return record
-
-
-def load_baseline(run: str | Path, method: str, seed: int = 0) -> dict[str, Any]:
-    p = baseline_dir(Path(run), method, seed) / "baseline.json"
-    if not p.exists():
-        raise ArtifactError(f"{p} missing: run `python -m nes baseline --run {run} --method {method} --seed {seed}`")
-    return read_json(p)
-
