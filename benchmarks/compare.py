@@ -32,7 +32,7 @@ LABEL = {"single": "single α*", "deepens": "DeepEns", "darts": "DARTS ensemble"
 
 def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, budget: int, train_sets: dict,
              device: str | None, log) -> dict[str, dict]:
-    from nes.artifacts import read_json, write_json
+    from nes.artifacts import write_json
     from nes.baselines import METHODS, run_baseline
     from nes.tasks import hypernet_task, search_task
 
