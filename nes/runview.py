@@ -66,14 +66,6 @@ class RunView:
     def star(self) -> Genotype:
         return self._search[3]
 
-    @property
-    def search_config(self) -> dict[str, Any]:
-        return read_json(self.dir / "search" / "config.json")
-
-    def info(self) -> dict[str, Any]:
-        p = self.dir / "run.json"
-        return read_json(p) if p.exists() else {}
-
     def search_history(self) -> list[dict[str, float]]:
         p = self.dir / "search" / "history.json"
         return read_json(p) if p.exists() else []
@@ -116,10 +108,6 @@ class RunView:
         p = self.dir / "hypernet" / regularizer / "curve.json"
         return read_json(p) if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_bounds(regularizer), 9))]
 
-    def hypernet_history(self, regularizer: str) -> list[dict[str, float]]:
-        p = self.dir / "hypernet" / regularizer / "history.json"
-        return read_json(p) if p.exists() else []
-
     # -- baselines -----------------------------------------------------------------------------
     def baselines(self) -> list[dict[str, Any]]:
         """Finished baseline records (RUN/baselines/<method>_s<seed>/baseline.json), by method and seed."""
@@ -128,8 +116,9 @@ class RunView:
 
     # -- members -------------------------------------------------------------------------------
     def member_names(self) -> list[str]:
-        d = self.dir / "members"
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+        from .train import list_members
+
+        return list_members(self.dir)
 
     def member(self, name: str) -> MemberInfo:
         d = self.dir / "members" / name

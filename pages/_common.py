@@ -60,9 +60,6 @@ def _install_demo_once(home: str) -> str | None:
         s.close()
 
 
-def run_label(run: dict) -> str:
-    return run["name"] + ("  (bundled demo)" if run["name"] == DEMO_RUN else "")
-
 
 def select_run() -> str | None:
     """Sidebar run picker; the choice lives in the URL (?run=NAME) so a link reproduces the view."""
