@@ -19,7 +19,8 @@ def _device() -> tuple[str, str]:
     """(badge, detail) of the device the workers train on (the app itself keeps one thread)."""
     dev = resolve_device()
     if dev.type == "cpu":
-        return "CPU", f"{available_cores()} cores for training"
+        n = available_cores()
+        return "CPU", f"{n} core{'' if n == 1 else 's'} for training"
     label = device_label(dev)
     return label.split(" ")[0], label
 
@@ -30,6 +31,7 @@ pages = [
     st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("pages/hypernetwork.py", title="Hypernetwork", icon=":material/tune:", url_path="hypernetwork"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
 ]
 nav = st.navigation(pages)
 

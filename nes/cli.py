@@ -356,6 +356,69 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_ensemble
+    from .train import member_dir, list_members
+
+    run = Path(a.run)
+    _run_info(run)
+    if a.members:
+        names = [n.strip() for n in a.members.split(",") if n.strip()]
+    else:  # every finished member
+        names = [n for n in list_members(run) if (member_dir(run, n) / "weights.safetensors").exists()]
+        if not names:
+            raise UserError(f"{run}: no finished members to export; train one with "
+                            f"`python -m nes retrain --run {run} --genotype star --name m0`")
+    res = export_ensemble(run, names, a.out, onnx=a.onnx, make_zip=a.zip, overwrite=a.force, title=a.title,
+                          verify=not a.no_verify)
+    m = res.manifest
+    if a.json:
+        print(json.dumps({"path": str(res.path), "zip": str(res.zip_path) if res.zip_path else None,
+                          "manifest": m}, indent=2))
+        return 0
+    ens = m["ensemble"]["metrics"]
+    print(f"bundle {res.path}: {len(m['members'])} members ({', '.join(names)})")
+    print(f"  ensemble test accuracy {ens['accuracy']:.4f}, NLL {ens['nll']:.4f}, ECE {ens['ece']:.4f} "
+          f"({m['ensemble']['test_images']} test images)")
+    v = m.get("verification", {})
+    if v.get("checked"):
+        print(f"  reloaded bundle matches the run's saved probabilities: max |Δp| {v['max_abs_diff_vs_run']:.2e} "
+              f"on {v['images']} test images")
+    elif v:
+        print(f"  not verified against the run: {v.get('reason')}")
+    if "onnx" in m:
+        o = m["onnx"]
+        print(f"  ensemble.onnx (opset {o['opset']}): onnxruntime vs PyTorch max |Δp| {o['max_abs_diff']:.2e}")
+    if res.zip_path:
+        print(f"  zip {res.zip_path}")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .export import load_ensemble, load_images
+    from .runtime import configure_threads
+
+    configure_threads()
+    model = load_ensemble(a.bundle)
+    images, names = load_images(a.input, model.channels, model.height, model.width)
+    probs = model.predict(images, a.batch_size)
+    if len(names) != len(probs):
+        names = [f"{Path(a.input).name}[{i}]" for i in range(len(probs))]
+    top = probs.argmax(1).tolist()
+    if a.json:
+        print(json.dumps({"bundle": str(a.bundle), "classes": model.class_names, "members": model.member_names,
+                          "predictions": [{"input": n, "class": k, "label": model.class_names[k],
+                                           "probability": round(float(p[k]), 6),
+                                           "probs": [round(float(v), 6) for v in p]}
+                                          for n, k, p in zip(names, top, probs)]}, indent=2))
+        return 0
+    width = max([len(n) for n in names] + [5])
+    print(f"{'input':<{width}}  {'class':<16}{'p':>7}")
+    for n, k, p in zip(names, top, probs):
+        print(f"{n:<{width}}  {model.class_names[k]:<16}{float(p[k]):>7.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nes", description="NES Explorer: differentiable neural ensemble search")
     p.add_argument("--version", action="version", version=f"nes {__version__}")
@@ -472,6 +535,26 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default=None)
     dm.add_argument("--data-dir", default=None)
     dm.set_defaults(fn=cmd_demo)
+
+    ex = sub.add_parser("export", help="write a bundle of chosen members (manifest, safetensors, model card; --onnx, --zip)")
+    ex.add_argument("--run", required=True)
+    ex.add_argument("--members", default=None, help="comma-separated member names (default: every finished member)")
+    ex.add_argument("--out", required=True, help="bundle folder to create")
+    ex.add_argument("--onnx", action="store_true", help="also write ensemble.onnx (checked with onnxruntime)")
+    ex.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
+    ex.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    ex.add_argument("--title", default=None, help="title of the model card")
+    ex.add_argument("--no-verify", action="store_true",
+                    help="skip reloading the bundle and comparing it with the run's saved test probabilities")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(fn=cmd_export)
+
+    pr = sub.add_parser("predict", help="class probabilities of an exported ensemble for images")
+    pr.add_argument("bundle", help="bundle folder or .zip written by `export`")
+    pr.add_argument("input", help="an .npz with an 'images' array (uint8 0-255 or float 0-1), or a folder of PNG/JPEG files")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(fn=cmd_predict)
 
     n = sub.add_parser("info", help="library version and compute device")
     n.add_argument("--device", default=None)

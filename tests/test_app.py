@@ -187,3 +187,30 @@ def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(ho
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Members"] == "2" and "%" in metrics["Ensemble accuracy"]
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
+
+
+def test_export_page_previews_writes_and_offers_the_bundle(home):
+    at = app(page="pages/export.py")
+    members = at.multiselect[0].value
+    assert sorted(members) == ["alpha_star", "lam_2_50", "lam_3_50"]  # greedy selection of 3 of the demo's
+    assert {m.label for m in at.metric} >= {"Ensemble accuracy", "NLL", "ECE"}
+    assert len(at.dataframe[0].value) == 3
+    assert "None yet." in [c.value for c in at.caption]
+    at.multiselect[0].set_value(["alpha_star", "lam_2_50"]).run()
+    assert len(at.dataframe[0].value) == 2 and not at.exception
+    at.text_input[0].set_value("../escape")  # form fields are sent with the submit click
+    at.button[0].click().run()
+    assert any("bundle name" in e.value for e in at.error) and not (home / "escape").exists()
+    at.text_input[0].set_value("two")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Exported **two**" in s.value for s in at.success)
+    bundle = home / "demo" / "exports" / "two"
+    model = nes.load_ensemble(bundle.with_name("two.zip"))
+    assert model.member_names == ["alpha_star", "lam_2_50"]
+    assert len(at.get("download_button")) == 1
+    at.text_input[0].set_value("two")
+    at.button[0].click().run()  # the same name again: a message, the bundle is kept
+    assert any("already exists" in e.value for e in at.error)
+    assert nes.load_ensemble(bundle).member_names == ["alpha_star", "lam_2_50"]

@@ -74,7 +74,7 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         page.goto(server + "/explore", wait_until="domcontentloaded")
         page.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
             .some(gd => gd.layout && gd.layout.meta && gd.layout.meta.cell_type)""", timeout=90_000)
@@ -111,4 +111,21 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
             page.wait_for_selector(".js-plotly-plot", timeout=90_000)
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(ARTIFACTS / f"e2e_{name}.png"), full_page=True)
+
+        # Export: write a bundle from the demo's members, download the zip, load it with the library
+        page.goto(f"{server}/export", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+        page.get_by_role("button", name="Export", exact=True).click()
+        download_button = page.get_by_role("button", name="Download zip")
+        download_button.wait_for(timeout=120_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(ARTIFACTS / "e2e_export.png"), full_page=True)
+        with page.expect_download(timeout=60_000) as dl:
+            download_button.click()
+        zpath = ARTIFACTS / "e2e_export_bundle.zip"
+        dl.value.save_as(str(zpath))
+        import nes
+
+        model = nes.load_ensemble(zpath)
+        assert len(model.member_names) == 3 and model.class_names[0] == "T-shirt/top"
         browser.close()

@@ -1,0 +1,148 @@
+"""Export: pick members, see the bundle's manifest, write it (optionally with ONNX), download the zip."""
+import json
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from nes import viz
+from nes.export import BundleError, export_ensemble, list_bundles, plan_export
+from pages._common import friendly, load_view, route_through_app, selected_run, teach
+
+route_through_app()
+
+st.header("Export an ensemble")
+teach("What is in a bundle, and how is it used?", r"""
+A **bundle** is a folder (and a `.zip` of it) that someone else can load and check without this
+app: `manifest.json` (schema version 1: every member's genotype, λ, seed, metrics and the sha256
+of its weights; dataset, class names, input shape and preprocessing; library versions; the
+architecture-JS and predictive-JS matrices), one `.safetensors` file per member, and a model card
+`README.md` (intended use, data, metrics, limitations). With **ONNX**, `ensemble.onnx` holds the
+whole ensemble (preprocessing, members, mean softmax), checked against PyTorch.
+
+```python
+import nes
+model = nes.load_ensemble("bundle.zip")   # checks the schema, every hash and every shape
+probs = model.predict(images)             # uint8 or [0, 1] float images, [N, K] probabilities
+```
+or `python -m nes predict bundle.zip images.npz --json`. Loading never unpickles anything.""")
+
+run_id = selected_run()
+view = load_view(run_id)
+run_dir = Path(run_id)
+exports_dir = run_dir / "exports"
+
+finished = [m.name for m in view.members() if (run_dir / "members" / m.name / "weights.safetensors").exists()]
+if not finished:
+    st.info("This run has no finished members yet. Train some on the **Ensemble** page; they appear here "
+            "when their training ends.")
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _plan(run: str, names: tuple[str, ...], stamp: tuple) -> dict:
+    """The bundle's manifest as it would be written (no hashes yet); cached per selection."""
+    return plan_export(run, list(names)).manifest
+
+
+def _stamp(names: list[str]) -> tuple:
+    return tuple((run_dir / "members" / n / "weights.safetensors").stat().st_mtime for n in names)
+
+
+key = f"export_members_{run_id}"
+if key not in st.session_state:
+    with friendly("rank the members"):
+        st.session_state[key] = view.greedy_selection(finished, size=min(3, len(finished)))
+st.session_state[key] = [n for n in st.session_state.get(key, []) if n in finished]
+names = st.multiselect("Members", finished, key=key,
+                       help="Finished members of this run. The default is the greedy forward selection of 3 "
+                            "on the validation split (best NLL first).")
+if not names:
+    st.info("Pick at least one member.")
+    st.stop()
+
+manifest = None
+with friendly("prepare the bundle"):
+    manifest = _plan(run_id, tuple(names), _stamp(names))
+if manifest is None:
+    st.stop()
+
+ens = manifest["ensemble"]["metrics"]
+c = st.columns(4)
+c[0].metric("Ensemble accuracy", f"{100 * ens['accuracy']:.2f} %",
+            f"{100 * (ens['accuracy'] - max(m['metrics'].get('test_accuracy', 0) for m in manifest['members'])):+.2f} "
+            "vs best member")
+c[1].metric("NLL", f"{ens['nll']:.4f}")
+c[2].metric("ECE", f"{ens['ece']:.4f}")
+c[3].metric("Members", len(names), help=f"{manifest['ensemble']['test_images']} test images")
+st.dataframe([{"member": m["name"], "λ": "–" if m.get("lam") is None else f"{m['lam']:g}", "seed": m.get("seed"), "genotype": m["compact"],
+               "test accuracy %": round(100 * m["metrics"].get("test_accuracy", float("nan")), 2),
+               "test NLL": round(m["metrics"].get("test_nll", float("nan")), 4),
+               "parameters": m["num_parameters"]} for m in manifest["members"]], hide_index=True, width="stretch")
+if len(names) > 1:
+    a, b = st.columns(2)
+    arch = manifest["diversity"]["architecture_js"]
+    if arch is not None:
+        a.plotly_chart(viz.js_heatmap(arch, names, "Architecture JS between members"), key="exp_arch_js")
+    b.plotly_chart(viz.js_heatmap(manifest["diversity"]["predictive_js"], names, "Predictive JS (test)"),
+                   key="exp_pred_js")
+with st.expander("manifest.json (before export: hashes are added when the files are written)"):
+    st.json({**manifest, "members": [{k: v for k, v in m.items() if k != "tensors"} for m in manifest["members"]]},
+            expanded=1)
+
+try:
+    import onnxruntime  # noqa: F401
+    import onnxscript  # noqa: F401
+    has_onnx = True
+except ImportError:
+    has_onnx = False
+
+default_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.name}_{'-'.join(names)}")[:80]
+with st.form("export"):
+    f1, f2 = st.columns([3, 1])
+    bundle_name = f1.text_input("Bundle name", value=default_name,
+                                help=f"Folder and zip name under {exports_dir}. Letters, digits, '-', '_', '.'.")
+    onnx = f2.checkbox("Also ONNX", value=False, disabled=not has_onnx,
+                       help="ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)"
+                       if has_onnx else "needs `pip install onnx onnxscript onnxruntime`")
+    replace = f2.checkbox("Replace if it exists", value=False)
+    go = st.form_submit_button("Export", type="primary")
+if go:
+    with friendly("export the bundle"):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", bundle_name or ""):
+            raise BundleError(f"bundle name {bundle_name!r}: use 1–100 letters, digits, '-', '_' or '.', "
+                              "not starting with '.' or '-'")
+        with st.spinner("Writing the bundle and checking it against the run…"):
+            res = export_ensemble(run_dir, names, exports_dir / bundle_name, onnx=onnx, make_zip=True,
+                                  overwrite=replace)
+        v = res.manifest.get("verification", {})
+        msg = f"Exported **{res.path.name}** ({len(names)} members)."
+        if v.get("checked"):
+            msg += (f" Reloaded from disk, it reproduces the run's test probabilities (max |Δp| "
+                    f"{v['max_abs_diff_vs_run']:.1e} on {v['images']} images).")
+        if "onnx" in res.manifest:
+            msg += f" ONNX matches PyTorch to {res.manifest['onnx']['max_abs_diff']:.1e}."
+        st.success(msg)
+
+
+st.subheader("Bundles of this run")
+bundles = list_bundles(exports_dir)
+if not bundles:
+    st.caption("None yet.")
+for b in bundles:
+    with friendly(f"show the bundle {b.name}"):
+        man = json.loads((b / "manifest.json").read_text())
+        m = man.get("ensemble", {}).get("metrics", {})
+        zp = b.with_name(b.name + ".zip")
+        cols = st.columns([3, 2, 1])
+        cols[0].markdown(f"**{b.name}** · {', '.join(x['name'] for x in man.get('members', []))}"
+                         f"{' · ONNX' if 'onnx' in man else ''}")
+        cols[1].caption(f"accuracy {100 * m.get('accuracy', float('nan')):.2f} %, NLL {m.get('nll', float('nan')):.4f}"
+                        f" · {man.get('created', '')}")
+        if zp.is_file():
+            cols[2].download_button("Download zip", zp.read_bytes(), file_name=zp.name, mime="application/zip",
+                                    key=f"dl_{b.name}", icon=":material/download:")
+        with st.expander(f"Model card and manifest of {b.name}"):
+            st.markdown((b / "README.md").read_text() if (b / "README.md").is_file() else "_no model card_")
+            st.json({**man, "members": [{k: v for k, v in x.items() if k != "tensors"}
+                                        for x in man.get("members", [])]}, expanded=False)
