@@ -240,18 +240,53 @@ def check_manifest(manifest: Any) -> dict:
     if missing:
         raise BundleError(f"manifest.json: missing or malformed key(s): {', '.join(missing)}; the bundle is "
                           "incomplete or not written by `python -m nes export`; export it again")
+    ds = manifest["dataset"]
+    wrong = []
+    for key, ok in (("dataset.num_classes", _is_int(ds["num_classes"])),
+                    ("dataset.class_names", isinstance(ds["class_names"], list)
+                     and _is_int(ds["num_classes"]) and len(ds["class_names"]) == ds["num_classes"]),
+                    *((f"dataset.input.{k}", _is_int(ds["input"][k]) and ds["input"][k] > 0)
+                      for k in ("channels", "height", "width")),
+                    *((f"dataset.preprocess.{k}", _is_int(ds["preprocess"][k]) and ds["preprocess"][k] >= 0)
+                      for k in ("pad", "image_size")),
+                    *((f"dataset.preprocess.{k}", isinstance(ds["preprocess"][k], list)
+                       and len(ds["preprocess"][k]) == ds["input"]["channels"]
+                       and all(isinstance(v, (int, float)) for v in ds["preprocess"][k])) for k in ("mean", "std"))):
+        if not ok:
+            wrong.append(key)
+    for i, m in enumerate(members):
+        for key, typ in (("name", str), ("file", str), ("sha256", str), ("genotype", dict), ("network", dict),
+                         ("tensors", dict)):
+            if not isinstance(m[key], typ):
+                wrong.append(f"members[{i}].{key}")
+    if wrong:
+        raise BundleError(f"manifest.json: wrong type or value of: {', '.join(wrong)}; export the bundle again")
     names = [m["name"] for m in members]
     if len(set(names)) != len(names):
         raise BundleError(f"manifest.json: member names repeat ({', '.join(names)})")
     return manifest
 
 
-def _build_member(m: dict, ds: dict) -> Network:
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+LIMITS = {"c": 1024, "layers": 64, "num_classes": 100_000, "channels": 16}  # sanity bounds before building
+
+
+def _build_member(m: dict, ds: dict, device: str | torch.device = "cpu") -> Network:
+    """The member's network from its manifest entry (on the meta device: shapes only, no memory)."""
     try:
         g = Genotype.from_dict(m["genotype"])
         net = m["network"]
-        g.validate(cell_types=cell_types_for(int(net["layers"])))
-        return Network(g, int(net["c"]), int(ds["num_classes"]), int(net["layers"]), int(ds["input"]["channels"]))
+        sizes = {"c": int(net["c"]), "layers": int(net["layers"]), "num_classes": int(ds["num_classes"]),
+                 "channels": int(ds["input"]["channels"])}
+        bad = [f"{k}={v}" for k, v in sizes.items() if not 1 <= v <= LIMITS[k]]
+        if bad:
+            raise ValueError(f"out of range: {', '.join(bad)}")
+        g.validate(cell_types=cell_types_for(sizes["layers"]))
+        with torch.device(device):
+            return Network(g, sizes["c"], sizes["num_classes"], sizes["layers"], sizes["channels"])
     except (ValueError, TypeError, KeyError) as e:
         raise BundleError(f"member {m['name']!r}: its genotype or network in manifest.json is invalid ({e})") from None
 
@@ -289,8 +324,7 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensem
             tensors = st_load(data)
         except (SafetensorError, ValueError, RuntimeError) as e:
             raise BundleError(f"member {m['name']!r}: {m['file']} is not a readable safetensors file ({e})") from None
-        net = _build_member(m, ds)
-        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        want = {k: tuple(v.shape) for k, v in _build_member(m, ds, "meta").state_dict().items()}
         have = {k: tuple(v.shape) for k, v in tensors.items()}
         listed = {k: tuple(v) for k, v in m["tensors"].items()}
         problems = [f"{k} missing" for k in want if k not in have]
@@ -303,6 +337,7 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensem
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise BundleError(f"member {m['name']!r}: {m['file']} does not fit its genotype: "
                               f"{'; '.join(problems[:3])}{more}; export the bundle again")
+        net = _build_member(m, ds)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         nets.append(net)
     model = EnsembleModel(nets, manifest)

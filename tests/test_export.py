@@ -370,3 +370,22 @@ def test_export_refuses_bad_requests_and_leaves_nothing_behind(run, tmp_path):
     res = export_ensemble(run, ["m1"], tmp_path / "a", overwrite=True, verify=False)
     assert [m["name"] for m in load_ensemble(res.path).manifest["members"]] == ["m1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_manifest_values_of_the_wrong_type_are_named(bundle, tmp_path):
+    b = _copy(bundle, tmp_path)
+
+    def spoil(m):
+        m["dataset"]["class_names"] = ["only one"]
+        m["dataset"]["input"]["height"] = "8"
+        m["members"][0]["tensors"] = []
+
+    _edit_manifest(b, spoil)
+    with pytest.raises(BundleError, match="wrong type or value") as e:
+        load_ensemble(b)
+    for key in ("dataset.class_names", "dataset.input.height", "members[0].tensors"):
+        assert key in str(e.value)
+    b2 = _copy(bundle, tmp_path / "2")
+    _edit_manifest(b2, lambda m: m["members"][0]["network"].update(c=10**9))  # never allocated
+    with pytest.raises(BundleError, match=r"member 'm0'.*out of range: c=1000000000"):
+        load_ensemble(b2)
