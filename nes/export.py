@@ -103,6 +103,8 @@ class EnsembleModel(nn.Module):
         with torch.no_grad():
             for chunk in x.split(batch_size):
                 chunk = self.preprocess(chunk.to(self.mean.device))
+                if chunk.device.type == "cpu":  # CPU convs (depthwise, pooling) are 2× faster in channels-last
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
                 out.append(torch.stack([torch.softmax(m(chunk).float(), 1) for m in self.members]).cpu())
         return torch.cat(out, dim=1) if out else torch.zeros(len(self.members), 0, len(self.class_names))
 
@@ -340,8 +342,10 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensem
         net = _build_member(m, ds)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         nets.append(net)
-    model = EnsembleModel(nets, manifest)
-    return model.to(device).eval()
+    model = EnsembleModel(nets, manifest).to(device)
+    if model.mean.device.type == "cpu":
+        model.members.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 # ----------------------------------------------------------------------------- images from files
