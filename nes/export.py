@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -187,9 +188,13 @@ class _Reader:
                 self.zip = zipfile.ZipFile(self.path)
             except zipfile.BadZipFile:
                 raise BundleError(f"{self.path}: not a bundle folder or a .zip of one") from None
-            names = [n for n in self.zip.namelist() if n.endswith("manifest.json")]
+            names = [n for n in self.zip.namelist() if n == "manifest.json" or n.endswith("/manifest.json")]
             if names:  # the zip may hold the folder itself (BUNDLE/manifest.json) or its contents
                 self.prefix = min(names, key=len)[: -len("manifest.json")]
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
 
     def read(self, rel: str) -> bytes | None:
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
@@ -199,6 +204,8 @@ class _Reader:
                 return self.zip.read(self.prefix + rel)
             except KeyError:
                 return None
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:  # CRC error, truncated member
+                raise BundleError(f"{self.path}: {rel} in the zip is corrupt ({e}); copy the zip again") from None
         p = self.path / rel
         return p.read_bytes() if p.is_file() else None
 
@@ -256,6 +263,10 @@ def check_manifest(manifest: Any) -> dict:
                        and all(isinstance(v, (int, float)) for v in ds["preprocess"][k])) for k in ("mean", "std"))):
         if not ok:
             wrong.append(key)
+    if not wrong:  # the evaluation crop must fit inside the padded image
+        inp, pre = ds["input"], ds["preprocess"]
+        if not 1 <= pre["image_size"] <= min(inp["height"], inp["width"]) + 2 * pre["pad"]:
+            wrong.append("dataset.preprocess.image_size (larger than the padded image)")
     for i, m in enumerate(members):
         for key, typ in (("name", str), ("file", str), ("sha256", str), ("genotype", dict), ("network", dict),
                          ("tensors", dict)):
@@ -300,6 +311,13 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> Ensem
     member has the shape its architecture needs, before anything is built; only JSON and
     safetensors are read (never pickle). Raises `BundleError` with what is wrong and what to do."""
     r = _Reader(path)
+    try:
+        return _load(r, path, device)
+    finally:
+        r.close()
+
+
+def _load(r: _Reader, path: str | Path, device: str | torch.device) -> EnsembleModel:
     raw = r.read("manifest.json")
     if raw is None:
         raise BundleError(f"{path}: no manifest.json (not an NES ensemble bundle, or an incomplete copy)")

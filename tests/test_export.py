@@ -389,3 +389,17 @@ def test_manifest_values_of_the_wrong_type_are_named(bundle, tmp_path):
     _edit_manifest(b2, lambda m: m["members"][0]["network"].update(c=10**9))  # never allocated
     with pytest.raises(BundleError, match=r"member 'm0'.*out of range: c=1000000000"):
         load_ensemble(b2)
+
+
+def test_a_corrupt_zip_is_a_message(bundle, tmp_path):
+    """A byte flipped inside a stored member of the zip: zip's CRC or our sha256 catches it."""
+    src = bundle.with_name(bundle.name + ".zip")
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo(f"{bundle.name}/members/m0.safetensors")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(src.read_bytes())
+    data[start + info.compress_size // 2] ^= 0xFF
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="corrupt"):
+        load_ensemble(bad)
