@@ -75,10 +75,21 @@ def pid_alive(pid: int | None) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
             return False
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        return b"worker" in cmd  # a recycled pid belongs to some other program
+        return is_worker_cmdline(Path(f"/proc/{pid}/cmdline").read_bytes())
     except (OSError, IndexError):
         return True  # no /proc (macOS): trust kill(0)
+
+
+def is_worker_cmdline(raw: bytes) -> bool:
+    """Whether /proc/PID/cmdline content `raw` can be one of our workers.
+
+    Empty counts as yes: right after the launcher's fork/exec returns, the kernel has not yet set
+    up the new program's argument area, and cmdline reads empty for a moment. On a busy 1-core
+    machine the launcher's own reap can land in that window; treating it as "gone" marked live
+    workers failed. (A frozen or foreign process is still caught by the heartbeat check.)"""
+    if not raw:
+        return True
+    return b"worker" in raw.split(b"\0")  # a recycled pid belongs to some other program
 
 
 # job id -> (heartbeat value, pid, monotonic time this process first saw that pair). Staleness is

@@ -247,3 +247,22 @@ def test_ray_executor_retrains_two_members(searched):
         assert job.status == "done", why(job)
         assert job.result["name"] == f"ray{i}" and store.metrics(j)
         assert (Path(job.run_id) / "members" / f"ray{i}" / "weights.safetensors").exists()
+
+
+def test_a_worker_in_the_middle_of_exec_counts_as_alive():
+    """/proc/PID/cmdline reads empty for a moment right after fork/exec returns to the launcher;
+    that is a worker starting, not a dead one (this window failed live jobs on 1-core machines)."""
+    from nes.jobs import is_worker_cmdline, pid_alive
+
+    assert is_worker_cmdline(b"")
+    assert is_worker_cmdline(b"/usr/bin/python3\0-m\0nes\0worker\x0012\0")
+    assert not is_worker_cmdline(b"/usr/sbin/sshd\0-D\0")
+    assert not is_worker_cmdline(b"python -m nes workers")  # a foreign program with a similar title
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        assert not pid_alive(other.pid)  # alive, but not one of ours: a recycled pid
+    finally:
+        other.kill()
+        other.wait()
+    assert not pid_alive(other.pid)
