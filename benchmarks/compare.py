@@ -97,7 +97,8 @@ def main() -> None:
         })
     fmt = lambda v, d: f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
     lines = [f"# EdgeNES vs baselines — {a.dataset}, preset {a.preset}, M = {a.members}, {a.seeds} seed(s)", "",
-             f"Device: {device_label()}; wall time {time.time() - t0:.0f} s. Costs are training device-seconds "
+             f"Device: {device_label()}; wall time of this invocation {time.time() - t0:.0f} s (a rerun reuses "
+             "finished work). Costs are training device-seconds "
              "(search = searches + hypernetwork; total = search + every member trained, pools included).", "",
              "| method | accuracy % | NLL | ECE | disagreement | search cost s | total cost s |",
              "|---|---|---|---|---|---|---|"]
@@ -108,8 +109,24 @@ def main() -> None:
     gain = statistics.mean(100 * r["edgenes-edges"]["ensemble"]["accuracy"] - b for r, b in zip(per_seed, best_single))
     darts = statistics.mean(r["darts"]["costs"]["search_seconds"] for r in per_seed)
     ratio = statistics.mean(r["edgenes-edges"]["costs"]["search_seconds"] for r in per_seed) / max(darts, 1e-9)
+    best_nll = [min(mm["nll"] for mm in r["edgenes-edges"]["members_metrics"].values()) for r in per_seed]
+    nll_gain = statistics.mean(b - r["edgenes-edges"]["ensemble"]["nll"] for r, b in zip(per_seed, best_nll))
+    acc = {r["key"]: r["accuracy"][0] for r in rows}
+    # The DARTS ensemble pays one search per member; EdgeNES pays one search + one hypernetwork for any M.
+    per_member = darts / a.members
+    edges_search = statistics.mean(r["edgenes-edges"]["costs"]["search_seconds"] for r in per_seed)
+    breakeven = edges_search / (0.6 * max(per_member, 1e-9))
+    ok = lambda c: "met" if c else "not met"  # noqa: E731
     lines += ["", f"EdgeNES (edges): ensemble − best single member of its pool = {gain:+.2f} points; "
-              f"search cost / DARTS ensemble's = {ratio:.2f}."]
+              f"search cost / DARTS ensemble's = {ratio:.2f}.", "",
+              "Targets (issue #6, quick preset):",
+              f"- ensemble ≥ best single member + 0.5 points: {gain:+.2f} → {ok(gain >= 0.5)}",
+              f"- lower NLL than the best single member's: {nll_gain:+.3f} lower → {ok(nll_gain > 0)}",
+              f"- not worse than DeepEns: {acc['edgenes-edges']:.2f} vs {acc['deepens']:.2f} % → "
+              f"{ok(acc['edgenes-edges'] >= acc['deepens'])}",
+              f"- search cost ≤ 60 % of the DARTS ensemble's: {100 * ratio:.0f} % → {ok(ratio <= 0.6)}; "
+              f"the DARTS ensemble pays {per_member:.0f} s of search per member, EdgeNES {edges_search:.0f} s once "
+              f"(search + hypernetwork) for any M, so it is ≤ 60 % from M ≥ {breakeven:.1f} members."]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"compare_{a.dataset}_{a.preset}_m{a.members}_s{a.seeds}"
@@ -124,8 +141,8 @@ def main() -> None:
     except ImportError as e:
         print(f"no plots: {e}", file=sys.stderr)
     print("\n".join(lines))
-    acc = {r["key"]: r["accuracy"][0] for r in rows}
-    print(f"RESULT edges_gain_pts={gain:.2f} edges_search_cost_vs_darts={ratio:.2f} "
+    print(f"RESULT edges_gain_pts={gain:.2f} edges_search_cost_vs_darts={ratio:.2f} edges_nll_gain={nll_gain:.3f} "
+          f"breakeven_members={breakeven:.1f} "
           f"acc_edges={acc['edgenes-edges']:.2f} acc_deepens={acc['deepens']:.2f} acc_single={acc['single']:.2f}")
 
 
