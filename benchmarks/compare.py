@@ -10,7 +10,9 @@ Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
 
 Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best single member, points>
 edges_search_cost_vs_darts=<its search cost / the DARTS ensemble's> (plus the mean accuracies).
-Everything resumes: rerunning continues where it stopped.
+Everything resumes: rerunning continues where it stopped. Seeds can run in parallel processes
+(`--only 0 1` and `--only 2`, one core each with NES_THREADS=1 and taskset); a last run without
+`--only` reuses them and writes the report.
 """
 from __future__ import annotations
 
@@ -64,6 +66,9 @@ def main() -> None:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--preset", default="quick", choices=["smoke", "quick", "paper"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only", type=int, nargs="+", default=None, metavar="SEED",
+                    help="run just these seeds and stop (e.g. one process per core); a later run without "
+                         "--only reuses them and writes the report")
     ap.add_argument("--members", type=int, default=3, help="ensemble size M")
     ap.add_argument("--budget", type=int, default=None, help="NES-RS/RE trainings and EdgeNES pool λs (default 2·M)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="member TrainConfig overrides (all methods)")
@@ -79,7 +84,10 @@ def main() -> None:
     t0 = time.time()
     per_seed = [one_seed(work, a.dataset, a.preset, s, a.members, budget, parse_sets(a.set), a.device,
                          lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True))
-                for s in range(a.seeds)]
+                for s in (a.only if a.only is not None else range(a.seeds))]
+    if a.only is not None:
+        print(f"seeds {a.only} done in {time.time() - t0:.0f} s; run again without --only for the report")
+        return
 
     def stat(method: str, get) -> tuple[float, float]:
         vals = [get(r[method]) for r in per_seed]
