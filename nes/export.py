@@ -99,6 +99,8 @@ class EnsembleModel(nn.Module):
 
     def member_probs(self, images: Any, batch_size: int = 256) -> torch.Tensor:
         """[M, N, K] softmax outputs of every member (float32, CPU)."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         x = self.to_batch(images)
         out = []
         with torch.no_grad():
