@@ -1,4 +1,6 @@
 """Ensemble: retrain members in the background and watch the ensemble improve live."""
+from pathlib import Path
+
 import streamlit as st
 
 from nes import viz
@@ -75,6 +77,11 @@ if key in st.session_state:  # keep the user's choice, drop vanished names, add 
 st.session_state[f"{key}_known"] = names
 chosen = st.multiselect("Members in the ensemble", names, default=None if key in st.session_state else names, key=key,
                         help="The ensemble averages these members' probabilities; new members join it.")
+finished = [n for n in chosen if (Path(run_id) / "members" / n / "weights.safetensors").exists()]
+if st.button("Export these members", icon=":material/download:", disabled=not finished,
+             help="Open the Export page with the finished members chosen here."):
+    st.session_state[f"export_members_{run_id}"] = finished  # the Export page's member picker
+    st.switch_page("pages/export.py")
 
 
 def ensemble_panel() -> None:

@@ -214,3 +214,13 @@ def test_export_page_previews_writes_and_offers_the_bundle(home):
     at.button[0].click().run()  # the same name again: a message, the bundle is kept
     assert any("already exists" in e.value for e in at.error)
     assert nes.load_ensemble(bundle).member_names == ["alpha_star", "lam_2_50"]
+
+
+def test_ensemble_page_hands_its_members_to_the_export_page(home):
+    at = app(page="pages/ensemble.py")
+    at.multiselect(key="members_" + str(Store().get_run("demo"))).set_value(["lam_3_50", "alpha_star"]).run()
+    button, = [b for b in at.button if b.label == "Export these members"]
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.header[0].value == "Export an ensemble"
+    assert at.multiselect[0].value == ["lam_3_50", "alpha_star"] and len(at.dataframe[0].value) == 2
