@@ -358,14 +358,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_ensemble
-    from .train import member_dir, list_members
+    from .train import finished_members
 
     run = Path(a.run)
     _run_info(run)
     if a.members:
         names = [n.strip() for n in a.members.split(",") if n.strip()]
     else:  # every finished member
-        names = [n for n in list_members(run) if (member_dir(run, n) / "weights.safetensors").exists()]
+        names = finished_members(run)
         if not names:
             raise UserError(f"{run}: no finished members to export; train one with "
                             f"`python -m nes retrain --run {run} --genotype star --name m0`")
@@ -402,8 +402,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     model = load_ensemble(a.bundle)
     images, names = load_images(a.input, model.channels, model.height, model.width)
     probs = model.predict(images, a.batch_size)
-    if len(names) != len(probs):
-        names = [f"{Path(a.input).name}[{i}]" for i in range(len(probs))]
+    names = names or [f"{Path(a.input).name}[{i}]" for i in range(len(probs))]
     top = probs.argmax(1).tolist()
     if a.json:
         print(json.dumps({"bundle": str(a.bundle), "classes": model.class_names, "members": model.member_names,

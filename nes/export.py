@@ -92,10 +92,12 @@ class EnsembleModel(nn.Module):
         x = x[:, :, self.crop_y:self.crop_y + s, self.crop_x:self.crop_x + s]
         return (x - self.mean) / self.std
 
+    def _softmaxes(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, N, K] member softmax outputs for preprocessed input."""
+        return torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(x)
-        probs = [torch.softmax(m(x), dim=1) for m in self.members]
-        return torch.stack(probs).mean(0)
+        return self._softmaxes(self.preprocess(x)).mean(0)
 
     def member_probs(self, images: Any, batch_size: int = 256) -> torch.Tensor:
         """[M, N, K] softmax outputs of every member (float32, CPU)."""
@@ -108,7 +110,7 @@ class EnsembleModel(nn.Module):
                 chunk = self.preprocess(chunk.to(self.mean.device))
                 if chunk.device.type == "cpu":  # CPU convs (depthwise, pooling) are 2× faster in channels-last
                     chunk = chunk.contiguous(memory_format=torch.channels_last)
-                out.append(torch.stack([torch.softmax(m(chunk).float(), 1) for m in self.members]).cpu())
+                out.append(self._softmaxes(chunk).cpu())
         return torch.cat(out, dim=1) if out else torch.zeros(len(self.members), 0, len(self.class_names))
 
     def predict(self, images: Any, batch_size: int = 256) -> torch.Tensor:
@@ -371,10 +373,11 @@ def _load(r: _Reader, path: str | Path, device: str | torch.device) -> EnsembleM
 # ----------------------------------------------------------------------------- images from files
 
 
-def load_images(path: str | Path, channels: int, height: int, width: int) -> tuple[np.ndarray, list[str]]:
+def load_images(path: str | Path, channels: int, height: int, width: int) -> tuple[np.ndarray, list[str] | None]:
     """Images for `predict` from an .npz (array `images`) or a folder of PNG/JPEG files.
 
-    Returns (uint8 or float array, one name per image). Files are read with PIL (PNG/JPEG only);
+    Returns (uint8 or float array, one name per image; None for an .npz, whose images the caller
+    numbers). Files are read with PIL (PNG/JPEG only);
     a non-image file, an empty folder, or an image of the wrong size or channel count is a
     ValueError that names the file and says what the ensemble expects."""
     p = Path(path)
@@ -395,8 +398,7 @@ def load_images(path: str | Path, channels: int, height: int, width: int) -> tup
             if "pickle" in str(e).lower():
                 raise ValueError(f"{p}: 'images' is an object array; it must be a numeric array (no pickles are loaded)") from None
             raise
-        n = len(arr) if arr.ndim == 4 or (arr.ndim == 3 and channels == 1 and arr.shape[1:] == (height, width)) else 1
-        return arr, [f"{p.name}[{i}]" for i in range(n)]
+        return arr, None
     from PIL import Image, UnidentifiedImageError
 
     files = sorted(f for f in p.iterdir() if not f.name.startswith("."))
@@ -553,11 +555,6 @@ disagreement {num(met.get('disagreement'))}, predictive JS {num(met.get('predict
 """
 
 
-def _safe_name(name: str) -> str:
-    if not name or any(ch in name for ch in "/\\") or name.startswith("."):
-        raise BundleError(f"member name {name!r} cannot be a file name")
-    return name
-
 
 @dataclass
 class ExportPlan:
@@ -567,6 +564,7 @@ class ExportPlan:
     manifest: dict[str, Any]
     tensors: dict[str, dict[str, torch.Tensor]]
     probs: list[dict[str, Any]]
+    config: dict[str, Any]  # the first member's training config (dataset, limits)
 
 
 def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None = None) -> ExportPlan:
@@ -593,13 +591,14 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
     if not isinstance(info, dict):
         raise BundleError(f"{run}/run.json has no dataset info; retrain a member to write it")
 
-    rows, tensors_by_name, gs, probs, crop = [], {}, [], [], None
+    rows, tensors_by_name, gs, probs, crop, configs = [], {}, [], [], None, []
     for name in names:
-        d = member_dir(run, _safe_name(name))
+        d = member_dir(run, name)
         if not (d / "weights.safetensors").exists():
             raise BundleError(f"member {name!r} has not finished training (no weights.safetensors yet); wait for "
                               "its job to finish or retrain it")
         cfg = read_json(d / "config.json")
+        configs.append(cfg)
         gmeta = read_json(d / "genotype.json")
         metrics = read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
         g = Genotype.from_dict(gmeta["genotype"])
@@ -636,7 +635,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
     test = torch.stack([p["test"] for p in probs])
     ens = ensemble_metrics(test, probs[0]["test_y"])
     pjs = predictive_js(test)
-    cfg0 = read_json(member_dir(run, names[0]) / "config.json")
+    cfg0 = configs[0]
     manifest: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title or f"{run.name}: {', '.join(names)}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "library": _versions(),
@@ -658,7 +657,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
                       "predictive_js": [[round(float(v), 6) for v in r] for r in pjs.tolist()]},
     }
 
-    return ExportPlan(run, names, manifest, tensors_by_name, probs)
+    return ExportPlan(run, names, manifest, tensors_by_name, probs, cfg0)
 
 
 def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,
@@ -692,7 +691,7 @@ def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path
             _write_manifest(tmp, manifest)
             model = load_ensemble(tmp)
         if verify:
-            manifest["verification"] = _verify(model, plan.run, plan.probs, verify_images)
+            manifest["verification"] = _verify(model, plan, verify_images)
         if onnx:
             manifest["onnx"] = export_onnx(model, tmp / "ensemble.onnx")
         _write_manifest(tmp, manifest)
@@ -710,12 +709,14 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def _shareable(folder: Path) -> None:
-    """Bundles are meant to be copied and shared: folders 0755, files 0644 (less the umask)."""
+def _shareable(*paths: Path) -> None:
+    """Bundles are meant to be copied and shared: folders 0755, files 0644 (less the umask),
+    recursively (temporary files are created 0600)."""
     mask = os.umask(0)
     os.umask(mask)
-    for p in [folder, *folder.rglob("*")]:
-        os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
+    for top in paths:
+        for p in [top, *(top.rglob("*") if top.is_dir() else ())]:
+            os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
 
 
 def _swap_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -730,11 +731,11 @@ def _swap_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
-def _verify(model: EnsembleModel, run: Path, probs: list[dict], limit: int) -> dict[str, Any]:
+def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any]:
     """Bundle vs the run: the reloaded members' probabilities on the run's test images."""
     from .data import DataError, load_dataset
 
-    cfg = read_json(run / "members" / model.member_names[0] / "config.json")
+    cfg, probs = plan.config, plan.probs
     try:
         ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), "cpu", cfg.get("limit"), cfg.get("test_limit"),
                           download=False)
@@ -764,25 +765,32 @@ def make_bundle_zip(folder: str | Path) -> Path:
                 z.write(f, f"{folder.name}/{f.relative_to(folder).as_posix()}")
     zp = folder.with_name(folder.name + ".zip")
     atomic_write_bytes(zp, buf.getvalue())
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(zp, 0o644 & ~mask)
+    _shareable(zp)
     return zp
 
 
 # ----------------------------------------------------------------------------- ONNX
 
 
+def onnx_missing() -> str | None:
+    """Why ONNX export cannot run here (a missing package, with the install command), or None."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as e:
+        return f"ONNX export needs the packages onnx, onnxscript and onnxruntime ({e}); " \
+               "install them with `pip install onnx onnxscript onnxruntime`"
+    return None
+
+
 def export_onnx(model: EnsembleModel, path: str | Path, check_images: int = 8) -> dict[str, Any]:
     """Write the whole ensemble (preprocessing, members, mean softmax) to ONNX with the dynamo
     exporter and check onnxruntime's probabilities against PyTorch's (max abs diff ≤ ONNX_TOLERANCE).
     Returns the manifest entry; BundleError if a package is missing or the check fails."""
-    try:
-        import onnxruntime as ort  # noqa: F401
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-    except ImportError as e:
-        raise BundleError(f"ONNX export needs the packages onnx, onnxscript and onnxruntime ({e}); "
-                          "install them with `pip install onnx onnxscript onnxruntime`") from None
+    missing = onnx_missing()
+    if missing:
+        raise BundleError(missing)
     import logging
     import warnings
 
@@ -805,9 +813,8 @@ def export_onnx(model: EnsembleModel, path: str | Path, check_images: int = 8) -
             raise BundleError(f"ONNX export failed: {str(e).splitlines()[0][:300]}") from None
         finally:
             logging.getLogger("torch.onnx").setLevel(prev)
-    data = tmp.read_bytes()
-    tmp.unlink()
-    atomic_write_bytes(path, data)
+    os.replace(tmp, path)
+    data = path.read_bytes()
     x = torch.rand(check_images, c, h, w, generator=torch.Generator().manual_seed(1))
     x[0] = 0.0
     x[1] = 1.0

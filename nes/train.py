@@ -182,3 +182,8 @@ def load_member_probs(run_dir: str | Path, name: str, epoch: int | None = None) 
 def list_members(run_dir: str | Path) -> list[str]:
     d = Path(run_dir) / "members"
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+
+def finished_members(run_dir: str | Path) -> list[str]:
+    """Members whose training ended (final weights written), sorted by name."""
+    return [n for n in list_members(run_dir) if (Path(run_dir) / "members" / n / "weights.safetensors").exists()]

@@ -60,7 +60,6 @@ def _install_demo_once(home: str) -> str | None:
         s.close()
 
 
-
 def select_run() -> str | None:
     """Sidebar run picker; the choice lives in the URL (?run=NAME) so a link reproduces the view."""
     s = store()

@@ -1,12 +1,11 @@
 """Ensemble: retrain members in the background and watch the ensemble improve live."""
-from pathlib import Path
-
 import streamlit as st
 
 from nes import viz
 from nes.demo import member_name
 from nes.diversity import lam_grid
 from nes.jobs import submit
+from nes.train import finished_members
 from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, selected_run, store, teach
 
 route_through_app()
@@ -77,7 +76,8 @@ if key in st.session_state:  # keep the user's choice, drop vanished names, add 
 st.session_state[f"{key}_known"] = names
 chosen = st.multiselect("Members in the ensemble", names, default=None if key in st.session_state else names, key=key,
                         help="The ensemble averages these members' probabilities; new members join it.")
-finished = [n for n in chosen if (Path(run_id) / "members" / n / "weights.safetensors").exists()]
+done = set(finished_members(run_id))
+finished = [n for n in chosen if n in done]
 if st.button("Export these members", icon=":material/download:", disabled=not finished,
              help="Open the Export page with the finished members chosen here."):
     st.session_state[f"export_members_{run_id}"] = finished  # the Export page's member picker

@@ -6,7 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from nes import viz
-from nes.export import BundleError, export_ensemble, list_bundles, plan_export
+from nes.export import BundleError, export_ensemble, list_bundles, onnx_missing, plan_export
+from nes.train import finished_members
 from pages._common import friendly, load_view, route_through_app, selected_run, teach
 
 route_through_app()
@@ -32,7 +33,7 @@ view = load_view(run_id)
 run_dir = Path(run_id)
 exports_dir = run_dir / "exports"
 
-finished = [m.name for m in view.members() if (run_dir / "members" / m.name / "weights.safetensors").exists()]
+finished = finished_members(run_dir)
 if not finished:
     st.info("This run has no finished members yet. Train some on the **Ensemble** page; they appear here "
             "when their training ends.")
@@ -90,21 +91,15 @@ with st.expander("manifest.json (before export: hashes are added when the files 
     st.json({**manifest, "members": [{k: v for k, v in m.items() if k != "tensors"} for m in manifest["members"]]},
             expanded=1)
 
-try:
-    import onnxruntime  # noqa: F401
-    import onnxscript  # noqa: F401
-    has_onnx = True
-except ImportError:
-    has_onnx = False
+onnx_problem = onnx_missing()
 
 default_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.name}_{'-'.join(names)}")[:80]
 with st.form("export"):
     f1, f2 = st.columns([3, 1])
     bundle_name = f1.text_input("Bundle name", value=default_name,
                                 help=f"Folder and zip name under {exports_dir}. Letters, digits, '-', '_', '.'.")
-    onnx = f2.checkbox("Also ONNX", value=False, disabled=not has_onnx,
-                       help="ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)"
-                       if has_onnx else "needs `pip install onnx onnxscript onnxruntime`")
+    onnx = f2.checkbox("Also ONNX", value=False, disabled=onnx_problem is not None,
+                       help=onnx_problem or "ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)")
     replace = f2.checkbox("Replace if it exists", value=False)
     go = st.form_submit_button("Export", type="primary")
 if go:
