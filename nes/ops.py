@@ -101,8 +101,8 @@ class _ChannelsLastBNFn(torch.autograd.Function):
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d that uses `_ChannelsLastBNFn` for channels-last training on CPU."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (
+    def fast_path(self, x: torch.Tensor) -> bool:
+        return (
             FAST_CPU_KERNELS
             and self.training
             and x.device.type == "cpu"
@@ -111,16 +111,22 @@ class BatchNorm2d(nn.BatchNorm2d):
             and x.shape[1] > 1
             and x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous()
-        ):
+        )
+
+    @torch.no_grad()
+    def track(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """Update the running statistics with a batch's mean and (biased) variance over m values."""
+        if self.track_running_stats and self.running_mean is not None:
+            self.num_batches_tracked += 1
+            mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean, mom)
+            self.running_var.lerp_(var * (m / max(m - 1, 1)), mom)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fast_path(x):
             return super().forward(x)
         y, mean, var = _ChannelsLastBNFn.apply(x, self.eps)
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                m = x.numel() // x.shape[1]
-                self.num_batches_tracked += 1
-                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean, mom)
-                self.running_var.lerp_(var * (m / max(m - 1, 1)), mom)
+        self.track(mean, var, x.numel() // x.shape[1])
         if self.affine:
             y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return y
@@ -189,6 +195,56 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(F.relu(x))
+
+
+class _PhaseGatherFn(torch.autograd.Function):
+    """x [B, C, H, W] (channels-last, even H and W) → [B·H/2·W/2, 2C]: the even-even and the
+    odd-odd pixels side by side — the two inputs of FactorizedReduce's 1×1 stride-2 convs, so
+    both convs of several edges become one matmul. The backward scatters straight into one
+    zero-filled gradient (autograd's slice backward would fill and add two full-size tensors)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        b, c, h, w = x.shape
+        xm = x.permute(0, 2, 3, 1)  # [B, H, W, C], a view for channels-last memory
+        out = x.new_empty(b, h // 2, w // 2, 2 * c)
+        out[..., :c] = xm[:, ::2, ::2]
+        out[..., c:] = xm[:, 1::2, 1::2]
+        ctx.shape = (b, c, h, w)
+        return out.view(-1, 2 * c)
+
+    @staticmethod
+    def backward(ctx, g):
+        b, c, h, w = ctx.shape
+        g = g.view(b, h // 2, w // 2, 2 * c)
+        gx = g.new_zeros(b, h, w, c)
+        gx[:, ::2, ::2] = g[..., :c]
+        gx[:, 1::2, 1::2] = g[..., c:]
+        return gx.permute(0, 3, 1, 2)
+
+
+def factorized_reduce_many(mods: list["FactorizedReduce"], xr: torch.Tensor) -> list[torch.Tensor] | None:
+    """`[m.body(xr) for m in mods]` as one matmul and one BN (the modules share their input).
+
+    The 1×1 stride-2 convs of all modules are one block-diagonal weight [T·C_out, 2C] applied to
+    the gathered even/odd pixels; BN statistics are per channel, so normalizing the T·C_out
+    columns at once is exact. Returns None where this path does not apply (then use the modules)."""
+    b, c, h, w = xr.shape
+    bns = [m.bn for m in mods]
+    if h % 2 or w % 2 or (h // 2) * (w // 2) < 2 or any(bn.affine or not bn.fast_path(xr) for bn in bns):
+        return None
+    weight = torch.cat([torch.block_diag(m.conv_1.weight.view(-1, c), m.conv_2.weight.view(-1, c)) for m in mods])
+    y = _PhaseGatherFn.apply(xr) @ weight.t()  # [B·H/2·W/2, T·C_out]
+    co = weight.shape[0] // len(mods)
+    y = y.view(b, h // 2, w // 2, -1).permute(0, 3, 1, 2)  # channels-last [B, T·C_out, H/2, W/2]
+    y, mean, var = _ChannelsLastBNFn.apply(y, bns[0].eps)
+    m = y.numel() // y.shape[1]
+    outs = []
+    for t, bn in enumerate(bns):
+        sl = slice(t * co, (t + 1) * co)
+        bn.track(mean[sl], var[sl], m)
+        outs.append(y[:, sl])
+    return outs
 
 
 class PoolBN(nn.Module):

@@ -12,8 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from .backbone import CellBase, CellStack
-from .ops import make_op
-from .space import OPS, ArchWeights, num_edges
+from .ops import FactorizedReduce, Identity, PoolBN, factorized_reduce_many, make_op
+from .space import OPS, ArchWeights, edge_index, num_edges
 
 
 class MixedEdge(nn.Module):
@@ -32,6 +32,11 @@ class MixedEdge(nn.Module):
         return out
 
 
+def _accumulate(acc: torch.Tensor | None, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """acc + w·y in one pass (w a 0-d tensor)."""
+    return w * y if acc is None else torch.addcmul(acc, y, w)
+
+
 class MixedCell(CellBase):
     def __init__(self, c_pp, c_p, c, reduction, reduction_prev, nodes: int, affine: bool):
         super().__init__(c_pp, c_p, c, reduction, reduction_prev, affine)
@@ -43,18 +48,55 @@ class MixedCell(CellBase):
                 self.edges.append(MixedEdge(c, stride, affine))
 
     def forward(self, s0, s1, op_w: torch.Tensor, in_w: torch.Tensor) -> torch.Tensor:
-        # op_w [E, 7], in_w [E]: fold the node-input weight into the op weights once.
-        w = op_w * in_w.unsqueeze(-1)
+        """Node i = Σ_j Σ_o w[j→i, o] · o_{j→i}(h_j), evaluated source by source.
+
+        All edges leaving one state h_j share its ReLU; the parameter-free ops (pools with their
+        non-affine BN, identity) give the same output on each of those edges, so they are computed
+        once per source; the FactorizedReduce convs of a source's stride-2 edges are one matmul
+        (`factorized_reduce_many`). Node j−2 is complete once sources 0 … j−1 are done.
+        Equals `MixedEdge` applied edge by edge (tests/test_networks.py checks it)."""
+        w = op_w * in_w.unsqueeze(-1)  # fold the node-input weight into the op weights once
         states = [self.pre0(s0), self.pre1(s1)]
-        e = 0
-        for i in range(self.nodes):
-            s = None
-            for j in range(2 + i):
-                y = self.edges[e](states[j], w[e])
-                s = y if s is None else s + y
-                e += 1
-            states.append(s)
+        acc: list[torch.Tensor | None] = [None] * self.nodes
+        for j in range(1 + self.nodes):  # the last node feeds no edge
+            if j >= 2:
+                states.append(acc[j - 2])
+            targets = [(i, edge_index(i, j)) for i in range(max(0, j - 1), self.nodes)]
+            self._source(states[j], targets, w, acc)
+        states.append(acc[-1])
         return torch.cat(states[2:], dim=1)
+
+    def _source(self, h: torch.Tensor, targets: list[tuple[int, int]], w: torch.Tensor,
+                acc: list[torch.Tensor | None]) -> None:
+        """Add every edge h → node i (edge e) for (i, e) in `targets` into acc[i]."""
+        hr = F.relu(h)
+        edges = [self.edges[e] for _, e in targets]
+        for k, name in enumerate(OPS):
+            mods = [edge.ops[name] for edge in edges]
+            if _shared(mods[0]):
+                y = mods[0](h)
+                if len(mods) > 1 and mods[0].training:
+                    _copy_buffers(mods[0], mods[1:])
+                ys = [y] * len(mods)
+            elif isinstance(mods[0], FactorizedReduce) and len(mods) > 1:
+                ys = factorized_reduce_many(mods, hr) or [m.body(hr) for m in mods]
+            else:
+                ys = [m.body(hr) if m.pre_relu else m(h) for m in mods]
+            for (i, e), y in zip(targets, ys):
+                acc[i] = _accumulate(acc[i], y, w[e, k])
+
+
+def _shared(op: nn.Module) -> bool:
+    """Parameter-free ops: the same output on every edge that leaves one state."""
+    return isinstance(op, Identity) or (isinstance(op, PoolBN) and not op.bn.affine)
+
+
+@torch.no_grad()
+def _copy_buffers(src: nn.Module, dsts: list[nn.Module]) -> None:
+    """Keep the running statistics of the ops that a shared op stands for equal to its own."""
+    sb = list(src.buffers())
+    if sb:
+        torch._foreach_copy_([b for d in dsts for b in d.buffers()], sb * len(dsts))
 
 
 class Supernet(CellStack):

@@ -113,3 +113,51 @@ def test_channels_last_batchnorm_matches_reference(affine):
     assert torch.allclose(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yr, x, g)[0], atol=1e-4)
     assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-5)
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4)
+
+
+def _cell_edge_by_edge(cell, s0, s1, op_w, in_w):
+    """Reference: the cell computed edge by edge with `MixedEdge.forward` (no sharing)."""
+    w = op_w * in_w.unsqueeze(-1)
+    states, e = [cell.pre0(s0), cell.pre1(s1)], 0
+    for i in range(cell.nodes):
+        s = None
+        for j in range(2 + i):
+            y = cell.edges[e](states[j], w[e])
+            s = y if s is None else s + y
+            e += 1
+        states.append(s)
+    return torch.cat(states[2:], dim=1)
+
+
+@pytest.mark.parametrize("reduction, cl", [(True, True), (False, True), (True, False), (False, False)])
+def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
+    """The supernet cell's per-source evaluation (shared pools/identity, FactorizedReduce of all
+    stride-2 edges of a source as one matmul) gives the edge-by-edge outputs, gradients of every
+    weight and of θ, and BN running statistics."""
+    import copy
+
+    from nes.ops import PoolBN
+    from nes.supernet import MixedCell
+
+    torch.manual_seed(3)
+    cell = MixedCell(6, 6, 4, reduction, False, nodes=3, affine=False)
+    ref = copy.deepcopy(cell)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    cell, ref = cell.to(memory_format=fmt), ref.to(memory_format=fmt)
+    s0 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt).requires_grad_()
+    s1 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt)
+    op_w = torch.softmax(torch.randn(cell.edges.__len__(), 7), -1).requires_grad_()
+    in_w = torch.rand(len(cell.edges)).requires_grad_()
+    out, out_ref = cell(s0, s1, op_w, in_w), _cell_edge_by_edge(ref, s0, s1, op_w, in_w)
+    assert out.shape == out_ref.shape == (5, 12, 4 if reduction else 8, 4 if reduction else 8)
+    assert torch.allclose(out, out_ref, atol=1e-5)
+    g = torch.randn_like(out)
+    params = [op_w, in_w, s0] + list(cell.parameters())
+    grads = torch.autograd.grad(out, params, g)
+    grads_ref = torch.autograd.grad(out_ref, [op_w, in_w, s0] + list(ref.parameters()), g)
+    for (name, _), a, b in zip([("op_w", 0), ("in_w", 0), ("s0", 0)] + list(cell.named_parameters()), grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-4), name
+    for (name, a), b in zip(cell.named_buffers(), ref.buffers()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    pools = [m for m in cell.modules() if isinstance(m, PoolBN)]
+    assert pools and all(p.bn.num_batches_tracked.item() == 1 for p in pools)
