@@ -4,12 +4,16 @@ Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 
 1 input per node, batch 64, first-order DARTS; `--threads` torch threads (default 2).
 
 (a) ours: `nes.search.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.ops`,
-    and an architecture step that asks autograd for ∇θ only (no weight gradients).
-(b) plain: the same supernet in NCHW with stock PyTorch kernels and the textbook DARTS step
-    (`loss.backward()` for the architecture step too), as a straightforward implementation does.
+    the cell evaluated source by source (shared pools, one matmul for a source's FactorizedReduce
+    convs), an architecture step that asks autograd for ∇θ only (no weight gradients), and on
+    CUDA bf16 autocast and CUDA-graph replay of whole steps.
+(b) plain: the same supernet in NCHW, evaluated edge by edge with stock PyTorch kernels, and the
+    textbook DARTS step (`loss.backward()` for the architecture step too), as a straightforward
+    implementation does.
 (c) data: `nes.data.DeviceLoader` vs torchvision `DataLoader` with per-sample
     RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize.
-Also reported: ours in NCHW (the layout choice) and, on CUDA, ours vs plain fp32.
+Also reported: ours in NCHW (the layout choice) and, on CUDA, ours with and without CUDA-graph
+replay of the steps (with the largest difference of θ between the two after the same steps).
 
 Last line: RESULT search_step_ms=… plain_step_ms=… speedup_vs_plain=… loader_img_s=… dataloader_img_s=… loader_speedup=…
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
 import statistics
 import sys
@@ -34,6 +39,7 @@ from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, load_dataset, split_indices  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
 from nes.search import DartsArch, build_supernet, train_bilevel  # noqa: E402
+from nes.supernet import MixedCell  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -41,8 +47,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool) -> float:
-    """Median step time of the real training loop (timestamps from its progress callback)."""
+def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
+                 graphs: bool = True) -> tuple[float, torch.Tensor]:
+    """Median step time of the real training loop (timestamps from its progress callback) and
+    how far θ moved. `graphs`: allow CUDA-graph replay of the steps (nes.search.use_cuda_graphs)."""
     n = 2 * cfg.batch_size * steps
     tr, va = split_indices(n, 0.5, 0)
     x, y = ds.train_x[:n], ds.train_y[:n]
@@ -52,26 +60,38 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool)
 
     orig = search_mod.use_channels_last
     search_mod.use_channels_last = lambda d: channels_last
+    torch.manual_seed(0)  # the same initial weights for every variant
     try:
         net, layout = build_supernet(cfg, ds, device)
     finally:
         search_mod.use_channels_last = orig
     arch = DartsArch(layout).to(device)
+    theta0 = arch.final_theta().float().cpu()
     stamps: list[float] = []
 
     def cb(step, total, metrics):  # log_every=1: one sync per step, fine for timing
         sync(device)
         stamps.append(time.perf_counter())
 
-    with tempfile.TemporaryDirectory() as d:
-        train_bilevel(cfg, net, arch, tl, vl, d, device, cb)
-    dts = [b - a for a, b in zip(stamps[2:], stamps[3:])]  # skip warm-up steps
-    return 1000 * statistics.median(dts)
+    old_env = os.environ.get("NES_CUDA_GRAPHS")
+    os.environ["NES_CUDA_GRAPHS"] = "1" if graphs else "0"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            train_bilevel(cfg, net, arch, tl, vl, d, device, cb)
+    finally:
+        if old_env is None:
+            del os.environ["NES_CUDA_GRAPHS"]
+        else:
+            os.environ["NES_CUDA_GRAPHS"] = old_env
+    # skip warm-up (and, with CUDA graphs, the capture) steps
+    dts = [b - a for a, b in zip(stamps[5:], stamps[6:])]
+    return 1000 * statistics.median(dts), arch.final_theta().float().cpu() - theta0
 
 
 def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
     """Textbook first-order DARTS step on an NCHW supernet with stock kernels, fp32."""
     ops.FAST_CPU_KERNELS = False
+    MixedCell.edge_by_edge = True
     try:
         import nes.search as search_mod
 
@@ -106,6 +126,7 @@ def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
         return 1000 * statistics.median(times[1:])
     finally:
         ops.FAST_CPU_KERNELS = True
+        MixedCell.edge_by_edge = False
 
 
 def loader_img_s(ds, device, batch: int) -> float:
@@ -160,10 +181,17 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"config C={cfg.c} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
 
-    ours = ours_step_ms(cfg, ds, device, a.steps, channels_last=True)
-    ours_nchw = ours_step_ms(cfg, ds, device, a.steps, channels_last=False)
+    cuda = device.type == "cuda"
+    ours, theta = ours_step_ms(cfg, ds, device, a.steps, channels_last=True)
+    if cuda:
+        eager, theta_eager = ours_step_ms(cfg, ds, device, a.steps, channels_last=True, graphs=False)
+    ours_nchw, _ = ours_step_ms(cfg, ds, device, a.steps, channels_last=False)
     plain = plain_step_ms(cfg, ds, device, a.steps)
-    print(f"(a) search step, ours (channels_last{', bf16 autocast' if device.type == 'cuda' else ''}): {ours:8.1f} ms")
+    print(f"(a) search step, ours (channels_last{', bf16 autocast, CUDA graph' if cuda else ''}): {ours:8.1f} ms")
+    if cuda:
+        print(f"    search step, ours without CUDA graphs:    {eager:8.1f} ms   graph speedup {eager / ours:.2f}x; "
+              f"θ after {a.steps} steps, graph vs eager: max |Δ| {(theta - theta_eager).abs().max():.2e} "
+              f"(θ moved up to {theta_eager.abs().max():.2e})")
     print(f"    search step, ours in NCHW:                  {ours_nchw:8.1f} ms")
     print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
 

@@ -70,5 +70,7 @@ def use_channels_last(device: torch.device) -> bool:
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; nothing elsewhere (CPU depthwise backward is slow in bf16)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        # no weight-cast cache: each weight is used once per forward, and a cache cannot live
+        # inside a CUDA graph (nes.search replays whole steps as graphs)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()

@@ -11,7 +11,9 @@ come from generators seeded with (seed, e), so a resume from epoch e replays exa
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,6 +38,9 @@ class ArchModule(nn.Module):
     """Produces the architecture vector θ for each step. Subclasses: `DartsArch`, hypernetworks."""
 
     layout: ArchLayout
+    graph_safe = False
+    """True when a step depends on nothing but the batch (no host-side per-step values such as a
+    drawn λ, no regularizer, no step metrics): the step may then be replayed as a CUDA graph."""
 
     def draw(self, generator: torch.Generator, progress: float) -> Any:
         """Per-step random context (λ for a hypernetwork); `progress` ∈ [0, 1) over training."""
@@ -67,6 +72,8 @@ class ArchModule(nn.Module):
 
 class DartsArch(ArchModule):
     """DARTS: θ is one free parameter vector (α and β of every used cell type)."""
+
+    graph_safe = True
 
     def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None):
         super().__init__()
@@ -163,6 +170,75 @@ def _arch_grads_second_order(net, arch, ctx, xt, yt, xv, yv, w_opt, cfg, progres
     return out, loss_v.detach()
 
 
+def use_cuda_graphs(cfg: SearchConfig, arch: ArchModule, device: torch.device) -> bool:
+    """Replay each step as a CUDA graph: on CUDA, first order, a `graph_safe` arch module, unless
+    NES_CUDA_GRAPHS=0. A step of the small search networks is a few thousand tiny kernels; their
+    launch cost, not the GPU, sets the step time in eager mode (benchmarks/bench_search.py)."""
+    return (device.type == "cuda" and not cfg.second_order and arch.graph_safe
+            and os.environ.get("NES_CUDA_GRAPHS", "1") != "0")
+
+
+def _set_capturable(opt: torch.optim.Optimizer, on: bool, device: torch.device) -> None:
+    """Adam inside a CUDA graph keeps its step count on the device (`capturable`); a checkpoint
+    brings its own flag, so it is set here after loading, for this run's device."""
+    for g in opt.param_groups:
+        if "capturable" in g:
+            g["capturable"] = on
+    for st in opt.state.values():
+        if torch.is_tensor(st.get("step")):
+            st["step"] = st["step"].to(device if on else "cpu", torch.float32)
+
+
+class _GraphedStep:
+    """`step(xt, yt, xv, yv, ctx, frac, sums)` run eagerly for a few warm-up steps on a side
+    stream, then captured once and replayed with the batch copied into static inputs. A batch of
+    another shape (a last partial batch) runs eagerly. If capture fails, `ok` turns False after a
+    warning and the caller goes on eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable, sums: torch.Tensor) -> None:
+        self.step, self.sums, self.ok = step, sums, True
+        self.done, self.replays = 0, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: list[torch.Tensor] = []
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, xt, yt, xv, yv, ctx, frac) -> torch.Tensor:
+        batch = (xt, yt, xv, yv)
+        if self.graph is not None:
+            if any(b.shape != s.shape for b, s in zip(batch, self.static)):
+                return self.step(*batch, ctx, frac, self.sums)
+            for s, b in zip(self.static, batch):
+                s.copy_(b, non_blocking=True)
+            self.graph.replay()
+            self.replays += 1
+            return self.out.clone()
+        if self.done < self.WARMUP:
+            self.done += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(*batch, ctx, frac, self.sums)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        try:
+            self.static = [b.clone() for b in batch]
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.out = self.step(*self.static, ctx, frac, self.sums)
+            self.graph = graph
+        except RuntimeError as e:  # e.g. an op that cannot be captured
+            warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); going on without graphs "
+                          f"(set NES_CUDA_GRAPHS=0 to skip the attempt)")
+            self.ok, self.graph, self.static = False, None, []
+            torch.cuda.synchronize()
+            return self.step(*batch, ctx, frac, self.sums)
+        self.graph.replay()
+        self.replays += 1
+        return self.out.clone()
+
+
 def train_bilevel(
     cfg: SearchConfig,
     net: Supernet,
@@ -186,8 +262,55 @@ def train_bilevel(
         meta = load_checkpoint(ckpt, {"net": net, "arch": arch}, {"w": w_opt, "a": a_opt}, device, meta_cfg)
         start_epoch, history = meta["epoch"] + 1, meta["history"]
         steps_done, seconds = meta["steps"], meta["seconds"]
+    graphs = use_cuda_graphs(cfg, arch, device) and bool(a_params)
+    _set_capturable(a_opt, graphs, device)
     steps_per_epoch = min(len(train_loader), len(val_loader))
     total = steps_per_epoch * cfg.epochs
+
+    def one_step(xt, yt, xv, yv, ctx, frac, sums):
+        """Architecture step then weight step; adds the batch metrics to `sums` (no host sync)."""
+        # (1) architecture step: only θ's gradient is asked for, so autograd skips every weight
+        # gradient and every op whose input does not depend on θ.
+        if a_params:
+            a_opt.zero_grad(set_to_none=True)
+            if cfg.second_order:
+                grads, loss_v = _arch_grads_second_order(net, arch, ctx, xt, yt, xv, yv, w_opt, cfg, frac, device)
+                logits_v = None
+            else:
+                with autocast(device):
+                    theta = arch.theta(ctx)
+                    logits_v = net(xv, arch.mixing(ctx, theta))
+                    loss_v = F.cross_entropy(logits_v, yv)
+                    reg = arch.regularizer(ctx, theta, frac)
+                    total_v = loss_v + reg if reg is not None else loss_v
+                grads = torch.autograd.grad(total_v, a_params, allow_unused=True)
+            for p, gr in zip(a_params, grads):
+                p.grad = torch.zeros_like(p) if gr is None else gr
+            a_opt.step()
+        else:
+            with torch.no_grad(), autocast(device):
+                theta = arch.theta(ctx)
+                logits_v = net(xv, arch.mixing(ctx, theta))
+                loss_v = F.cross_entropy(logits_v, yv)
+        # (2) weight step with the updated architecture, same draw
+        with torch.no_grad():
+            theta = arch.theta(ctx)
+            mix = arch.mixing(ctx, theta)
+        w_opt.zero_grad(set_to_none=True)
+        with autocast(device):
+            logits_t = net(xt, mix)
+            loss_t = F.cross_entropy(logits_t, yt)
+        loss_t.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        w_opt.step()
+        with torch.no_grad():
+            sums[0] += loss_t.detach().float() * len(yt)
+            sums[1] += (logits_t.argmax(1) == yt).sum()
+            sums[2] += loss_v.detach().float() * len(yv)
+            if logits_v is not None:
+                sums[3] += (logits_v.argmax(1) == yv).sum()
+        return loss_v.detach()
+
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         for g in w_opt.param_groups:
@@ -197,64 +320,34 @@ def train_bilevel(
         net.train()
         sums = torch.zeros(4, device=device)  # train loss, train correct, val loss, val correct
         count, extra_sums = 0, {}
+        # the learning rate is baked into a captured graph: one graph per epoch
+        graphed = _GraphedStep(one_step, sums) if graphs else None
         batches = zip(train_loader.epoch(gen), val_loader.epoch(gen))
         for i, ((xt, yt), (xv, yv)) in enumerate(batches):
             frac = (epoch * steps_per_epoch + i) / max(1, total)
             ctx = arch.draw(gen, frac)
-            # (1) architecture step: only θ's gradient is asked for, so autograd skips every weight
-            # gradient and every op whose input does not depend on θ.
-            if a_params:
-                a_opt.zero_grad(set_to_none=True)
-                if cfg.second_order:
-                    grads, loss_v = _arch_grads_second_order(net, arch, ctx, xt, yt, xv, yv, w_opt, cfg, frac, device)
-                    logits_v = None
-                else:
-                    with autocast(device):
-                        theta = arch.theta(ctx)
-                        logits_v = net(xv, arch.mixing(ctx, theta))
-                        loss_v = F.cross_entropy(logits_v, yv)
-                        reg = arch.regularizer(ctx, theta, frac)
-                        total_v = loss_v + reg if reg is not None else loss_v
-                    grads = torch.autograd.grad(total_v, a_params, allow_unused=True)
-                for p, gr in zip(a_params, grads):
-                    p.grad = torch.zeros_like(p) if gr is None else gr
-                a_opt.step()
+            if graphed is not None and graphed.ok:
+                loss_v = graphed(xt, yt, xv, yv, ctx, frac)
             else:
-                logits_v = None
-                with torch.no_grad(), autocast(device):
-                    theta = arch.theta(ctx)
-                    logits_v = net(xv, arch.mixing(ctx, theta))
-                    loss_v = F.cross_entropy(logits_v, yv)
-            # (2) weight step with the updated architecture, same draw
-            with torch.no_grad():
-                theta = arch.theta(ctx)
-                mix = arch.mixing(ctx, theta)
-            w_opt.zero_grad(set_to_none=True)
-            with autocast(device):
-                logits_t = net(xt, mix)
-                loss_t = F.cross_entropy(logits_t, yt)
-            loss_t.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            w_opt.step()
-            with torch.no_grad():
-                sums[0] += loss_t.detach().float() * len(yt)
-                sums[1] += (logits_t.argmax(1) == yt).sum()
-                sums[2] += loss_v.detach().float() * len(yv)
-                if logits_v is not None:
-                    sums[3] += (logits_v.argmax(1) == yv).sum()
+                loss_v = one_step(xt, yt, xv, yv, ctx, frac, sums)
             count += len(yt)
-            for k, v in arch.step_metrics(ctx, loss_v.detach()).items():
+            for k, v in arch.step_metrics(ctx, loss_v).items():
                 extra_sums.setdefault(k, []).append(v)
             step = epoch * steps_per_epoch + i + 1
             if progress is not None and (step % cfg.log_every == 0 or i == steps_per_epoch - 1):
                 s = (sums / max(count, 1)).tolist()
                 progress(step, total, {"epoch": epoch, "train_loss": s[0], "train_acc": s[1],
                                        "val_loss": s[2], "val_acc": s[3]})
+        if graphed is not None and not graphed.ok:
+            graphs = False  # capture failed (warned once): the rest of the run is eager
+            _set_capturable(a_opt, False, device)
         s = (sums / max(count, 1)).tolist()
         seconds += time.perf_counter() - t0
         steps_done += steps_per_epoch
         row = {"epoch": epoch, "train_loss": s[0], "train_acc": s[1], "val_loss": s[2], "val_acc": s[3],
                "lr": w_opt.param_groups[0]["lr"], "seconds": seconds}
+        if graphed is not None:
+            row["graph_steps"] = graphed.replays  # steps of this epoch replayed from a CUDA graph
         row.update(arch.epoch_metrics(extra_sums))
         history.append(row)
         save_checkpoint(ckpt, {"net": net, "arch": arch}, {"w": w_opt, "a": a_opt},

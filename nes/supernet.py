@@ -38,6 +38,10 @@ def _accumulate(acc: torch.Tensor | None, y: torch.Tensor, w: torch.Tensor) -> t
 
 
 class MixedCell(CellBase):
+    edge_by_edge = False
+    """True: the textbook evaluation, each edge on its own (`forward_edge_by_edge`); the search
+    benchmark's plain baseline and the tests' reference set it."""
+
     def __init__(self, c_pp, c_p, c, reduction, reduction_prev, nodes: int, affine: bool):
         super().__init__(c_pp, c_p, c, reduction, reduction_prev, affine)
         self.nodes = nodes
@@ -54,7 +58,9 @@ class MixedCell(CellBase):
         non-affine BN, identity) give the same output on each of those edges, so they are computed
         once per source; the FactorizedReduce convs of a source's stride-2 edges are one matmul
         (`factorized_reduce_many`). Node j−2 is complete once sources 0 … j−1 are done.
-        Equals `MixedEdge` applied edge by edge (tests/test_networks.py checks it)."""
+        Equals `forward_edge_by_edge` (tests/test_networks.py checks it)."""
+        if self.edge_by_edge:
+            return self.forward_edge_by_edge(s0, s1, op_w, in_w)
         w = op_w * in_w.unsqueeze(-1)  # fold the node-input weight into the op weights once
         states = [self.pre0(s0), self.pre1(s1)]
         acc: list[torch.Tensor | None] = [None] * self.nodes
@@ -64,6 +70,18 @@ class MixedCell(CellBase):
             targets = [(i, edge_index(i, j)) for i in range(max(0, j - 1), self.nodes)]
             self._source(states[j], targets, w, acc)
         states.append(acc[-1])
+        return torch.cat(states[2:], dim=1)
+
+    def forward_edge_by_edge(self, s0, s1, op_w: torch.Tensor, in_w: torch.Tensor) -> torch.Tensor:
+        w = op_w * in_w.unsqueeze(-1)
+        states, e = [self.pre0(s0), self.pre1(s1)], 0
+        for i in range(self.nodes):
+            s = None
+            for j in range(2 + i):
+                y = self.edges[e](states[j], w[e])
+                s = y if s is None else s + y
+                e += 1
+            states.append(s)
         return torch.cat(states[2:], dim=1)
 
     def _source(self, h: torch.Tensor, targets: list[tuple[int, int]], w: torch.Tensor,

@@ -115,20 +115,6 @@ def test_channels_last_batchnorm_matches_reference(affine):
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4)
 
 
-def _cell_edge_by_edge(cell, s0, s1, op_w, in_w):
-    """Reference: the cell computed edge by edge with `MixedEdge.forward` (no sharing)."""
-    w = op_w * in_w.unsqueeze(-1)
-    states, e = [cell.pre0(s0), cell.pre1(s1)], 0
-    for i in range(cell.nodes):
-        s = None
-        for j in range(2 + i):
-            y = cell.edges[e](states[j], w[e])
-            s = y if s is None else s + y
-            e += 1
-        states.append(s)
-    return torch.cat(states[2:], dim=1)
-
-
 @pytest.mark.parametrize("reduction, cl", [(True, True), (False, True), (True, False), (False, False)])
 def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
     """The supernet cell's per-source evaluation (shared pools/identity, FactorizedReduce of all
@@ -148,7 +134,8 @@ def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
     s1 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt)
     op_w = torch.softmax(torch.randn(cell.edges.__len__(), 7), -1).requires_grad_()
     in_w = torch.rand(len(cell.edges)).requires_grad_()
-    out, out_ref = cell(s0, s1, op_w, in_w), _cell_edge_by_edge(ref, s0, s1, op_w, in_w)
+    ref.edge_by_edge = True
+    out, out_ref = cell(s0, s1, op_w, in_w), ref(s0, s1, op_w, in_w)
     assert out.shape == out_ref.shape == (5, 12, 4 if reduction else 8, 4 if reduction else 8)
     assert torch.allclose(out, out_ref, atol=1e-5)
     g = torch.randn_like(out)
