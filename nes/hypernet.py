@@ -79,6 +79,8 @@ class PiecewiseLinearHypernet(nn.Module):
 class HypernetArch(ArchModule):
     """The search loop's view of a hypernetwork: draw λ, θ = h(λ), regularizer R(λ, θ)."""
 
+    graph_safe = True  # λ and the progress may come as device tensors (see ArchModule.graph_safe)
+
     def __init__(self, layout: ArchLayout, hyper: PiecewiseLinearHypernet, reg: Regularizer,
                  lam_min: float, lam_max: float, eps: float):
         super().__init__()

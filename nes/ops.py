@@ -93,8 +93,8 @@ class _ChannelsLastBNFn(torch.autograd.Function):
         m = g2.shape[0]
         mg = (g2.new_ones(1, m) @ g2).squeeze(0) / m
         mgy = torch.linalg.matmul(g2.t(), y2).diagonal() / m
-        # dx = rstd·(g − mean(g) − ŷ·mean(g·ŷ))
-        gx = torch.addcmul(g2 * rstd - mg * rstd, y2, -mgy * rstd)
+        # dx = rstd·(g − mean(g) − ŷ·mean(g·ŷ)), in two passes over [M, C]
+        gx = torch.addcmul(-mg * rstd, y2, -mgy * rstd).addcmul_(g2, rstd)
         return gx.view(n, h, w, c).permute(0, 3, 1, 2), None
 
 

@@ -35,8 +35,10 @@ class Warmup:
     t_start: float = 1.0
     t_end: float = 0.05
 
-    def at(self, progress: float) -> tuple[float, float]:
-        p = min(max(progress, 0.0), 1.0)
+    def at(self, progress: float | torch.Tensor) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
+        """(c, t) at `progress` ∈ [0, 1]: floats, or 0-d tensors for a tensor progress (a CUDA
+        graph reads it from a buffer)."""
+        p = progress.clamp(0.0, 1.0) if torch.is_tensor(progress) else min(max(progress, 0.0), 1.0)
         return self.c_start + (self.c_end - self.c_start) * p, self.t_start + (self.t_end - self.t_start) * p
 
 
@@ -66,7 +68,7 @@ class SharedEdges:
         self.parts = {ct: (e.to(device), n, i, p.to(device)) for ct, (e, n, i, p) in self.parts.items()}
         return self
 
-    def __call__(self, theta: torch.Tensor, temperature: float, noise: bool = True) -> torch.Tensor:
+    def __call__(self, theta: torch.Tensor, temperature: float | torch.Tensor, noise: bool = True) -> torch.Tensor:
         """S for θ [size]: Gumbel-softmax samples at `temperature` (plain tempered softmax if not noise)."""
         k = self.layout.inputs_per_node
         total = theta.new_zeros(())
@@ -101,7 +103,7 @@ class Regularizer:
         self.shared.to(device)
         return self
 
-    def __call__(self, lam: float, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def __call__(self, lam: float | torch.Tensor, theta: torch.Tensor, progress: float | torch.Tensor) -> torch.Tensor:
         if self.name == "js":
             return -lam * js_to_star(self.layout, theta, self.star_dists)
         c, t = self.warmup.at(progress)

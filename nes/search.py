@@ -39,8 +39,10 @@ class ArchModule(nn.Module):
 
     layout: ArchLayout
     graph_safe = False
-    """True when a step depends on nothing but the batch (no host-side per-step values such as a
-    drawn λ, no regularizer, no step metrics): the step may then be replayed as a CUDA graph."""
+    """True when a step may be replayed as a CUDA graph: `theta`, `mixing` and `regularizer` also
+    accept the drawn context (a float such as λ, or None) and the progress as 0-d device tensors
+    (the graph reads them from static buffers that each replay refills), do no host sync, and keep
+    no step tensor beyond what `step_metrics` is handed."""
 
     def draw(self, generator: torch.Generator, progress: float) -> Any:
         """Per-step random context (λ for a hypernetwork); `progress` ∈ [0, 1) over training."""
@@ -191,7 +193,8 @@ def _set_capturable(opt: torch.optim.Optimizer, on: bool, device: torch.device) 
 
 class _GraphedStep:
     """`step(xt, yt, xv, yv, ctx, frac, sums)` run eagerly for a few warm-up steps on a side
-    stream, then captured once and replayed with the batch copied into static inputs. A batch of
+    stream, then captured once and replayed with the batch copied into static inputs and the
+    drawn context (float or None) and progress written into static 0-d device tensors. A batch of
     another shape (a last partial batch) runs eagerly. If capture fails, `ok` turns False after a
     warning and the caller goes on eagerly."""
 
@@ -202,7 +205,14 @@ class _GraphedStep:
         self.done, self.replays = 0, 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: list[torch.Tensor] = []
+        self.ctx: torch.Tensor | None = None
+        self.frac: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
+
+    def _scalars(self, ctx, frac) -> None:
+        if self.ctx is not None:
+            self.ctx.fill_(ctx)
+        self.frac.fill_(frac)
 
     def __call__(self, xt, yt, xv, yv, ctx, frac) -> torch.Tensor:
         batch = (xt, yt, xv, yv)
@@ -211,6 +221,7 @@ class _GraphedStep:
                 return self.step(*batch, ctx, frac, self.sums)
             for s, b in zip(self.static, batch):
                 s.copy_(b, non_blocking=True)
+            self._scalars(ctx, frac)
             self.graph.replay()
             self.replays += 1
             return self.out.clone()
@@ -223,10 +234,14 @@ class _GraphedStep:
             torch.cuda.current_stream().wait_stream(side)
             return out
         try:
+            if not (ctx is None or isinstance(ctx, (int, float))):
+                raise RuntimeError(f"a step context of type {type(ctx).__name__} cannot be replayed")
             self.static = [b.clone() for b in batch]
+            self.ctx = None if ctx is None else torch.tensor(float(ctx), device=xt.device)
+            self.frac = torch.tensor(float(frac), device=xt.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self.out = self.step(*self.static, ctx, frac, self.sums)
+                self.out = self.step(*self.static, self.ctx, self.frac, self.sums)
             self.graph = graph
         except RuntimeError as e:  # e.g. an op that cannot be captured
             warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); going on without graphs "
