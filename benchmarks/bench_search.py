@@ -48,7 +48,7 @@ def sync(device: torch.device) -> None:
 
 
 def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
-                 graphs: bool = True) -> tuple[float, torch.Tensor]:
+                 graphs: bool = True, on_step=None) -> tuple[float, torch.Tensor]:
     """Median step time of the real training loop (timestamps from its progress callback) and
     how far θ moved. `graphs`: allow CUDA-graph replay of the steps (nes.search.use_cuda_graphs)."""
     n = 2 * cfg.batch_size * steps
@@ -72,6 +72,8 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
     def cb(step, total, metrics):  # log_every=1: one sync per step, fine for timing
         sync(device)
         stamps.append(time.perf_counter())
+        if on_step is not None:
+            on_step()
 
     old_env = os.environ.get("NES_CUDA_GRAPHS")
     os.environ["NES_CUDA_GRAPHS"] = "1" if graphs else "0"
@@ -129,6 +131,51 @@ def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
         MixedCell.edge_by_edge = False
 
 
+def op_breakdown(cfg: SearchConfig, ds, device, steps: int = 7) -> None:
+    """Where a step of ours goes: self CPU time per op family over `steps - 3` profiled steps,
+    and one forward pass without autograd (CPU only)."""
+    from collections import defaultdict
+
+    from torch.profiler import profile, schedule
+
+    active = steps - 3
+    with profile(schedule=schedule(wait=2, warmup=1, active=active)) as prof:
+        ours_step_ms(cfg, ds, device, steps, channels_last=True, on_step=prof.step)
+
+    def family(key: str) -> str:
+        if "convolution" in key or key == "aten::conv2d":
+            return "convolutions (oneDNN forward + backward)"
+        if key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linalg_matmul"):
+            return "matmuls (BN statistics, FactorizedReduce)"
+        if "pool" in key:
+            return "pooling"
+        if key.startswith("aten::"):
+            return "elementwise, copies, reductions, allocation"
+        return "Python, autograd functions, optimizer glue"
+
+    totals: dict[str, float] = defaultdict(float)
+    for e in prof.key_averages():
+        if not e.key.startswith("ProfilerStep"):
+            totals[family(e.key)] += e.self_cpu_time_total / 1000 / active
+    whole = sum(totals.values())
+    print(f"    breakdown of ours per step (profiler on, {active} steps; {whole:.0f} ms/step with its overhead):")
+    for k, v in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"      {k:46s} {v:7.1f} ms  {100 * v / whole:4.1f} %")
+    net, layout = build_supernet(cfg, ds, device)
+    x = DeviceLoader(ds.train_x[:cfg.batch_size], ds.train_y[:cfg.batch_size], ds.info, cfg.batch_size, True,
+                     channels_last=True)
+    xb = next(iter(x.epoch(torch.Generator().manual_seed(0))))[0]
+    w = layout.weights(layout.init_theta().to(device))
+    times = []
+    with torch.no_grad():
+        for _ in range(6):
+            t = time.perf_counter()
+            net(xb, w)
+            times.append(time.perf_counter() - t)
+    print(f"    one supernet forward without autograd: {1000 * statistics.median(times[1:]):.1f} ms "
+          f"(a step is two forward and two backward passes)")
+
+
 def loader_img_s(ds, device, batch: int) -> float:
     loader = DeviceLoader(ds.train_x, ds.train_y, ds.info, batch, True, channels_last=True)
     for _ in loader.epoch(torch.Generator().manual_seed(0)):
@@ -173,6 +220,7 @@ def main() -> None:
     ap.add_argument("--dataloader-batches", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     ap.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    ap.add_argument("--profile", action="store_true", help="also print where a step of ours goes (CPU)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -193,6 +241,8 @@ def main() -> None:
               f"θ after {a.steps} steps, graph vs eager: max |Δ| {(theta - theta_eager).abs().max():.2e} "
               f"(θ moved up to {theta_eager.abs().max():.2e})")
     print(f"    search step, ours in NCHW:                  {ours_nchw:8.1f} ms")
+    if a.profile and not cuda:
+        op_breakdown(cfg, ds, device)
     print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
 
     li = loader_img_s(ds, device, cfg.batch_size)
