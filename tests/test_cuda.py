@@ -46,7 +46,6 @@ def test_search_steps_replayed_as_cuda_graphs_match_eager_and_resume(tmp_path, m
     assert on_cpu.steps == graphed.steps
 
 
-
 @pytest.mark.parametrize("regularizer", ["js", "edges"])
 def test_hypernetwork_steps_replayed_as_cuda_graphs(tmp_path, monkeypatch, regularizer):
     """λ and the progress reach the replayed graph through device buffers: the js hypernetwork

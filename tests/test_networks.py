@@ -118,8 +118,8 @@ def test_channels_last_batchnorm_matches_reference(affine):
 @pytest.mark.parametrize("reduction, cl", [(True, True), (False, True), (True, False), (False, False)])
 def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
     """The supernet cell's per-source evaluation (shared pools/identity, FactorizedReduce of all
-    stride-2 edges of a source as one matmul) gives the edge-by-edge outputs, gradients of every
-    weight and of θ, and BN running statistics."""
+    stride-2 edges of a source as one matmul) gives the edge-by-edge outputs, the gradients of
+    every weight, of the op and input weights and of the input, and the BN running statistics."""
     import copy
 
     from nes.ops import PoolBN
@@ -132,7 +132,7 @@ def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
     cell, ref = cell.to(memory_format=fmt), ref.to(memory_format=fmt)
     s0 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt).requires_grad_()
     s1 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt)
-    op_w = torch.softmax(torch.randn(cell.edges.__len__(), 7), -1).requires_grad_()
+    op_w = torch.softmax(torch.randn(len(cell.edges), 7), -1).requires_grad_()
     in_w = torch.rand(len(cell.edges)).requires_grad_()
     ref.edge_by_edge = True
     out, out_ref = cell(s0, s1, op_w, in_w), ref(s0, s1, op_w, in_w)
