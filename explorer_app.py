@@ -2,13 +2,13 @@
 
 Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker and the device
 badge. The app process only reads the store and samples α(λ) (milliseconds); training runs in
-background worker processes (`nes.jobs`), so the app keeps one torch thread.
+background worker processes (`nes.runs.jobs`), so the app keeps one torch thread.
 """
 import streamlit as st
 
 import nes
 from nes.runtime import available_cores, configure_threads, device_label, resolve_device
-from pages._common import select_run, store
+from pages._state import select_run, store
 
 st.set_page_config(page_title="NES Explorer", page_icon=":material/hub:", layout="wide")
 configure_threads(1)  # leave the cores to the workers

@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from nes.artifacts import read_json  # noqa: E402
 from nes.data import load_dataset  # noqa: E402
-from nes.export import export_ensemble, load_ensemble  # noqa: E402
-from nes.train import list_members  # noqa: E402
+from nes.export.bundle import load_ensemble  # noqa: E402
+from nes.export.write import export_ensemble  # noqa: E402
+from nes.layout import RunDir  # noqa: E402
 
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
@@ -46,7 +47,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run = Path(a.run)
-    names = list_members(run)
+    names = RunDir(run).list_members()
     cfg = read_json(run / "members" / names[0] / "config.json")
     ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), "cpu", 100, a.images, download=False)
     x = ds.test_x

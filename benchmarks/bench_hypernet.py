@@ -23,10 +23,10 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nes.config import SearchConfig, from_preset  # noqa: E402
-from nes.diversity import lam_grid, sample_architectures  # noqa: E402
-from nes.hypernet import fixed_lambda_search, hypernet_config, lam_range, load_search, train_hypernet  # noqa: E402
+from nes.method.diversity import lam_grid, sample_architectures  # noqa: E402
+from nes.method.darts import load_search, search  # noqa: E402
+from nes.method.hypernet import fixed_lambda_search, hypernet_config, lam_range, train_hypernet  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
-from nes.search import search  # noqa: E402
 
 
 def rho(x, y) -> float:

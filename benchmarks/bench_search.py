@@ -3,7 +3,7 @@
 Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 cell, 4 nodes,
 1 input per node, batch 64, first-order DARTS; `--threads` torch threads (default 2).
 
-(a) ours: `nes.search.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.ops`,
+(a) ours: `nes.method.bilevel.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.method.ops`,
     the cell evaluated source by source (shared pools, one matmul for a source's FactorizedReduce
     convs), an architecture step that asks autograd for ∇θ only (no weight gradients), and on
     CUDA bf16 autocast and CUDA-graph replay of whole steps.
@@ -34,12 +34,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nes.ops as ops  # noqa: E402
+import nes.method.ops as ops  # noqa: E402
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, load_dataset, split_indices  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
-from nes.search import DartsArch, build_supernet, train_bilevel  # noqa: E402
-from nes.supernet import MixedCell  # noqa: E402
+from nes.method.bilevel import build_supernet, train_bilevel  # noqa: E402
+from nes.method.darts import DartsArch  # noqa: E402
+from nes.method.supernet import MixedCell  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -50,7 +51,7 @@ def sync(device: torch.device) -> None:
 def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
                  graphs: bool = True, on_step=None) -> tuple[float, torch.Tensor]:
     """Median step time of the real training loop (timestamps from its progress callback) and
-    how far θ moved. `graphs`: allow CUDA-graph replay of the steps (nes.search.use_cuda_graphs)."""
+    how far θ moved. `graphs`: allow CUDA-graph replay of the steps (nes.method.cuda_graphs.use_cuda_graphs)."""
     n = 2 * cfg.batch_size * steps
     tr, va = split_indices(n, 0.5, 0)
     x, y = ds.train_x[:n], ds.train_y[:n]

@@ -1,7 +1,7 @@
 """EdgeNES against the baselines: mean ± std over seeds of accuracy, NLL, ECE, disagreement, costs.
 
 Per seed: one run (search with that seed, both hypernetworks), then every method of
-`nes.baselines` with ensemble size M under the same member settings: single α*, DeepEns, DARTS
+`nes.method.baselines` with ensemble size M under the same member settings: single α*, DeepEns, DARTS
 ensemble, random deviation, NES-RS, NES-RE, per-λ search, EdgeNES (js) and EdgeNES (edges).
 Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
 
@@ -35,8 +35,8 @@ LABEL = {"single": "single α*", "deepens": "DeepEns", "darts": "DARTS ensemble"
 def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, budget: int, train_sets: dict,
              device: str | None, log) -> dict[str, dict]:
     from nes.artifacts import write_json
-    from nes.baselines import METHODS, run_baseline
-    from nes.tasks import hypernet_task, search_task
+    from nes.method.baselines import METHODS, run_baseline
+    from nes.runs.tasks import hypernet_task, search_task
 
     run = work / f"seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def main() -> None:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "per_seed": per_seed}, indent=1, default=str))
     try:
-        from nes import viz
+        from nes.explorer import viz
 
         figs = viz.compare_figures({LABEL[m]: [r[m] for r in per_seed] for m in ORDER})
         for name, fig in figs.items():

@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nes.artifacts import load_tensors  # noqa: E402
-from nes.jobs import reap, resume, submit, wait  # noqa: E402
-from nes.store import Store  # noqa: E402
+from nes.runs.jobs import reap, resume, submit, wait  # noqa: E402
+from nes.runs.store import Store  # noqa: E402
 
 
 def until(pred, timeout=600.0):

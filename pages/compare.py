@@ -1,10 +1,11 @@
 """Compare: EdgeNES ensembles against the baselines a user would otherwise run."""
 import streamlit as st
 
-from nes import viz
-from nes.baselines import METHODS
-from nes.jobs import submit
-from pages._common import friendly, jobs_table, live, load_view, route_through_app, selected_run, store, teach
+from nes.explorer import viz
+from nes.explorer.actions import start_baseline
+from nes.method.baselines import METHODS
+from pages._state import route_through_app, selected_run, store
+from pages._widgets import friendly, jobs_table, live, load_view, teach
 
 route_through_app()
 
@@ -37,15 +38,7 @@ with st.form("new_baseline"):
     go = st.form_submit_button("Start", type="primary")
 if go:
     with friendly("start the method"):
-        if not view.has_search:
-            raise ValueError("this run has no finished search yet; the baselines start from α*")
-        if method.startswith("edgenes-") and method.split("-", 1)[1] not in view.regularizers():
-            raise ValueError(f"{method} needs the {method.split('-', 1)[1]} hypernetwork: train it on the "
-                             "Hypernetwork page first")
-        cfg = {"method": method, "members": int(members), "seed": int(seed)}
-        if budget:
-            cfg["budget"] = int(budget)
-        job = submit(store(), run_id, "baseline", cfg)
+        job = start_baseline(store(), run_id, view, method, int(members), int(seed), int(budget))
         st.success(f"Job #{job} queued: {method} with M = {members}.")
 
 

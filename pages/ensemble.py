@@ -1,12 +1,11 @@
 """Ensemble: retrain members in the background and watch the ensemble improve live."""
 import streamlit as st
 
-from nes import viz
-from nes.demo import member_name
-from nes.diversity import lam_grid
-from nes.jobs import submit
-from nes.train import finished_members
-from pages._common import active_jobs, friendly, jobs_table, live, load_view, route_through_app, run_view, selected_run, store, teach
+from nes.explorer import viz
+from nes.explorer.actions import submit_members
+from nes.method.diversity import lam_grid
+from pages._state import active_jobs, route_through_app, run_view, selected_run, store
+from pages._widgets import friendly, jobs_table, live, load_view, teach
 
 route_through_app()
 
@@ -45,27 +44,11 @@ with st.form("new_members"):
 
 if go:
     with friendly("start the members"):
-        existing = set(view.member_names()) | {j.config.get("name") for j in store().jobs(run_id) if j.kind == "retrain"}
-        todo = []
-        if star:
-            todo.append(("alpha_star" + (f"_s{seed}" if seed else ""), None, None))
-        for s in view.sample(reg, lams) if lams else []:
-            todo.append((member_name(s.lam) + (f"_s{seed}" if seed else ""), s.lam, s.genotype.to_dict()))
-        if not todo:
-            raise ValueError("choose at least one λ value (or α*)")
-        started, skipped = [], []
-        for name, lam, genotype in todo:
-            if name in existing:
-                skipped.append(name)
-                continue
-            cfg = {"name": name, "seed": int(seed)}
-            if genotype is not None:
-                cfg.update(genotype=genotype, lam=lam, regularizer=reg)
-            started.append(f"#{submit(store(), run_id, 'retrain', cfg)} {name}")
-        if started:
-            st.success("Started: " + ", ".join(started))
-        if skipped:
-            st.warning(f"Already trained or training: {', '.join(skipped)} (pick another seed to train them again).")
+        res = submit_members(store(), run_id, view, reg if regs else None, lams, int(seed), star)
+        if res.started:
+            st.success("Started: " + ", ".join(f"#{job} {name}" for job, name in res.started))
+        if res.skipped:
+            st.warning(f"Already trained or training: {', '.join(res.skipped)} (pick another seed to train them again).")
 
 names = [m.name for m in members] + [j.config["name"] for j in active_jobs(run_id, ("retrain",))
                                       if j.config.get("name") not in {m.name for m in members}]
@@ -76,7 +59,7 @@ if key in st.session_state:  # keep the user's choice, drop vanished names, add 
 st.session_state[f"{key}_known"] = names
 chosen = st.multiselect("Members in the ensemble", names, default=None if key in st.session_state else names, key=key,
                         help="The ensemble averages these members' probabilities; new members join it.")
-done = set(finished_members(run_id))
+done = set(view.finished_members())
 finished = [n for n in chosen if n in done]
 if st.button("Export these members", icon=":material/download:", disabled=not finished,
              help="Open the Export page with the finished members chosen here."):

@@ -1,9 +1,10 @@
 """Explore: move λ and watch the architecture α(λ) leave α*; compare architectures pairwise."""
 import streamlit as st
 
-from nes import viz
-from nes.diversity import lam_grid
-from pages._common import friendly, load_view, route_through_app, selected_run, teach
+from nes.explorer import viz
+from nes.method.diversity import lam_grid
+from pages._state import route_through_app, selected_run
+from pages._widgets import cell_panel, friendly, load_view, teach
 
 route_through_app()
 
@@ -73,11 +74,7 @@ with friendly("show the architecture at this λ"):
     m3.metric("Distinct from α*", "yes" if sample.genotype != view.star else "no (α*)")
     st.caption(f"Genotype at λ = {lam:g}: `{sample.genotype.compact()}`")
 
-    cells = view.cells(sample.theta)
-    cols = st.columns(len(cells))
-    for col, (ct, (alpha, betas)) in zip(cols, cells.items()):
-        w = viz.edge_weights(alpha, betas, sample.genotype, ct)
-        col.plotly_chart(viz.cell_figure(sample.genotype, ct, w, reference=view.star), key=f"cell_{ct}")
+    cells = cell_panel(view, sample.theta, sample.genotype, reference=view.star)
     with st.expander("Per-edge operation probabilities at this λ"):
         for ct, (alpha, _) in cells.items():
             st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), key=f"bars_{ct}")

@@ -1,14 +1,12 @@
 """Export: pick members, see the bundle's manifest, write it (optionally with ONNX), download the zip."""
-import json
-import re
-from pathlib import Path
-
 import streamlit as st
 
-from nes import viz
-from nes.export import BundleError, export_ensemble, list_bundles, onnx_missing, plan_export
-from nes.train import finished_members
-from pages._common import friendly, load_view, route_through_app, selected_run, teach
+from nes.explorer import viz
+from nes.export.onnx import onnx_missing
+from nes.export.write import bundle_summary, default_bundle_name, export_into_run, list_bundles, plan_export
+from nes.layout import RunDir
+from pages._state import route_through_app, selected_run
+from pages._widgets import friendly, load_view, teach
 
 route_through_app()
 
@@ -30,10 +28,8 @@ or `python -m nes predict bundle.zip images.npz --json`. Loading never unpickles
 
 run_id = selected_run()
 view = load_view(run_id)
-run_dir = Path(run_id)
-exports_dir = run_dir / "exports"
-
-finished = finished_members(run_dir)
+run = RunDir(run_id)
+finished = run.finished_members()
 if not finished:
     st.info("This run has no finished members yet. Train some on the **Ensemble** page; they appear here "
             "when their training ends.")
@@ -47,7 +43,7 @@ def _plan(run: str, names: tuple[str, ...], stamp: tuple) -> dict:
 
 
 def _stamp(names: list[str]) -> tuple:
-    return tuple((run_dir / "members" / n / "weights.safetensors").stat().st_mtime for n in names)
+    return tuple(run.member(n).weights.stat().st_mtime for n in names)
 
 
 key = f"export_members_{run_id}"
@@ -93,23 +89,18 @@ with st.expander("manifest.json (before export: hashes are added when the files 
 
 onnx_problem = onnx_missing()
 
-default_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_dir.name}_{'-'.join(names)}")[:80]
 with st.form("export"):
     f1, f2 = st.columns([3, 1])
-    bundle_name = f1.text_input("Bundle name", value=default_name,
-                                help=f"Folder and zip name under {exports_dir}. Letters, digits, '-', '_', '.'.")
+    bundle_name = f1.text_input("Bundle name", value=default_bundle_name(run_id, names),
+                                help=f"Folder and zip name under {run.exports}. Letters, digits, '-', '_', '.'.")
     onnx = f2.checkbox("Also ONNX", value=False, disabled=onnx_problem is not None,
                        help=onnx_problem or "ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)")
     replace = f2.checkbox("Replace if it exists", value=False)
     go = st.form_submit_button("Export", type="primary")
 if go:
     with friendly("export the bundle"):
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", bundle_name or ""):
-            raise BundleError(f"bundle name {bundle_name!r}: use 1–100 letters, digits, '-', '_' or '.', "
-                              "not starting with '.' or '-'")
         with st.spinner("Writing the bundle and checking it against the run…"):
-            res = export_ensemble(run_dir, names, exports_dir / bundle_name, onnx=onnx, make_zip=True,
-                                  overwrite=replace)
+            res = export_into_run(run_id, names, bundle_name, onnx=onnx, overwrite=replace)
         v = res.manifest.get("verification", {})
         msg = f"Exported **{res.path.name}** ({len(names)} members)."
         if v.get("checked"):
@@ -121,23 +112,21 @@ if go:
 
 
 st.subheader("Bundles of this run")
-bundles = list_bundles(exports_dir)
+bundles = list_bundles(run.exports)
 if not bundles:
     st.caption("None yet.")
 for b in bundles:
     with friendly(f"show the bundle {b.name}"):
-        man = json.loads((b / "manifest.json").read_text())
-        m = man.get("ensemble", {}).get("metrics", {})
-        zp = b.with_name(b.name + ".zip")
+        info = bundle_summary(b)
+        man, m, zp = info["manifest"], info["metrics"], info["zip"]
         cols = st.columns([3, 2, 1])
-        cols[0].markdown(f"**{b.name}** · {', '.join(x['name'] for x in man.get('members', []))}"
-                         f"{' · ONNX' if 'onnx' in man else ''}")
+        cols[0].markdown(f"**{b.name}** · {', '.join(info['members'])}{' · ONNX' if info['onnx'] else ''}")
         cols[1].caption(f"accuracy {100 * m.get('accuracy', float('nan')):.2f} %, NLL {m.get('nll', float('nan')):.4f}"
-                        f" · {man.get('created', '')}")
-        if zp.is_file():
+                        f" · {info['created']}")
+        if zp is not None:
             cols[2].download_button("Download zip", zp.read_bytes(), file_name=zp.name, mime="application/zip",
                                     key=f"dl_{b.name}", icon=":material/download:")
         with st.expander(f"Model card and manifest of {b.name}"):
-            st.markdown((b / "README.md").read_text() if (b / "README.md").is_file() else "_no model card_")
+            st.markdown(info["card"] or "_no model card_")
             st.json({**man, "members": [{k: v for k, v in x.items() if k != "tensors"}
                                         for x in man.get("members", [])]}, expanded=False)

@@ -1,11 +1,12 @@
 """Hypernetwork: train α(λ) with either regularizer and check that λ controls diversity."""
 import streamlit as st
 
-from nes import viz
 from nes.config import HYPERNET_PRESETS
-from nes.jobs import submit
-from nes.regularizers import REGULARIZERS
-from pages._common import running_curve, active_jobs, friendly, live, load_view, route_through_app, selected_run, store, teach
+from nes.explorer import viz
+from nes.method.regularizers import REGULARIZERS
+from nes.runs.jobs import submit
+from pages._state import active_jobs, route_through_app, selected_run, store
+from pages._widgets import friendly, live, load_view, running_curve, teach
 
 route_through_app()
 

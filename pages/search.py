@@ -1,11 +1,12 @@
 """Search: run DARTS in the background and look at the base architecture α*."""
 import streamlit as st
 
-from nes import viz
-from nes.config import SEARCH_PRESETS, SearchConfig, from_preset
+from nes.config import SEARCH_PRESETS
 from nes.data import DATASETS
-from nes.jobs import submit
-from pages._common import running_curve, friendly, live, load_view, route_through_app, store, teach
+from nes.explorer import viz
+from nes.explorer.actions import start_search
+from pages._state import route_through_app, store
+from pages._widgets import cell_panel, friendly, live, load_view, running_curve, teach
 
 route_through_app()
 
@@ -43,18 +44,12 @@ with st.form("new_search"):
 
 if go:
     with friendly("start the search"):
-        if not name.strip() or any(ch in name for ch in "/\\ ") or name.startswith("."):
-            raise ValueError("give the run a name made of letters, digits, '-' or '_' (no spaces or slashes)")
-        sets = {"dataset": dataset, "nodes": str(nodes), "inputs_per_node": str(k)}
+        sets = {"nodes": str(nodes), "inputs_per_node": str(k)}
         if epochs:
             sets["epochs"] = str(epochs)
         if c:
             sets["c"] = str(c)
-        from_preset(SearchConfig, preset, sets)  # validates the settings before anything is queued
-        s = store()
-        job = submit(s, name.strip(), "search", {"preset": preset, "set": sets})
-        if chain:
-            submit(s, name.strip(), "hypernet", {"preset": preset, "regularizer": "edges"}, [job])
+        job = start_search(store(), name, dataset, preset, sets, then_hypernet=chain)
         st.session_state["run"] = name.strip()
         st.query_params["run"] = name.strip()
         st.success(f"Search job #{job} queued for run **{name.strip()}**; it is now the selected run.")
@@ -76,11 +71,7 @@ with friendly("show α*"):
     if view.has_search:
         st.subheader("The searched architecture α*")
         st.caption(f"`{view.star.compact()}`")
-        cells = view.cells(view.theta_star)
-        cols = st.columns(len(cells))
-        for col, (ct, (alpha, betas)) in zip(cols, cells.items()):
-            w = viz.edge_weights(alpha, betas, view.star, ct)
-            col.plotly_chart(viz.cell_figure(view.star, ct, w, title=f"α* — {ct} cell"), key=f"star_{ct}")
+        cells = cell_panel(view, view.theta_star, view.star, title="α* — {ct} cell", key="star")
         for ct, (alpha, _) in cells.items():
             st.plotly_chart(viz.alpha_heatmap(alpha, view.layout.nodes, view.star, ct), key=f"alpha_{ct}")
         hist = view.search_history()

@@ -7,9 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import nes
-from nes.demo import DEMO_DIR
-from nes.jobs import cancel, wait
-from nes.store import Store
+from nes.explorer.demo import DEMO_DIR
+from nes.runs.jobs import cancel, wait
+from nes.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "explorer_app.py")
@@ -152,8 +152,8 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
         cancel(store, job.id)
     wait(store, [job.id], poll=0.3)
 
-    from nes.baselines import run_baseline
-    from nes.tasks import search_task
+    from nes.method.baselines import run_baseline
+    from nes.runs.tasks import search_task
 
     run = Path(store.register_run("tiny"))
     search_task(run, {"preset": "smoke"})
@@ -167,7 +167,7 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
 
 
 def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(home):
-    from nes.tasks import search_task
+    from nes.runs.tasks import search_task
 
     store = Store()
     run = Path(store.register_run("tinyens"))

@@ -1,12 +1,12 @@
-"""Baselines (nes.baselines): generators, regularized evolution, costs, and each method on digits/smoke."""
+"""Baselines (nes.method.baselines): generators, regularized evolution, costs, and each method on digits/smoke."""
 import random
 
 import pytest
 
-from nes.baselines import (BASELINES, Trained, costs, mutate, random_deviation, random_genotype, regularized_evolution,
+from nes.method.baselines import (BASELINES, Trained, costs, mutate, random_deviation, random_genotype, regularized_evolution,
                            run_baseline)
-from nes.space import ArchLayout, Genotype
-from nes.tasks import hypernet_task, search_task
+from nes.method.space import ArchLayout, Genotype
+from nes.runs.tasks import hypernet_task, search_task
 
 LAYOUTS = [ArchLayout(4, ("reduce",), 1), ArchLayout(4, ("normal", "reduce"), 2), ArchLayout(3, ("normal",), 1)]
 
@@ -52,11 +52,11 @@ def test_regularized_evolution_keeps_its_population_and_budget():
         calls.append(name)
         return Trained(name, g, float(g.num_edges() - g.matched_edges(target)), 1.0)
 
-    hist = regularized_evolution(evaluate, layout, random.Random(0), population=5, sample=3, budget=40)
+    hist = regularized_evolution(evaluate, layout, random.Random(0), population=5, tournament=3, budget=40)
     assert len(hist) == 40 == len(calls) and len(set(calls)) == 40  # asserts the population size inside
     assert min(t.val_nll for t in hist[20:]) <= min(t.val_nll for t in hist[:5])  # evolution does not get worse
-    with pytest.raises(ValueError, match="sample"):
-        regularized_evolution(evaluate, layout, random.Random(0), population=5, sample=6, budget=40)
+    with pytest.raises(ValueError, match="tournament"):
+        regularized_evolution(evaluate, layout, random.Random(0), population=5, tournament=6, budget=40)
 
 
 def test_cost_records_are_non_negative_and_add_up(tmp_path):
@@ -78,7 +78,7 @@ def run(tmp_path_factory):
 
 @pytest.mark.parametrize("method", BASELINES)
 def test_each_baseline_produces_valid_distinct_members(run, method):
-    rec = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
+    rec = run_baseline(run, method, members=2, budget=3, population=2, tournament=1, n_edges=1, preset="smoke")
     assert rec["method"] == method and len(rec["members"]) == 2 and set(rec["members"]) <= set(rec["pool"])
     genos = [Genotype.from_dict(rec["genotypes"][n]) for n in rec["members"]]
     for g in genos:
@@ -97,7 +97,7 @@ def test_each_baseline_produces_valid_distinct_members(run, method):
         assert len(c["search"]) == (2 if method == "darts" else 3) and all(v > 0 for v in c["search"].values())
     if method in ("nes-rs", "nes-re"):
         assert c["search_seconds"] == 0 and len(c["train"]) == 3  # their search is the pool's training
-    again = run_baseline(run, method, members=2, budget=3, population=2, sample=1, n_edges=1, preset="smoke")
+    again = run_baseline(run, method, members=2, budget=3, population=2, tournament=1, n_edges=1, preset="smoke")
     assert again["members"] == rec["members"]  # resumable: the same, nothing retrained differently
 
 

@@ -1,9 +1,6 @@
 """The CLI end to end on `digits` with the `smoke` preset, resume, and every bad input."""
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,17 +8,10 @@ import torch
 
 from nes.artifacts import load_tensors, read_json
 from nes.config import SearchConfig, TrainConfig, from_preset
-from nes.search import search
-from nes.space import Genotype
-from nes.train import retrain
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def nes(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NES_NO_PROGRESS": "1", "NES_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd or ROOT, timeout=600)
+from nes.method.darts import search
+from nes.method.space import Genotype
+from nes.method.train import retrain
+from conftest import nes
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nes.config import SearchConfig, from_preset
-from nes.search import search
+from nes.method.darts import search
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -51,7 +51,8 @@ def test_hypernetwork_steps_replayed_as_cuda_graphs(tmp_path, monkeypatch, regul
     """λ and the progress reach the replayed graph through device buffers: the js hypernetwork
     (no noise) follows the eager trajectory; the edges one (Gumbel noise drawn inside the graph)
     trains with every step after the warm-up replayed."""
-    from nes.hypernet import PiecewiseLinearHypernet, hypernet_config, lam_range, load_search, train_hypernet
+    from nes.method.darts import load_search
+    from nes.method.hypernet import PiecewiseLinearHypernet, hypernet_config, lam_range, train_hypernet
 
     run = tmp_path / "run"
     search(from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 1024}), run, "cuda")

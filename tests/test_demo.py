@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nes.artifacts import ArtifactError, read_json
-from nes.demo import DEMO_DIR, MAX_BYTES, build_demo, folder_bytes, install_demo
-from nes.runview import RunView
-from nes.store import Store
-from nes.tasks import retrain_task
+from nes.explorer.demo import DEMO_DIR, MAX_BYTES, build_demo, folder_bytes, install_demo
+from nes.explorer.runview import RunView
+from nes.runs.store import Store
+from nes.runs.tasks import retrain_task
 
 
 @pytest.fixture(scope="module")

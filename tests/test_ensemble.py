@@ -1,4 +1,4 @@
-"""Invariant tests for nes.ensemble (no hard-coded results of random data)."""
+"""Invariant tests for nes.method.ensemble (no hard-coded results of random data)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nes.ensemble import (
+from nes.method.ensemble import (
     accuracy,
     brier,
     disagreement,

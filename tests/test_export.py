@@ -2,11 +2,8 @@
 and every bad input (tampered, missing or foreign files; wrong images)."""
 import json
 import math
-import os
 import random
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,21 +12,19 @@ import pytest
 import torch
 
 import nes
-from nes.baselines import random_genotype
+from nes.method.baselines import random_genotype
 from nes.config import TrainConfig, from_preset
 from nes.data import DataError, load_dataset
-from nes.export import SCHEMA_VERSION, BundleError, export_ensemble, load_ensemble, load_images, onnx_max_diff
-from nes.space import ArchLayout
-from nes.train import load_member_probs, retrain
+from nes.export.bundle import SCHEMA_VERSION, BundleError, load_ensemble
+from nes.export.images import load_images
+from nes.export.onnx import onnx_max_diff
+from nes.export.write import export_ensemble
+from nes.method.space import ArchLayout
+from nes.method.train import load_member_probs, retrain
+from conftest import nes as nes_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ["m0", "m1"]
-
-
-def nes_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NES_NO_PROGRESS": "1", "NES_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,18 @@
 """Hypernetwork α(λ), regularizers, sampling API, and the hypernet CLI on digits/smoke."""
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from nes.artifacts import load_tensors, save_tensors
-from nes.diversity import pairwise_arch_js, sample_architectures, unique_genotypes
-from nes.hypernet import PiecewiseLinearHypernet, load_hypernet
-from nes.regularizers import Regularizer, SharedEdges, Warmup, check_regularizer, js_to_star
-from nes.space import ArchLayout, Genotype
+from nes.method.divergence import pairwise_arch_js
+from nes.method.diversity import sample_architectures, unique_genotypes
+from nes.method.hypernet import PiecewiseLinearHypernet, load_hypernet
+from nes.method.regularizers import Regularizer, SharedEdges, Warmup, check_regularizer, js_to_star
+from nes.method.space import ArchLayout, Genotype
+from conftest import nes
 
 ROOT = Path(__file__).resolve().parents[1]
 LAY = ArchLayout(4, ("reduce",), 1)
@@ -96,7 +95,7 @@ def test_shared_edges_limit_is_the_exact_count():
         for i, node in enumerate(STAR.reduce):
             if keep[i]:
                 (op, inp), = node
-                from nes.space import edge_index
+                from nes.method.space import edge_index
 
                 parts["reduce"][0][edge_index(i, inp)] = star_parts["reduce"][0][edge_index(i, inp)]
                 parts["reduce"][1][i].copy_(star_parts["reduce"][1][i])
@@ -144,12 +143,6 @@ def test_sampling_api_and_pairwise_js():
     assert sum(len(l) for _, l in u) == 7 and len({g for g, _ in u}) == len(u)
     with pytest.raises(ValueError, match="outside"):
         sample_architectures(h, LAY, STAR, [9.0])
-
-
-def nes(*args):
-    env = {**os.environ, "NES_NO_PROGRESS": "1", "NES_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,12 @@ from pathlib import Path
 import pytest
 
 from nes.artifacts import load_tensors, read_json
-from nes.jobs import cancel, reap, resume, submit, wait
-from nes.store import SCHEMA_VERSION, Store, StoreError
+from nes.runs.jobs import cancel, reap, resume, submit, wait
+from nes.runs.store import SCHEMA_VERSION, Store, StoreError
+from conftest import nes
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = {"preset": "smoke"}
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NES_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NES_MAX_WORKERS", "2")
-    monkeypatch.delenv("NES_TEST_WRITE_DELAY", raising=False)
-    return tmp_path / "home"
-
-
-def nes(*args, env=None):
-    e = {**os.environ, "NES_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=e, cwd=ROOT,
-                          timeout=600)
 
 
 def wait_until(pred, timeout=240.0, poll=0.2):
@@ -138,10 +125,10 @@ def test_sigkill_during_checkpoint_write_keeps_previous(searched, monkeypatch):
 
 
 def test_frozen_worker_is_reaped(searched, monkeypatch):
-    import nes.jobs
+    import nes.runs.jobs
 
     store = searched
-    monkeypatch.setattr(nes.jobs, "STALE_SECONDS", 3.0)
+    monkeypatch.setattr(nes.runs.jobs, "STALE_SECONDS", 3.0)
     j = _retrain(store, "z", 40)
     wait_until(lambda: store.job(j).step > 0)
     pid = store.job(j).pid
@@ -231,7 +218,7 @@ def test_corrupt_foreign_and_newer_databases(tmp_path):
 
 def test_ray_executor_retrains_two_members(searched):
     ray = pytest.importorskip("ray")
-    from nes.ray_executor import run_ray_jobs
+    from nes.runs.ray_executor import run_ray_jobs
 
     store = searched
     ids = [submit(store, "base", "retrain", {"preset": "smoke", "name": f"ray{i}", "seed": i}, executor="ray",
@@ -252,7 +239,7 @@ def test_ray_executor_retrains_two_members(searched):
 def test_a_worker_in_the_middle_of_exec_counts_as_alive():
     """/proc/PID/cmdline reads empty for a moment right after fork/exec returns to the launcher;
     that is a worker starting, not a dead one (this window failed live jobs on 1-core machines)."""
-    from nes.jobs import is_worker_cmdline, pid_alive
+    from nes.runs.jobs import is_worker_cmdline, pid_alive
 
     assert is_worker_cmdline(b"")
     assert is_worker_cmdline(b"/usr/bin/python3\0-m\0nes\0worker\x0012\0")

@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nes.network import Network, discrete_state_from_supernet
-from nes.ops import BatchNorm2d, DepthwiseConv2d
-from nes.space import ArchLayout, Genotype, cell_types_for
-from nes.supernet import Supernet
+from nes.method.network import Network, discrete_state_from_supernet
+from nes.method.ops import BatchNorm2d, DepthwiseConv2d
+from nes.method.space import ArchLayout, Genotype, cell_types_for
+from nes.method.supernet import Supernet
 
 G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
 G2 = Genotype(
@@ -56,7 +56,7 @@ def test_supernet_with_one_hot_weights_equals_discrete_network(genotype, layers,
         in_w = torch.zeros(lay.num_edges)
         for ct_, i, inp, op in genotype.edges():
             if ct_ == ct:
-                from nes.space import OP_INDEX, edge_index
+                from nes.method.space import OP_INDEX, edge_index
 
                 op_w[edge_index(i, inp), OP_INDEX[op]] = 1.0
                 in_w[edge_index(i, inp)] = 1.0
@@ -122,8 +122,8 @@ def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
     every weight, of the op and input weights and of the input, and the BN running statistics."""
     import copy
 
-    from nes.ops import PoolBN
-    from nes.supernet import MixedCell
+    from nes.method.ops import PoolBN
+    from nes.method.supernet import MixedCell
 
     torch.manual_seed(3)
     cell = MixedCell(6, 6, 4, reduction, False, nodes=3, affine=False)
@@ -148,3 +148,25 @@ def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
     pools = [m for m in cell.modules() if isinstance(m, PoolBN)]
     assert pools and all(p.bn.num_batches_tracked.item() == 1 for p in pools)
+
+
+@pytest.mark.parametrize("c_in", [2, 4, 12])
+def test_factorized_reduce_channels_last_gradients_match_nchw(c_in):
+    """FactorizedReduce in channels-last gives the NCHW outputs and gradients. (oneDNN's stock
+    channels-last weight gradient of a 1×1 stride-2 conv is wrong for fewer than 8 input
+    channels on AVX-512 CPUs; the module routes around it.)"""
+    from nes.method.ops import FactorizedReduce
+
+    torch.manual_seed(0)
+    fr = FactorizedReduce(c_in, 6, affine=True)
+    x = torch.randn(3, c_in, 8, 8)
+    g = torch.randn(3, 6, 4, 4)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        m = fr.to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt).requires_grad_()
+        y = m.body(xi)
+        results.append((y.detach().contiguous(), *[t.contiguous() for t in
+                        torch.autograd.grad(y, [xi, m.conv_1.weight, m.conv_2.weight, m.bn.weight], g)]))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

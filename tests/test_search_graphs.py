@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from nes.config import SearchConfig, from_preset
-from nes.hypernet import FixedLambdaArch, HypernetArch, PiecewiseLinearHypernet
-from nes.regularizers import Regularizer
-from nes.search import ArchModule, DartsArch, use_cuda_graphs
-from nes.space import ArchLayout, Genotype
+from nes.method.hypernet import FixedLambdaArch, HypernetArch, PiecewiseLinearHypernet
+from nes.method.regularizers import Regularizer
+from nes.method.bilevel import ArchModule
+from nes.method.cuda_graphs import use_cuda_graphs
+from nes.method.darts import DartsArch
+from nes.method.space import ArchLayout, Genotype
 
 STAR = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
 LAYOUT = ArchLayout(4, ("reduce",))

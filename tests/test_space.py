@@ -5,20 +5,9 @@ import math
 import pytest
 import torch
 
-from nes.space import (
-    OPS,
-    ArchLayout,
-    Genotype,
-    arch_js,
-    cell_types_for,
-    edge_index,
-    genotype_from_nni,
-    genotype_to_nni,
-    js_divergence,
-    load_genotype,
-    num_edges,
-    reduction_positions,
-)
+from nes.method.divergence import arch_js, js_divergence
+from nes.method.interop_nni import genotype_from_nni, genotype_to_nni, load_genotype
+from nes.method.space import OPS, ArchLayout, Genotype, cell_types_for, edge_index, num_edges, reduction_positions
 
 G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
 

@@ -1,11 +1,11 @@
-"""Figure builders (nes.viz) and the run view (nes.runview): invariants, no Streamlit."""
+"""Figure builders (nes.viz) and the run view (nes.explorer.runview): invariants, no Streamlit."""
 import math
 
 import pytest
 import torch
 
-from nes import viz
-from nes.space import OPS, ArchLayout, Genotype
+from nes.explorer import viz
+from nes.method.space import OPS, ArchLayout, Genotype
 
 STAR = Genotype(reduce=((("sep_conv_3x3", 1),), (("max_pool_3x3", 0),), (("skip_connect", 2),), (("dil_conv_5x5", 3),)))
 OTHER = Genotype(reduce=((("sep_conv_3x3", 1),), (("avg_pool_3x3", 0),), (("skip_connect", 1),), (("dil_conv_5x5", 3),)))

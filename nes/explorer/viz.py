@@ -14,7 +14,7 @@ import networkx as nx
 import plotly.graph_objects as go
 import torch
 
-from .space import OPS, Genotype, edge_index
+from ..method.space import OPS, Genotype, edge_index
 
 LN2 = math.log(2.0)
 
@@ -241,7 +241,7 @@ def genotype_diff(a: Genotype, b: Genotype) -> list[dict[str, str]]:
 def compare_figures(results: Mapping[str, Sequence[Mapping]]) -> dict[str, go.Figure]:
     """Method comparison: accuracy / NLL / ECE vs ensemble size, and accuracy vs total cost.
 
-    `results[label]` is a list of baseline records (one per seed; see `nes.baselines.run_baseline`):
+    `results[label]` is a list of baseline records (one per seed; see `nes.method.baselines.run_baseline`):
     curves are the mean over seeds."""
     def mean(xs: Sequence[float]) -> float:
         return sum(xs) / len(xs)

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from .space import ArchLayout, Genotype, arch_js
+from .divergence import arch_js
+from .space import ArchLayout, Genotype
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,6 @@ def sample_architectures(hyper: torch.nn.Module, layout: ArchLayout, star: Genot
         g = layout.discretize(th)
         out.append(ArchSample(lam, th, g, g.matched_edges(star), float(arch_js(layout.distributions(th), star_d))))
     return out
-
-
-@torch.no_grad()
-def pairwise_arch_js(layout: ArchLayout, thetas: Sequence[torch.Tensor]) -> torch.Tensor:
-    """[n, n] architecture JS between softmax(θ_i) and softmax(θ_j): symmetric, zero diagonal."""
-    dists = [layout.distributions(t.float().cpu()) for t in thetas]
-    n = len(dists)
-    m = torch.zeros(n, n, dtype=torch.float64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            m[i, j] = m[j, i] = float(arch_js(dists[i], dists[j]))
-    return m
 
 
 def lam_grid(lo: float, hi: float, n: int) -> list[float]:

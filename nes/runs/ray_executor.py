@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from .jobs import launch_ready, ready_jobs
 from .store import Store, StoreError
+from .tasks import TASKS
 
 
 def _retrain_in_ray(job_id: int, run_id: str, config: dict, queue: Any) -> dict:
@@ -24,8 +25,7 @@ def _retrain_in_ray(job_id: int, run_id: str, config: dict, queue: Any) -> dict:
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    os.environ["NES_THREADS"] = str(max(1, int(cpus)))
-    from nes.tasks import TASKS
+    os.environ["NES_THREADS"] = str(max(1, int(cpus)))  # read by configure_threads when the task starts
 
     def progress(step: int, total: int, metrics: dict) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -40,7 +40,7 @@ def _init(address: str | None, num_cpus: int | None) -> None:
     except ImportError:
         raise StoreError("the ray executor needs Ray: `pip install -r requirements-ray.txt`") from None
     if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root, "NES_NO_PROGRESS": "1"}})
 

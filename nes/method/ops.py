@@ -191,6 +191,8 @@ class FactorizedReduce(nn.Module):
         # x: [B, C, H, W] already through ReLU. Odd sizes: pad so both branches agree.
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        if _phase_gather_ok(x):
+            return self.bn(factorized_convs([self], x))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +225,26 @@ class _PhaseGatherFn(torch.autograd.Function):
         return gx.permute(0, 3, 1, 2)
 
 
+def _phase_gather_ok(x: torch.Tensor) -> bool:
+    """Whether FactorizedReduce's convs go through the gather + matmul path: training on the CPU in
+    channels-last with even H and W. oneDNN's channels-last weight gradient of a 1×1 stride-2 conv
+    is wrong for fewer than 8 input channels (torch 2.14 on AVX-512: up to 100 % off, and it can
+    hang for minutes at 28×28); the matmul path is exact and as fast."""
+    return (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()
+            and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+            and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling())
+
+
+def factorized_convs(mods: list["FactorizedReduce"], xr: torch.Tensor) -> torch.Tensor:
+    """The 1×1 stride-2 convs of all modules (sharing input `xr`, even H and W) as one
+    block-diagonal weight [T·C_out, 2C] applied to the gathered even/odd pixels → channels-last
+    [B, T·C_out, H/2, W/2], the modules' outputs side by side."""
+    b, c, h, w = xr.shape
+    weight = torch.cat([torch.block_diag(m.conv_1.weight.view(-1, c), m.conv_2.weight.view(-1, c)) for m in mods])
+    y = _PhaseGatherFn.apply(xr) @ weight.t()  # [B·H/2·W/2, T·C_out]
+    return y.view(b, h // 2, w // 2, -1).permute(0, 3, 1, 2)
+
+
 def factorized_reduce_many(mods: list["FactorizedReduce"], xr: torch.Tensor) -> list[torch.Tensor] | None:
     """`[m.body(xr) for m in mods]` as one matmul and one BN (the modules share their input).
 
@@ -233,10 +255,8 @@ def factorized_reduce_many(mods: list["FactorizedReduce"], xr: torch.Tensor) -> 
     bns = [m.bn for m in mods]
     if h % 2 or w % 2 or (h // 2) * (w // 2) < 2 or any(bn.affine or not bn.fast_path(xr) for bn in bns):
         return None
-    weight = torch.cat([torch.block_diag(m.conv_1.weight.view(-1, c), m.conv_2.weight.view(-1, c)) for m in mods])
-    y = _PhaseGatherFn.apply(xr) @ weight.t()  # [B·H/2·W/2, T·C_out]
-    co = weight.shape[0] // len(mods)
-    y = y.view(b, h // 2, w // 2, -1).permute(0, 3, 1, 2)  # channels-last [B, T·C_out, H/2, W/2]
+    y = factorized_convs(mods, xr)  # channels-last [B, T·C_out, H/2, W/2]
+    co = y.shape[1] // len(mods)
     y, mean, var = _ChannelsLastBNFn.apply(y, bns[0].eps)
     m = y.numel() // y.shape[1]
     outs = []

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .space import ArchLayout, Genotype, arch_js, edge_index
+from .divergence import arch_js
+from .space import ArchLayout, Genotype, edge_index
 
 REGULARIZERS = ("js", "edges")
 

@@ -1,7 +1,7 @@
 """The run store: one SQLite database (WAL) in NES_HOME for runs, jobs, progress and metrics.
 
-Artifacts themselves live in a folder per run (written atomically by `nes.artifacts`); the
-database records what exists and what is running. Every connection uses WAL, a busy timeout and
+Artifacts themselves live in a folder per run (`nes.layout.RunDir`, written atomically by
+`nes.artifacts`); the database records the runs and what is running. Every connection uses WAL, a busy timeout and
 short transactions, so several worker processes can write progress and metrics at once while
 the app reads. The schema version is stored and checked: a database from a newer version, a
 foreign SQLite file or a corrupt file is refused with a message that says so.
@@ -61,16 +61,8 @@ CREATE TABLE IF NOT EXISTS metrics (
     time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, name, step);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    job_id INTEGER,
-    name TEXT NOT NULL,
-    path TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
 """
-_TABLES = {"meta", "runs", "jobs", "metrics", "artifacts"}
+_TABLES = {"meta", "runs", "jobs", "metrics"}  # a database of an older version may hold more
 
 
 class StoreError(ValueError):
@@ -286,15 +278,6 @@ class Store:
             q += " AND name=?"
             args += (name,)
         return [dict(r) for r in self._conn.execute(q + " ORDER BY step, rowid", args)]
-
-    # -- artifacts ------------------------------------------------------------------------------
-    def add_artifact(self, run_id: str, name: str, path: str | os.PathLike, job_id: int | None = None) -> None:
-        with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO artifacts(run_id, job_id, name, path, created) VALUES (?, ?, ?, ?, ?)",
-                      (run_id, job_id, name, str(path), time.time()))
-
-    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute("SELECT * FROM artifacts WHERE run_id=? ORDER BY created", (run_id,))]
 
 
 def this_host() -> str:

@@ -1,37 +1,31 @@
 """Background jobs: submit, launch worker processes, heartbeats, cancel, crash detection, resume.
 
-A job is a row in the store (`nes.store`). `launch_ready` starts a worker process
-(`python -m nes worker JOB_ID`) for every queued job whose dependencies are done, within the local
-concurrency limit, and hands each worker a number of cores (its torch threads), never more than
-are free. A worker streams progress, heartbeats and metrics to the store, checks for a cancel
-request at every progress report, and on exit launches whatever became ready, so a pipeline runs
-to the end without a scheduler process. A worker that died (its pid is gone, or its heartbeat
-stayed unchanged for `STALE_SECONDS` while a watcher looked) is marked failed by `reap`; `resume` queues it again and the step
-continues from its last checkpoint.
+A job is a row in the store (`nes.runs.store`). `launch_ready` starts a worker process
+(`python -m nes worker JOB_ID`, `nes.runs.worker`) for every queued job whose dependencies are
+done, within the local concurrency limit, and hands each worker a number of cores (its torch
+threads), never more than are free. A worker streams progress, heartbeats and metrics to the store
+and on exit launches whatever became ready, so a pipeline runs to the end without a scheduler
+process. A worker that died (its pid is gone, or its heartbeat stayed unchanged for
+`STALE_SECONDS` while a watcher looked) is marked failed by `reap`; `resume` queues it again and
+the step continues from its last checkpoint.
 
-Executors: `local` (default) and `ray` (`nes.ray_executor`; retrain jobs become Ray tasks).
+Executors: `local` (default) and `ray` (`nes.runs.ray_executor`; retrain jobs become Ray tasks).
+The whole method as dependent jobs: `nes.runs.pipeline`.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import threading
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from .runtime import available_cores
+from ..layout import RunDir
+from ..runtime import available_cores
 from .store import JOB_KINDS, Job, Store, StoreError, this_host
 
-HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 60.0
-REPORT_EVERY_SECONDS = 0.5  # progress rows are rate-limited; epoch-end reports always go through
-
-
-class Cancelled(Exception):
-    """Raised inside a job's progress callback when a cancel was requested."""
 
 
 def max_workers() -> int:
@@ -160,11 +154,11 @@ def ready_jobs(store: Store, executor: str = "local") -> list[Job]:
 _children: list[subprocess.Popen] = []  # workers this process started (polled so none stays a zombie)
 
 
-def _worker_env(cores: int) -> dict[str, str]:
+def worker_env(cores: int) -> dict[str, str]:
     env = dict(os.environ)
     env["NES_THREADS"] = str(cores)
     env["NES_NO_PROGRESS"] = "1"
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -184,11 +178,11 @@ def launch_ready(store: Store) -> list[int]:
         if not store.claim(j.id, "queued", status="running", cores=cores, started=time.time(), error=None,
                            host=this_host(), heartbeat=time.time(), attempts=j.attempts + 1):
             continue  # another launcher got it
-        log = Path(j.run_id) / "logs"
-        log.mkdir(parents=True, exist_ok=True)
-        with open(log / f"job_{j.id}.log", "ab") as out:
+        log = RunDir(j.run_id).job_log(j.id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "nes", "worker", str(j.id)], stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, env={**_worker_env(cores), "NES_HOME": str(store.home)},
+                                    stdin=subprocess.DEVNULL, env={**worker_env(cores), "NES_HOME": str(store.home)},
                                     start_new_session=True)
         store.update_job(j.id, pid=proc.pid)
         _children.append(proc)
@@ -196,67 +190,6 @@ def launch_ready(store: Store) -> list[int]:
         started.append(j.id)
     _children[:] = [p for p in _children if p.poll() is None]  # reap finished children (no zombies)
     return started
-
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker
-# ---------------------------------------------------------------------------------------------
-class Reporter:
-    """The progress callback a job runs with: rate-limited store writes + cancel check."""
-
-    def __init__(self, store: Store, job_id: int):
-        self.store, self.job_id = store, job_id
-        self.last = 0.0
-
-    def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
-        now = time.time()
-        epoch_end = any(k.startswith(("test_", "val_acc")) for k in metrics)
-        if now - self.last < REPORT_EVERY_SECONDS and not epoch_end and step < total:
-            return
-        self.last = now
-        if self.store.report(self.job_id, step, total, metrics):
-            raise Cancelled()
-
-
-def run_worker(job_id: int, store: Store | None = None) -> int:
-    """Body of `python -m nes worker JOB_ID`: run the job, record the outcome, launch what's next."""
-    from .runtime import configure_threads
-    from .tasks import TASKS
-
-    store = store or Store()
-    job = store.job(job_id)
-    if job.status != "running":
-        # started by hand (e.g. while debugging): claim it now
-        if not store.claim(job_id, job.status, status="running", started=time.time(), attempts=job.attempts + 1):
-            raise StoreError(f"job {job_id} is {job.status}; resume it with `python -m nes jobs resume {job_id}`")
-    store.update_job(job_id, pid=os.getpid(), host=this_host(), heartbeat=time.time())
-    configure_threads()
-    stop = threading.Event()
-
-    def beat() -> None:
-        hb = Store(store.home)
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                hb.heartbeat(job_id)
-            except Exception:  # a transient lock must not kill the worker; the next beat retries
-                pass
-        hb.close()
-
-    threading.Thread(target=beat, daemon=True).start()
-    status, error, result = "done", None, None
-    try:
-        result = TASKS[job.kind](Path(job.run_id), job.config, Reporter(store, job_id), job.config.get("device"))
-    except Cancelled:
-        status, error = "cancelled", "cancelled by request; `jobs resume` continues from the last checkpoint"
-    except Exception as e:  # the job failed: record why; the worker itself exits normally
-        status = "failed"
-        error = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
-    finally:
-        stop.set()
-    store.update_job(job_id, status=status, error=error, result=result, finished=time.time())
-    launch_ready(store)
-    return 0 if status == "done" else 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,23 +240,3 @@ def wait(store: Store, job_ids: Sequence[int], poll: float = 1.0, on_poll=None) 
         time.sleep(poll)
 
 
-def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
-             executor: str = "local", sets: dict[str, str] | None = None,
-             member_resources: dict[str, float] | None = None) -> list[int]:
-    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate.
-
-    `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for."""
-    if members < 1:
-        raise StoreError(f"--members must be >= 1, got {members}")
-    search_sets = dict(sets or {})
-    if dataset:
-        search_sets["dataset"] = dataset
-    s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
-    h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
-    sm = submit(store, run, "sample", {"n": members, "regularizer": regularizer}, [h], launch=False)
-    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i,
-                                        **(member_resources or {})},
-                [sm], executor=executor, launch=False) for i in range(members)]
-    e = submit(store, run, "evaluate", {}, m, launch=False)
-    launch_ready(store)
-    return [s, h, sm, *m, e]

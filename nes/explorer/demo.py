@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import ArtifactError, read_json, write_json
+from ..artifacts import ArtifactError, read_json, write_json
+from ..data import DataError, load_dataset
+from ..layout import RunDir, member_name
+from ..method.baselines import run_baseline
+from ..runs.store import Store, StoreError
+from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
+DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
 DEMO_RUN = "demo"
 MAX_BYTES = 5 * 1024 * 1024
 # Members of the demo (and those trained from it later): fewer images and a smaller test split
@@ -29,8 +34,6 @@ _SKIP = {"checkpoint.safetensors", "logs"}
 
 
 def dataset_available(name: str = "fashion-mnist", data_dir: str | None = None) -> bool:
-    from .data import DataError, load_dataset
-
     try:
         load_dataset(name, data_dir, limit=2, test_limit=2, download=False)
         return True
@@ -38,15 +41,8 @@ def dataset_available(name: str = "fashion-mnist", data_dir: str | None = None) 
         return False
 
 
-def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: str | None = None,
-               members: int = 3, preset: str = "quick", log: Callable[[str], None] = print) -> dict:
-    """Build the demo run into `out` (atomically replaced). Returns the provenance record.
-
-    `preset="smoke"` makes a tiny demo on digits in seconds (tests)."""
-    from .tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
-
-    out = Path(out)
-    t0 = time.time()
+def _demo_sets(preset: str, data_dir: str | None, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """(search settings, member settings) of the demo: Fashion-MNIST when it is installed, else digits."""
     search_sets: dict[str, str] = {}
     train_sets: dict[str, str] = {}
     if preset == "quick":
@@ -59,58 +55,75 @@ def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: 
                 sets.update(limit="none", test_limit="none", image_size="none", pad="none")
     if data_dir:
         search_sets["data_dir"] = train_sets["data_dir"] = data_dir
+    return search_sets, train_sets
+
+
+def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, device: str | None,
+                  log: Callable[[str], None]) -> None:
+    """The demo's steps, in `run`: search, both hypernetworks, samples, members, ensemble, DeepEns."""
+    log(f"1/6 DARTS search ({preset} preset)")
+    search_task(run, {"preset": preset, "set": search_sets}, None, device)
+    for reg in ("edges", "js"):
+        log(f"2/6 hypernetwork, {reg} regularizer")
+        hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
+    log("3/6 sampling α(λ)")
+    sample_task(run, {"regularizer": "edges", "n": 9}, None, device)
+    rd = RunDir(run)
+    star = read_json(rd.search.genotype)["genotype"]
+    chosen = _pick_members(read_json(rd.samples_json)["samples"], star, members - 1)
+    lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
+    log(f"4/6 retraining α* and the members at λ = {lams}")
+    retrain_task(run, {"name": member_name(), "preset": preset}, None, device)
+    for s in chosen:
+        retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
+                           "preset": preset}, None, device)
+    log("5/6 ensemble metrics")
+    evaluate_task(run, {}, None, device)
+    log("6/6 DeepEns baseline (α* with seeds), for the Compare page")
+    run_baseline(run, "deepens", members, preset=preset, device=device)
+
+
+def _replace_folder(staged: Path, out: Path) -> None:
+    """Put `staged` in place of `out` (renames only; the old folder is removed last)."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: str | None = None,
+               members: int = 3, preset: str = "quick", log: Callable[[str], None] = print) -> dict:
+    """Build the demo run into `out` (atomically replaced). Returns the provenance record.
+
+    `preset="smoke"` makes a tiny demo on digits in seconds (tests)."""
+    out = Path(out)
+    t0 = time.time()
+    search_sets, train_sets = _demo_sets(preset, data_dir, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".demo_build_", dir=out.parent))
     try:
         run = work / DEMO_RUN
         run.mkdir()
-        write_json(run / "run.json", {"preset": preset, "train_sets": train_sets})
-        log(f"1/6 DARTS search ({preset} preset)")
-        search_task(run, {"preset": preset, "set": search_sets}, None, device)
-        for reg in ("edges", "js"):
-            log(f"2/6 hypernetwork, {reg} regularizer")
-            hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
-        log("3/6 sampling α(λ)")
-        sample_task(run, {"regularizer": "edges", "n": 9}, None, device)
-        star = read_json(run / "search" / "genotype.json")["genotype"]
-        chosen = _pick_members(read_json(run / "samples.json")["samples"], star, members - 1)
-        lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
-        log(f"4/6 retraining α* and the members at λ = {lams}")
-        retrain_task(run, {"name": "alpha_star", "preset": preset}, None, device)
-        for s in chosen:
-            retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
-                               "preset": preset}, None, device)
-        log("5/6 ensemble metrics")
-        evaluate_task(run, {}, None, device)
-        log("6/6 DeepEns baseline (α* with seeds), for the Compare page")
-        from .baselines import run_baseline
-
-        run_baseline(run, "deepens", members, preset=preset, device=device)
+        write_json(RunDir(run).run_json, {"preset": preset, "train_sets": train_sets})
+        _run_pipeline(run, preset, search_sets, members, device, log)
         record = {"command": "python -m nes demo --rebuild", "built": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "preset": preset, "dataset": read_json(run / "run.json")["dataset"], "device": str(device or "auto"),
+                  "preset": preset, "dataset": RunDir(run).info()["dataset"], "device": str(device or "auto"),
                   "seconds": round(time.time() - t0, 1)}
-        write_json(run / "demo.json", record)
+        write_json(RunDir(run).demo_json, record)
         staged = work / "staged"
         shutil.copytree(run, staged, ignore=lambda d, names: [n for n in names if n in _SKIP or n.startswith(".")])
         size = folder_bytes(staged)
         if size > MAX_BYTES:
             raise ArtifactError(f"demo run is {size / 2**20:.1f} MB, over the {MAX_BYTES / 2**20:.0f} MB limit")
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            out.rename(old)
-        staged.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_folder(staged, out)
         record["bytes"] = size
         log(f"demo run written to {out} ({size / 2**20:.2f} MB, {record['seconds']:.0f} s)")
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def member_name(lam: float) -> str:
-    return f"lam_{lam:.2f}".replace(".", "_")
 
 
 def _pick_members(samples: list[dict], star: dict, n: int) -> list[dict]:
@@ -134,18 +147,16 @@ def demo_dir() -> Path:
     return Path(os.environ.get("NES_DEMO_DIR") or DEMO_DIR)
 
 
-def install_demo(store, source: Path | None = None, name: str = DEMO_RUN) -> str | None:
+def install_demo(store: Store, source: Path | None = None, name: str = DEMO_RUN) -> str | None:
     """Copy the bundled demo into the store as run `name` if the store has no run of that name.
 
     Returns the run id, or None when no demo is bundled. An existing run is never overwritten."""
-    from .store import StoreError
-
     source = Path(source or demo_dir())
     try:
         return store.get_run(name)
     except StoreError:
         pass
-    if not (source / "search" / "arch.safetensors").exists():
+    if not RunDir(source).has_search:
         return None
     target = store.home / name
     if not target.exists():

@@ -5,7 +5,7 @@ the ends of the trained λ range [λ_min − ε, λ_max + ε], the interior pivo
 sorted (cumulative softplus increments). For λ ∈ [r_k, r_{k+1}], t = (λ − r_k)/(r_{k+1} − r_k) and
 α(λ) = (1 − t)·a_k + t·a_{k+1}, so α(r_k) = a_k exactly.
 
-Training reuses `nes.search.train_bilevel`: each step draws λ ~ U(λ_min − ε, λ_max + ε), takes an
+Training reuses `nes.method.bilevel.train_bilevel`: each step draws λ ~ U(λ_min − ε, λ_max + ε), takes an
 architecture step on L_val(w, α(λ)) + R(λ, α(λ)) w.r.t. the hypernetwork and a weight step on
 L_train(w, α(λ)) with the same λ. Files: RUN/hypernet/{js,edges}/ (hypernet.safetensors,
 checkpoint.safetensors, config.json, history.json, curve.json); the per-λ search writes
@@ -20,11 +20,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .artifacts import ArtifactError, load_tensors, read_json, save_tensors, write_json
-from .config import INHERITED_FROM_SEARCH, HypernetConfig, SearchConfig, from_dict, from_preset, to_dict
-from .regularizers import Regularizer, Warmup, check_regularizer
-from .runtime import configure_threads, resolve_device
-from .search import ArchModule, DartsArch, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
+from ..artifacts import ArtifactError, load_tensors, save_tensors, write_json
+from ..config import INHERITED_FROM_SEARCH, HypernetConfig, from_preset, to_dict
+from ..layout import RunDir
+from ..runtime import configure_threads, resolve_device
+from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
+from .darts import DartsArch, load_search
+from .diversity import lam_grid, sample_architectures
+from .regularizers import REGULARIZERS, Regularizer, Warmup, check_regularizer
 from .space import ArchLayout, Genotype
 
 
@@ -91,14 +94,14 @@ class HypernetArch(ArchModule):
         lo, hi = self.lam_min - self.eps, self.lam_max + self.eps
         return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
-    def theta(self, ctx: float) -> torch.Tensor:
-        return self.hyper(ctx)
+    def theta(self, lam: float) -> torch.Tensor:
+        return self.hyper(lam)
 
-    def regularizer(self, ctx: float, theta: torch.Tensor, progress: float) -> torch.Tensor:
-        return self.reg(ctx, theta, progress)
+    def regularizer(self, lam: float, theta: torch.Tensor, progress: float) -> torch.Tensor:
+        return self.reg(lam, theta, progress)
 
-    def step_metrics(self, ctx: float, val_loss: torch.Tensor) -> dict[str, Any]:
-        return {"lam": ctx, "val_loss": val_loss}
+    def step_metrics(self, lam: float, val_loss: torch.Tensor) -> dict[str, Any]:
+        return {"lam": lam, "val_loss": val_loss}
 
     def epoch_metrics(self, extra: dict[str, list]) -> dict[str, float]:
         """Mean validation loss per λ bucket (4 equal buckets over [λ_min, λ_max])."""
@@ -126,28 +129,16 @@ class FixedLambdaArch(DartsArch):
         super().__init__(layout, theta0)
         self.reg, self.lam = reg, lam
 
-    def regularizer(self, ctx: Any, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def regularizer(self, lam: Any, theta: torch.Tensor, progress: float) -> torch.Tensor:
         return self.reg(self.lam, theta, progress)
 
 
 # ---------------------------------------------------------------------------------------------
 # Run-level functions
 # ---------------------------------------------------------------------------------------------
-def load_search(run_dir: str | Path) -> tuple[SearchConfig, ArchLayout, torch.Tensor, Genotype]:
-    """The run's search config, θ layout, α* logits and genotype* (clear errors if missing)."""
-    d = Path(run_dir) / "search"
-    if not (d / "arch.safetensors").exists():
-        raise ArtifactError(f"{d}: no finished search; run `python -m nes search --run {run_dir}` first")
-    cfg = from_dict(SearchConfig, read_json(d / "config.json"))
-    tensors, meta = load_tensors(d / "arch.safetensors")
-    layout = ArchLayout.from_dict(meta["layout"])
-    star = Genotype.from_dict(read_json(d / "genotype.json")["genotype"])
-    return cfg, layout, tensors["theta"], star
-
-
 def hypernet_config(run_dir: str | Path, preset: str = "paper", sets: dict[str, Any] | None = None) -> HypernetConfig:
     """Preset loop settings + the run's data/supernet settings + explicit overrides."""
-    search_cfg, *_ = load_search(run_dir)
+    search_cfg = load_search(run_dir).config
     inherited = {k: getattr(search_cfg, k) for k in INHERITED_FROM_SEARCH}
     return from_preset(HypernetConfig, preset, {**inherited, **(sets or {})})
 
@@ -166,7 +157,7 @@ def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
         raise ArtifactError(f"the settings {net_layout.to_dict()} do not fit the run's search space "
                             f"{layout.to_dict()}; keep c, layers, nodes and inputs_per_node of the search")
     if cfg.warm_start:
-        state, _ = load_tensors(Path(run_dir) / "search" / "supernet.safetensors", device)
+        state, _ = load_tensors(RunDir(run_dir).search.supernet, device)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
@@ -187,24 +178,23 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
     hyper = PiecewiseLinearHypernet(theta_star, lam_min - cfg.lam_eps, lam_max + cfg.lam_eps, cfg.pivots,
                                     cfg.init_noise, torch.Generator().manual_seed(cfg.seed))
     arch = HypernetArch(layout, hyper, reg, lam_min, lam_max, cfg.lam_eps).to(device)
-    out = Path(run_dir) / "hypernet" / cfg.regularizer
-    write_json(out / "config.json", to_dict(cfg))
-    res = train_bilevel(cfg, net, arch, tl, vl, out, device, progress)
+    out = RunDir(run_dir).hypernet(cfg.regularizer)
+    write_json(out.config, to_dict(cfg))
+    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)
     hyper = hyper.cpu()
-    save_tensors(out / "hypernet.safetensors", hyper.state_dict(),
+    save_tensors(out.hypernet, hyper.state_dict(),
                  {"layout": layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
                   "lam_min": lam_min, "lam_max": lam_max, "lam_eps": cfg.lam_eps, "config": to_dict(cfg)})
-    write_json(out / "history.json", res.history)
-    from .diversity import lam_grid, sample_architectures
-
+    write_json(out.history, res.history)
     curve = sample_architectures(hyper, layout, star, lam_grid(lam_min, lam_max, 9), cfg.tau)
-    write_json(out / "curve.json", [s.to_dict() for s in curve])
+    write_json(out.curve, [s.to_dict() for s in curve])
     return hyper, res
 
 
 def trained_regularizers(run_dir: str | Path) -> list[str]:
-    d = Path(run_dir) / "hypernet"
-    return [r for r in ("edges", "js") if (d / r / "hypernet.safetensors").exists()]
+    """The regularizers whose hypernetwork this run has trained, `edges` first (the default)."""
+    run = RunDir(run_dir)
+    return [r for r in sorted(REGULARIZERS, key=lambda r: r != "edges") if run.hypernet(r).hypernet.exists()]
 
 
 def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[PiecewiseLinearHypernet, dict]:
@@ -216,12 +206,12 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[
                                 f"`python -m nes hypernet --run {run_dir} --regularizer edges` first")
         regularizer = trained[0]
     check_regularizer(regularizer)
-    path = Path(run_dir) / "hypernet" / regularizer / "hypernet.safetensors"
+    path = RunDir(run_dir).hypernet(regularizer).hypernet
     if not path.exists():
         raise ArtifactError(f"{path} missing: train it with `python -m nes hypernet --run {run_dir} "
                             f"--regularizer {regularizer}`" + (f" (trained here: {', '.join(trained)})" if trained else ""))
     tensors, meta = load_tensors(path)
-    _, layout, _, _ = load_search(run_dir)
+    layout = load_search(run_dir).layout
     if not isinstance(meta, dict) or "layout" not in meta or "anchors" not in tensors:
         raise ArtifactError(f"{path}: not a hypernetwork file (no layout metadata or anchors)")
     mine = ArchLayout.from_dict(meta["layout"])
@@ -249,11 +239,11 @@ def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,
     if not lam_min - cfg.lam_eps <= lam <= lam_max + cfg.lam_eps:
         raise ValueError(f"λ={lam:g} is outside [{lam_min - cfg.lam_eps:g}, {lam_max + cfg.lam_eps:g}]")
     arch = FixedLambdaArch(layout, theta_star, reg, lam).to(device)
-    out = Path(run_dir) / "fixed_lambda" / f"lam_{lam:g}"
-    write_json(out / "config.json", {**to_dict(cfg), "lam": lam})
-    res = train_bilevel(cfg, net, arch, tl, vl, out, device, progress, extra_meta={"lam": lam})
-    save_tensors(out / "arch.safetensors", {"theta": res.theta}, {"layout": layout.to_dict(), "lam": lam})
-    write_json(out / "genotype.json", {"genotype": res.genotype.to_dict(), "compact": res.genotype.compact(),
-                                       "lam": lam, "matched_edges": res.genotype.matched_edges(star)})
-    write_json(out / "history.json", res.history)
+    out = RunDir(run_dir).fixed_lambda(lam)
+    write_json(out.config, {**to_dict(cfg), "lam": lam})
+    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress, extra_meta={"lam": lam})
+    save_tensors(out.arch, {"theta": res.theta}, {"layout": layout.to_dict(), "lam": lam})
+    write_json(out.genotype, {"genotype": res.genotype.to_dict(), "compact": res.genotype.compact(),
+                              "lam": lam, "matched_edges": res.genotype.matched_edges(star)})
+    write_json(out.history, res.history)
     return res

@@ -1,0 +1,1 @@
+"""`python -m nes`: one small parser and handler per command (the top layer)."""

@@ -1,0 +1,154 @@
+"""Read-only view of a run folder for the explorer: what exists, α(λ) samples, members, live ensemble.
+
+Everything the app's pages show comes through here (pages stay thin and hold no logic). All
+paths come from `nes.layout.RunDir`, all loading goes through `nes.artifacts` (safetensors + JSON,
+never pickle) and the scoring of members through `nes.method.members`; a missing or broken
+artifact is an `ArtifactError` whose message says what to run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..artifacts import ArtifactError, read_json
+from ..layout import RunDir
+from ..method import members as scoring
+from ..method.darts import SearchArtifacts, load_search
+from ..method.divergence import pairwise_arch_js
+from ..method.diversity import ArchSample, lam_grid, sample_architectures
+from ..method.hypernet import load_hypernet, trained_regularizers
+from ..method.space import ArchLayout, Genotype
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    name: str
+    genotype: Genotype | None
+    lam: float | None
+    epochs_done: int
+    history: list[dict[str, float]]
+
+
+class RunView:
+    """Lazy, cached access to one run folder (cheap to create; the app caches one per run)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.run = RunDir(self.dir)
+        if not self.dir.is_dir():
+            raise ArtifactError(f"run folder {self.dir} does not exist")
+
+    def validate(self) -> "RunView":
+        """Load the search and every trained hypernetwork now (ArtifactError if one is broken)."""
+        if self.has_search:
+            _ = self.layout
+            for r in self.regularizers():
+                self.hypernet(r)
+        return self
+
+    # -- search --------------------------------------------------------------------------------
+    @property
+    def has_search(self) -> bool:
+        return self.run.has_search
+
+    @cached_property
+    def _search(self) -> SearchArtifacts:
+        return load_search(self.dir)
+
+    @property
+    def layout(self) -> ArchLayout:
+        return self._search.layout
+
+    @property
+    def theta_star(self) -> torch.Tensor:
+        return self._search.theta
+
+    @property
+    def star(self) -> Genotype:
+        return self._search.star
+
+    def search_history(self) -> list[dict[str, float]]:
+        return self.run.search.history_rows()
+
+    def cells(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, list[torch.Tensor]]]:
+        """θ → per cell type (α [E, 7], [β_i])."""
+        return self.layout.split(theta.float())
+
+    # -- hypernetworks -------------------------------------------------------------------------
+    def regularizers(self) -> list[str]:
+        return trained_regularizers(self.dir)
+
+    @cached_property
+    def _hypers(self) -> dict[str, tuple[torch.nn.Module, dict]]:
+        return {}
+
+    def hypernet(self, regularizer: str) -> tuple[torch.nn.Module, dict]:
+        if regularizer not in self._hypers:
+            self._hypers[regularizer] = load_hypernet(self.dir, regularizer)
+        return self._hypers[regularizer]
+
+    def lam_bounds(self, regularizer: str) -> tuple[float, float]:
+        """The λ range the hypernetwork was trained for (its end pivots sit ε beyond it)."""
+        meta = self.hypernet(regularizer)[1]
+        return float(meta["lam_min"]), float(meta["lam_max"])
+
+    def star_lam(self, regularizer: str) -> float:
+        """The λ meant to reproduce α*: Λ (all edges shared) for `edges`, 0 (no push) for `js`."""
+        lo, hi = self.lam_bounds(regularizer)
+        return hi if regularizer == "edges" else lo
+
+    def sample(self, regularizer: str, lams: list[float]) -> list[ArchSample]:
+        hyper, meta = self.hypernet(regularizer)
+        return sample_architectures(hyper, self.layout, self.star, lams, meta["config"]["tau"])
+
+    def pairwise_js(self, samples: list[ArchSample]) -> torch.Tensor:
+        return pairwise_arch_js(self.layout, [s.theta for s in samples])
+
+    def curve(self, regularizer: str) -> list[dict[str, Any]]:
+        p = self.run.hypernet(regularizer).curve
+        return read_json(p) if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_bounds(regularizer), 9))]
+
+    # -- baselines -----------------------------------------------------------------------------
+    def baselines(self) -> list[dict[str, Any]]:
+        """Finished baseline records (RUN/baselines/<method>_s<seed>/baseline.json), by method and seed."""
+        return self.run.baseline_records()
+
+    # -- members -------------------------------------------------------------------------------
+    def member_names(self) -> list[str]:
+        return self.run.list_members()
+
+    def finished_members(self) -> list[str]:
+        return self.run.finished_members()
+
+    def member(self, name: str) -> MemberInfo:
+        d = self.run.member(name)
+        g = d.read("genotype.json", {})
+        return MemberInfo(name, Genotype.from_dict(g["genotype"]) if "genotype" in g else None, g.get("lam"),
+                          len(d.probs_files()), d.history_rows())
+
+    def members(self) -> list[MemberInfo]:
+        return [self.member(n) for n in self.member_names()]
+
+    def member_curve(self, name: str, split: str = "test") -> list[tuple[int, dict[str, float]]]:
+        """Per finished epoch: metrics of member NAME's saved probabilities (live while it trains)."""
+        return scoring.member_curve(self.dir, name, split)
+
+    def ensemble_curve(self, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
+        """Ensemble metrics per epoch (see `nes.method.members.ensemble_curve`)."""
+        return scoring.ensemble_curve(self.dir, names, split)
+
+    def size_curve(self, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
+        """Ensemble metrics of the first m members (m = 1..len(names)), latest epoch of each."""
+        return scoring.size_curve(self.dir, names, split)
+
+    def predictive_js(self, names: list[str], split: str = "test") -> torch.Tensor:
+        """[n, n] predictive JS between members' latest probabilities."""
+        return scoring.members_predictive_js(self.dir, names, split)
+
+    def greedy_selection(self, names: list[str], size: int | None = None, metric: str = "nll") -> list[str]:
+        """NES forward selection on the validation split (latest epoch of each member) → names in order."""
+        return scoring.greedy_names(self.dir, names, size, metric)

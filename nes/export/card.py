@@ -1,0 +1,77 @@
+"""The bundle's model card (README.md): intended use, data, metrics, limitations."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _cell(text: str) -> str:
+    """A genotype's compact form as a markdown table cell (its '|' separators escaped)."""
+    return "`" + text.replace("|", "\\|") + "`" if text else "–"
+
+def model_card(man: dict[str, Any]) -> str:
+    ds, ens = man["dataset"], man.get("ensemble", {})
+    inp, pre = ds["input"], ds["preprocess"]
+    met = ens.get("metrics", {})
+
+    def pct(v: Any) -> str:
+        return f"{100 * v:.2f} %" if isinstance(v, (int, float)) else "–"
+
+    def num(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, (int, float)) else "–"
+
+    rows = "\n".join(
+        f"| {m['name']} | {m.get('lam') if m.get('lam') is not None else '–'} | {m.get('seed', '–')} | "
+        f"{_cell(m.get('compact', ''))} | {pct(m.get('metrics', {}).get('test_accuracy'))} | "
+        f"{num(m.get('metrics', {}).get('test_nll'))} | {m.get('num_parameters', '–')} |"
+        for m in man["members"])
+    classes = ", ".join(ds["class_names"])
+    src = man.get("source", {})
+    onnx = man.get("onnx")
+    onnx_line = (f"- `ensemble.onnx`: the whole ensemble (input `images` float32 [N, {inp['channels']}, "
+                 f"{inp['height']}, {inp['width']}] in [0, 1], output `probs` [N, {ds['num_classes']}]); checked "
+                 f"against PyTorch on {onnx['checked_images']} images, max |Δp| = {onnx['max_abs_diff']:.2e}.\n"
+                 if onnx else "")
+    return f"""# Ensemble model card: {man.get('title', 'NES ensemble')}
+
+Exported by NES Explorer {man['library']['nes']} on {man['created']} from run `{src.get('run', '?')}`.
+{len(man['members'])} members, each a DARTS-style cell network retrained from scratch; the ensemble
+averages their softmax outputs.
+
+## Intended use
+Image classification of **{ds['name']}**-like inputs: {inp['channels']}×{inp['height']}×{inp['width']}
+images (uint8 0–255, or float scaled to 0–1), one of {ds['num_classes']} classes ({classes}).
+For teaching, research and comparing ensembles built with differentiable neural ensemble search.
+Not for decisions about people, and not for images unlike the training data.
+
+## How to use
+```python
+import nes
+model = nes.load_ensemble("{man.get('bundle_name', 'BUNDLE')}")     # checks hashes and shapes
+probs = model.predict(images)                # [N, {ds['num_classes']}] mean softmax of the members
+```
+or `python -m nes predict BUNDLE images.npz --json` (an `.npz` with an `images` array, or a folder
+of PNG/JPEG files). Preprocessing inside the model: zero pad {pre['pad']}, center crop {pre['image_size']},
+normalize with mean {pre['mean']} and std {pre['std']}.
+{onnx_line}
+## Data
+Trained on {ds.get('train_images', '?')} images of {ds['name']} (the run's member settings); the
+metrics below are on {ens.get('test_images', '?')} held-out test images ({ens.get('split', 'test')} split).
+
+## Metrics
+| member | λ | seed | genotype | test accuracy | test NLL | parameters |
+|---|---|---|---|---|---|---|
+{rows}
+
+Ensemble: accuracy **{pct(met.get('accuracy'))}**, NLL {num(met.get('nll'))}, ECE {num(met.get('ece'))},
+Brier {num(met.get('brier'))}, mean member accuracy {pct(met.get('member_accuracy'))},
+disagreement {num(met.get('disagreement'))}, predictive JS {num(met.get('predictive_js'))}.
+`manifest.json` also holds the pairwise architecture-JS and predictive-JS matrices.
+
+## Limitations
+- Members are small networks trained briefly (see `training` per member in the manifest); the
+  accuracy is far from the state of the art and was measured on one test subset only.
+- The architectures were searched and the members selected on this dataset's validation split;
+  they do not transfer to other data without retraining.
+- Probabilities are calibrated only as well as the ECE above says, and only on in-distribution
+  images; out-of-distribution inputs still get confident-looking outputs.
+"""

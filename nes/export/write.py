@@ -1,0 +1,307 @@
+"""Writing a bundle: plan it (the manifest, before anything is written), write it atomically,
+verify it against the run, zip it; the app's naming and listing of a run's bundles.
+
+See `nes.export.bundle` for what a bundle holds and how it is read back.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import safetensors
+import torch
+from safetensors.torch import save as st_save
+
+from .._version import __version__
+from ..artifacts import atomic_write_bytes, load_tensors, read_json
+from ..data import DataError, load_dataset
+from ..layout import RunDir, check_name
+from ..method.divergence import genotype_js_matrix
+from ..method.ensemble import ensemble_metrics, predictive_js
+from ..method.network import Network
+from ..method.space import Genotype
+from ..method.train import load_member_probs
+from .bundle import SCHEMA, SCHEMA_VERSION, BundleError, load_ensemble, sha256
+from .card import model_card
+from .model import EnsembleModel
+from .onnx import export_onnx
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    zip_path: Path | None
+    manifest: dict[str, Any]
+
+def _versions() -> dict[str, str]:
+
+    out = {"nes": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
+           "numpy": np.__version__, "python": platform.python_version()}
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+@dataclass
+class ExportPlan:
+    """What a bundle of `names` will hold, before anything is written (the manifest without hashes)."""
+    run: Path
+    names: list[str]
+    manifest: dict[str, Any]
+    tensors: dict[str, dict[str, torch.Tensor]]
+    probs: list[dict[str, Any]]
+    config: dict[str, Any]  # the first member's training config (dataset, limits)
+
+def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """The chosen member names (checked: known, distinct, finished) and the run's dataset info."""
+    names = [n.strip() for n in members if n and n.strip()]
+    if not names:
+        raise BundleError("no members chosen; name at least one (e.g. --members alpha_star,lam_2_50)")
+    if len(set(names)) != len(names):
+        raise BundleError(f"members repeat: {', '.join(names)}")
+    if not run.run_json.exists():
+        raise BundleError(f"{run.path}: not a run folder (no run.json)")
+    known = run.list_members()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BundleError(f"{run.path}: no member(s) {', '.join(unknown)}; it has: {', '.join(known) or 'none'}")
+    for name in names:
+        if not run.member(name).finished:
+            raise BundleError(f"member {name!r} has not finished training (no weights.safetensors yet); wait for "
+                              "its job to finish or retrain it")
+    info = run.info().get("info")
+    if not isinstance(info, dict):
+        raise BundleError(f"{run.path}/run.json has no dataset info; retrain a member to write it")
+    return names, info
+
+
+def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """(manifest row, float32 weights without the auxiliary head, saved probabilities) of one member."""
+    d = run.member(name)
+    cfg = read_json(d.config)
+    gmeta = read_json(d.genotype)
+    g = Genotype.from_dict(gmeta["genotype"])
+    state, _ = load_tensors(d.weights)
+    net = Network(g, int(cfg["c"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
+    own = net.state_dict()  # without the auxiliary head (training only)
+    missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing:
+        raise BundleError(f"member {name!r}: weights.safetensors does not fit its genotype ({missing[0]}); "
+                          "retrain the member")
+    tensors = {k: state[k].float() if state[k].is_floating_point() else state[k] for k in own}
+    p = load_member_probs(run.path, name)
+    row = {
+        "name": name, "file": f"members/{name}.safetensors", "genotype": g.to_dict(), "compact": g.compact(),
+        "lam": gmeta.get("lam"), "regularizer": gmeta.get("regularizer"), "seed": cfg.get("seed"),
+        "network": {"c": int(cfg["c"]), "layers": int(cfg["layers"]), "stem_multiplier": 3},
+        "num_parameters": int(sum(v.numel() for k, v in tensors.items()
+                                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))),
+        "training": {k: cfg.get(k) for k in ("epochs", "limit", "batch_size", "lr", "drop_path", "auxiliary")},
+        "metrics": d.read("metrics.json", {}).get("metrics", {}), "epoch": p["epoch"],
+        "tensors": {k: list(v.shape) for k, v in tensors.items()},
+    }
+    return row, tensors, {**p, "config": cfg}
+
+
+def _dataset_entry(info: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's dataset: classes, input shape and the members' evaluation preprocessing."""
+    pad, image_size = cfg.get("pad"), cfg.get("image_size")
+    return {
+        "name": cfg.get("dataset") or info["name"], "num_classes": int(info["num_classes"]),
+        "class_names": list(info["class_names"]) or [str(i) for i in range(int(info["num_classes"]))],
+        "input": {"channels": int(info["channels"]), "height": int(info["height"]), "width": int(info["width"]),
+                  "dtype": "uint8 0..255 or float 0..1", "layout": "NCHW"},
+        "preprocess": {"scale": 1 / 255, "pad": int(pad if pad is not None else info["pad"]),
+                       "image_size": int(image_size if image_size is not None else info["image_size"]),
+                       "crop": "center", "mean": list(info["mean"]), "std": list(info["std"])},
+        "train_images": cfg.get("limit"),
+    }
+
+
+def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None = None) -> ExportPlan:
+    """Read `members` of run `run_dir` and build the bundle's manifest (metrics, diversity matrices).
+
+    Cheap (JSON, weights and saved probabilities only; no data, no inference). BundleError when a
+    member is unknown, unfinished, or does not fit with the others."""
+    run = RunDir(run_dir)
+    names, info = _chosen(run, members)
+    rows, tensors, probs = [], {}, []
+    for name in names:
+        row, tensors[name], p = _member_entry(run, name, info)
+        crop = tuple(p["config"].get(k) for k in ("image_size", "pad", "dataset"))
+        first = tuple(probs[0]["config"].get(k) for k in ("image_size", "pad", "dataset")) if probs else crop
+        if crop != first:
+            raise BundleError(f"member {name!r} was trained on other inputs (image_size, pad, dataset = {crop}) "
+                              f"than {names[0]!r} ({first}); export members with the same settings together")
+        rows.append(row)
+        probs.append(p)
+    if len({len(p["test_y"]) for p in probs}) != 1 or any(not torch.equal(p["test_y"], probs[0]["test_y"]) for p in probs):
+        raise BundleError("the members were evaluated on different test images; export members of one run's settings")
+    test = torch.stack([p["test"] for p in probs])
+    ens = ensemble_metrics(test, probs[0]["test_y"])
+    manifest: dict[str, Any] = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title or f"{run.name}: {', '.join(names)}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "library": _versions(),
+        "source": {"run": run.name, "members": names},
+        "dataset": _dataset_entry(info, probs[0]["config"]),
+        "members": rows,
+        "ensemble": {"split": "test", "test_images": int(test.shape[1]),
+                     "metrics": {k: float(v) for k, v in ens.items()}},
+        "diversity": {"names": names,
+                      "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
+                      "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(test).tolist()]},
+    }
+    return ExportPlan(run.path, names, manifest, tensors, probs, probs[0]["config"])
+
+
+def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,
+                    make_zip: bool = False, overwrite: bool = False, title: str | None = None,
+                    verify: bool = True, verify_images: int = 512) -> ExportResult:
+    """Write the bundle of `members` of run `run_dir` to folder `out` (atomically: built next to it,
+    then renamed into place), and `out`.zip with `make_zip`.
+
+    verify: load the written bundle back and check it reproduces the members' saved test
+    probabilities on up to `verify_images` test images (if the dataset is available here).
+    onnx: also write ensemble.onnx and check onnxruntime against PyTorch (≤ ONNX_TOLERANCE)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists; choose another --out or pass --force to replace it")
+    plan = plan_export(run_dir, members, title)
+    manifest, rows = plan.manifest, plan.manifest["members"]
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+
+        for row in rows:
+            data = st_save({k: v.contiguous() for k, v in plan.tensors[row["name"]].items()},
+                           metadata={"nes_member": row["name"], "schema": SCHEMA})
+            atomic_write_bytes(tmp / row["file"], data)
+            row["sha256"], row["bytes"] = sha256(data), len(data)
+        manifest["bundle_name"] = out.name
+        model = None
+        if verify or onnx:
+            _write_manifest(tmp, manifest)
+            model = load_ensemble(tmp)
+        if verify:
+            manifest["verification"] = _verify(model, plan, verify_images)
+        if onnx:
+            manifest["onnx"] = export_onnx(model, tmp / "ensemble.onnx")
+        _write_manifest(tmp, manifest)
+        atomic_write_bytes(tmp / "README.md", model_card(manifest).encode())
+        _shareable(tmp)
+        _swap_into_place(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    zip_path = make_bundle_zip(out) if make_zip else None
+    return ExportResult(out, zip_path, manifest)
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+
+def _shareable(*paths: Path) -> None:
+    """Bundles are meant to be copied and shared: folders 0755, files 0644 (less the umask),
+    recursively (temporary files are created 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for top in paths:
+        for p in [top, *(top.rglob("*") if top.is_dir() else ())]:
+            os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
+
+def _swap_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise BundleError(f"{out} already exists; choose another --out or pass --force to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any]:
+    """Bundle vs the run: the reloaded members' probabilities on the run's test images."""
+
+    cfg, probs = plan.config, plan.probs
+    try:
+        ds = load_dataset(cfg["dataset"], cfg.get("data_dir"), "cpu", cfg.get("limit"), cfg.get("test_limit"),
+                          download=False)
+    except (DataError, OSError, ImportError) as e:
+        return {"checked": False, "reason": f"dataset not available here ({str(e).splitlines()[0][:160]})"}
+    n = min(limit, len(ds.test_y))
+    if not torch.equal(ds.test_y[:n].cpu(), probs[0]["test_y"][:n]):
+        return {"checked": False, "reason": "the test images here differ from the run's (other data files)"}
+    mp = model.member_probs(ds.test_x[:n])
+    saved = torch.stack([p["test"][:n] for p in probs])
+    diff = float((mp - saved).abs().max())
+    agree = float((mp.argmax(-1) == saved.argmax(-1)).float().mean())
+    if diff > 5e-3:  # saved probabilities are float16 (≈ 5e-4); more means the weights do not match
+        raise BundleError(f"the exported members do not reproduce the run's saved test probabilities "
+                          f"(max |Δp| = {diff:.3g} on {n} images); the member folders may be inconsistent")
+    return {"checked": True, "images": n, "max_abs_diff_vs_run": round(diff, 6), "argmax_agreement": agree,
+            "note": "run probabilities are stored as float16"}
+
+def make_bundle_zip(folder: str | Path) -> Path:
+    """`folder`.zip holding the bundle folder (written atomically)."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f"{folder.name}/{f.relative_to(folder).as_posix()}")
+    zp = folder.with_name(folder.name + ".zip")
+    atomic_write_bytes(zp, buf.getvalue())
+    _shareable(zp)
+    return zp
+
+
+def list_bundles(folder: str | Path) -> list[Path]:
+    """Bundle folders (with a manifest.json) directly under `folder`, newest first."""
+    d = Path(folder)
+    if not d.is_dir():
+        return []
+    found = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+# ----------------------------------------------------------------------------- the app's bundles
+
+
+def default_bundle_name(run_dir: str | Path, names: Sequence[str]) -> str:
+    """A valid bundle name made of the run's and the members' names."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{Path(run_dir).name}_{'-'.join(names)}")[:80]
+    return name.lstrip(".-") or "bundle"
+
+
+def export_into_run(run_dir: str | Path, names: Sequence[str], bundle_name: str, *, onnx: bool = False,
+                    overwrite: bool = False) -> ExportResult:
+    """Export `names` to RUN/exports/<bundle_name> with its zip (the app's export)."""
+    check_name(bundle_name, "bundle")
+    return export_ensemble(run_dir, names, RunDir(run_dir).exports / bundle_name, onnx=onnx, make_zip=True,
+                           overwrite=overwrite)
+
+
+def bundle_summary(folder: str | Path) -> dict[str, Any]:
+    """What the app lists of a written bundle: members, metrics, ONNX, zip, model card, manifest."""
+    b = Path(folder)
+    man = read_json(b / "manifest.json")
+    zp = b.with_name(b.name + ".zip")
+    card = b / "README.md"
+    return {"name": b.name, "manifest": man, "members": [m.get("name") for m in man.get("members", [])],
+            "metrics": man.get("ensemble", {}).get("metrics", {}), "onnx": "onnx" in man,
+            "created": man.get("created", ""), "zip": zp if zp.is_file() else None,
+            "card": card.read_text() if card.is_file() else None}

@@ -1,0 +1,92 @@
+"""DARTS: the search for the base architecture α*, and the one loader of a run's α*.
+
+θ is one free parameter vector (α and β of every used cell type) trained by the bi-level loop
+(`nes.method.bilevel`). Files: RUN/search/{arch,supernet}.safetensors, genotype.json,
+config.json, history.json, checkpoint.safetensors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ..artifacts import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from ..config import SearchConfig, from_dict, to_dict
+from ..layout import RunDir
+from ..runtime import configure_threads, resolve_device
+from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
+from .space import ArchLayout, Genotype
+
+
+class DartsArch(ArchModule):
+    """DARTS: θ is one free parameter vector (α and β of every used cell type)."""
+
+    graph_safe = True
+
+    def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None):
+        super().__init__()
+        self.layout = layout
+        t0 = layout.init_theta() if theta0 is None else theta0.detach().clone().float()
+        self.alpha = nn.Parameter(t0)
+
+    def theta(self, ctx: Any) -> torch.Tensor:
+        return self.alpha
+
+    def final_theta(self) -> torch.Tensor:
+        return self.alpha.detach()
+
+def search(
+    cfg: SearchConfig,
+    run_dir: str | Path,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """DARTS search → RUN/search/{arch,supernet}.safetensors, genotype.json, config.json, history.json."""
+    configure_threads()
+    device = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    run = RunDir(run_dir)
+    out = run.search
+    ds, tl, vl = prepare_search_data(cfg, device)
+    net, layout = build_supernet(cfg, ds, device)
+    arch = DartsArch(layout, layout.init_theta(generator=torch.Generator().manual_seed(cfg.seed))).to(device)
+    write_json(out.config, to_dict(cfg))
+    run.write_dataset_info(cfg.dataset, ds.info.to_dict())
+    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)
+    save_tensors(out.arch, {"theta": res.theta}, {"layout": layout.to_dict()})
+    save_tensors(out.supernet, net.state_dict(), {"config": to_dict(cfg)})
+    write_json(out.genotype, {"genotype": res.genotype.to_dict(), "layout": layout.to_dict(),
+                              "compact": res.genotype.compact()})
+    write_json(out.history, res.history)
+    return res
+
+
+class SearchArtifacts(NamedTuple):
+    """A finished search: its config, the θ layout, the α* logits θ* and genotype*."""
+
+    config: SearchConfig
+    layout: ArchLayout
+    theta: torch.Tensor
+    star: Genotype
+
+
+def load_search(run_dir: str | Path) -> SearchArtifacts:
+    """The run's finished search (the one loader of α*); ArtifactError that says what to run when
+    it is missing, or when θ* does not fit its layout."""
+    run = RunDir(run_dir)
+    d = run.search
+    if not d.arch.exists():
+        raise ArtifactError(f"{d.path}: no finished search; run `python -m nes search --run {run_dir}` first")
+    cfg = from_dict(SearchConfig, read_json(d.config))
+    tensors, meta = load_tensors(d.arch)
+    if not isinstance(meta, dict) or "layout" not in meta or "theta" not in tensors:
+        raise ArtifactError(f"{d.arch}: not a search result (no θ or layout); run the search again")
+    layout = ArchLayout.from_dict(meta["layout"])
+    theta = tensors["theta"]
+    if tuple(theta.shape) != (layout.size,):
+        raise ArtifactError(f"{d.arch}: θ has shape {list(theta.shape)}, its layout needs [{layout.size}]; "
+                            "run the search again")
+    star = Genotype.from_dict(read_json(d.genotype)["genotype"])
+    return SearchArtifacts(cfg, layout, theta, star)

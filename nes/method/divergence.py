@@ -1,0 +1,62 @@
+"""Jensen–Shannon divergences between architectures (natural log, so 0 ≤ JS ≤ ln 2).
+
+The architecture JS of two θ (or of a θ and a genotype's smoothed distributions p*) is the mean,
+over every categorical distribution of both cell types (each edge's 7 ops, each node's inputs),
+of JS(p, p'). The same definition serves the regularizer, the diversity curves, the heatmaps and
+the export's architecture-JS matrix.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+
+from .space import ArchLayout, Genotype
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Jensen–Shannon divergence (natural log) along the last dim; 0 ≤ JS ≤ ln 2."""
+    m = 0.5 * (p + q)
+    kl_pm = (p * (torch.log(p + eps) - torch.log(m + eps))).sum(-1)
+    kl_qm = (q * (torch.log(q + eps) - torch.log(m + eps))).sum(-1)
+    return (0.5 * (kl_pm + kl_qm)).clamp(0.0, math.log(2.0))
+
+def arch_js(p_dists: Iterable[torch.Tensor], q_dists: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Architecture JS: mean over all categorical distributions of JS(p, p')."""
+    vals = [js_divergence(p, q) for p, q in zip(p_dists, q_dists, strict=True)]
+    return torch.stack(vals).mean()
+
+
+@torch.no_grad()
+def pairwise_arch_js(layout: ArchLayout, thetas: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[n, n] architecture JS between softmax(θ_i) and softmax(θ_j): symmetric, zero diagonal."""
+    dists = [layout.distributions(t.float().cpu()) for t in thetas]
+    n = len(dists)
+    m = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i, j] = m[j, i] = float(arch_js(dists[i], dists[j]))
+    return m
+
+
+def layout_for(gs: Sequence[Genotype]) -> ArchLayout | None:
+    """One α layout that fits every genotype (None if their cells or node counts differ)."""
+    if len({(g.cell_types, g.nodes) for g in gs}) != 1:
+        return None
+    k = max(len(node) for g in gs for ct in g.cell_types for node in g.cell(ct))
+    return ArchLayout(nodes=gs[0].nodes, cell_types=gs[0].cell_types, inputs_per_node=k)
+
+
+def genotype_js_matrix(genotypes: Sequence[Genotype], tau: float = 0.99) -> list[list[float]] | None:
+    """Pairwise architecture JS between the genotypes' smoothed distributions (as in DESIGN.md)."""
+    layout = layout_for(genotypes)
+    if layout is None:
+        return None
+    d = [layout.smoothed_distributions(g, tau) for g in genotypes]
+    n = len(d)
+    m = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i][j] = m[j][i] = round(float(arch_js(d[i], d[j])), 6)
+    return m

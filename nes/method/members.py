@@ -1,0 +1,103 @@
+"""Scoring members from their saved probabilities: per-epoch curves, ensembles, greedy selection.
+
+Every member saves its val/test probabilities after each epoch (`nes.method.train`), so all of
+this works while members still train (the live ensemble of the app) and needs no data or model.
+Files are cached by (path, mtime): a page that reruns every two seconds reads each epoch once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..artifacts import ArtifactError, load_tensors
+from ..layout import RunDir
+from .ensemble import ensemble_metrics, greedy_selection, member_metrics, predictive_js
+
+Probs = tuple[list[tuple[int, dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+"""([(epoch, {'val', 'test'} float32)], labels {'val_y', 'test_y'})"""
+
+_CACHE: dict[tuple[str, float], dict[str, torch.Tensor]] = {}
+
+
+def _load_probs(path: Path) -> dict[str, torch.Tensor]:
+    key = (str(path), path.stat().st_mtime)
+    if key not in _CACHE:
+        if len(_CACHE) > 512:
+            _CACHE.clear()
+        tensors, _ = load_tensors(path)
+        _CACHE[key] = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    return _CACHE[key]
+
+
+def member_probs(run_dir: str | Path, name: str) -> Probs:
+    """Every saved epoch of member NAME, and its labels (cached)."""
+    d = RunDir(run_dir).member(name)
+    if not d.exists():
+        raise ArtifactError(f"member {name!r}: no folder {d.path}")
+    probs = [(e, _load_probs(f)) for e, f in d.probs_files()]
+    labels = _load_probs(d.labels) if d.labels.exists() else {}
+    return probs, labels
+
+
+def _same_labels(loaded: dict[str, Probs], split: str, why: str) -> torch.Tensor:
+    """The shared `split` labels of the loaded members (ArtifactError naming the odd one out)."""
+    ref_name, (_, ref_labels) = next(iter(loaded.items()))
+    y = ref_labels[f"{split}_y"]
+    for n, (_, labels) in loaded.items():
+        if not torch.equal(labels[f"{split}_y"], y):
+            raise ArtifactError(f"member {n} was evaluated on other {split} data than {ref_name}; {why}")
+    return y
+
+
+def member_curve(run_dir: str | Path, name: str, split: str = "test") -> list[tuple[int, dict[str, float]]]:
+    """Per finished epoch: metrics of member NAME's saved probabilities (live while it trains)."""
+    probs, labels = member_probs(run_dir, name)
+    y = labels[f"{split}_y"]
+    return [(e, member_metrics(p[split], y)) for e, p in probs]
+
+
+def ensemble_curve(run_dir: str | Path, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
+    """Ensemble metrics per epoch e: every member contributes its probabilities of epoch e, or
+    of its last saved epoch if it has not reached e yet (what the ensemble would be right then).
+    Members with no saved epoch yet are left out; members must share the same labels."""
+    loaded = {n: member_probs(run_dir, n) for n in names}
+    loaded = {n: v for n, v in loaded.items() if v[0]}
+    if not loaded:
+        return []
+    y = _same_labels(loaded, split, "an ensemble needs members trained on the same dataset and limits")
+    last = max(e for probs, _ in loaded.values() for e, _ in probs)
+    out = []
+    for e in range(last + 1):
+        stack = [upto[-1][split] for probs, _ in loaded.values() if (upto := [p for ep, p in probs if ep <= e])]
+        if stack:
+            out.append((e, ensemble_metrics(torch.stack(stack), y)))
+    return out
+
+
+def latest(run_dir: str | Path, names: list[str], split: str) -> torch.Tensor:
+    """[M, N, K] the latest saved `split` probabilities of every member."""
+    return torch.stack([member_probs(run_dir, n)[0][-1][1][split] for n in names])
+
+
+def size_curve(run_dir: str | Path, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
+    """Ensemble metrics of the first m members (m = 1..len(names)), latest epoch of each."""
+    if not names:
+        return []
+    y = member_probs(run_dir, names[0])[1][f"{split}_y"]
+    stack = latest(run_dir, names, split)
+    return [(m, ensemble_metrics(stack[:m], y)) for m in range(1, len(names) + 1)]
+
+
+def members_predictive_js(run_dir: str | Path, names: list[str], split: str = "test") -> torch.Tensor:
+    """[n, n] predictive JS between members' latest probabilities."""
+    return predictive_js(latest(run_dir, names, split))
+
+
+def greedy_names(run_dir: str | Path, names: list[str], size: int | None = None, metric: str = "nll") -> list[str]:
+    """NES forward selection on the validation split (latest epoch of each member) → names in order."""
+    loaded = {n: member_probs(run_dir, n) for n in names}
+    y = _same_labels(loaded, "val", "greedy selection needs members trained with the same dataset, limit "
+                                    "and seed of the split")
+    picked = greedy_selection(latest(run_dir, names, "val"), y, size or len(names), metric)
+    return [names[i] for i in picked]

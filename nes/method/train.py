@@ -1,0 +1,186 @@
+"""Retraining a genotype from scratch: an ensemble member.
+
+Cosine SGD, optional drop-path (ramped linearly) and auxiliary head. After every epoch the
+member's validation and test probabilities are saved (`probs/epoch_XXX.safetensors`, float16)
+so that ensembles can be scored live while members train, then a checkpoint is written; a resume
+continues from the last finished epoch with the same data order and noise.
+
+Files in RUN/members/NAME/: config.json, genotype.json, labels.safetensors (val_y, test_y),
+probs/epoch_XXX.safetensors, checkpoint.safetensors, weights.safetensors, history.json, metrics.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..artifacts import ArtifactError, load_tensors, save_tensors, write_json
+from ..config import TrainConfig, to_dict
+from ..data import Dataset, DeviceLoader, load_dataset, split_indices
+from ..layout import MemberDir, RunDir
+from ..runtime import autocast, configure_threads, resolve_device, use_channels_last
+from .ensemble import member_metrics
+from .loop import EpochLoop, Progress
+from .network import Network
+from .space import Genotype
+
+SPLIT_SEED = 0  # the val split is the same for every member of a run (needed for selection)
+
+
+@dataclass
+class MemberResult:
+    name: str
+    genotype: Genotype
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def predict_probs(net: nn.Module, loader: DeviceLoader, device: torch.device) -> torch.Tensor:
+    """Softmax outputs [N, K] (float32, on CPU) of `net` in eval mode over `loader` (in order)."""
+    was_training = net.training
+    net.eval()
+    out = []
+    for x, _ in loader.epoch():
+        with autocast(device):
+            logits = net(x)
+        out.append(torch.softmax(logits.float(), dim=1))
+    net.train(was_training)
+    return torch.cat(out).cpu()
+
+
+@dataclass
+class MemberData:
+    """A member's data: the loaders over its train / val / test splits and the labels it scores."""
+
+    ds: Dataset
+    train: DeviceLoader
+    val: DeviceLoader
+    test: DeviceLoader
+    val_y: torch.Tensor  # on the data's device
+    test_y: torch.Tensor
+
+
+def member_data(cfg: TrainConfig, device: torch.device) -> MemberData:
+    """The dataset on `device`, split with the run-wide SPLIT_SEED (the same val split for every member)."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.limit, cfg.test_limit)
+    info = ds.info.with_crop(cfg.image_size, cfg.pad)
+    tr, va = split_indices(len(ds.train_y), cfg.val_fraction, SPLIT_SEED)
+    tr, va = tr.to(device), va.to(device)
+    cl = use_channels_last(device)
+    bs = min(cfg.batch_size, len(tr))
+    return MemberData(
+        ds,
+        DeviceLoader(ds.train_x[tr], ds.train_y[tr], info, bs, train=True, channels_last=cl),
+        DeviceLoader(ds.train_x[va], ds.train_y[va], info, 256, train=False, channels_last=cl),
+        DeviceLoader(ds.test_x, ds.test_y, info, 256, train=False, channels_last=cl),
+        ds.train_y[va], ds.test_y)
+
+
+def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, loader: DeviceLoader,
+                 gen: torch.Generator, epoch: int, device: torch.device,
+                 progress: Progress | None) -> dict[str, float]:
+    """One epoch of SGD steps (label smoothing, auxiliary head, gradient clipping)."""
+    net.train()
+    sums = torch.zeros(2, device=device)
+    count, total = 0, len(loader) * cfg.epochs
+    for i, (x, y) in enumerate(loader.epoch(gen)):
+        opt.zero_grad(set_to_none=True)
+        with autocast(device):
+            out = net(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if aux is not None:
+                loss = loss + cfg.aux_weight * F.cross_entropy(aux, y, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            sums[0] += loss.detach().float() * len(y)
+            sums[1] += (logits.argmax(1) == y).sum()
+        count += len(y)
+        step = epoch * len(loader) + i + 1
+        if progress is not None and step % cfg.log_every == 0:
+            s = (sums / count).tolist()
+            progress(step, total, {"epoch": epoch, "train_loss": s[0], "train_acc": s[1]})
+    s = (sums / max(count, 1)).tolist()
+    return {"train_loss": s[0], "train_acc": s[1]}
+
+
+def _evaluate_epoch(net: nn.Module, data: MemberData, out: MemberDir, epoch: int,
+                    device: torch.device) -> dict[str, float]:
+    """Save this epoch's val/test probabilities (float16) and return their metrics, computed on
+    the saved values so that reports and `evaluate` agree."""
+    val_p = predict_probs(net, data.val, device).half()
+    test_p = predict_probs(net, data.test, device).half()
+    save_tensors(out.probs(epoch), {"val": val_p, "test": test_p}, {"epoch": epoch})
+    vm = member_metrics(val_p.float(), data.val_y.cpu())
+    tm = member_metrics(test_p.float(), data.test_y.cpu())
+    return {**{f"val_{k}": v for k, v in vm.items()}, **{f"test_{k}": v for k, v in tm.items()}}
+
+
+def retrain(
+    cfg: TrainConfig,
+    genotype: Genotype,
+    run_dir: str | Path,
+    name: str,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> MemberResult:
+    """Train `genotype` from scratch (or resume) into RUN/members/NAME."""
+    configure_threads()
+    device = resolve_device(device)
+    run = RunDir(run_dir)
+    out = run.member(name)
+    data = member_data(cfg, device)
+    info = data.ds.info.with_crop(cfg.image_size, cfg.pad)
+    torch.manual_seed(cfg.seed)
+    net = Network(genotype, cfg.c, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary).to(device)
+    if use_channels_last(device):
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loop = EpochLoop(out.path, {"net": net}, {"w": opt}, opt, cfg.lr, cfg.lr_min, cfg.epochs, cfg.seed, device,
+                     {"config": to_dict(cfg), "genotype": genotype.to_dict(), **(extra_meta or {})})
+    if not loop.resumed:
+        run.write_dataset_info(cfg.dataset, data.ds.info.to_dict())
+        write_json(out.config, to_dict(cfg))
+        write_json(out.genotype, {"genotype": genotype.to_dict(), "compact": genotype.compact(), **(extra_meta or {})})
+        save_tensors(out.labels, {"val_y": data.val_y, "test_y": data.test_y})
+    steps_per_epoch = len(data.train)
+    if progress is not None:  # at once: the store shows the job as started, and a cancel is seen early
+        progress(loop.start * steps_per_epoch, steps_per_epoch * cfg.epochs, {"epoch": loop.start})
+    for epoch, gen in loop:
+        net.drop_prob = cfg.drop_path * epoch / cfg.epochs
+        row = _train_epoch(cfg, net, opt, data.train, gen, epoch, device, progress)
+        row = loop.end_epoch(epoch, {**row, **_evaluate_epoch(net, data, out, epoch, device)}, steps_per_epoch)
+        if progress is not None:
+            progress(loop.steps, steps_per_epoch * cfg.epochs, row)
+    final = loop.history[-1] if loop.history else {}
+    metrics = {k: v for k, v in final.items() if k.startswith(("val_", "test_"))}
+    if loop.start < cfg.epochs or not out.finished:
+        save_tensors(out.weights, net.state_dict(), {"genotype": genotype.to_dict(), "config": to_dict(cfg)})
+        write_json(out.history, loop.history)
+        write_json(out.metrics, {"metrics": metrics, "steps": loop.steps, "seconds": loop.seconds})
+    return MemberResult(name, genotype, loop.history, metrics, loop.steps, loop.seconds)
+
+
+def load_member_probs(run_dir: str | Path, name: str, epoch: int | None = None) -> dict[str, torch.Tensor]:
+    """{'val', 'test', 'val_y', 'test_y', 'epoch'} of member NAME at `epoch` (default: the last saved)."""
+    d = RunDir(run_dir).member(name)
+    if not d.exists():
+        raise ArtifactError(f"member {name!r}: no folder {d.path}")
+    files = d.probs_files()
+    if not files:
+        raise ArtifactError(f"member {name!r}: no saved probabilities yet (has it finished an epoch?)")
+    epoch, f = files[-1] if epoch is None else (epoch, d.probs(epoch))
+    probs, _ = load_tensors(f)
+    labels, _ = load_tensors(d.labels)
+    return {"val": probs["val"].float(), "test": probs["test"].float(), "val_y": labels["val_y"],
+            "test_y": labels["test_y"], "epoch": int(epoch)}

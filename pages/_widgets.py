@@ -1,0 +1,111 @@
+"""Widgets every page shares: loading a run's view, friendly errors, teaching notes, job
+progress, live panels, and the cell panel of Explore and Search.
+
+Streamlit glue only; what the widgets show comes from `nes` (RunView, viz).
+"""
+from __future__ import annotations
+
+import traceback
+from contextlib import contextmanager
+from typing import Iterator
+
+import streamlit as st
+import torch
+
+from nes.artifacts import ArtifactError
+from nes.explorer import viz
+from nes.explorer.runview import RunView
+from nes.method.space import Genotype
+from nes.runs.store import StoreError
+from pages._state import active_jobs, refresh_jobs, run_view, store
+
+POLL_SECONDS = 2.0  # how often live panels re-read the store
+
+
+def load_view(run_id: str) -> RunView:
+    """The run's view with its search and hypernetworks loaded; a broken run stops the page with
+    a message that says what is wrong (the other pages and runs keep working)."""
+    with friendly("load this run"):
+        return run_view(run_id).validate()
+    st.stop()
+
+
+@contextmanager
+def friendly(what: str) -> Iterator[None]:
+    """Show a failure as a message (with the detail in an expander), never as a raw traceback."""
+    try:
+        yield
+    except (ArtifactError, StoreError, ValueError, OSError) as e:
+        st.error(f"Could not {what}: {e}")
+        with st.expander("Details"):
+            st.code(traceback.format_exc())
+    except Exception as e:  # an unexpected bug: still no raw traceback on the page
+        st.error(f"Something went wrong while trying to {what} ({type(e).__name__}). "
+                 "The details below help when reporting it.")
+        with st.expander("Details"):
+            st.code(traceback.format_exc())
+
+
+def teach(title: str, body: str) -> None:
+    """A short teaching explanation, folded by default."""
+    with st.expander(title, icon=":material/school:"):
+        st.markdown(body)
+
+
+def jobs_table(run_id: str, kinds: tuple[str, ...] | None = None, limit: int = 12) -> list:
+    """Progress bars for this run's jobs (newest first); failures show their message."""
+    s = store()
+    jobs = [j for j in s.jobs(run_id) if kinds is None or j.kind in kinds][::-1][:limit]
+    if not jobs:
+        st.caption("No jobs for this run yet.")
+    for j in jobs:
+        name = j.config.get("name") or j.config.get("regularizer") or ""
+        label = f"#{j.id} {j.kind} {name} — {j.status}"
+        if j.status == "running":
+            st.progress(min(1.0, j.progress), text=f"{label} ({j.step}/{j.total or '?'} steps)")
+        elif j.status == "failed":
+            st.error(f"{label}: {(j.error or '').splitlines()[0] if j.error else 'no message'}")
+            if j.error and "\n" in j.error:
+                with st.expander(f"Details of job #{j.id}"):
+                    st.code(j.error)
+        else:
+            st.caption(label)
+    return jobs
+
+
+def running_curve(run_id: str, kind: str, title: str, limit: int = 4) -> None:
+    """This run's `kind` jobs as progress bars, plus the live accuracy curves of the running one."""
+    jobs = jobs_table(run_id, (kind,), limit=limit)
+    running = [j for j in jobs if j.status == "running"]
+    if running:
+        m = store().metrics(running[0].id)
+        series = {n: [(r["step"], r["value"]) for r in m if r["name"] == n] for n in ("train_acc", "val_acc")}
+        st.plotly_chart(viz.metric_curves(series, title, "step", "accuracy"), key=f"live_{kind}")
+
+
+def live(panel, kinds: tuple[str, ...] | None = None) -> None:
+    """Render `panel` in a fragment that re-reads the store every POLL_SECONDS while this run has
+    queued or running jobs; when the last one ends, the whole page reruns once (fresh figures)."""
+    run_id = st.session_state.get("run_id")
+    was_active = bool(active_jobs(run_id, kinds)) if run_id else False
+
+    def tick() -> None:
+        if was_active:
+            refresh_jobs()
+        panel()
+        if was_active and not active_jobs(run_id, kinds):
+            st.rerun(scope="app")
+
+    st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()
+
+
+def cell_panel(view: RunView, theta: torch.Tensor, genotype: Genotype, reference: Genotype | None = None,
+               title: str | None = None, key: str = "cell") -> dict:
+    """One graph per cell type of `genotype`, its edges weighted by θ (edges that differ from
+    `reference` marked); returns the per-cell (α, β) of θ for further figures."""
+    cells = view.cells(theta)
+    for col, (ct, (alpha, betas)) in zip(st.columns(len(cells)), cells.items()):
+        w = viz.edge_weights(alpha, betas, genotype, ct)
+        col.plotly_chart(viz.cell_figure(genotype, ct, w, reference=reference,
+                                         title=title.format(ct=ct) if title else None), key=f"{key}_{ct}")
+    return cells
