@@ -57,7 +57,7 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
     x, y = ds.train_x[:n], ds.train_y[:n]
     tl = DeviceLoader(x[tr.to(device)], y[tr.to(device)], ds.info, cfg.batch_size, True, channels_last=channels_last)
     vl = DeviceLoader(x[va.to(device)], y[va.to(device)], ds.info, cfg.batch_size, True, channels_last=channels_last)
-    import nes.search as search_mod
+    import nes.method.bilevel as search_mod
 
     orig = search_mod.use_channels_last
     search_mod.use_channels_last = lambda d: channels_last
@@ -96,7 +96,7 @@ def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
     ops.FAST_CPU_KERNELS = False
     MixedCell.edge_by_edge = True
     try:
-        import nes.search as search_mod
+        import nes.method.bilevel as search_mod
 
         orig = search_mod.use_channels_last
         search_mod.use_channels_last = lambda d: False

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from safetensors import safe_open
 
 META_KEY = "nes"
 _WRITE_DELAY = float(os.environ.get("NES_TEST_WRITE_DELAY", "0") or 0)
@@ -37,8 +37,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         if _WRITE_DELAY:  # fault injection for tests: a window in which a kill leaves only the temp file
-            import time
-
             time.sleep(_WRITE_DELAY)
         os.replace(tmp, path)
     except BaseException:
@@ -141,16 +139,20 @@ def load_checkpoint(
     optimizers: Mapping[str, torch.optim.Optimizer],
     device: str | torch.device = "cpu",
     expect: Mapping[str, Any] | None = None,
+    upgrade: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> dict:
     """Restore what `save_checkpoint` wrote into the given modules and optimizers; returns meta.
 
     `expect`: metadata entries (e.g. the config) that must equal the checkpoint's; a mismatch is an
-    ArtifactError naming the differing fields, raised before anything is loaded."""
+    ArtifactError naming the differing fields, raised before anything is loaded. `upgrade` maps a
+    stored dict entry to the current names first (a checkpoint of an earlier version)."""
     tensors, meta = load_tensors(path, device)
     if not isinstance(meta, dict) or "optimizers" not in meta:
         raise ArtifactError(f"{path}: not an NES checkpoint (no metadata)")
     for key, want in (expect or {}).items():
         have = meta.get(key)
+        if upgrade is not None and isinstance(have, dict):
+            have = upgrade(have)
         if have != want:
             diff = [k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k)] \
                 if isinstance(want, dict) and isinstance(have, (dict, type(None))) else [key]

@@ -56,8 +56,8 @@ class HypernetConfig(SearchConfig):
     lam_max: float | None = None  # None: Λ, the number of edges of genotype*
     lam_eps: float = 0.2  # λ ~ U(lam_min − eps, lam_max + eps); the end pivots sit there
     tau: float = 0.99  # smoothing of genotype*'s one-hot distributions
-    c_start: float = 0.3  # `edges` weight c, linear warm-up
-    c_end: float = 3.0
+    edges_weight_start: float = 0.3  # the `edges` regularizer's weight c, linear warm-up
+    edges_weight_end: float = 3.0
     t_start: float = 1.0  # Gumbel-softmax temperature, linear decay
     t_end: float = 0.05
     init_noise: float = 1e-3  # anchors start at α*'s logits plus this much Gaussian noise
@@ -145,6 +145,15 @@ def _parse_value(cls: type, name: str, text: str) -> Any:
     return text
 
 
+# Settings renamed since an earlier version: old name → new name (read from old files and --set).
+RENAMED = {"c_start": "edges_weight_start", "c_end": "edges_weight_end"}
+
+
+def upgrade_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """`d` with the settings of earlier versions under their current names."""
+    return {RENAMED.get(k, k): v for k, v in d.items()}
+
+
 def from_preset(cls: type[T], preset: str = "paper", overrides: Mapping[str, Any] | None = None) -> T:
     """Build config `cls` from a named preset plus overrides (strings are parsed by field type)."""
     presets = PRESETS[cls]
@@ -152,7 +161,7 @@ def from_preset(cls: type[T], preset: str = "paper", overrides: Mapping[str, Any
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     values = dict(presets[preset])
     names = {f.name for f in fields(cls)}
-    for k, v in (overrides or {}).items():
+    for k, v in upgrade_keys(overrides or {}).items():
         if k not in names:
             raise ValueError(f"unknown setting {k!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
         values[k] = _parse_value(cls, k, v) if isinstance(v, str) else v
@@ -203,6 +212,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
     """Rebuild a config from a checkpoint; unknown keys are an error (a foreign or newer file)."""
     names = {f.name for f in fields(cls)}
+    d = upgrade_keys(d)
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)} (made by another version?)")

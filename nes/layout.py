@@ -182,8 +182,11 @@ class RunDir:
         return MemberDir(self.path / "members" / check_name(name))
 
     def list_members(self) -> list[str]:
+        """Member folders, sorted (folders whose names no member can have, e.g. hidden ones, are skipped)."""
         d = self.path / "members"
-        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name))
 
     def finished_members(self) -> list[str]:
         """Members whose training ended (final weights written), sorted by name."""

@@ -71,6 +71,6 @@ def autocast(device: torch.device):
     """bf16 autocast on CUDA; nothing elsewhere (CPU depthwise backward is slow in bf16)."""
     if device.type == "cuda":
         # no weight-cast cache: each weight is used once per forward, and a cache cannot live
-        # inside a CUDA graph (nes.search replays whole steps as graphs)
+        # inside a CUDA graph (nes.method.cuda_graphs replays whole steps as graphs)
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="n
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NES_HOME", str(tmp_path / "home"))
+def home(home, monkeypatch):
+    """conftest's fresh store, one worker at a time, the checkout's bundled demo."""
     monkeypatch.setenv("NES_MAX_WORKERS", "1")
     monkeypatch.delenv("NES_DEMO_DIR", raising=False)
-    return tmp_path / "home"
+    return home
 
 
 def app(query: dict | None = None, page: str | None = None) -> AppTest:

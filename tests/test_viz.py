@@ -1,4 +1,4 @@
-"""Figure builders (nes.viz) and the run view (nes.explorer.runview): invariants, no Streamlit."""
+"""Figure builders (nes.explorer.viz) and the run view (nes.explorer.runview): invariants, no Streamlit."""
 import math
 
 import pytest

@@ -8,29 +8,42 @@ def _cell(text: str) -> str:
     """A genotype's compact form as a markdown table cell (its '|' separators escaped)."""
     return "`" + text.replace("|", "\\|") + "`" if text else "–"
 
-def model_card(man: dict[str, Any]) -> str:
-    ds, ens = man["dataset"], man.get("ensemble", {})
-    inp, pre = ds["input"], ds["preprocess"]
-    met = ens.get("metrics", {})
 
-    def pct(v: Any) -> str:
-        return f"{100 * v:.2f} %" if isinstance(v, (int, float)) else "–"
+def pct(v: Any) -> str:
+    return f"{100 * v:.2f} %" if isinstance(v, (int, float)) else "–"
 
-    def num(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, (int, float)) else "–"
 
-    rows = "\n".join(
+def num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "–"
+
+
+def _member_rows(man: dict[str, Any]) -> str:
+    """The metrics table's rows, one per member."""
+    return "\n".join(
         f"| {m['name']} | {m.get('lam') if m.get('lam') is not None else '–'} | {m.get('seed', '–')} | "
         f"{_cell(m.get('compact', ''))} | {pct(m.get('metrics', {}).get('test_accuracy'))} | "
         f"{num(m.get('metrics', {}).get('test_nll'))} | {m.get('num_parameters', '–')} |"
         for m in man["members"])
+
+
+def _onnx_line(man: dict[str, Any]) -> str:
+    ds, onnx = man["dataset"], man.get("onnx")
+    if not onnx:
+        return ""
+    inp = ds["input"]
+    return (f"- `ensemble.onnx`: the whole ensemble (input `images` float32 [N, {inp['channels']}, "
+            f"{inp['height']}, {inp['width']}] in [0, 1], output `probs` [N, {ds['num_classes']}]); checked "
+            f"against PyTorch on {onnx['checked_images']} images, max |Δp| = {onnx['max_abs_diff']:.2e}.\n")
+
+
+def model_card(man: dict[str, Any]) -> str:
+    """README.md of a bundle from its manifest (a text template; the tables are built above)."""
+    ds, ens = man["dataset"], man.get("ensemble", {})
+    inp, pre = ds["input"], ds["preprocess"]
+    met = ens.get("metrics", {})
+    rows, onnx_line = _member_rows(man), _onnx_line(man)
     classes = ", ".join(ds["class_names"])
     src = man.get("source", {})
-    onnx = man.get("onnx")
-    onnx_line = (f"- `ensemble.onnx`: the whole ensemble (input `images` float32 [N, {inp['channels']}, "
-                 f"{inp['height']}, {inp['width']}] in [0, 1], output `probs` [N, {ds['num_classes']}]); checked "
-                 f"against PyTorch on {onnx['checked_images']} images, max |Δp| = {onnx['max_abs_diff']:.2e}.\n"
-                 if onnx else "")
     return f"""# Ensemble model card: {man.get('title', 'NES ensemble')}
 
 Exported by NES Explorer {man['library']['nes']} on {man['created']} from run `{src.get('run', '?')}`.

@@ -14,24 +14,24 @@ _METRICS = ("nll", "accuracy")
 
 
 # ----------------------------------------------------------------------------- validation
+def _as_float64(t: torch.Tensor, name: str, dims: str) -> torch.Tensor:
+    """Validate a probability tensor of shape `dims` (e.g. "M, N, K") with every size >= 1 and
+    return it as float64 (ValueError naming the argument and the expected shape)."""
+    ndim = len(dims.split(","))
+    if not isinstance(t, torch.Tensor) or t.dim() != ndim:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)
+        raise ValueError(f"{name} must be a {ndim}-D tensor [{dims}], got {shape}")
+    if min(t.shape) < 1:
+        raise ValueError(f"{name} must have {dims} >= 1, got {tuple(t.shape)}")
+    return t.detach().to(torch.float64)
+
+
 def _members(member_probs: torch.Tensor) -> torch.Tensor:
-    """Validate [M, N, K] member probs and return them as float64 [M, N, K]."""
-    if not isinstance(member_probs, torch.Tensor) or member_probs.dim() != 3:
-        shape = tuple(member_probs.shape) if isinstance(member_probs, torch.Tensor) else type(member_probs)
-        raise ValueError(f"member_probs must be a 3-D tensor [M, N, K], got {shape}")
-    if min(member_probs.shape) < 1:
-        raise ValueError(f"member_probs must have M, N, K >= 1, got {tuple(member_probs.shape)}")
-    return member_probs.detach().to(torch.float64)
+    return _as_float64(member_probs, "member_probs", "M, N, K")
 
 
 def _probs(probs: torch.Tensor) -> torch.Tensor:
-    """Validate [N, K] probs and return them as float64 [N, K]."""
-    if not isinstance(probs, torch.Tensor) or probs.dim() != 2:
-        shape = tuple(probs.shape) if isinstance(probs, torch.Tensor) else type(probs)
-        raise ValueError(f"probs must be a 2-D tensor [N, K], got {shape}")
-    if min(probs.shape) < 1:
-        raise ValueError(f"probs must have N, K >= 1, got {tuple(probs.shape)}")
-    return probs.detach().to(torch.float64)
+    return _as_float64(probs, "probs", "N, K")
 
 
 def _labels(labels: torch.Tensor, n: int, k: int, device: torch.device) -> torch.Tensor:

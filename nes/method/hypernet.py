@@ -164,7 +164,7 @@ def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
             raise ArtifactError(f"search supernet weights do not fit: {str(e).splitlines()[0]}; "
                                 "keep the search's c/layers/nodes or --set warm_start=false") from None
     reg = Regularizer(cfg.regularizer, layout, star, cfg.tau,
-                      Warmup(cfg.c_start, cfg.c_end, cfg.t_start, cfg.t_end)).to(device)
+                      Warmup(cfg.edges_weight_start, cfg.edges_weight_end, cfg.t_start, cfg.t_end)).to(device)
     return layout, theta_star, star, ds, tl, vl, net, reg
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from .._version import __version__
 from ..artifacts import load_checkpoint, save_checkpoint
+from ..config import upgrade_keys
 from ..layout import StepDir
 
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -47,7 +48,7 @@ class EpochLoop:
         self.start, self.history, self.steps, self.seconds = 0, [], 0, 0.0
         self.resumed = self.ckpt.exists()
         if self.resumed:
-            m = load_checkpoint(self.ckpt, self.modules, self.optimizers, device, self.meta)
+            m = load_checkpoint(self.ckpt, self.modules, self.optimizers, device, self.meta, upgrade_keys)
             self.start, self.history, self.steps, self.seconds = m["epoch"] + 1, m["history"], m["steps"], m["seconds"]
         self._t0 = time.perf_counter()
 

@@ -5,7 +5,7 @@
   of the edges shared with genotype*:
       S = Σ_{edges j→i of genotype*} ⟨GS(α_{j→i}; t), p*_{j→i}⟩ · min(1, k · GS(β_i; t)_j)
   with Gumbel-softmax samples GS at temperature t. λ is the target number of shared edges.
-  c rises linearly c_start → c_end and t falls t_start → t_end over training (warm-up).
+  c rises linearly edges_weight_start → edges_weight_end and t falls t_start → t_end over training (warm-up).
 p* = τ·onehot + (1−τ)/n are the smoothed distributions of genotype* (`ArchLayout.smoothed`).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ def check_regularizer(name: str) -> str:
 class Warmup:
     """Linear schedules of the `edges` regularizer's weight c and Gumbel temperature t."""
 
-    c_start: float = 0.3
-    c_end: float = 3.0
+    weight_start: float = 0.3
+    weight_end: float = 3.0
     t_start: float = 1.0
     t_end: float = 0.05
 
@@ -40,7 +40,7 @@ class Warmup:
         """(c, t) at `progress` ∈ [0, 1]: floats, or 0-d tensors for a tensor progress (a CUDA
         graph reads it from a buffer)."""
         p = progress.clamp(0.0, 1.0) if torch.is_tensor(progress) else min(max(progress, 0.0), 1.0)
-        return self.c_start + (self.c_end - self.c_start) * p, self.t_start + (self.t_end - self.t_start) * p
+        return self.weight_start + (self.weight_end - self.weight_start) * p, self.t_start + (self.t_end - self.t_start) * p
 
 
 def js_to_star(layout: ArchLayout, theta: torch.Tensor, star_dists: list[torch.Tensor]) -> torch.Tensor:
