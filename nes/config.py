@@ -7,6 +7,7 @@ strings with the field's type.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
@@ -181,28 +182,41 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+# Range of every numeric setting: (test, what the message says it must be).
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+RANGES: dict[str, tuple[Any, str]] = {
+    **{k: _AT_LEAST_1 for k in ("c", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size")},
+    **{k: (lambda v: v >= 2, ">= 2 (or none)") for k in ("limit", "test_limit")},
+    "inputs_per_node": (lambda v: v in (1, 2), "1 or 2"),
+    "pivots": (lambda v: v >= 2, ">= 2 (a piecewise-linear map needs two anchors)"),
+    "pad": _NON_NEGATIVE, "seed": _NON_NEGATIVE,
+    **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end")},
+    **{k: _NON_NEGATIVE for k in ("w_lr_min", "lr_min", "w_weight_decay", "a_weight_decay", "weight_decay",
+                                  "lam_eps", "edges_weight_start", "edges_weight_end", "init_noise", "aux_weight")},
+    **{k: _FRACTION for k in ("w_momentum", "momentum", "a_beta1", "a_beta2", "drop_path", "label_smoothing")},
+    "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "tau": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
 def validate(cfg: Any) -> None:
-    """Range checks with messages that name the setting."""
-    positive = ["c", "layers", "batch_size", "epochs"] + (["nodes"] if hasattr(cfg, "nodes") else [])
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("limit", "test_limit"):
-        v = getattr(cfg, name)
-        if v is not None and v < 2:
-            raise ValueError(f"{name} must be >= 2 (or none), got {v}")
-    if hasattr(cfg, "inputs_per_node") and cfg.inputs_per_node not in (1, 2):
-        raise ValueError(f"inputs_per_node must be 1 or 2, got {cfg.inputs_per_node}")
-    if hasattr(cfg, "val_fraction") and not 0.0 < cfg.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    if hasattr(cfg, "pivots") and cfg.pivots < 2:
-        raise ValueError(f"pivots must be >= 2 (a piecewise-linear map needs two anchors), got {cfg.pivots}")
+    """Range checks with messages that name the setting: every number finite and in its range."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if v is None or isinstance(v, (bool, str)):
+            continue
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"setting {f.name} must be a finite number, got {v!r}; set it with --set {f.name}=VALUE")
+        test, rule = RANGES.get(f.name, (None, ""))
+        if test is not None and not test(v):
+            raise ValueError(f"setting {f.name} must be {rule}, got {v}")
     if hasattr(cfg, "regularizer") and cfg.regularizer not in ("js", "edges"):
         raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose js or edges")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
-    if hasattr(cfg, "drop_path") and not 0.0 <= cfg.drop_path < 1.0:
-        raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import os
 import pickle
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -156,35 +156,59 @@ def _load_fashion(data_dir: str | None, download: bool) -> tuple[tuple[torch.Ten
 # ----------------------------------------------------------------------------- CIFAR
 
 def _local_cifar(cifar100: bool) -> type:
-    """torchvision's CIFAR class with md5 checks turned into existence checks.
-
-    torchvision's `_check_integrity` / `_load_meta` compare md5s of the released files, which rejects
-    any other valid pickle batches (e.g. small ones written by tests or a re-packed subset); with md5
-    None, `check_integrity` only checks that the file exists. The loading code itself is unchanged."""
+    """torchvision's CIFAR class: its file layout (batch names, meta file and key) and its
+    md5-checked download. Reading the batches is ours (`_read_batch`): torchvision unpickles them
+    with plain `pickle`, which runs whatever code a file holds."""
     from torchvision import datasets
-    base = datasets.CIFAR100 if cifar100 else datasets.CIFAR10
-    return type(f"Local{base.__name__}", (base,), {
-        "train_list": [[f, None] for f, _ in base.train_list],
-        "test_list": [[f, None] for f, _ in base.test_list],
-        "meta": {**base.meta, "md5": None},
-    })
+    return datasets.CIFAR100 if cifar100 else datasets.CIFAR10
+
+
+# The globals a CIFAR batch may name: numpy arrays and dtypes, and the bytes codec of protocol 2.
+_PICKLE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: any other global (a function, a class that
+    could run code on load) is refused, so an untrusted batch file cannot execute anything."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only data and "
+                                     "numpy arrays (this file is not one, or was tampered with)")
+
+
+def _read_batch(path: str) -> dict:
+    with open(path, "rb") as f:
+        entry = _DataOnlyUnpickler(f, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a dict, got {type(entry).__name__}")
+    return entry
 
 
 def _load_cifar_root(cls: type, root: str) -> tuple[tuple[torch.Tensor, ...], tuple[str, ...]]:
+    folder = os.path.join(root, cls.base_folder)
+    missing = [f for f, _ in cls.train_list + cls.test_list + [[cls.meta["filename"], None]]
+               if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise DataError(f"{folder} is incomplete: missing {', '.join(missing)}.")
     out: list[torch.Tensor] = []
+    current = folder
     try:
-        for train in (True, False):
-            ds = cls(root, train=train, download=False)
-            x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC [N,32,32,3] -> [N,3,32,32]
-            out += [x, torch.tensor(ds.targets, dtype=torch.long)]
-    except RuntimeError as e:  # torchvision: a batch or meta file is missing
-        folder = os.path.join(root, cls.base_folder)
-        missing = [f for f, _ in cls.train_list + cls.test_list + [[cls.meta["filename"], None]]
-                   if not os.path.isfile(os.path.join(folder, f))]
-        raise DataError(f"{folder} is incomplete: missing {', '.join(missing) or '?'} ({e}).") from e
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-        raise DataError(f"Corrupt CIFAR batch file in {os.path.join(root, cls.base_folder)}: {e!r}.") from e
-    return tuple(out), tuple(ds.classes)
+        for files in (cls.train_list, cls.test_list):
+            data, labels = [], []
+            for f, _ in files:
+                current = os.path.join(folder, f)
+                entry = _read_batch(current)
+                data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # R, G, B planes
+                labels += list(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            out += [torch.from_numpy(np.concatenate(data)).contiguous(), torch.tensor(labels, dtype=torch.long)]
+        current = os.path.join(folder, cls.meta["filename"])
+        classes = tuple(_read_batch(current)[cls.meta["key"]])
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+        raise DataError(f"Corrupt CIFAR batch file {current}: {e!r}.") from e
+    return tuple(out), classes
 
 
 def _load_cifar(name: str, data_dir: str | None, download: bool
@@ -200,7 +224,7 @@ def _load_cifar(name: str, data_dir: str | None, download: bool
         tried.append(f"{folder} (absent)")
     if download:
         try:
-            cls.__mro__[1](root, train=True, download=True)  # torchvision's own class: md5-checked download
+            cls(root, train=True, download=True)  # torchvision: the md5-checked download of the official files
         except Exception as e:  # offline, server down, checksum mismatch ...
             tried.append(f"torchvision download into {root} ({type(e).__name__}: {_short(e)})")
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._version import __version__
-from .artifacts import read_json, write_json
+from .artifacts import ArtifactError, read_json, write_json
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -33,8 +33,8 @@ def check_name(name: Any, what: str = "member") -> str:
     """`name` if it is a safe folder name (1–100 letters, digits, '-', '_', '.'; not starting
     with '.' or '-'), else ValueError naming `what` and the rule."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"{what} name {name!r}: use 1–100 letters, digits, '-', '_' or '.', "
-                         "not starting with '.' or '-' (no spaces or slashes)")
+        raise ValueError(f"{what} name {name!r}: give the {what} a name of 1–100 letters, digits, '-', '_' "
+                         "or '.', not starting with '.' or '-' (no spaces or slashes)")
     return name
 
 
@@ -142,8 +142,12 @@ class RunDir:
 
     # -- run.json -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """run.json ({} before anything wrote it)."""
-        return read_json(self.run_json) if self.run_json.exists() else {}
+        """run.json ({} before anything wrote it); ArtifactError when it is not a JSON object."""
+        info = read_json(self.run_json) if self.run_json.exists() else {}
+        if not isinstance(info, dict):
+            raise ArtifactError(f"{self.run_json}: expected a JSON object (the run's dataset and settings), got "
+                                f"{type(info).__name__}; restore it, or delete it and retrain a member to write it again")
+        return info
 
     def update_info(self, **fields: Any) -> dict[str, Any]:
         info = {**self.info(), **fields}

@@ -83,16 +83,19 @@ def running_curve(run_id: str, kind: str, title: str, limit: int = 4) -> None:
         st.plotly_chart(viz.metric_curves(series, title, "step", "accuracy"), key=f"live_{kind}")
 
 
-def live(panel, kinds: tuple[str, ...] | None = None) -> None:
+def live(panel, kinds: tuple[str, ...] | None = None, what: str = "show this panel") -> None:
     """Render `panel` in a fragment that re-reads the store every POLL_SECONDS while this run has
-    queued or running jobs; when the last one ends, the whole page reruns once (fresh figures)."""
+    queued or running jobs; when the last one ends, the whole page reruns once (fresh figures).
+    The fragment catches its own errors (a fragment rerun is outside the page's `friendly`), so a
+    file a worker is writing, or a broken one, shows a message and the next tick tries again."""
     run_id = st.session_state.get("run_id")
     was_active = bool(active_jobs(run_id, kinds)) if run_id else False
 
     def tick() -> None:
         if was_active:
             refresh_jobs()
-        panel()
+        with friendly(what):
+            panel()
         if was_active and not active_jobs(run_id, kinds):
             st.rerun(scope="app")
 

@@ -69,4 +69,4 @@ def compare_panel() -> None:
 
 
 with friendly("show the comparison"):
-    live(compare_panel, ("baseline",))
+    live(compare_panel, ("baseline",), "show the comparison")

@@ -98,4 +98,4 @@ def ensemble_panel() -> None:
 
 
 with friendly("show the ensemble"):
-    live(ensemble_panel, ("retrain",))
+    live(ensemble_panel, ("retrain",), "show the ensemble")

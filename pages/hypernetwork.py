@@ -55,7 +55,7 @@ def hyper_panel() -> None:
 
 
 with friendly("show the training progress"):
-    live(hyper_panel, ("search", "hypernet"))
+    live(hyper_panel, ("search", "hypernet"), "show the training progress")
 
 with friendly("show the trained hypernetworks"):
     regs = view.regularizers()

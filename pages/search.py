@@ -64,7 +64,7 @@ def search_panel() -> None:
 
 
 with friendly("show the search progress"):
-    live(search_panel)
+    live(search_panel, what="show the search progress")
 
 view = load_view(run_id)
 with friendly("show α*"):

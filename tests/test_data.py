@@ -319,3 +319,18 @@ def test_loader_on_fashion(fashion):
     out, lab = next(ld.epoch(torch.Generator().manual_seed(0)))
     assert out.shape == (64, 1, 32, 32) and lab.shape == (64,)
     assert abs(float(out.mean())) < 0.5 and 0.6 < float(out.std()) < 1.4  # roughly standardized
+
+
+def test_cifar_batches_are_read_without_running_code(tmp_path):
+    """A batch file that would run code when unpickled is refused, and the code does not run."""
+    write_cifar(tmp_path, False)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps({"data": Evil()}, protocol=2))
+    with pytest.raises(DataError, match="data_batch_2.*refusing to load"):
+        load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    assert not marker.exists()

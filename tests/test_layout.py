@@ -15,7 +15,7 @@ def test_check_name_accepts_folder_safe_names(name):
 
 @pytest.mark.parametrize("name", ["", ".hidden", "-x", "a/b", "a\\b", "a b", "..", "x" * 101, None, 3, "é"])
 def test_check_name_rejects_with_the_rule(name):
-    with pytest.raises(ValueError, match="run name .*letters, digits"):
+    with pytest.raises(ValueError, match="give the run a name of 1–100 letters, digits"):
         check_name(name, "run")
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import parse_sets
+from ..config import SearchConfig, from_preset, parse_sets
 from ..data import DATASETS
 from ..layout import RunDir
 from ..method.baselines import METHODS
@@ -35,8 +35,8 @@ def cmd_search(a: argparse.Namespace) -> int:
         sets["dataset"] = a.dataset
     if a.data_dir:
         sets["data_dir"] = a.data_dir
+    from_preset(SearchConfig, a.preset, sets)  # a bad setting fails here, before the run folder exists
     run = Path(a.run)
-    run.mkdir(parents=True, exist_ok=True)
     res = run_task("search", search_task, run, {"preset": a.preset, "set": sets}, a.device)
     print(f"genotype*: {res['compact']}")
     print(f"search: {res['steps']} steps in {res['seconds']:.1f} s")

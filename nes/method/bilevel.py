@@ -244,7 +244,7 @@ def train_bilevel(
     step = BilevelStep(cfg, net, arch, device)
     loop = EpochLoop(out_dir, {"net": net, "arch": arch}, {"w": step.w_opt, "a": step.a_opt}, step.w_opt,
                      cfg.w_lr, cfg.w_lr_min, cfg.epochs, cfg.seed, device,
-                     {"config": to_dict(cfg), **dict(extra_meta or {})})
+                     {"config": to_dict(cfg), **dict(extra_meta or {})}, lr_names="w_lr or a_lr")
     graphs = use_cuda_graphs(cfg, arch, device) and bool(step.a_params)
     set_capturable(step.a_opt, graphs, device)
     steps_per_epoch = min(len(train_loader), len(val_loader))

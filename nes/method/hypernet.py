@@ -58,6 +58,8 @@ class PiecewiseLinearHypernet(nn.Module):
 
     def check_lams(self, lam: torch.Tensor) -> None:
         tol = 1e-6 * max(1.0, self.lam_hi - self.lam_lo)
+        if not bool(torch.isfinite(lam).all()):
+            raise ValueError(f"λ must be a finite number, got {float(lam[~torch.isfinite(lam)][0])}")
         bad = (lam < self.lam_lo - tol) | (lam > self.lam_hi + tol)
         if bool(bad.any()):
             v = float(lam[bad][0])

@@ -36,6 +36,8 @@ def load_genotype(path: str) -> Genotype:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be an architecture") from None
     if isinstance(obj, Mapping) and "genotype" in obj and isinstance(obj["genotype"], Mapping):
         obj = obj["genotype"]  # a wrapper such as our run's genotype.json
     if isinstance(obj, Mapping) and any(str(k).startswith(("reduce_n", "normal_n")) for k in obj):
@@ -85,7 +87,7 @@ def genotype_from_nni(obj: Mapping[str, Any]) -> Genotype:
                 op = obj[pkey]
                 if isinstance(op, list) and len(op) == 1:
                     op = op[0]
-                if op not in NNI_OP_NAMES:
+                if not isinstance(op, str) or op not in NNI_OP_NAMES:
                     raise ValueError(
                         f"{pkey}: unknown op {op!r}; expected one of {', '.join(NNI_OP_NAMES)}"
                     )

@@ -198,6 +198,8 @@ class Genotype:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"genotype: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ValueError("genotype: JSON nested too deeply") from None
         return cls.from_dict(obj)
 
     def compact(self) -> str:

@@ -159,6 +159,7 @@ def retrain(
     for epoch, gen in loop:
         net.drop_prob = cfg.drop_path * epoch / cfg.epochs
         row = _train_epoch(cfg, net, opt, data.train, gen, epoch, device, progress)
+        loop.check_finite(epoch, row)  # before this epoch's probabilities are saved
         row = loop.end_epoch(epoch, {**row, **_evaluate_epoch(net, data, out, epoch, device)}, steps_per_epoch)
         if progress is not None:
             progress(loop.steps, steps_per_epoch * cfg.epochs, row)
