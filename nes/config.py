@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
+REGULARIZERS = ("js", "edges", "js-target")  # what their λ means: nes.method.regularizers.AXES
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,16 @@ class HypernetConfig(SearchConfig):
 
     The data and supernet fields (dataset … inputs_per_node) are taken from the run's search."""
 
-    regularizer: str = "edges"  # "js" (−λ·JS(α*, α(λ))) or "edges" (c·(λ − S(α(λ)))²)
+    regularizer: str = "edges"  # "edges" (c·(λ − S)²), "js-target" (c·s²·(λ − JS_g)²) or "js" (−λ·JS)
     pivots: int = 5  # K anchors of the piecewise-linear hypernetwork
+    train_pivots: bool = False  # move the interior pivots in training (else evenly spaced)
+    pin_star: bool = True  # the anchor at the α* end of the λ range stays α*'s logits
     lam_min: float = 0.0
-    lam_max: float | None = None  # None: Λ, the number of edges of genotype*
-    lam_eps: float = 0.2  # λ ~ U(lam_min − eps, lam_max + eps); the end pivots sit there
+    lam_max: float | None = None  # None: Λ (edges, js) or the largest distance to α* (js-target)
+    lam_eps: float = 0.2  # λ ~ U(lam_min − ε, lam_max + ε), ε = lam_eps·range/Λ; none at a pinned end
     tau: float = 0.99  # smoothing of genotype*'s one-hot distributions
-    edges_weight_start: float = 0.3  # the `edges` regularizer's weight c, linear warm-up
-    edges_weight_end: float = 3.0
+    target_weight_start: float = 0.3  # weight c of the target regularizers (edges, js-target), warm-up
+    target_weight_end: float = 3.0
     t_start: float = 1.0  # Gumbel-softmax temperature, linear decay
     t_end: float = 0.05
     init_noise: float = 1e-3  # anchors start at α*'s logits plus this much Gaussian noise
@@ -147,7 +150,7 @@ def _parse_value(cls: type, name: str, text: str) -> Any:
 
 
 # Settings renamed since an earlier version: old name → new name (read from old files and --set).
-RENAMED = {"c_start": "edges_weight_start", "c_end": "edges_weight_end"}
+RENAMED = {"c_start": "target_weight_start", "c_end": "target_weight_end"}
 
 
 def upgrade_keys(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,17 +198,30 @@ RANGES: dict[str, tuple[Any, str]] = {
     "pad": _NON_NEGATIVE, "seed": _NON_NEGATIVE,
     **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end")},
     **{k: _NON_NEGATIVE for k in ("w_lr_min", "lr_min", "w_weight_decay", "a_weight_decay", "weight_decay",
-                                  "lam_eps", "edges_weight_start", "edges_weight_end", "init_noise", "aux_weight")},
+                                  "lam_eps", "target_weight_start", "target_weight_end", "init_noise", "aux_weight")},
     **{k: _FRACTION for k in ("w_momentum", "momentum", "a_beta1", "a_beta2", "drop_path", "label_smoothing")},
     "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "tau": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
 
+def _check_type(name: str, ftype: str, v: Any) -> None:
+    """ValueError when `v` is not of the field's declared type (e.g. a string where a count goes)."""
+    if v is None and "None" in ftype:
+        return
+    kind = ftype.split("|")[0].strip()
+    ok = {"bool": lambda: isinstance(v, bool), "str": lambda: isinstance(v, str),
+          "int": lambda: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(kind, lambda: True)()
+    if not ok:
+        raise ValueError(f"setting {name} must be {'an' if kind == 'int' else 'a'} {kind}, got {v!r}")
+
+
 def validate(cfg: Any) -> None:
     """Range checks with messages that name the setting: every number finite and in its range."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
+        _check_type(f.name, str(f.type), v)
         if v is None or isinstance(v, (bool, str)):
             continue
         if not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -213,8 +229,8 @@ def validate(cfg: Any) -> None:
         test, rule = RANGES.get(f.name, (None, ""))
         if test is not None and not test(v):
             raise ValueError(f"setting {f.name} must be {rule}, got {v}")
-    if hasattr(cfg, "regularizer") and cfg.regularizer not in ("js", "edges"):
-        raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose js or edges")
+    if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZERS)}")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
 

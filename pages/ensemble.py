@@ -3,7 +3,7 @@ import streamlit as st
 
 from nes.explorer import viz
 from nes.explorer.actions import submit_members
-from nes.method.diversity import lam_grid
+from nes.method.regularizers import lam_diversity
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
 from pages._widgets import friendly, jobs_table, live, load_view, teach
 
@@ -36,8 +36,11 @@ with st.form("new_members"):
     st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
     c1, c2, c3 = st.columns([1, 3, 1])
     reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs)
-    grid = [round(x, 2) for x in lam_grid(*view.lam_bounds(reg), 9)] if regs else []
-    lams = c2.multiselect("λ values", grid, default=[], help="One member per λ (architecture α(λ), discretized).")
+    grid = [round(x, 4) for x in view.axis_grid(reg)] if regs else []
+    lams = c2.multiselect("Diversity (λ)", grid, default=[], format_func=lambda x: (
+        f"{lam_diversity(reg, x, *view.lam_bounds(reg)):.3g} (λ={x:.3g})"),
+        help="One member per position on the diversity axis (0 = α*, 1 = most diverse): the architecture "
+             "α(λ), discretized.")
     seed = c3.number_input("Seed", min_value=0, max_value=10_000, value=0)
     star = st.checkbox("Also α* itself", value=False)
     go = st.form_submit_button("Start training", type="primary")

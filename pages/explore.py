@@ -2,7 +2,7 @@
 import streamlit as st
 
 from nes.explorer import viz
-from nes.method.diversity import lam_grid
+from nes.method.regularizers import AXES, diversity_lam, lam_diversity
 from pages._state import route_through_app, selected_run
 from pages._widgets import cell_panel, friendly, load_view, teach
 
@@ -14,23 +14,22 @@ teach("What am I looking at?", r"""
 (c_{k-2}, c_{k-1}), whose intermediate nodes each take an input through one operation (a
 convolution, a pooling, a skip), and whose output c_k concatenates the intermediate nodes. The
 search learns **α**, a probability for every operation on every possible edge; keeping the most
-likely ones gives the base architecture **α\***.
+likely ones gives the base architecture **α\*** (genotype\*).
 
-The **hypernetwork α(λ)** was trained so that the diversity parameter **λ** controls how far the
-architecture moves from α\*. Its meaning depends on the regularizer it was trained with:
-- **edges**: λ is the *number of edges shared with α\**: λ = Λ (the largest value) reproduces
-  α\*, λ = 0 asks for a cell with nothing in common;
-- **js**: λ weights a push away from α\* in Jensen–Shannon divergence: λ = 0 applies no push,
-  larger λ pushes further.
+The **hypernetwork α(λ)** was trained so that a parameter **λ** moves the architecture away from
+α\*. The slider is one **diversity axis** for every regularizer: **0 is α\*** (exactly: that end of
+a hypernetwork trained by this version is pinned to α\*), **1 the most diverse** architecture it was trained for; the λ it
+stands for is shown beside it. What λ means:
+""" + "\n".join(f"- **{name}**: {axis.lam} (control: {axis.strength})." for name, axis in AXES.items()) + r"""
 
 Edges that differ from α\* are drawn in orange and marked "≠ α\*". Two measures of distance:
 - **matched edges**: how many (node, input, operation) choices the sampled cell shares with α\*;
-- **JS to α\***: the Jensen–Shannon divergence between the two architectures' probability tables,
-  averaged over edges and nodes (0 = identical, ln 2 ≈ 0.69 = nothing in common).
+- **distance to α\***: the Jensen–Shannon divergence JS_g between the two architectures' probability
+  tables on genotype\*'s own edges and nodes, averaged (0 at α\* by construction).
 
-**What to look at:** slide λ away from α\* and watch which edges change first; pick several λ below and check in
-the heatmap that architectures far apart in λ are far apart in JS — that is the diversity an
-ensemble needs.""")
+**What to look at:** slide away from α\* and watch which edges change first; pick several positions
+below and check in the heatmaps that architectures far apart on the axis are far apart in JS and
+differ in edges — that is the diversity an ensemble needs.""")
 
 run_id = selected_run()
 view = load_view(run_id)
@@ -48,31 +47,36 @@ with friendly("show the architecture at this λ"):
 
     c1, c2 = st.columns([1, 3])
     reg = c1.radio("Regularizer", regs, key="reg", bind="query-params", horizontal=True,
-                   help="edges: λ is the number of edges that should differ from α*. "
-                        "js: λ weights a push away from α* in Jensen–Shannon divergence.")
+                   help=" ".join(f"{r}: {AXES[r].lam}." for r in regs))
     lo, hi = view.lam_bounds(reg)
-    raw = st.query_params.get("lam")
+    old_lam = st.query_params.get("lam")
+    if old_lam is not None and "div" not in st.query_params:  # a link from before the diversity axis
+        try:
+            d = min(max(lam_diversity(reg, float(old_lam), lo, hi), 0.0), 1.0)
+            st.session_state.setdefault("div", round(d / 0.025) * 0.025)  # on the slider's steps
+        except ValueError:
+            st.warning(f"λ = {old_lam!r} from the link is not a number; showing α* (diversity 0).")
+    raw = st.query_params.get("div")
     if raw is not None:
         try:
-            bad = not lo <= float(raw) <= hi
+            bad = not 0.0 <= float(raw) <= 1.0
         except ValueError:
             bad = True
         if bad:
-            st.warning(f"λ = {raw!r} from the link is not a number in the trained range [{lo:g}, {hi:g}]; "
-                       f"showing λ = {view.star_lam(reg):g}.")
-    star_lam = view.star_lam(reg)
-    lam = c2.slider("λ (diversity)", min_value=float(lo), max_value=float(hi), value=star_lam,
-                    step=round((hi - lo) / 40, 3) or 0.05, key="lam", bind="query-params",
-                    help=("edges: λ = number of edges shared with α* (the right end is α*). " if reg == "edges" else
-                          "js: λ = strength of the push away from α* (the left end is no push). ")
-                    + f"Trained range [{lo:g}, {hi:g}].")
+            st.warning(f"diversity = {raw!r} from the link is not a number from 0 to 1; showing α* (0).")
+            st.query_params["div"] = "0.0"
+    div = c2.slider("Diversity (0 = α*, 1 = most diverse)", min_value=0.0, max_value=1.0, step=0.025,
+                    key="div", bind="query-params", help=AXES[reg].lam + f". Trained λ range [{lo:g}, {hi:g}].")
+    lam = diversity_lam(reg, div, lo, hi)
+    c2.caption(f"λ = {lam:.3g} ({reg}: {AXES[reg].lam}); control {AXES[reg].strength}.")
 
     sample = view.sample(reg, [lam])[0]
     m1, m2, m3 = st.columns(3)
     m1.metric("Matched edges with α*", f"{sample.matched_edges} / {view.star.num_edges()}")
-    m2.metric("JS to α*", f"{sample.js_to_star:.3f}", help="0 = α*, ln 2 ≈ 0.693 = nothing in common")
+    m2.metric("Distance to α*", f"{sample.distance:.3f}",
+              help="JS_g on genotype*'s edges and nodes: 0 = α*, the top of the axis is the farthest trained")
     m3.metric("Distinct from α*", "yes" if sample.genotype != view.star else "no (α*)")
-    st.caption(f"Genotype at λ = {lam:g}: `{sample.genotype.compact()}`")
+    st.caption(f"Genotype at diversity {div:g} (λ = {lam:.3g}): `{sample.genotype.compact()}`")
 
     cells = cell_panel(view, sample.theta, sample.genotype, reference=view.star)
     with st.expander("Per-edge operation probabilities at this λ"):
@@ -81,30 +85,35 @@ with friendly("show the architecture at this λ"):
 
 st.subheader("Pairwise architecture divergence")
 with friendly("compare architectures"):
-    grid = [round(x, 2) for x in lam_grid(lo, hi, 9)]
-    sel = st.multiselect("λ values to compare", grid, default=[grid[0], grid[4], grid[-1]], key="sel",
-                         bind="query-params", help="Each λ gives one architecture; the heatmap shows the "
-                         "architecture JS between every pair on a fixed 0…ln 2 scale.")
+    grid = [i / 8 for i in range(9)]
+    sel = st.multiselect("Diversity positions to compare", grid, default=[grid[0], grid[4], grid[-1]], key="sel",
+                         bind="query-params",
+                         help="Each position gives one architecture: left, the continuous architecture JS "
+                              "between every pair (all edges, fixed 0…ln 2 scale); right, how many kept edges differ.")
     if len(sel) < 2:
-        st.info("Pick at least two λ values.")
+        st.info("Pick at least two positions.")
     else:
         sel = sorted(sel)
-        samples = view.sample(reg, sel)
-        labels = [f"λ={s.lam:g}" for s in samples]
-        st.plotly_chart(viz.js_heatmap(view.pairwise_js(samples), labels, title="architecture JS between α(λ)"),
+        samples = view.sample(reg, [diversity_lam(reg, d, lo, hi) for d in sel])
+        labels = [f"d={d:g} (λ={s.lam:.3g})" for d, s in zip(sel, samples)]
+        h1, h2 = st.columns(2)
+        h1.plotly_chart(viz.js_heatmap(view.pairwise_js(samples), labels, title="architecture JS (all edges)"),
                         key="js_heatmap")
+        h2.plotly_chart(viz.diff_heatmap([s.genotype for s in samples], labels), key="diff_heatmap")
         n_unique = len({s.genotype for s in samples})
-        st.caption(f"{n_unique} distinct genotype(s) among {len(samples)} λ values.")
+        st.caption(f"{n_unique} distinct genotype(s) among {len(samples)} positions.")
 
 st.subheader("Side-by-side difference of two architectures")
 with friendly("compare two genotypes"):
-    options = ["α*"] + [f"λ={x:g}" for x in grid]
+    options = ["α*"] + [f"diversity {x:g}" for x in grid]
     a_col, b_col = st.columns(2)
     a = a_col.selectbox("A", options, index=0, key="diff_a")
     b = b_col.selectbox("B", options, index=len(options) - 1, key="diff_b")
 
     def genotype_of(label: str):
-        return view.star if label == "α*" else view.sample(reg, [float(label[2:])])[0].genotype
+        if label == "α*":
+            return view.star
+        return view.sample(reg, [diversity_lam(reg, float(label.split()[-1]), lo, hi)])[0].genotype
 
     ga, gb = genotype_of(a), genotype_of(b)
     st.dataframe(viz.genotype_diff(ga, gb), hide_index=True, width="stretch")

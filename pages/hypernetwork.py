@@ -3,7 +3,8 @@ import streamlit as st
 
 from nes.config import HYPERNET_PRESETS
 from nes.explorer import viz
-from nes.method.regularizers import REGULARIZERS
+from nes.method.diversity import collapse_warning
+from nes.method.regularizers import AXES, REGULARIZERS
 from nes.runs.jobs import submit
 from pages._state import active_jobs, route_through_app, selected_run, store
 from pages._widgets import friendly, live, load_view, running_curve, teach
@@ -12,16 +13,17 @@ route_through_app()
 
 st.header("The hypernetwork α(λ)")
 teach("How is α(λ) trained?", r"""
-The hypernetwork is **piecewise linear** in λ: K anchor architectures (all starting at α\*) at
-sorted pivots, interpolated linearly. It is trained with the same loop as the search: a weight
-step on a training batch, then an architecture step through α(λ) on a validation batch, with λ
-drawn at random every step, plus a **regularizer** that pushes α(λ) away from α\*:
-- **edges**: c·(λ − S(α(λ)))², where S counts (softly, with Gumbel-softmax samples) the edges that
-  *differ* from α\*; λ is then "the number of edges to change";
-- **js**: −λ·JS(α\*, α(λ)); larger λ rewards a larger Jensen–Shannon divergence from α\*.
+The hypernetwork is **piecewise linear** in λ: K anchor architectures at evenly spaced pivots,
+interpolated linearly; the anchor at the α\* end of the range stays α\*'s logits, so that end is
+α\* exactly. It is trained with the same loop as the search: an architecture step through α(λ)
+on a validation batch, then a weight step on a training batch, with λ drawn at random every
+step, plus a **regularizer** R(λ, α(λ)) that sets how far α(λ) is from α\*:
+""" + "\n".join(f"- **{name}**: {axis.lam}; control: {axis.strength}." for name, axis in AXES.items()) + r"""
 
-**What to look at:** after training, matched edges should fall and JS to α\* should rise as λ
-grows. A flat curve means λ has no effect: train longer or raise the learning rate.""")
+**What to look at:** along the diversity axis (0 = α\*, 1 = most diverse) matched edges should
+fall and the distance to α\* should rise; below each curve, the number of distinct genotypes on
+a 9-point grid and Spearman's ρ between distance and position say whether λ controls anything.
+A flat curve or a handful of genotypes: train longer, or use js-target or edges.""")
 
 run_id = selected_run()
 view = load_view(run_id)
@@ -64,5 +66,11 @@ with friendly("show the trained hypernetworks"):
     cols = st.columns(max(1, len(regs)))
     for col, r in zip(cols, regs):
         lo, hi = view.lam_bounds(r)
-        col.plotly_chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer: diversity vs λ"), key=f"curve_{r}")
-        col.caption(f"trained for λ ∈ [{lo:g}, {hi:g}]")
+        col.plotly_chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer along the diversity axis"),
+                         key=f"curve_{r}")
+        q = view.quality(r)
+        col.caption(f"trained for λ ∈ [{lo:g}, {hi:g}] · {q['distinct']} distinct genotypes of {q['samples']} · "
+                    f"Spearman ρ(distance, diversity) = {q['rho'] if q['rho'] is not None else 'n/a'}")
+        warning = collapse_warning(q, 3, r)
+        if warning:
+            col.warning(warning)

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 import nes
 from nes.explorer.demo import DEMO_DIR
+from nes.explorer.runview import RunView
 from nes.runs.jobs import cancel, wait
 from nes.runs.store import Store
 
@@ -51,16 +52,16 @@ def test_first_visit_shows_the_demo_graphs_at_once(home):
     assert any(k in badge for k in ("CPU", "CUDA", "MPS")) and nes.__version__ in " ".join(c.value for c in at.sidebar.caption)
     cells = cell_specs(at)
     assert cells and not at.error
-    assert {m.label for m in at.metric} >= {"Matched edges with α*", "JS to α*"}
+    assert {m.label for m in at.metric} >= {"Matched edges with α*", "Distance to α*"}
     assert any(s["data"][0]["type"] == "heatmap" for s in specs(at))  # the pairwise JS heatmap
 
 
 def test_slider_changes_the_cell_figure(home):
     at = app()
     before = cell_specs(at)
-    assert at.radio[0].value == "edges" and at.slider[0].value == at.slider[0].proto.max  # edges: λ = Λ is α*
+    assert at.radio[0].value == "edges" and at.slider[0].value == 0.0  # the diversity axis starts at α*
     assert all(s["layout"]["meta"]["edges_differing"] == 0 for s in before)
-    at.slider[0].set_value(at.slider[0].proto.min).run()  # λ = 0: no edge shared is asked for
+    at.slider[0].set_value(1.0).run()  # the most diverse end (edges: λ = 0, no edge shared is asked for)
     assert not at.exception
     after = cell_specs(at)
     assert after != before
@@ -70,8 +71,10 @@ def test_slider_changes_the_cell_figure(home):
 
 
 def test_url_reproduces_the_view_and_bad_links_get_messages(home):
-    at = app({"reg": "js", "lam": "2.0", "sel": ["0.0", "4.0"]})
-    assert at.radio[0].value == "js" and at.slider[0].value == 2.0 and at.multiselect[0].value == [0.0, 4.0]
+    at = app({"reg": "js", "div": "0.5", "sel": ["0.0", "1.0"]})
+    assert at.radio[0].value == "js" and at.slider[0].value == 0.5 and at.multiselect[0].value == [0.0, 1.0]
+    old = app({"reg": "js", "lam": "1.0"})  # a link from before the diversity axis: js λ ∈ [0, 4]
+    assert old.slider[0].value == 0.25
     bad = app({"run": "nope", "lam": "abc"})
     warnings = " ".join(w.value for w in bad.warning)
     assert "no run **nope**" in warnings and "'abc'" in warnings
@@ -101,7 +104,7 @@ def test_search_page_validates_and_queues_a_job(home):
 
 def test_hypernetwork_page_shows_both_curves(home):
     at = app(page="pages/hypernetwork.py")
-    curves = [s for s in specs(at) if "diversity vs λ" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False)]
+    curves = [s for s in specs(at) if "along the diversity axis" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False)]
     assert len(curves) == 2
     for c in curves:
         matched = c["data"][0]["y"]
@@ -115,8 +118,8 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
     assert any("Greedy selection" in m.value for m in at.markdown)
     ms = {m.label: m for m in at.multiselect}
-    lam = ms["λ values"].options[4]
-    ms["λ values"].set_value([float(lam)])
+    lam = round(RunView(Store().get_run("demo")).axis_grid("edges")[4], 4)
+    ms["Diversity (λ)"].set_value([lam])
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     store = Store()

@@ -80,18 +80,18 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
             .some(gd => gd.layout && gd.layout.meta && gd.layout.meta.cell_type)""", timeout=90_000)
         page.get_by_text("Matched edges with α*").first.wait_for(timeout=30_000)
         before = _cell_meta(page)
-        assert before and all(m["edges_differing"] == 0 for m in before)  # edges: λ = Λ is α*
+        assert before and all(m["edges_differing"] == 0 for m in before)  # diversity 0 is α*
         page.screenshot(path=str(ARTIFACTS / "e2e_explore_alpha_star.png"), full_page=True)
 
         slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
         slider.focus()
-        page.keyboard.press("Home")  # λ = 0: share no edge with α*
+        page.keyboard.press("End")  # diversity 1 (edges: λ = 0, share no edge with α*)
         page.wait_for_function(SETTLED_DIFFERENT, timeout=60_000)
         time.sleep(1.0)  # let the rerun finish (stale elements are removed at its end)
         page.wait_for_function(SETTLED_DIFFERENT, timeout=60_000)
         after = _cell_meta(page)
         assert after != before and sum(m["edges_differing"] for m in after) > 0
-        page.wait_for_function("() => window.location.search.includes('lam=')", timeout=30_000)
+        page.wait_for_function("() => window.location.search.includes('div=')", timeout=30_000)
         assert "run=demo" in page.url
         page.screenshot(path=str(ARTIFACTS / "e2e_explore_lambda_0.png"), full_page=True)
 

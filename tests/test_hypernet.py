@@ -216,11 +216,11 @@ def test_hypernet_checkpoint_that_does_not_fit(hyper_run, tmp_path):
 
 
 def test_renamed_edges_weight_settings_still_read():
-    """c_start / c_end (earlier versions) are read as edges_weight_start / edges_weight_end, from
+    """c_start / c_end (earlier versions) are read as target_weight_start / target_weight_end, from
     --set and from stored configs (the bundled demo's hypernetworks were written with them)."""
     from nes.config import HypernetConfig, from_dict, from_preset, to_dict
 
-    cfg = from_preset(HypernetConfig, "smoke", {"c_start": "0.5", "edges_weight_end": "4"})
-    assert (cfg.edges_weight_start, cfg.edges_weight_end) == (0.5, 4.0)
-    old = {("c_start" if k == "edges_weight_start" else k): v for k, v in to_dict(cfg).items()}
+    cfg = from_preset(HypernetConfig, "smoke", {"c_start": "0.5", "target_weight_end": "4"})
+    assert (cfg.target_weight_start, cfg.target_weight_end) == (0.5, 4.0)
+    old = {("c_start" if k == "target_weight_start" else k): v for k, v in to_dict(cfg).items()}
     assert "c_start" in old and from_dict(HypernetConfig, old) == cfg

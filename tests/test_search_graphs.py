@@ -25,7 +25,7 @@ def test_which_arch_modules_are_graphed(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     darts = DartsArch(LAYOUT)
     reg = Regularizer("edges", LAYOUT, STAR)
-    hyper = HypernetArch(LAYOUT, PiecewiseLinearHypernet(LAYOUT.init_theta(), -0.2, 4.2), reg, 0.0, 4.0, 0.2)
+    hyper = HypernetArch(LAYOUT, PiecewiseLinearHypernet(LAYOUT.init_theta(), -0.2, 4.2), reg, 0.0, 4.0)
     for arch in (darts, hyper, FixedLambdaArch(LAYOUT, LAYOUT.init_theta(), reg, 1.0)):
         assert use_cuda_graphs(cfg, arch, cuda)
         assert not use_cuda_graphs(cfg, arch, cpu)
@@ -40,7 +40,7 @@ def test_tensor_lambda_and_progress_give_the_float_results(name):
     torch.manual_seed(0)
     reg = Regularizer(name, LAYOUT, STAR)
     theta_star = LAYOUT.genotype_logits(STAR, scale=3.0)
-    arch = HypernetArch(LAYOUT, PiecewiseLinearHypernet(theta_star, -0.2, 4.2, init_noise=0.5), reg, 0.0, 4.0, 0.2)
+    arch = HypernetArch(LAYOUT, PiecewiseLinearHypernet(theta_star, -0.2, 4.2, init_noise=0.5), reg, 0.0, 4.0)
     for lam, frac in [(0.3, 0.0), (2.5, 0.4), (4.1, 0.97)]:
         th_f, th_t = arch.theta(lam), arch.theta(torch.tensor(lam))
         assert torch.allclose(th_f, th_t)

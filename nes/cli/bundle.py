@@ -18,7 +18,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="bundle folder to create")
     p.add_argument("--onnx", action="store_true", help="also write ensemble.onnx (checked with onnxruntime)")
     p.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier bundle at --out (and its zip); never the run, a file or another folder")
     p.add_argument("--title", default=None, help="title of the model card")
     p.add_argument("--no-verify", action="store_true",
                    help="skip reloading the bundle and comparing it with the run's saved test probabilities")

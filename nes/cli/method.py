@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..config import SearchConfig, from_preset, parse_sets
@@ -10,9 +11,10 @@ from ..data import DATASETS
 from ..layout import RunDir
 from ..method.baselines import METHODS
 from ..method.darts import load_search
-from ..method.diversity import lam_grid, sample_architectures
+from ..method.diversity import collapse_warning, lam_grid, sample_architectures
 from ..method.hypernet import load_hypernet
 from ..method.interop_nni import load_genotype
+from ..method.regularizers import AXES
 from ..method.space import Genotype
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, retrain_task,
                           search_task)
@@ -121,6 +123,13 @@ def cmd_hypernet(a: argparse.Namespace) -> int:
     res = run_task(f"hypernet ({a.regularizer})", hypernet_task, run.path, config, a.device)
     print(f"hypernetwork ({a.regularizer}): {res['steps']} steps in {res['seconds']:.1f} s")
     _print_samples(run, a.regularizer, None)
+    q = load_hypernet(run.path, a.regularizer)[1].get("quality") or {}
+    if q:
+        print(f"9-point grid: {q['distinct']} distinct genotypes, Spearman ρ(distance, diversity) = {q['rho']}, "
+              f"distance at the α* end {q['star_end_distance']:.4f}")
+        warning = collapse_warning(q, 3, a.regularizer)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -129,14 +138,17 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     s = load_search(run.path)
     if lams is None:
         lams = lam_grid(meta["lam_min"], meta["lam_max"], 5)
-    samples = sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"])
+    reg = meta["regularizer"]
+    samples = sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"], s.theta, reg)
     if as_json:
         print(json.dumps([x.to_dict() for x in samples], indent=2))
         return
-    print(f"regularizer {meta['regularizer']}; genotype*: {s.star.compact()} (Λ = {s.star.num_edges()} edges)")
-    print(f"{'lam':>6} {'matched':>8} {'JS to α*':>9}  genotype")
-    for x in samples:
-        print(f"{x.lam:>6.2f} {x.matched_edges:>8d} {x.js_to_star:>9.4f}  {x.genotype.compact()}")
+    print(f"regularizer {reg}: {AXES[reg].lam}; control {AXES[reg].strength}")
+    print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_edges()} edges)")
+    print(f"{'diversity':>9} {'lam':>7} {'matched':>8} {'distance':>9}  genotype")
+    for x in sorted(samples, key=lambda x: x.diversity):
+        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()}")
+    print("diversity: 0 = α*, 1 = most diverse; distance: JS_g to α* over genotype*'s kept edges and nodes")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:

@@ -73,10 +73,10 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
     chosen = _pick_members(read_json(rd.samples_json)["samples"], star, members - 1)
     lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
     log(f"4/6 retraining α* and the members at λ = {lams}")
-    retrain_task(run, {"name": member_name(), "preset": preset}, None, device)
-    for s in chosen:
+    retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)
+    for i, s in enumerate(chosen, start=1):  # member i → seed i, as DeepEns's members below
         retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
-                           "preset": preset}, None, device)
+                           "preset": preset, "seed": i}, None, device)
     log("5/6 ensemble metrics")
     evaluate_task(run, {}, None, device)
     log("6/6 DeepEns baseline (α* with seeds), for the Compare page")

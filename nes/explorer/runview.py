@@ -19,7 +19,8 @@ from ..layout import RunDir
 from ..method import members as scoring
 from ..method.darts import SearchArtifacts, load_search
 from ..method.divergence import pairwise_arch_js
-from ..method.diversity import ArchSample, lam_grid, sample_architectures
+from ..method.diversity import ArchSample, grid_quality, lam_grid, sample_architectures
+from ..method.regularizers import diversity_lam
 from ..method.hypernet import load_hypernet, trained_regularizers
 from ..method.space import ArchLayout, Genotype
 
@@ -97,13 +98,23 @@ class RunView:
         return float(meta["lam_min"]), float(meta["lam_max"])
 
     def star_lam(self, regularizer: str) -> float:
-        """The λ meant to reproduce α*: Λ (all edges shared) for `edges`, 0 (no push) for `js`."""
+        """The λ meant to reproduce α*: the end of the diversity axis at 0 (`AXES`)."""
+        return diversity_lam(regularizer, 0.0, *self.lam_bounds(regularizer))
+
+    def axis_grid(self, regularizer: str, n: int = 9) -> list[float]:
+        """λ of n evenly spaced positions on the diversity axis, from α* (0) to the most diverse (1)."""
         lo, hi = self.lam_bounds(regularizer)
-        return hi if regularizer == "edges" else lo
+        return [diversity_lam(regularizer, i / (n - 1), lo, hi) for i in range(n)]
+
+    def quality(self, regularizer: str) -> dict[str, Any]:
+        """How well the hypernetwork controls diversity on a 9-point grid (recorded after training,
+        measured now for hypernetworks of earlier versions)."""
+        return self.hypernet(regularizer)[1].get("quality") or grid_quality(self.sample(regularizer, self.axis_grid(regularizer)))
 
     def sample(self, regularizer: str, lams: list[float]) -> list[ArchSample]:
         hyper, meta = self.hypernet(regularizer)
-        return sample_architectures(hyper, self.layout, self.star, lams, meta["config"]["tau"])
+        return sample_architectures(hyper, self.layout, self.star, lams, meta["config"]["tau"], self.theta_star,
+                                    meta.get("regularizer", regularizer))
 
     def pairwise_js(self, samples: list[ArchSample]) -> torch.Tensor:
         return pairwise_arch_js(self.layout, [s.theta for s in samples])

@@ -195,19 +195,41 @@ def js_heatmap(matrix: torch.Tensor | Sequence[Sequence[float]], labels: Sequenc
 
 
 def lambda_curve(curve: Sequence[Mapping[str, float]], lam: float | None = None, title: str | None = None) -> go.Figure:
-    """Matched edges with genotype* (left axis) and JS to α* (right axis) against λ."""
-    lams = [c["lam"] for c in curve]
+    """Matched edges with genotype* (left axis) and the distance to α* (right axis) along the
+    diversity axis (0 = α*, 1 = most diverse). Curves written before the axis existed have no
+    `diversity`/`distance`: they are drawn against λ with the architecture JS."""
+    axis = all(c.get("diversity") is not None and c.get("distance") is not None for c in curve)
+    xs = [c["diversity"] if axis else c["lam"] for c in curve]
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    xs = [xs[i] for i in order]
+    ys = [curve[i]["distance"] if axis else curve[i]["js_to_star"] for i in order]
+    dist_name = "distance to α* (JS_g)" if axis else "JS to α*"
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=lams, y=[c["matched_edges"] for c in curve], name="matched edges", mode="lines+markers",
-                             line=dict(color="#0072B2", shape="hv")))
-    fig.add_trace(go.Scatter(x=lams, y=[c["js_to_star"] for c in curve], name="JS to α*", mode="lines+markers",
-                             yaxis="y2", line=dict(color=DIFF_COLOR)))
+    fig.add_trace(go.Scatter(x=xs, y=[curve[i]["matched_edges"] for i in order], name="matched edges",
+                             mode="lines+markers", line=dict(color="#0072B2", shape="hv")))
+    fig.add_trace(go.Scatter(x=xs, y=ys, name=dist_name, mode="lines+markers", yaxis="y2", line=dict(color=DIFF_COLOR)))
     if lam is not None:
         fig.add_vline(x=lam, line=dict(color="#444444", dash="dash"))
-    fig.update_layout(**_LAYOUT, height=300, title=title or "diversity vs λ", xaxis=dict(title="λ"),
+    fig.update_layout(**_LAYOUT, height=300, title=title or "diversity", legend=dict(orientation="h", y=-0.25),
+                      xaxis=dict(title="diversity (0 = α*, 1 = most diverse)" if axis else "λ"),
                       yaxis=dict(title="matched edges", rangemode="tozero"),
-                      yaxis2=dict(title="JS to α*", overlaying="y", side="right", range=[0, LN2]),
-                      legend=dict(orientation="h", y=-0.25))
+                      yaxis2=dict(title=dist_name, overlaying="y", side="right", range=[0, LN2]))
+    return fig
+
+
+def diff_heatmap(genotypes: Sequence[Genotype], labels: Sequence[str], title: str = "edges that differ") -> go.Figure:
+    """How many kept edges differ between every pair of genotypes: 0 exactly for identical ones
+    (the discrete side of the continuous architecture-JS heatmap)."""
+    n = len(genotypes)
+    if n != len(labels):
+        raise ValueError(f"diff_heatmap: {n} genotypes but {len(labels)} labels")
+    m = [[a.num_edges() - a.matched_edges(b) for b in genotypes] for a in genotypes]
+    top = max([g.num_edges() for g in genotypes] + [1])
+    fig = go.Figure(go.Heatmap(z=m, x=list(labels), y=list(labels), zmin=0, zmax=top, colorscale=JS_COLORSCALE,
+                               text=m, texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z} edges differ<extra></extra>",
+                               colorbar=dict(title="edges")))
+    fig.update_layout(**_LAYOUT, title=title, height=140 + 40 * n, yaxis=dict(autorange="reversed", type="category"),
+                      xaxis=dict(type="category"))
     return fig
 
 

@@ -3,24 +3,33 @@
 A bundle is a folder (optionally also a .zip of it):
 
     manifest.json            schema "nes-ensemble" version 1: members (name, genotype, λ, seed,
-                             network shape, metrics, weights file + sha256 + tensor shapes),
-                             dataset, class names, input shape and preprocessing, library
-                             versions, architecture-JS and predictive-JS matrices, ensemble metrics
+                             network shape, metrics, weights file + sha256 + byte count + tensor
+                             shapes), dataset, class names, input shape and preprocessing, library
+                             versions, architecture-JS and predictive-JS matrices, ensemble metrics,
+                             and `model_sha256`: the hash of every manifest value the predictions
+                             depend on (see `model_sha256`)
     members/<name>.safetensors   one weights file per member (float32, no optimizer state)
     README.md                model card: intended use, data, metrics, limitations
     ensemble.onnx            optional: the whole ensemble (preprocessing + members + mean softmax)
 
-`load_ensemble(path)` checks the schema, every hash and every tensor shape before it builds
-anything, reads only JSON and safetensors (never pickle), and returns an `EnsembleModel`.
+`load_ensemble(path)` checks the schema, every value, every hash and every tensor shape before it
+builds anything, reads only JSON and safetensors (never pickle), and returns an `EnsembleModel`.
+A file is never read whole before its size is known to fit: a zip entry's declared size must fit
+the byte count the manifest records (or a cap), and weights are hashed while streaming, so a zip
+bomb or a foreign file costs a buffer, not its inflated size. Bundles written before `bytes` and
+`model_sha256` existed (same schema version) still load; they are checked against the caps only.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
+import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -44,6 +53,15 @@ REQUIRED = ("schema", "schema_version", "dataset", "dataset.name", "dataset.num_
 
 REQUIRED_MEMBER = ("name", "file", "sha256", "genotype", "network", "network.c", "network.layers", "tensors")
 
+# What `model_sha256` covers: every value that changes what the bundle predicts or how it is read.
+MODEL_DATASET_KEYS = ("num_classes", "class_names", "input", "preprocess")
+MODEL_MEMBER_KEYS = ("name", "file", "sha256", "bytes", "genotype", "network", "tensors")
+
+MANIFEST_MAX_BYTES = 8 << 20  # a manifest takes ~8 KB per member
+WEIGHTS_MAX_BYTES = 512 << 20  # one member's float32 weights (c ≤ 1024 nets of a few cells stay far below)
+HEADER_MAX_BYTES = 8 << 20  # a weights file's safetensors header (~100 bytes per tensor)
+_CHUNK = 1 << 20  # streaming buffer
+
 
 class BundleError(ArtifactError):
     """A bundle that cannot be exported or loaded (the message says what is wrong and what to do)."""
@@ -52,8 +70,21 @@ class BundleError(ArtifactError):
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MB" if n >= 1 << 20 else f"{n} bytes"
+
+
+# (limit, what it is) of the reads whose size the manifest cannot state
+MANIFEST_LIMIT = (MANIFEST_MAX_BYTES, f"the {_mb(MANIFEST_MAX_BYTES)} a manifest may take")
+WEIGHTS_LIMIT = (WEIGHTS_MAX_BYTES, f"the {_mb(WEIGHTS_MAX_BYTES)} a weights file may take")
+
+
 class _Reader:
-    """Files of a bundle folder or of a .zip of one (read as bytes; nothing is extracted)."""
+    """Files of a bundle folder or of a .zip of one (read as bytes; nothing is extracted).
+
+    Every read names its limit in bytes: a file (or zip entry) that declares more is refused
+    before a byte of it is read, and reading stops as soon as more bytes arrive than declared."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -64,8 +95,8 @@ class _Reader:
         if self.path.is_file():
             try:
                 self.zip = zipfile.ZipFile(self.path)
-            except zipfile.BadZipFile:
-                raise BundleError(f"{self.path}: not a bundle folder or a .zip of one") from None
+            except (zipfile.BadZipFile, OSError) as e:
+                raise BundleError(f"{self.path}: not a bundle folder or a .zip of one ({e})") from None
             names = [n for n in self.zip.namelist() if n == "manifest.json" or n.endswith("/manifest.json")]
             if names:  # the zip may hold the folder itself (BUNDLE/manifest.json) or its contents
                 self.prefix = min(names, key=len)[: -len("manifest.json")]
@@ -74,18 +105,61 @@ class _Reader:
         if self.zip is not None:
             self.zip.close()
 
-    def read(self, rel: str) -> bytes | None:
+    def _locate(self, rel: str) -> tuple[int, Callable[[], IO[bytes]]] | None:
+        """(declared size, opener) of `rel`, None if the bundle lacks it; nothing is read yet."""
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise BundleError(f"manifest.json names the file {rel!r} outside the bundle")
         if self.zip is not None:
             try:
-                return self.zip.read(self.prefix + rel)
+                info = self.zip.getinfo(self.prefix + rel)
             except KeyError:
                 return None
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:  # CRC error, truncated member
-                raise BundleError(f"{self.path}: {rel} in the zip is corrupt ({e}); copy the zip again") from None
+            return info.file_size, lambda: self.zip.open(info)  # the size its zip headers declare
         p = self.path / rel
-        return p.read_bytes() if p.is_file() else None
+        return (p.stat().st_size, lambda: open(p, "rb")) if p.is_file() else None
+
+    @contextlib.contextmanager
+    def open(self, rel: str, limit: int, why: str) -> Iterator[IO[bytes] | None]:
+        """`rel` opened for reading (None if absent), once its declared size is known to be ≤ limit."""
+        where = f"{rel} in the zip" if self.zip is not None else rel
+        try:
+            found = self._locate(rel)
+            if found is None:
+                yield None
+                return
+            if found[0] > limit:
+                unit, hint = ("bytes uncompressed", " (a zip bomb?)") if self.zip is not None else ("bytes", "")
+                raise BundleError(f"{self.path}: {where} is {found[0]} {unit}, more than {why}; the bundle is "
+                                  f"corrupt or not written by `python -m nes export`{hint}; export it again")
+            with found[1]() as f:
+                yield f
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as e:
+            raise BundleError(f"{self.path}: {where} is corrupt or unreadable ({e}); copy the bundle again") from None
+
+    def read(self, rel: str, limit: int, why: str) -> bytes | None:
+        """The bytes of `rel` (None if absent): at most `limit` of them, or a BundleError."""
+        with self.open(rel, limit, why) as f:
+            data = None if f is None else f.read(limit + 1)
+        if data is not None and len(data) > limit:
+            raise BundleError(f"{self.path}: {rel} holds more than {why}; export the bundle again")
+        return data
+
+    def digest(self, rel: str, limit: int, why: str) -> tuple[str, int] | None:
+        """(sha256, size) of `rel` hashed while streaming (one buffer in memory), None if absent."""
+        h, n = hashlib.sha256(), 0
+        with self.open(rel, limit, why) as f:
+            if f is None:
+                return None
+            while chunk := f.read(_CHUNK):
+                n += len(chunk)
+                if n > limit:
+                    raise BundleError(f"{self.path}: {rel} holds more than {why}; export the bundle again")
+                h.update(chunk)
+        return h.hexdigest(), n
+
+
+# ----------------------------------------------------------------------------- manifest checks
+
 
 def _missing(obj: dict, keys: Iterable[str]) -> list[str]:
     out = []
@@ -98,8 +172,42 @@ def _missing(obj: dict, keys: Iterable[str]) -> list[str]:
             cur = cur[part]
     return out
 
-def check_manifest(manifest: Any) -> dict:
-    """Schema checks of a manifest (BundleError naming every missing key)."""
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(lo: int = 0, hi: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= lo and (hi is None or v <= hi)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _per_channel(n: Any, positive: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, list) and len(v) == n
+                      and all(_finite(x) and (x > 0 or not positive) for x in v))
+
+
+def _or_none(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or pred(v)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _hex64(v: Any) -> bool:
+    return isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None
+
+
+def _shape(v: Any) -> bool:
+    return isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
+
+
+def _check_header(manifest: Any) -> None:
+    """A JSON object of our schema and a version this library reads."""
     if not isinstance(manifest, dict):
         raise BundleError("manifest.json: not a JSON object")
     if manifest.get("schema") not in (None, SCHEMA):
@@ -107,9 +215,14 @@ def check_manifest(manifest: Any) -> dict:
                           f"({SCHEMA!r})")
     version = manifest.get("schema_version")
     if "schema_version" in manifest and version != SCHEMA_VERSION:
+        library = manifest.get("library") if isinstance(manifest.get("library"), dict) else {}
         raise BundleError(f"manifest.json: schema version {version!r} is not supported: nes {__version__} reads "
                           f"version {SCHEMA_VERSION}; load it with the nes version that wrote it "
-                          f"({manifest.get('library', {}).get('nes', 'unknown')}) or export the ensemble again")
+                          f"({library.get('nes', 'unknown')}) or export the ensemble again")
+
+
+def _check_keys(manifest: dict) -> None:
+    """Every required key, in the manifest and in every member (BundleError naming all missing)."""
     missing = _missing(manifest, REQUIRED)
     members = manifest.get("members")
     if isinstance(members, list):
@@ -125,38 +238,125 @@ def check_manifest(manifest: Any) -> dict:
     if missing:
         raise BundleError(f"manifest.json: missing or malformed key(s): {', '.join(missing)}; the bundle is "
                           "incomplete or not written by `python -m nes export`; export it again")
-    ds = manifest["dataset"]
-    wrong = []
-    for key, ok in (("dataset.num_classes", _is_int(ds["num_classes"])),
-                    ("dataset.class_names", isinstance(ds["class_names"], list)
-                     and _is_int(ds["num_classes"]) and len(ds["class_names"]) == ds["num_classes"]),
-                    *((f"dataset.input.{k}", _is_int(ds["input"][k]) and ds["input"][k] > 0)
-                      for k in ("channels", "height", "width")),
-                    *((f"dataset.preprocess.{k}", _is_int(ds["preprocess"][k]) and ds["preprocess"][k] >= 0)
-                      for k in ("pad", "image_size")),
-                    *((f"dataset.preprocess.{k}", isinstance(ds["preprocess"][k], list)
-                       and len(ds["preprocess"][k]) == ds["input"]["channels"]
-                       and all(isinstance(v, (int, float)) for v in ds["preprocess"][k])) for k in ("mean", "std"))):
-        if not ok:
-            wrong.append(key)
+
+
+# (dotted key, value, check, what it must be)
+Rule = tuple[str, Any, Callable[[Any], bool], str]
+
+
+def _dataset_rules(ds: dict) -> list[Rule]:
+    inp, pre, n = ds["input"], ds["preprocess"], ds["num_classes"]
+    return [
+        ("dataset.name", ds["name"], _text, "a non-empty string"),
+        ("dataset.num_classes", n, _int(1), "a positive integer"),
+        ("dataset.class_names", ds["class_names"],
+         lambda v: isinstance(v, list) and len(v) == n and all(isinstance(x, str) for x in v),
+         "a list of one name (a string) per class"),
+        *((f"dataset.input.{k}", inp[k], _int(1), "a positive integer") for k in ("channels", "height", "width")),
+        ("dataset.preprocess.pad", pre["pad"], _int(0), "a non-negative integer"),
+        ("dataset.preprocess.image_size", pre["image_size"], _int(1), "a positive integer"),
+        ("dataset.preprocess.mean", pre["mean"], _per_channel(inp["channels"]),
+         "a list of one finite number per input channel"),
+        ("dataset.preprocess.std", pre["std"], _per_channel(inp["channels"], positive=True),
+         "a list of one finite number > 0 per input channel"),
+        ("dataset.preprocess.scale", pre.get("scale"), _or_none(lambda v: _finite(v) and v > 0), "a number > 0"),
+    ]
+
+
+def _member_rules(i: int, m: dict) -> list[Rule]:
+    key, net, tensors = f"members[{i}]", m["network"], m["tensors"]
+    rules: list[Rule] = [
+        (f"{key}.name", m["name"], _text, "a non-empty string"),
+        (f"{key}.file", m["file"], _text, "the path of its weights file in the bundle"),
+        (f"{key}.sha256", m["sha256"], _hex64, "the file's sha256: 64 lower-case hexadecimal digits"),
+        (f"{key}.bytes", m.get("bytes"), _or_none(_int(0, WEIGHTS_MAX_BYTES)),
+         f"the file's size in bytes (at most {_mb(WEIGHTS_MAX_BYTES)})"),
+        (f"{key}.genotype", m["genotype"], lambda v: isinstance(v, dict), "an object"),
+        (f"{key}.network.c", net["c"], _int(1), "a positive integer"),
+        (f"{key}.network.layers", net["layers"], _int(1), "a positive integer"),
+        (f"{key}.lam", m.get("lam"), _or_none(_finite), "a finite number or null"),
+        (f"{key}.seed", m.get("seed"), _or_none(_is_int), "an integer or null"),
+        (f"{key}.tensors", tensors, lambda v: isinstance(v, dict) and len(v) > 0,
+         "an object of tensor name → shape"),
+    ]
+    if isinstance(tensors, dict):
+        rules += [(f"{key}.tensors.{k}", s, _shape, "a shape: a list of non-negative integers")
+                  for k, s in tensors.items()]
+    return rules
+
+
+def _broken(rules: Iterable[Rule]) -> list[str]:
+    return [f"{key} (must be {want}; is {json.dumps(value)[:40]})" for key, value, ok, want in rules if not ok(value)]
+
+
+def check_manifest(manifest: Any) -> dict:
+    """Schema and value checks of a manifest (BundleError naming every missing or wrong key).
+
+    Every value the loader uses is checked: integers are integers, numbers are finite, std > 0,
+    hashes are sha256 hex digests, shapes are lists of non-negative integers, λ is finite or null.
+    The integrity of those values (`model_sha256`) is `check_model_sha256`'s job."""
+    _check_header(manifest)
+    _check_keys(manifest)
+    ds, members = manifest["dataset"], manifest["members"]
+    wrong = _broken(_dataset_rules(ds))
     if not wrong:  # the evaluation crop must fit inside the padded image
         inp, pre = ds["input"], ds["preprocess"]
-        if not 1 <= pre["image_size"] <= min(inp["height"], inp["width"]) + 2 * pre["pad"]:
+        if pre["image_size"] > min(inp["height"], inp["width"]) + 2 * pre["pad"]:
             wrong.append("dataset.preprocess.image_size (larger than the padded image)")
-    for i, m in enumerate(members):
-        for key, typ in (("name", str), ("file", str), ("sha256", str), ("genotype", dict), ("network", dict),
-                         ("tensors", dict)):
-            if not isinstance(m[key], typ):
-                wrong.append(f"members[{i}].{key}")
+    wrong += [w for i, m in enumerate(members) for w in _broken(_member_rules(i, m))]
     if wrong:
-        raise BundleError(f"manifest.json: wrong type or value of: {', '.join(wrong)}; export the bundle again")
+        more = f" (and {len(wrong) - 8} more)" if len(wrong) > 8 else ""
+        raise BundleError(f"manifest.json: wrong type or value of: {', '.join(wrong[:8])}{more}; the manifest was "
+                          "edited or damaged; export the bundle again")
     names = [m["name"] for m in members]
     if len(set(names)) != len(names):
         raise BundleError(f"manifest.json: member names repeat ({', '.join(names)})")
     return manifest
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+
+def model_sha256(manifest: dict) -> str:
+    """sha256 of the canonical JSON of what decides the bundle's predictions: the dataset's classes,
+    input and preprocessing, and every member's name, file, weights hash and size, genotype,
+    network and tensor shapes (not the descriptive parts: title, metrics, diversity, versions)."""
+    ds = manifest["dataset"]
+    part = {"dataset": {k: ds.get(k) for k in MODEL_DATASET_KEYS},
+            "members": [{k: m.get(k) for k in MODEL_MEMBER_KEYS} for m in manifest["members"]]}
+    return sha256(json.dumps(part, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
+
+
+def check_model_sha256(manifest: dict) -> None:
+    """BundleError when the manifest's model values no longer match its `model_sha256` (a hand edit).
+    Bundles written before `model_sha256` existed have none and are not checked."""
+    want = manifest.get("model_sha256")
+    if want is None:
+        return
+    if not _hex64(want):
+        raise BundleError(f"manifest.json: model_sha256 must be 64 lower-case hexadecimal digits (is "
+                          f"{json.dumps(want)[:40]}); export the bundle again")
+    have = model_sha256(manifest)
+    if have != want:
+        raise BundleError(f"manifest.json: the preprocessing, input, classes or members were changed after export "
+                          f"(model_sha256 {want[:12]}…, values {have[:12]}…): the manifest was edited by hand or "
+                          "is corrupt; export the bundle again instead of editing it")
+
+
+def bundle_problem(path: str | Path) -> str | None:
+    """Why `path` (a folder or .zip) is not an NES bundle, or None when it holds a manifest.json
+    of schema "nes-ensemble" (what `export --force` may replace; its values are not checked)."""
+    try:
+        r = _Reader(path)
+        try:
+            man = _parse_manifest(r, path)
+        finally:
+            r.close()
+    except BundleError as e:
+        return str(e)
+    if not isinstance(man, dict) or man.get("schema") != SCHEMA or not _is_int(man.get("schema_version")):
+        return f"{path}/manifest.json is not of schema {SCHEMA!r}"
+    return None
+
+
+# ----------------------------------------------------------------------------- loading
 
 
 LIMITS = {"c": 1024, "layers": 64, "num_classes": 100_000, "channels": 16}  # sanity bounds before building
@@ -178,59 +378,110 @@ def _build_member(m: dict, ds: dict, device: str | torch.device = "cpu") -> Netw
     except (ValueError, TypeError, KeyError) as e:
         raise BundleError(f"member {m['name']!r}: its genotype or network in manifest.json is invalid ({e})") from None
 
+
 def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> EnsembleModel:
     """Load a bundle folder or .zip → `EnsembleModel` in eval mode.
 
-    Validates the manifest schema, the sha256 of every weights file, and that every tensor of every
-    member has the shape its architecture needs, before anything is built; only JSON and
-    safetensors are read (never pickle). Raises `BundleError` with what is wrong and what to do."""
+    Checks, before anything is built and in this order (each names what is wrong): the manifest's
+    schema and values; every member's architecture and the tensor shapes in its weights file's
+    header; `model_sha256` (hand-edited values); every weights file's size and sha256, hashed
+    while streaming. Only JSON and safetensors are read (never pickle), never more bytes than the
+    manifest records (or the caps). Raises `BundleError` with what is wrong and what to do."""
     r = _Reader(path)
     try:
         return _load(r, path, device)
     finally:
         r.close()
 
-def _load(r: _Reader, path: str | Path, device: str | torch.device) -> EnsembleModel:
-    raw = r.read("manifest.json")
+
+def _parse_manifest(r: _Reader, path: str | Path) -> Any:
+    raw = r.read("manifest.json", *MANIFEST_LIMIT)
     if raw is None:
         raise BundleError(f"{path}: no manifest.json (not an NES ensemble bundle, or an incomplete copy)")
     try:
-        manifest = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}/manifest.json: not valid JSON ({e})") from None
-    check_manifest(manifest)
-    ds = manifest["dataset"]
 
-    nets = []
-    for m in manifest["members"]:
-        data = r.read(m["file"])
-        if data is None:
-            raise BundleError(f"member {m['name']!r}: its weights file {m['file']} is missing from the bundle; "
-                              "copy the whole bundle folder (or its .zip), or export it again")
-        digest = sha256(data)
-        if digest != m["sha256"]:
-            raise BundleError(f"member {m['name']!r}: {m['file']} fails its sha256 check (manifest {m['sha256'][:12]}…, "
-                              f"file {digest[:12]}…): the file is corrupt or was modified; export the bundle again")
-        try:
-            tensors = st_load(data)
-        except (SafetensorError, ValueError, RuntimeError) as e:
-            raise BundleError(f"member {m['name']!r}: {m['file']} is not a readable safetensors file ({e})") from None
-        want = {k: tuple(v.shape) for k, v in _build_member(m, ds, "meta").state_dict().items()}
-        have = {k: tuple(v.shape) for k, v in tensors.items()}
-        listed = {k: tuple(v) for k, v in m["tensors"].items()}
-        problems = [f"{k} missing" for k in want if k not in have]
-        problems += [f"{k} not in the architecture" for k in have if k not in want]
-        problems += [f"{k} has shape {list(have[k])}, the architecture needs {list(want[k])}"
-                     for k in want if k in have and have[k] != want[k]]
-        problems += [f"{k} has shape {list(have[k])}, the manifest says {list(listed.get(k, ()))}"
-                     for k in have if listed.get(k) != have[k]]
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise BundleError(f"member {m['name']!r}: {m['file']} does not fit its genotype: "
-                              f"{'; '.join(problems[:3])}{more}; export the bundle again")
-        net = _build_member(m, ds)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-        nets.append(net)
+
+def _no_file(m: dict) -> BundleError:
+    return BundleError(f"member {m['name']!r}: its weights file {m['file']} is missing from the bundle; "
+                       "copy the whole bundle folder (or its .zip), or export it again")
+
+
+def _header_shapes(r: _Reader, m: dict) -> dict[str, tuple]:
+    """Tensor shapes from the safetensors header of the member's weights file (its first bytes only)."""
+    with r.open(m["file"], *WEIGHTS_LIMIT) as f:
+        if f is None:
+            raise _no_file(m)
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        raw = f.read(n) if 0 < n <= HEADER_MAX_BYTES else b""
+    try:
+        if not raw:
+            raise ValueError(f"its header length is {n} bytes, not 1 to {HEADER_MAX_BYTES}")
+        header = json.loads(raw)
+        return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise BundleError(f"member {m['name']!r}: {m['file']} is not a readable safetensors file ({e}); it is "
+                          "corrupt or not written by `python -m nes export`; export the bundle again") from None
+
+
+def _check_shapes(m: dict, meta: Network, have: dict[str, tuple]) -> None:
+    """Every tensor of the member: present, in its architecture (`meta`), of the shape it needs and
+    the manifest lists."""
+    want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    listed = {k: tuple(v) for k, v in m["tensors"].items()}
+    problems = [f"{k} missing" for k in want if k not in have]
+    problems += [f"{k} not in the architecture" for k in have if k not in want]
+    problems += [f"{k} has shape {list(have[k])}, the architecture needs {list(want[k])}"
+                 for k in want if k in have and have[k] != want[k]]
+    problems += [f"{k} has shape {list(have[k])}, the manifest says {list(listed.get(k, ()))}"
+                 for k in have if listed.get(k) != have[k]]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise BundleError(f"member {m['name']!r}: {m['file']} does not fit its genotype: "
+                          f"{'; '.join(problems[:3])}{more}; export the bundle again")
+
+
+def _member_bytes(r: _Reader, m: dict) -> bytes:
+    """The member's weights file, read whole only once its declared size fits the manifest's byte
+    count (or the cap) and its sha256, hashed while streaming, matches."""
+    size = m.get("bytes")
+    limit, why = (size, f"the {size} bytes manifest.json records for it") if size is not None else WEIGHTS_LIMIT
+    found = r.digest(m["file"], limit, why)
+    if found is None:
+        raise _no_file(m)
+    if found[0] == m["sha256"]:  # read whole only once hashed: a foreign file never takes more than a buffer
+        data = r.read(m["file"], limit, why)
+        if data is not None and sha256(data) == m["sha256"]:
+            return data
+    raise BundleError(f"member {m['name']!r}: {m['file']} fails its sha256 check (manifest {m['sha256'][:12]}…, "
+                      f"file {found[0][:12]}…): the file is corrupt or was modified; export the bundle again")
+
+
+def _load_member(r: _Reader, m: dict, ds: dict, meta: Network) -> Network:
+    """One member's network with its checked weights (`meta`: its architecture on the meta device)."""
+    data = _member_bytes(r, m)
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise BundleError(f"member {m['name']!r}: {m['file']} is not a readable safetensors file ({e})") from None
+    _check_shapes(m, meta, {k: tuple(v.shape) for k, v in tensors.items()})
+    net = _build_member(m, ds)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return net
+
+
+def _load(r: _Reader, path: str | Path, device: str | torch.device) -> EnsembleModel:
+    manifest = check_manifest(_parse_manifest(r, path))
+    ds = manifest["dataset"]
+    members = manifest["members"]
+    metas = [_build_member(m, ds, "meta") for m in members]  # architectures on the meta device: no memory
+    for m, meta in zip(members, metas):  # structure first (each check names what is wrong): headers only
+        _check_shapes(m, meta, _header_shapes(r, m))
+    check_model_sha256(manifest)  # then integrity: valid values edited by hand
+    nets = [_load_member(r, m, ds, meta) for m, meta in zip(members, metas)]
     model = EnsembleModel(nets, manifest).to(device)
     if model.mean.device.type == "cpu":
         model.members.to(memory_format=torch.channels_last)

@@ -5,7 +5,6 @@ See `nes.export.bundle` for what a bundle holds and how it is read back.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -24,15 +23,16 @@ import torch
 from safetensors.torch import save as st_save
 
 from .._version import __version__
-from ..artifacts import atomic_write_bytes, load_tensors, read_json
+from ..artifacts import atomic_write_bytes, load_tensors, read_json, with_suppress_unlink
 from ..data import DataError, load_dataset
-from ..layout import RunDir, check_name
+from ..config import TrainConfig, from_dict, validate
+from ..layout import MemberDir, RunDir, check_name
 from ..method.divergence import genotype_js_matrix
 from ..method.ensemble import ensemble_metrics, predictive_js
 from ..method.network import Network
 from ..method.space import Genotype
 from ..method.train import load_member_probs
-from .bundle import SCHEMA, SCHEMA_VERSION, BundleError, load_ensemble, sha256
+from .bundle import SCHEMA, SCHEMA_VERSION, BundleError, bundle_problem, load_ensemble, model_sha256, sha256
 from .card import model_card
 from .model import EnsembleModel
 from .onnx import export_onnx
@@ -88,12 +88,24 @@ def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, A
     return names, info
 
 
+def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotype]:
+    """A member's training config and genotype record, checked (BundleError naming the file)."""
+    cfg, gmeta = read_json(d.config), read_json(d.genotype)
+    try:
+        validate(from_dict(TrainConfig, cfg))
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
+    try:
+        g = Genotype.from_dict(gmeta["genotype"] if isinstance(gmeta, dict) else None)
+    except (KeyError, ValueError) as e:
+        raise BundleError(f"{d.genotype}: no valid genotype ({e}); retrain the member") from None
+    return cfg, gmeta, g
+
+
 def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """(manifest row, float32 weights without the auxiliary head, saved probabilities) of one member."""
     d = run.member(name)
-    cfg = read_json(d.config)
-    gmeta = read_json(d.genotype)
-    g = Genotype.from_dict(gmeta["genotype"])
+    cfg, gmeta, g = _member_files(d)
     state, _ = load_tensors(d.weights)
     net = Network(g, int(cfg["c"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
     own = net.state_dict()  # without the auxiliary head (training only)
@@ -173,42 +185,83 @@ def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path
     """Write the bundle of `members` of run `run_dir` to folder `out` (atomically: built next to it,
     then renamed into place), and `out`.zip with `make_zip`.
 
-    verify: load the written bundle back and check it reproduces the members' saved test
-    probabilities on up to `verify_images` test images (if the dataset is available here).
-    onnx: also write ensemble.onnx and check onnxruntime against PyTorch (≤ ONNX_TOLERANCE)."""
+    overwrite: replace an earlier bundle at `out` (and its zip); never anything else (see
+    `check_target`). verify: load the written bundle back and check it reproduces the members'
+    saved test probabilities on up to `verify_images` test images (if the dataset is available
+    here). onnx: also write ensemble.onnx and check onnxruntime against PyTorch (≤ ONNX_TOLERANCE)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out} already exists; choose another --out or pass --force to replace it")
+    zp = out.with_name(out.name + ".zip")
+    check_target(out, run_dir, overwrite, zp if make_zip else None)
     plan = plan_export(run_dir, members, title)
-    manifest, rows = plan.manifest, plan.manifest["members"]
-    parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp_zip: Path | None = None
     try:
-
-        for row in rows:
-            data = st_save({k: v.contiguous() for k, v in plan.tensors[row["name"]].items()},
-                           metadata={"nes_member": row["name"], "schema": SCHEMA})
-            atomic_write_bytes(tmp / row["file"], data)
-            row["sha256"], row["bytes"] = sha256(data), len(data)
-        manifest["bundle_name"] = out.name
-        model = None
-        if verify or onnx:
-            _write_manifest(tmp, manifest)
-            model = load_ensemble(tmp)
-        if verify:
-            manifest["verification"] = _verify(model, plan, verify_images)
-        if onnx:
-            manifest["onnx"] = export_onnx(model, tmp / "ensemble.onnx")
-        _write_manifest(tmp, manifest)
-        atomic_write_bytes(tmp / "README.md", model_card(manifest).encode())
-        _shareable(tmp)
+        _write_bundle(tmp, plan, out.name, verify=verify, verify_images=verify_images, onnx=onnx)
+        tmp_zip = _zip_beside(tmp, zp, out.name) if make_zip else None
         _swap_into_place(tmp, out, overwrite)
+        _place_zip(tmp_zip, zp, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_zip is not None:
+            with_suppress_unlink(str(tmp_zip))
         raise
-    zip_path = make_bundle_zip(out) if make_zip else None
-    return ExportResult(out, zip_path, manifest)
+    return ExportResult(out, zp if make_zip else None, plan.manifest)
+
+
+def check_target(out: Path, run_dir: str | Path, overwrite: bool, zip_path: Path | None = None) -> None:
+    """Refuse an `out` (and `zip_path`) that export would write over, unless it is an earlier bundle
+    and `overwrite` is set. Never the run itself or a folder that contains it, never a plain file,
+    a link or a folder that is not a bundle (BundleError saying what is there and what to do)."""
+    dest, run = out.resolve(), Path(run_dir).resolve()
+    if dest == run or dest in run.parents:
+        what = "the run being exported" if dest == run else f"a folder that contains the run {run_dir}"
+        raise BundleError(f"--out {out} is {what}; write the bundle to a new folder outside the run "
+                          f"(e.g. --out {Path(run_dir).name}_bundle)")
+    for path, kind in ((out, "folder"), *(((zip_path, "zip"),) if zip_path is not None else ())):
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if not overwrite:
+            raise BundleError(f"{path} already exists; choose another --out or pass --force to replace it")
+        why = _not_replaceable(path, kind)
+        if why:
+            raise BundleError(f"{path} already exists and --force replaces only an earlier bundle, but {why}; "
+                              "choose another --out (nothing was changed)")
+
+
+def _not_replaceable(path: Path, kind: str) -> str | None:
+    """Why export --force may not replace `path` (an existing bundle folder / bundle zip), or None."""
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if kind == "folder" and not path.is_dir():
+        return "it is a file, not a bundle folder"
+    if kind == "zip" and not path.is_file():
+        return "it is a folder, not a bundle zip"
+    return bundle_problem(path)
+
+
+def _write_bundle(tmp: Path, plan: ExportPlan, name: str, *, verify: bool, verify_images: int, onnx: bool) -> None:
+    """The bundle's files in the folder `tmp`: weights (hashed), manifest, verification, ONNX, card."""
+    manifest = plan.manifest
+    for row in manifest["members"]:
+        data = st_save({k: v.contiguous() for k, v in plan.tensors[row["name"]].items()},
+                       metadata={"nes_member": row["name"], "schema": SCHEMA})
+        atomic_write_bytes(tmp / row["file"], data)
+        row["sha256"], row["bytes"] = sha256(data), len(data)
+    manifest["bundle_name"] = name
+    manifest["model_sha256"] = model_sha256(manifest)
+    model = None
+    if verify or onnx:
+        _write_manifest(tmp, manifest)
+        model = load_ensemble(tmp)
+    if verify:
+        manifest["verification"] = _verify(model, plan, verify_images)
+    if onnx:
+        manifest["onnx"] = export_onnx(model, tmp / "ensemble.onnx")
+    _write_manifest(tmp, manifest)
+    atomic_write_bytes(tmp / "README.md", model_card(manifest).encode())
+    _shareable(tmp)
+
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -222,16 +275,70 @@ def _shareable(*paths: Path) -> None:
         for p in [top, *(top.rglob("*") if top.is_dir() else ())]:
             os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
 
+
 def _swap_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise BundleError(f"{out} already exists; choose another --out or pass --force to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+    """Rename the finished bundle `tmp` to `out`. An earlier bundle there is first moved into a
+    fresh hidden folder beside it (put back if the rename fails) and removed with that folder."""
+    if not (out.exists() or out.is_symlink()):
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+        return
+    if not overwrite:  # appeared while this bundle was being written
+        raise BundleError(f"{out} already exists; choose another --out or pass --force to replace it")
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
+        os.replace(out, aside / out.name)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(aside / out.name, out)
+            raise
+    finally:
+        _remove_tree(aside)
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that also removes read-only entries (a bundle copied from read-only media), and says
+    so when something still cannot be removed instead of leaving it silently."""
+    def retry(func, p, _exc) -> None:
+        os.chmod(os.path.dirname(p), 0o700)
+        if not os.path.islink(p) and os.path.isdir(p):
+            os.chmod(p, 0o700)
+        func(p)
+
+    try:
+        shutil.rmtree(path, onerror=retry)
+    except OSError as e:
+        raise BundleError(f"the bundle was written, but the earlier one moved aside to {path} could not be "
+                          f"removed ({e}); delete that folder yourself") from None
+
+
+def _zip_beside(folder: Path, zp: Path, root: str) -> Path:
+    """A zip of `folder`'s files under `root/`, streamed to a hidden temporary file next to `zp`
+    (the caller renames it into place or removes it)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{zp.name}.", suffix=".tmp", dir=zp.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                for p in sorted(folder.rglob("*")):
+                    if p.is_file():
+                        z.write(p, f"{root}/{p.relative_to(folder).as_posix()}")
+            f.flush()
+            os.fsync(f.fileno())
+        _shareable(Path(tmp))
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _place_zip(tmp_zip: Path | None, zp: Path, overwrite: bool) -> None:
+    """Rename the new zip into place; without one, an earlier bundle's zip of the replaced bundle
+    goes too (it would otherwise be shared as this bundle)."""
+    if tmp_zip is not None:
+        os.replace(tmp_zip, zp)
+    elif overwrite and zp.is_file() and not zp.is_symlink() and bundle_problem(zp) is None:
+        zp.unlink()
+
 
 def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any]:
     """Bundle vs the run: the reloaded members' probabilities on the run's test images."""
@@ -258,14 +365,8 @@ def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any
 def make_bundle_zip(folder: str | Path) -> Path:
     """`folder`.zip holding the bundle folder (written atomically)."""
     folder = Path(folder)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                z.write(f, f"{folder.name}/{f.relative_to(folder).as_posix()}")
     zp = folder.with_name(folder.name + ".zip")
-    atomic_write_bytes(zp, buf.getvalue())
-    _shareable(zp)
+    os.replace(_zip_beside(folder, zp, folder.name), zp)
     return zp
 
 

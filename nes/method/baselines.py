@@ -28,7 +28,7 @@ from ..artifacts import write_json
 from ..config import SearchConfig, TrainConfig, from_dict, from_preset, to_dict
 from ..layout import MemberDir, RunDir, member_name
 from .darts import load_search, search
-from .diversity import lam_grid, sample_architectures, unique_genotypes
+from .diversity import collapse_warning, lam_grid, sample_architectures, unique_genotypes
 from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet
 from .loop import Progress
 from .members import ensemble_curve, greedy_names, member_curve, size_curve
@@ -152,6 +152,7 @@ class BaselineRun:
     progress: Progress | None = None
     done: int = 0
     search_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a collapsed EdgeNES pool
 
     def __post_init__(self) -> None:
         s = load_search(self.run.path)
@@ -210,11 +211,11 @@ def _per_lambda(b: BaselineRun) -> list[Trained]:
     b.count_search()
     hcfg = hypernet_config(b.run.path, b.preset, {"regularizer": "edges"})
     out = []
-    for lam in lam_grid(*lam_range(hcfg, b.star), b.members):
+    for i, lam in enumerate(lam_grid(*lam_range(hcfg, b.star), b.members)):
         res = fixed_lambda_search(hcfg, b.run.path, lam, b.device, b.sub)
         b.search_seconds[f"lam_{lam:g}"] = res.seconds
         b.tick(f"lam_{lam:g}")
-        out.append(b.train(res.genotype, f"lam_{lam:g}".replace(".", "_"), b.member_seed(0)))
+        out.append(b.train(res.genotype, f"lam_{lam:g}".replace(".", "_"), b.member_seed(i)))
     return out
 
 
@@ -233,8 +234,12 @@ def _edgenes(b: BaselineRun, regularizer: str) -> list[Trained]:
     samples = sample_architectures(hyper, b.layout, b.star, lam_grid(meta["lam_min"], meta["lam_max"], b.budget),
                                    meta["config"]["tau"])
     b.search_seconds[f"hypernet_{regularizer}"] = b.run.hypernet(regularizer).seconds()
+    pool = unique_genotypes(samples)
+    warning = collapse_warning({"distinct": len(pool), "samples": len(samples)}, b.members, regularizer)
+    if warning:
+        b.warnings.append(warning)
     return [b.train(g, member_name(lams[0], prefix=regularizer), b.member_seed(i))
-            for i, (g, lams) in enumerate(unique_genotypes(samples))]
+            for i, (g, lams) in enumerate(pool)]
 
 
 # method → (generator, member trainings it does for M members and a budget, forward selection of M?)
@@ -266,6 +271,7 @@ def _record(b: BaselineRun, trained: list[Trained], select: bool) -> dict[str, A
         "members_metrics": {n: member_curve(out, n)[-1][1] for n in names},
         "costs": costs(b.search_seconds, {n: b.out.member(n).path for n in names}),
         "selected_costs": costs(b.search_seconds, {n: b.out.member(n).path for n in selected}),
+        "warnings": b.warnings,
     }
 
 

@@ -30,6 +30,7 @@ class ArchModule(nn.Module):
     """Produces the architecture vector θ for each step. Subclasses: `DartsArch`, hypernetworks."""
 
     layout: ArchLayout
+    weight_decay: float | None = None  # the architecture optimizer's; None: the config's a_weight_decay
     graph_safe = False
     """True when a step may be replayed as a CUDA graph: `theta`, `mixing` and `regularizer` also
     accept the drawn context (a float such as λ, or None) and the progress as 0-d device tensors
@@ -148,8 +149,8 @@ class BilevelStep:
         self.w_opt = torch.optim.SGD(net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.a_params = [p for p in arch.parameters() if p.requires_grad]
-        self.a_opt = torch.optim.Adam(self.a_params, cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
-                                      weight_decay=cfg.a_weight_decay)
+        wd = cfg.a_weight_decay if arch.weight_decay is None else arch.weight_decay
+        self.a_opt = torch.optim.Adam(self.a_params, cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=wd)
 
     def _arch_step(self, xt, yt, xv, yv, lam, frac):
         """(1) Only θ's gradient is asked for, so autograd skips every weight gradient and every

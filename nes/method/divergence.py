@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .space import ArchLayout, Genotype
+from .space import ArchLayout, Genotype, edge_index
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -60,3 +60,43 @@ def genotype_js_matrix(genotypes: Sequence[Genotype], tau: float = 0.99) -> list
         for j in range(i + 1, n):
             m[i][j] = m[j][i] = round(float(arch_js(d[i], d[j])), 6)
     return m
+
+
+class StarDistance:
+    """JS_g(θ*, θ): the distance to α* measured where genotype* lives.
+
+    The mean, over genotype*'s kept edges (their op distributions) and over its nodes (their input
+    distributions), of JS(softmax θ*, softmax θ), θ* being α*'s logits; so JS_g(θ*, θ*) = 0 by
+    construction. (The architecture JS over every distribution also counts the edges genotype*
+    does not keep, whose uniform mass gives α* a non-zero score against itself.) Differentiable in θ.
+    """
+
+    def __init__(self, layout: ArchLayout, star: Genotype, theta_star: torch.Tensor) -> None:
+        self.layout = layout
+        ref = layout.split(theta_star.detach().float())
+        self.parts = {}
+        for ct, (alpha, betas) in ref.items():
+            e_idx = torch.tensor([edge_index(i, inp) for ct_, i, inp, _ in star.edges() if ct_ == ct])
+            self.parts[ct] = (e_idx, torch.softmax(alpha[e_idx], -1), [torch.softmax(b, -1) for b in betas])
+
+    def to(self, device: torch.device) -> "StarDistance":
+        self.parts = {ct: (e.to(device), p.to(device), [b.to(device) for b in bs]) for ct, (e, p, bs) in self.parts.items()}
+        return self
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """JS_g for θ [size] (scalar) or θ [n, size] ([n])."""
+        vals = []
+        for ct, (alpha, betas) in self.layout.split(theta).items():
+            e_idx, p_ops, p_inputs = self.parts[ct]
+            vals.append(js_divergence(torch.softmax(alpha[..., e_idx, :], -1), p_ops))  # [..., Λ_c]
+            vals.append(torch.stack([js_divergence(torch.softmax(b, -1), p) for b, p in zip(betas, p_inputs)], -1))
+        return torch.cat(vals, -1).mean(-1)
+
+    def maximum(self) -> float:
+        """The largest JS_g any θ can reach: per distribution, JS to the one-hot vertex farthest
+        from θ* (JS is convex in each argument, so its maximum sits at a vertex)."""
+        worst = []
+        for e_idx, p_ops, p_inputs in self.parts.values():
+            for p in [*p_ops.unbind(0), *p_inputs]:
+                worst.append(max(float(js_divergence(p, torch.eye(len(p), device=p.device)[k])) for k in range(len(p))))
+        return sum(worst) / len(worst)

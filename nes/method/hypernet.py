@@ -26,8 +26,8 @@ from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
 from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
 from .darts import DartsArch, load_search
-from .diversity import lam_grid, sample_architectures
-from .regularizers import REGULARIZERS, Regularizer, Warmup, check_regularizer
+from .diversity import grid_quality, lam_grid, sample_architectures
+from .regularizers import AXES, REGULARIZERS, Regularizer, Warmup, check_regularizer
 from .space import ArchLayout, Genotype
 
 
@@ -35,19 +35,37 @@ class PiecewiseLinearHypernet(nn.Module):
     """α(λ) = (1 − t)·a_k + t·a_{k+1} on the segment [r_k, r_{k+1}] that holds λ."""
 
     def __init__(self, theta_star: torch.Tensor, lam_lo: float, lam_hi: float, pivots: int = 5,
-                 init_noise: float = 1e-3, generator: torch.Generator | None = None):
+                 init_noise: float = 1e-3, generator: torch.Generator | None = None,
+                 pin: str | None = None, train_pivots: bool = True,
+                 bounds: tuple[float, float] | None = None):
+        """`pin` ("lo" / "hi"): the anchor at that end is α*'s logits θ* and stays there (its
+        gradient is zeroed), so α(λ) at that end is exactly α*. `train_pivots`: whether the
+        interior pivots move in training (else they stay evenly spaced). `bounds`: [λ_min, λ_max],
+        the range less its ε margins (the ends of the diversity axis; default the whole range)."""
         super().__init__()
         if pivots < 2:
             raise ValueError(f"pivots must be >= 2 (a piecewise-linear map needs two anchors), got {pivots}")
         if not lam_hi > lam_lo:
             raise ValueError(f"empty λ range [{lam_lo}, {lam_hi}]")
+        if pin not in (None, "lo", "hi"):
+            raise ValueError(f"pin must be 'lo', 'hi' or None, got {pin!r}")
         s = theta_star.numel()
-        noise = init_noise * torch.randn(pivots, s, generator=generator)
-        self.anchors = nn.Parameter(theta_star.detach().float().cpu().reshape(1, s) + noise)  # [K, s]
-        # equal logits → equal softplus increments → evenly spaced interior pivots at the start
-        self.pivot_logits = nn.Parameter(torch.zeros(pivots - 1))  # [K − 1]
+        star = theta_star.detach().float().cpu().reshape(1, s)
+        anchors = star + init_noise * torch.randn(pivots, s, generator=generator)
+        mask = torch.ones(pivots, 1)
+        if pin is not None:
+            row = 0 if pin == "lo" else pivots - 1
+            anchors[row], mask[row] = star[0], 0.0
+        self.pin = pin
+        self.anchors = nn.Parameter(anchors)  # [K, s]
+        self.register_buffer("grad_mask", mask, persistent=False)
+        if pin is not None:
+            self.anchors.register_hook(lambda g: g * self.grad_mask)
+        # equal logits → equal softplus increments → evenly spaced interior pivots
+        self.pivot_logits = nn.Parameter(torch.zeros(pivots - 1), requires_grad=train_pivots)  # [K − 1]
         self.register_buffer("lam_range", torch.tensor([float(lam_lo), float(lam_hi)]))
         self.lam_lo, self.lam_hi = float(lam_lo), float(lam_hi)  # host copies: checks need no device sync
+        self.lam_bounds = tuple(map(float, bounds)) if bounds is not None else (self.lam_lo, self.lam_hi)
 
     def pivots(self) -> torch.Tensor:
         """[K] sorted pivots; the two ends fixed, the interior ones differentiable."""
@@ -85,15 +103,17 @@ class HypernetArch(ArchModule):
     """The search loop's view of a hypernetwork: draw λ, θ = h(λ), regularizer R(λ, θ)."""
 
     graph_safe = True  # λ and the progress may come as device tensors (see ArchModule.graph_safe)
+    weight_decay = 0.0  # decay would pull the anchors toward uniform logits, not toward anything meant
 
     def __init__(self, layout: ArchLayout, hyper: PiecewiseLinearHypernet, reg: Regularizer,
-                 lam_min: float, lam_max: float, eps: float):
+                 lam_min: float, lam_max: float):
         super().__init__()
         self.layout, self.hyper, self.reg = layout, hyper, reg
-        self.lam_min, self.lam_max, self.eps = lam_min, lam_max, eps
+        self.lam_min, self.lam_max = lam_min, lam_max
 
     def draw(self, generator: torch.Generator, progress: float) -> float:
-        lo, hi = self.lam_min - self.eps, self.lam_max + self.eps
+        """λ ~ U over the hypernetwork's whole range (ε beyond [λ_min, λ_max], none at a pinned end)."""
+        lo, hi = self.hyper.lam_lo, self.hyper.lam_hi
         return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
     def theta(self, lam: float) -> torch.Tensor:
@@ -145,8 +165,26 @@ def hypernet_config(run_dir: str | Path, preset: str = "paper", sets: dict[str, 
     return from_preset(HypernetConfig, preset, {**inherited, **(sets or {})})
 
 
-def lam_range(cfg: HypernetConfig, star: Genotype) -> tuple[float, float]:
-    return cfg.lam_min, float(star.num_edges()) if cfg.lam_max is None else cfg.lam_max
+def lam_range(cfg: HypernetConfig, star: Genotype, distance_max: float | None = None) -> tuple[float, float]:
+    """[λ_min, λ_max] of the regularizer: λ_max defaults to Λ (edges, js) or JS_max (js-target,
+    the largest distance to α* — `distance_max`, `StarDistance.maximum()`)."""
+    if cfg.lam_max is not None:
+        return cfg.lam_min, cfg.lam_max
+    if cfg.regularizer == "js-target":
+        if distance_max is None:
+            raise ValueError("js-target: the λ range needs the largest distance to α* (StarDistance.maximum())")
+        return cfg.lam_min, float(distance_max)
+    return cfg.lam_min, float(star.num_edges())
+
+
+def hyper_range(cfg: HypernetConfig, star: Genotype, reg: Regularizer) -> tuple[float, float, float, float, str | None]:
+    """(λ_min, λ_max, lo, hi, pin): the trained range [lo, hi] reaches ε beyond [λ_min, λ_max]
+    (ε = lam_eps as a fraction Λ of the range, as for `edges`) except at the end that is α*, which
+    is pinned there (with `pin_star`)."""
+    lam_min, lam_max = lam_range(cfg, star, reg.distance.maximum() if reg.distance is not None else None)
+    eps = cfg.lam_eps * (lam_max - lam_min) / star.num_edges()
+    pin = AXES[cfg.regularizer].star_end if cfg.pin_star else None
+    return lam_min, lam_max, lam_min - (0.0 if pin == "lo" else eps), lam_max + (0.0 if pin == "hi" else eps), pin
 
 
 def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
@@ -166,7 +204,8 @@ def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
             raise ArtifactError(f"search supernet weights do not fit: {str(e).splitlines()[0]}; "
                                 "keep the search's c/layers/nodes or --set warm_start=false") from None
     reg = Regularizer(cfg.regularizer, layout, star, cfg.tau,
-                      Warmup(cfg.edges_weight_start, cfg.edges_weight_end, cfg.t_start, cfg.t_end)).to(device)
+                      Warmup(cfg.target_weight_start, cfg.target_weight_end, cfg.t_start, cfg.t_end),
+                      theta_star).to(device)
     return layout, theta_star, star, ds, tl, vl, net, reg
 
 
@@ -176,19 +215,22 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
     check_regularizer(cfg.regularizer)
     device = resolve_device(device)
     layout, theta_star, star, ds, tl, vl, net, reg = _setup(cfg, run_dir, device)
-    lam_min, lam_max = lam_range(cfg, star)
-    hyper = PiecewiseLinearHypernet(theta_star, lam_min - cfg.lam_eps, lam_max + cfg.lam_eps, cfg.pivots,
-                                    cfg.init_noise, torch.Generator().manual_seed(cfg.seed))
-    arch = HypernetArch(layout, hyper, reg, lam_min, lam_max, cfg.lam_eps).to(device)
+    lam_min, lam_max, lo, hi, pin = hyper_range(cfg, star, reg)
+    hyper = PiecewiseLinearHypernet(theta_star, lo, hi, cfg.pivots, cfg.init_noise,
+                                    torch.Generator().manual_seed(cfg.seed), pin, cfg.train_pivots, (lam_min, lam_max))
+    arch = HypernetArch(layout, hyper, reg, lam_min, lam_max).to(device)
     out = RunDir(run_dir).hypernet(cfg.regularizer)
     write_json(out.config, to_dict(cfg))
     res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)
     hyper = hyper.cpu()
+    curve = sample_architectures(hyper, layout, star, lam_grid(lam_min, lam_max, 9), cfg.tau, theta_star,
+                                 cfg.regularizer)
+    quality = grid_quality(curve)
     save_tensors(out.hypernet, hyper.state_dict(),
                  {"layout": layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
-                  "lam_min": lam_min, "lam_max": lam_max, "lam_eps": cfg.lam_eps, "config": to_dict(cfg)})
+                  "lam_min": lam_min, "lam_max": lam_max, "lam_eps": lo - lam_min if pin == "hi" else hi - lam_max,
+                  "pin": pin, "quality": quality, "config": to_dict(cfg)})
     write_json(out.history, res.history)
-    curve = sample_architectures(hyper, layout, star, lam_grid(lam_min, lam_max, 9), cfg.tau)
     write_json(out.curve, [s.to_dict() for s in curve])
     return hyper, res
 
@@ -226,7 +268,8 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[
         raise ArtifactError(f"{path}: anchors {tuple(tensors['anchors'].shape)} do not fit the search space "
                             f"(expected [K, {layout.size}] and K−1 pivot logits)")
     lo, hi = tensors["lam_range"].tolist()
-    hyper = PiecewiseLinearHypernet(torch.zeros(s), lo, hi, k)
+    bounds = (meta["lam_min"], meta["lam_max"]) if "lam_min" in meta and "lam_max" in meta else None
+    hyper = PiecewiseLinearHypernet(torch.zeros(s), lo, hi, k, pin=meta.get("pin"), bounds=bounds)
     hyper.load_state_dict(tensors)
     return hyper, meta
 
@@ -237,9 +280,9 @@ def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,
     """One search with the regularizer at a fixed λ (the cost the hypernetwork avoids)."""
     device = resolve_device(device)
     layout, theta_star, star, ds, tl, vl, net, reg = _setup(cfg, run_dir, device)
-    lam_min, lam_max = lam_range(cfg, star)
-    if not lam_min - cfg.lam_eps <= lam <= lam_max + cfg.lam_eps:
-        raise ValueError(f"λ={lam:g} is outside [{lam_min - cfg.lam_eps:g}, {lam_max + cfg.lam_eps:g}]")
+    _, _, lo, hi, _ = hyper_range(cfg, star, reg)
+    if not lo <= lam <= hi:
+        raise ValueError(f"λ={lam:g} is outside [{lo:g}, {hi:g}]")
     arch = FixedLambdaArch(layout, theta_star, reg, lam).to(device)
     out = RunDir(run_dir).fixed_lambda(lam)
     write_json(out.config, {**to_dict(cfg), "lam": lam})

@@ -1,11 +1,18 @@
-"""Diversity regularizers R(λ, α(λ); α*) for the hypernetwork (and the per-λ search).
+"""Diversity regularizers R(λ, α(λ); α*) for the hypernetwork (and the per-λ search), and what
+their λ means (`AXES`: written once here, shown by every page and `--help`).
 
-- `js`    (the paper): R = −λ · JS(p*, α(λ)) — larger λ pushes the architecture away from α*.
+- `js`    (the paper): R = −λ · JS(p*, α(λ)) — larger λ pushes the architecture away from α*. Every
+  λ > 0 pushes along the same gradient, so λ scales the push rather than setting a distance: a
+  faithful but weak control (the paper's own Table 1 shows 1–2 matched ops for all λ = 5…40).
+- `js-target` (beyond the paper): R = c · s² · (λ − JS_g(θ*, α(λ)))², with JS_g the distance to
+  α* over genotype*'s kept edges and nodes (`divergence.StarDistance`, 0 at α*), λ ∈ [0, JS_max]
+  the target distance, s = Λ / JS_max (so that its gradient is comparable to `edges`') and the
+  same warm-up of c as `edges`.
 - `edges` (the thesis and the original code): R = c · (λ − S(α(λ)))², where S is a smoothed count
   of the edges shared with genotype*:
       S = Σ_{edges j→i of genotype*} ⟨GS(α_{j→i}; t), p*_{j→i}⟩ · min(1, k · GS(β_i; t)_j)
   with Gumbel-softmax samples GS at temperature t. λ is the target number of shared edges.
-  c rises linearly edges_weight_start → edges_weight_end and t falls t_start → t_end over training (warm-up).
+  c rises linearly target_weight_start → target_weight_end and t falls t_start → t_end over training (warm-up).
 p* = τ·onehot + (1−τ)/n are the smoothed distributions of genotype* (`ArchLayout.smoothed`).
 """
 from __future__ import annotations
@@ -15,10 +22,44 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .divergence import arch_js
+from ..config import REGULARIZERS
+from .divergence import StarDistance, arch_js
 from .space import ArchLayout, Genotype, edge_index
 
-REGULARIZERS = ("js", "edges")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """What λ means for a regularizer, and which end of its range is α*."""
+
+    lam: str  # the meaning of λ, one sentence
+    star_end: str  # "lo" or "hi": the end of the λ range whose architecture is α*
+    strength: str  # how well λ controls the distance to α*
+
+
+AXES: dict[str, Axis] = {
+    "edges": Axis("λ is the number of genotype*'s edges the architecture should share: λ = Λ (the largest "
+                  "value) is α*, λ = 0 shares none", "hi", "exact: the count of shared edges follows λ"),
+    "js-target": Axis("λ is the target distance JS_g to α* (over genotype*'s kept edges and nodes): λ = 0 is "
+                      "α*, the largest value is the farthest an architecture can get", "lo",
+                      "continuous: the distance to α* follows λ"),
+    "js": Axis("λ weights the paper's push away from α* in Jensen–Shannon divergence: λ = 0 applies no push "
+               "(α*), larger λ pushes harder", "lo",
+               "weak: every λ > 0 pushes the same way, so λ scales the push and architectures often collapse "
+               "to one genotype"),
+}
+
+
+def diversity_lam(regularizer: str, diversity: float, lo: float, hi: float) -> float:
+    """The λ at position `diversity` ∈ [0, 1] of the one diversity axis (0 = α*, 1 = most diverse)."""
+    d = min(max(float(diversity), 0.0), 1.0)
+    return hi - d * (hi - lo) if AXES[check_regularizer(regularizer)].star_end == "hi" else lo + d * (hi - lo)
+
+
+def lam_diversity(regularizer: str, lam: float, lo: float, hi: float) -> float:
+    """Inverse of `diversity_lam`: where λ sits on the diversity axis (0 = α*, 1 = most diverse)."""
+    d = (float(lam) - lo) / (hi - lo) if hi > lo else 0.0
+    return 1.0 - d if AXES[check_regularizer(regularizer)].star_end == "hi" else d
 
 
 def check_regularizer(name: str) -> str:
@@ -89,23 +130,34 @@ class SharedEdges:
 
 
 class Regularizer:
-    """R(λ, θ) of either kind, with the warm-up of `edges` driven by training progress ∈ [0, 1]."""
+    """R(λ, θ) of any kind, with the warm-up of the target regularizers (`edges`, `js-target`)
+    driven by training progress ∈ [0, 1]. `js-target` needs α*'s logits `theta_star`."""
 
     def __init__(self, name: str, layout: ArchLayout, star: Genotype, tau: float = 0.99,
-                 warmup: Warmup = Warmup()):
+                 warmup: Warmup = Warmup(), theta_star: torch.Tensor | None = None):
         self.name = check_regularizer(name)
         self.layout = layout
         self.star_dists = layout.smoothed_distributions(star, tau)
         self.shared = SharedEdges(layout, star, tau)
         self.warmup = warmup
+        self.distance: StarDistance | None = None
+        if name == "js-target":
+            if theta_star is None:
+                raise ValueError("the js-target regularizer needs α*'s logits (theta_star)")
+            self.distance = StarDistance(layout, star, theta_star)
+            self.scale = star.num_edges() / self.distance.maximum()  # s = Λ / JS_max
 
     def to(self, device: torch.device) -> "Regularizer":
         self.star_dists = [d.to(device) for d in self.star_dists]
         self.shared.to(device)
+        if self.distance is not None:
+            self.distance.to(device)
         return self
 
     def __call__(self, lam: float | torch.Tensor, theta: torch.Tensor, progress: float | torch.Tensor) -> torch.Tensor:
         if self.name == "js":
             return -lam * js_to_star(self.layout, theta, self.star_dists)
         c, t = self.warmup.at(progress)
+        if self.distance is not None:
+            return c * self.scale ** 2 * (lam - self.distance(theta)) ** 2
         return c * (lam - self.shared(theta, t)) ** 2

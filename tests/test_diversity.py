@@ -1,0 +1,117 @@
+"""Diversity control (issue 14): the distance to α*, the js-target regularizer, the pinned α*
+end, the one diversity axis, grid quality and the collapse warning; the js-target CLI on digits."""
+import json
+
+import pytest
+import torch
+
+from conftest import nes
+from nes.method.divergence import StarDistance, js_divergence
+from nes.method.diversity import ArchSample, collapse_warning, grid_quality, sample_architectures, spearman
+from nes.method.hypernet import PiecewiseLinearHypernet
+from nes.method.regularizers import AXES, REGULARIZERS, Regularizer, diversity_lam, lam_diversity
+from nes.method.space import ArchLayout, Genotype
+
+LAY = ArchLayout(4, ("normal", "reduce"), 1)
+STAR = Genotype(normal=((("sep_conv_3x3", 0),), (("skip_connect", 1),), (("avg_pool_3x3", 2),), (("dil_conv_3x3", 0),)),
+                reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
+
+
+def theta_star(seed=0):
+    return LAY.genotype_logits(STAR, 1.5) + 0.3 * torch.randn(LAY.size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_distance_to_alpha_star_is_zero_there_and_bounded():
+    ts = theta_star()
+    d = StarDistance(LAY, STAR, ts)
+    assert float(d(ts)) == 0.0
+    far = d.maximum()
+    assert 0 < far <= torch.log(torch.tensor(2.0)).item()
+    for seed in range(20):
+        th = 4 * torch.randn(LAY.size, generator=torch.Generator().manual_seed(seed))
+        assert 0 <= float(d(th)) <= far + 1e-6
+    # the maximum is reached: each of genotype*'s distributions one-hot on its least likely entry
+    parts = LAY.split(ts.clone())
+    for ct, (alpha, betas) in parts.items():
+        alpha.copy_(-50 * torch.nn.functional.one_hot(alpha.argmax(-1), 7) + 50 * torch.nn.functional.one_hot(alpha.argmin(-1), 7))
+        for b in betas:
+            b.copy_(torch.where(b == b.min(), 50.0, -50.0))
+    assert float(d(LAY.join(parts))) == pytest.approx(far, abs=1e-3)
+    # batched θ gives the same values
+    batch = torch.stack([ts, 3 * torch.randn(LAY.size)])
+    assert torch.allclose(d(batch), torch.stack([d(batch[0]), d(batch[1])]))
+    assert float(js_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]))) == 0.0
+
+
+@pytest.mark.parametrize("lam_frac", [0.1, 0.6])
+def test_js_target_gradient_moves_the_distance_toward_lambda_from_both_sides(lam_frac):
+    ts = theta_star(1)
+    reg = Regularizer("js-target", LAY, STAR, theta_star=ts)
+    d = reg.distance
+    lam = lam_frac * d.maximum()
+    for start in (ts + 0.05 * torch.randn(LAY.size), ts + 3.0 * torch.randn(LAY.size)):
+        th = start.clone()
+        before = abs(float(d(th)) - lam)
+        for _ in range(30):
+            th.requires_grad_()
+            reg(lam, th, 1.0).backward()
+            th = (th - 0.002 * th.grad).detach()
+        assert abs(float(d(th)) - lam) < before  # from below and from above
+
+
+def test_axis_ends_and_round_trip():
+    assert set(AXES) == set(REGULARIZERS)
+    assert AXES["edges"].star_end == "hi" and AXES["js"].star_end == "lo" and AXES["js-target"].star_end == "lo"
+    lo, hi = 0.0, 4.0
+    assert diversity_lam("edges", 0.0, lo, hi) == 4.0 and diversity_lam("edges", 1.0, lo, hi) == 0.0
+    assert diversity_lam("js-target", 0.0, lo, hi) == 0.0 and diversity_lam("js", 1.0, lo, hi) == 4.0
+    for reg in REGULARIZERS:
+        for d in (0.0, 0.3, 1.0):
+            assert lam_diversity(reg, diversity_lam(reg, d, lo, hi), lo, hi) == pytest.approx(d)
+
+
+@pytest.mark.parametrize("pin", ["lo", "hi"])
+def test_pinned_end_is_exactly_alpha_star_and_does_not_move(pin):
+    ts = theta_star(2)
+    h = PiecewiseLinearHypernet(ts, 0.0, 1.0, 4, init_noise=0.5, pin=pin, train_pivots=False)
+    end = 0.0 if pin == "lo" else 1.0
+    assert torch.equal(h(end), ts)
+    opt = torch.optim.Adam(h.parameters(), 0.1)
+    for lam in torch.rand(20):
+        opt.zero_grad()
+        (h(float(lam)) ** 2).sum().backward()
+        (h(end) ** 2).sum().backward()
+        opt.step()
+    assert torch.equal(h(end), ts)  # the pinned anchor got no update
+    assert not torch.equal(h(0.5), ts) and not h.pivot_logits.requires_grad
+    samples = sample_architectures(h, LAY, STAR, [end], theta_star=ts)
+    assert samples[0].genotype == LAY.discretize(ts) and samples[0].distance == 0.0
+
+
+def test_grid_quality_and_the_collapse_warning():
+    def sample(d, g, dist):
+        return ArchSample(d, torch.zeros(1), g, g.matched_edges(STAR), 0.0, dist, d)
+
+    other = Genotype(normal=STAR.normal, reduce=((("max_pool_3x3", 0),),) + STAR.reduce[1:])
+    collapsed = [sample(0.0, STAR, 0.0)] + [sample(d / 8, other, 0.3) for d in range(1, 9)]
+    q = grid_quality(collapsed)
+    assert q["distinct"] == 2 and q["star_end_distance"] == 0.0 and q["star_end_matched"] == 8
+    msg = collapse_warning(q, 3, "js")
+    assert msg and "only 2 distinct" in msg and "js-target" in msg
+    assert collapse_warning(q, 2, "js") is None
+    assert spearman([0, 1, 2, 3], [0, 2, 4, 9]) == pytest.approx(1.0)
+    assert spearman([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1.0)
+
+
+def test_js_target_hypernet_cli_on_digits(tmp_path):
+    run = tmp_path / "run"
+    assert nes("search", "--dataset", "digits", "--preset", "smoke", "--run", str(run)).returncode == 0
+    r = nes("hypernet", "--run", str(run), "--regularizer", "js-target", "--preset", "smoke")
+    assert r.returncode == 0, r.stderr
+    assert "js-target" in r.stdout and "distance at the α* end 0.0000" in r.stdout
+    r = nes("sample", "--run", str(run), "--regularizer", "js-target", "--json")
+    rows = json.loads(r.stdout)
+    star = json.loads((run / "search" / "genotype.json").read_text())["genotype"]
+    at_star = min(rows, key=lambda x: x["diversity"])
+    assert at_star["diversity"] == 0.0 and at_star["distance"] == 0.0 and at_star["genotype"] == star
+    assert all(0.0 <= x["diversity"] <= 1.0 and x["distance"] >= 0.0 for x in rows)
