@@ -44,7 +44,7 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
         write_json(run / "run.json", {"preset": preset, "train_sets": train_sets})
     log(f"seed {seed}: search")
     search_task(run, {"preset": preset, "set": {"dataset": dataset, "seed": str(seed)}}, None, device)
-    for reg in ("js", "edges"):
+    for reg in ("js", "edges", "js-target"):
         log(f"seed {seed}: hypernetwork ({reg})")
         hypernet_task(run, {"preset": preset, "regularizer": reg, "set": {"seed": str(seed)}}, None, device)
     out = {}

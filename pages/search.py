@@ -71,10 +71,21 @@ with friendly("show α*"):
     if view.has_search:
         st.subheader("The searched architecture α*")
         st.caption(f"`{view.star.compact()}`")
+        conf, hist = view.search_confidence(), view.search_history()
+        k1, k2, k3 = st.columns(3)
+        k1.metric("Kept-edge top-op probability", f"{conf['kept_top_op']:.2f}",
+                  help="Mean probability of the chosen op on α*'s kept edges: 1/7 ≈ 0.14 is uniform (a coin flip); "
+                       "≥ 0.4 is a clear choice.")
+        k2.metric("Input margin", f"{conf['input_margin']:.2f}",
+                  help="Mean gap between each node's chosen input and the next one (0 = undecided).")
+        k3.metric("Genotype stable for", f"{conf['stable_epochs']} of {conf['epochs']} epochs" if conf["epochs"] else "–",
+                  help="How many final epochs ended with the same genotype (searches of earlier versions do not record it).")
+        if conf["kept_top_op"] < 0.25:
+            st.warning("α* is close to uniform: the search could hardly tell the operations apart, so 'matched edges' "
+                       "are close to coin flips. Search longer or with a larger architecture learning rate (a_lr).")
         cells = cell_panel(view, view.theta_star, view.star, title="α* — {ct} cell", key="star")
         for ct, (alpha, _) in cells.items():
             st.plotly_chart(viz.alpha_heatmap(alpha, view.layout.nodes, view.star, ct), key=f"alpha_{ct}")
-        hist = view.search_history()
         if hist:
             series = {k: [(h["epoch"], h[k]) for h in hist if k in h] for k in ("train_acc", "val_acc")}
             st.plotly_chart(viz.metric_curves(series, "search history", "epoch", "accuracy"), key="search_hist")

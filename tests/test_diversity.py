@@ -115,3 +115,21 @@ def test_js_target_hypernet_cli_on_digits(tmp_path):
     at_star = min(rows, key=lambda x: x["diversity"])
     assert at_star["diversity"] == 0.0 and at_star["distance"] == 0.0 and at_star["genotype"] == star
     assert all(0.0 <= x["diversity"] <= 1.0 and x["distance"] >= 0.0 for x in rows)
+
+
+def test_search_records_how_sure_it_is(tmp_path):
+    from nes.config import SearchConfig, from_preset
+    from nes.explorer.runview import RunView
+    from nes.method.darts import confidence, search
+
+    assert confidence(LAY, torch.zeros(LAY.size)) == {"genotype": LAY.discretize(torch.zeros(LAY.size)).compact(),
+                                                      "kept_top_op": pytest.approx(1 / 7), "input_margin": 0.0}
+    sure = confidence(LAY, LAY.genotype_logits(STAR, 10.0))
+    assert sure["kept_top_op"] > 0.99 and sure["input_margin"] > 0.99
+    search(from_preset(SearchConfig, "smoke", {"epochs": 2}), tmp_path / "r", "cpu")
+    view = RunView(tmp_path / "r")
+    hist = view.search_history()
+    assert all({"genotype", "kept_top_op", "input_margin"} <= set(h) for h in hist)
+    conf = view.search_confidence()
+    assert conf["epochs"] == 2 and 1 <= conf["stable_epochs"] <= 2 and conf["genotype"] == view.star.compact()
+    assert 1 / 7 - 1e-6 <= conf["kept_top_op"] <= 1.0

@@ -1,8 +1,9 @@
 """The bundled demo run (`assets/demo/`), made by the project's own pipeline.
 
-`python -m nes demo --rebuild` runs, in a scratch folder: a DARTS search (quick preset), both
-hypernetworks (`edges` and `js`), a sample of α(λ), the retraining of α* plus a few members at
-distinct λ, and a DeepEns baseline (for the Compare page); then it copies the result without checkpoints or logs (≤ 5 MB) into `assets/demo`,
+`python -m nes demo --rebuild` runs, in a scratch folder: a DARTS search (quick preset), the
+hypernetworks (`edges`, `js-target` and the paper's `js`), a sample of α(λ), the retraining of α*
+plus a few members at distinct λ, and a DeepEns baseline (for the Compare page); then it copies
+the result without checkpoints or logs (≤ 5 MB) into `assets/demo`,
 replacing the old one in one rename. The app copies the demo into its run store on first start
 (`install_demo`), so a first visit shows graphs at once and a teacher can train more members from
 it, with the same member settings (`train_sets` in run.json) so that their ensembles stay valid.
@@ -63,7 +64,7 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
     """The demo's steps, in `run`: search, both hypernetworks, samples, members, ensemble, DeepEns."""
     log(f"1/6 DARTS search ({preset} preset)")
     search_task(run, {"preset": preset, "set": search_sets}, None, device)
-    for reg in ("edges", "js"):
+    for reg in ("edges", "js-target", "js"):
         log(f"2/6 hypernetwork, {reg} regularizer")
         hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
     log("3/6 sampling α(λ)")

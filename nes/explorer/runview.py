@@ -17,7 +17,7 @@ import torch
 from ..artifacts import ArtifactError, read_json
 from ..layout import RunDir
 from ..method import members as scoring
-from ..method.darts import SearchArtifacts, load_search
+from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, grid_quality, lam_grid, sample_architectures
 from ..method.regularizers import diversity_lam
@@ -74,6 +74,15 @@ class RunView:
 
     def search_history(self) -> list[dict[str, float]]:
         return self.run.search.history_rows()
+
+    def search_confidence(self) -> dict[str, Any]:
+        """How sure the search is of α* (`confidence`), and for how many final epochs its genotype
+        stayed the same (`epochs`: epochs that recorded a genotype; 0 for earlier versions)."""
+        genos = [h["genotype"] for h in self.search_history() if "genotype" in h]
+        stable = 0
+        while stable < len(genos) and genos[-1 - stable] == genos[-1]:
+            stable += 1
+        return {**confidence(self.layout, self.theta_star), "stable_epochs": stable, "epochs": len(genos)}
 
     def cells(self, theta: torch.Tensor) -> dict[str, tuple[torch.Tensor, list[torch.Tensor]]]:
         """θ → per cell type (α [E, 7], [β_i])."""

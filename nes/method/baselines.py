@@ -10,7 +10,10 @@ Each baseline produces genotypes and retrains them with the run's member setting
 - `nes-re`      NES regularized evolution: population P, tournament size S, one-edge mutations,
                 `budget` member trainings in total, then forward selection of M;
 - `per-lambda`  one `edges` search per λ on an even grid of M values (the cost α(λ) avoids);
-- `edgenes-edges`, `edgenes-js`  the method itself under the same protocol, for the comparison.
+- `edgenes-edges`, `edgenes-js-target`, `edgenes-js`  the method itself under the same protocol.
+
+Every method's member i trains with seed `seed·1000 + i`, so EdgeNES and DeepEns differ only in
+their architectures.
 
 Costs are device-seconds of training as recorded by the loops themselves (`seconds` in the
 histories): search (the run's search, the extra searches, hypernetwork training) and member
@@ -38,7 +41,7 @@ from .train import retrain
 BASELINES = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
 # EdgeNES itself, run the same way for comparisons: a pool of α(λ) members on an even λ grid
 # (`budget` λ values, distinct genotypes only), then forward selection of M on val.
-METHODS = BASELINES + ("edgenes-edges", "edgenes-js")
+METHODS = BASELINES + ("edgenes-edges", "edgenes-js-target", "edgenes-js")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +254,7 @@ GENERATORS: dict[str, tuple[Callable[..., list[Trained]], Callable[[int, int], i
     "nes-re": (_nes_re, lambda m, budget: budget, True),
     "per-lambda": (_per_lambda, lambda m, budget: 2 * m, False),
     "edgenes-edges": (lambda b: _edgenes(b, "edges"), lambda m, budget: budget, True),
+    "edgenes-js-target": (lambda b: _edgenes(b, "js-target"), lambda m, budget: budget, True),
     "edgenes-js": (lambda b: _edgenes(b, "js"), lambda m, budget: budget, True),
 }
 # the keyword options each generator takes (from run_baseline's)
