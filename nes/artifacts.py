@@ -27,8 +27,20 @@ class ArtifactError(ValueError):
     """A missing, corrupt or foreign artifact file (message says which and why)."""
 
 
+_write_guard: Callable[[Path], None] | None = None
+
+
+def set_write_guard(fn: Callable[[Path], None] | None) -> None:
+    """Install `fn(path)`, called before every atomic write creates anything and again just before its
+    rename; it raises to refuse the write (a job worker fences stale attempts and vanished run folders)."""
+    global _write_guard
+    _write_guard = fn
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
+    if _write_guard is not None:
+        _write_guard(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -38,6 +50,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         if _WRITE_DELAY:  # fault injection for tests: a window in which a kill leaves only the temp file
             time.sleep(_WRITE_DELAY)
+        if _write_guard is not None:
+            _write_guard(path)
         os.replace(tmp, path)
     except BaseException:
         with_suppress_unlink(tmp)
@@ -63,6 +77,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: JSON nested too deeply to read; this is not a file NES wrote") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: a folder where a JSON file should be") from None
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Any = None) -> None:
@@ -84,7 +102,11 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
             md = f.metadata() or {}
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:
         raise ArtifactError(f"{path}: not a readable safetensors file ({e})") from None
-    meta = json.loads(md[META_KEY]) if META_KEY in md else None
+    try:
+        meta = json.loads(md[META_KEY]) if META_KEY in md else None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{path}: its metadata is not valid JSON ({str(e)[:100]}); the file is corrupt or "
+                            "not written by NES") from None
     if str(device) != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta

@@ -25,3 +25,66 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("NES_MAX_WORKERS", "2")
     monkeypatch.delenv("NES_TEST_WRITE_DELAY", raising=False)
     return tmp_path / "home"
+
+
+# -- background jobs (tests/test_jobs*.py) ---------------------------------------------------------
+SMOKE = {"preset": "smoke"}
+
+
+def wait_until(pred, timeout: float = 240.0, poll: float = 0.2):
+    """Poll `pred` until it returns something true (no timed assertion: a generous bound)."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError("condition not reached in time")
+
+
+def why(job) -> str:
+    """A failed job's error and the tail of its worker log (for assertion messages)."""
+    log = Path(job.run_id) / "logs" / f"job_{job.id}.log"
+    return f"{job.error}\n--- log ---\n" + (log.read_text()[-3000:] if log.exists() else "(no log)")
+
+
+@pytest.fixture
+def searched(home):
+    """A store whose run `base` has a finished smoke search (run by a real worker)."""
+    from nes.runs.jobs import submit, wait
+    from nes.runs.store import Store
+
+    store = Store()
+    s = submit(store, "base", "search", SMOKE)
+    job, = wait(store, [s], poll=0.3)
+    assert job.status == "done", why(job)
+    return store
+
+
+def retrain_job(store, name: str, epochs: int, **extra) -> int:
+    """Queue a smoke member `name` of run `base` that reports after every step."""
+    from nes.runs.jobs import submit
+
+    return submit(store, "base", "retrain", {"preset": "smoke", "name": name,
+                                             "set": {"epochs": str(epochs), "log_every": "1"}, **extra})
+
+
+# -- bundles (tests/test_export*.py) ----------------------------------------------------------------
+def digits_members(run: Path, names, seed: int) -> Path:
+    """Members `names` of random genotypes (one Random(seed)) trained on digits, smoke preset."""
+    import random
+
+    import torch
+
+    from nes.config import TrainConfig, from_preset
+    from nes.method.baselines import random_genotype
+    from nes.method.space import ArchLayout
+    from nes.method.train import retrain
+
+    torch.set_num_threads(1)
+    layout, rng = ArchLayout(nodes=4, cell_types=("reduce",)), random.Random(seed)
+    for i, name in enumerate(names):
+        retrain(from_preset(TrainConfig, "smoke", {"seed": i}), random_genotype(layout, rng), run, name, "cpu")
+    return run

@@ -50,7 +50,7 @@ def test_install_demo_copies_once_and_never_overwrites(demo, tmp_path):
 def test_run_view_samples_members_and_live_ensemble(demo):
     out, _ = demo
     view = RunView(out)
-    assert set(view.regularizers()) == {"edges", "js"}
+    assert set(view.regularizers()) == {"edges", "js-target", "js"}
     lo, hi = view.lam_bounds("edges")
     s = view.sample("edges", [lo, hi])
     assert [x.lam for x in s] == [lo, hi] and all(0.0 <= x.js_to_star <= math.log(2) + 1e-6 for x in s)

@@ -2,7 +2,6 @@
 and every bad input (tampered, missing or foreign files; wrong images)."""
 import json
 import math
-import random
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,16 +11,13 @@ import pytest
 import torch
 
 import nes
-from nes.method.baselines import random_genotype
-from nes.config import TrainConfig, from_preset
 from nes.data import DataError, load_dataset
 from nes.export.bundle import SCHEMA_VERSION, BundleError, load_ensemble
 from nes.export.images import load_images
 from nes.export.onnx import onnx_max_diff
 from nes.export.write import export_ensemble
-from nes.method.space import ArchLayout
-from nes.method.train import load_member_probs, retrain
-from conftest import nes as nes_cli
+from nes.method.train import load_member_probs
+from conftest import digits_members, nes as nes_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ["m0", "m1"]
@@ -30,15 +26,7 @@ MEMBERS = ["m0", "m1"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A digits run with two members of different random genotypes, trained with the smoke preset."""
-    torch.set_num_threads(1)
-    r = tmp_path_factory.mktemp("export") / "run"
-    layout = ArchLayout(nodes=4, cell_types=("reduce",))
-    rng = random.Random(3)
-    cfg = from_preset(TrainConfig, "smoke")
-    for i, name in enumerate(MEMBERS):
-        retrain(from_preset(TrainConfig, "smoke", {"seed": i}), random_genotype(layout, rng), r, name, "cpu")
-    assert cfg.dataset == "digits"
-    return r
+    return digits_members(tmp_path_factory.mktemp("export") / "run", MEMBERS, 3)
 
 
 @pytest.fixture(scope="module")

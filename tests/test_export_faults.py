@@ -3,7 +3,6 @@ nothing stray left), zip bombs and huge images (refused before they are inflated
 values of the wrong type or edited by hand (named, or caught by `model_sha256`)."""
 import json
 import os
-import random
 import re
 import shutil
 import struct
@@ -17,14 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from nes.config import TrainConfig, from_preset
-from nes.export.bundle import BundleError, load_ensemble, model_sha256
+from nes.export.bundle import BundleError, load_ensemble
+from nes.export.manifest import model_sha256
 from nes.export.images import load_images
 from nes.export.write import export_ensemble, make_bundle_zip
-from nes.method.baselines import random_genotype
-from nes.method.space import ArchLayout
-from nes.method.train import retrain
-from conftest import ROOT, nes as nes_cli
+from conftest import ROOT, digits_members, nes as nes_cli
 
 MEMBERS = ["m0", "m1"]
 MB = 1 << 20
@@ -33,13 +29,7 @@ MB = 1 << 20
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A digits run with two members of different random genotypes, trained with the smoke preset."""
-    torch.set_num_threads(1)
-    r = tmp_path_factory.mktemp("faults") / "run"
-    layout = ArchLayout(nodes=4, cell_types=("reduce",))
-    rng = random.Random(5)
-    for i, name in enumerate(MEMBERS):
-        retrain(from_preset(TrainConfig, "smoke", {"seed": i}), random_genotype(layout, rng), r, name, "cpu")
-    return r
+    return digits_members(tmp_path_factory.mktemp("faults") / "run", MEMBERS, 5)
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,9 @@ import pytest
 from nes.artifacts import load_tensors, read_json
 from nes.runs.jobs import cancel, reap, resume, submit, wait
 from nes.runs.store import SCHEMA_VERSION, Store, StoreError
-from conftest import nes
+from conftest import SMOKE, nes, retrain_job as _retrain, wait_until, why
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = {"preset": "smoke"}
-
-
-def wait_until(pred, timeout=240.0, poll=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError("condition not reached in time")
-
-
-def why(job) -> str:
-    """A failed job's error and the tail of its worker log (for assertion messages)."""
-    log = Path(job.run_id) / "logs" / f"job_{job.id}.log"
-    return f"{job.error}\n--- log ---\n" + (log.read_text()[-3000:] if log.exists() else "(no log)")
 
 
 def test_submit_runs_to_done_with_metrics(home):
@@ -51,19 +34,6 @@ def test_submit_runs_to_done_with_metrics(home):
     rows = json.loads(r.stdout)
     assert rows[0]["id"] == j and rows[0]["kind"] == "search" and rows[0]["status"] == "done"
     assert {"id", "kind", "status", "pid", "progress"} <= set(rows[0])
-
-
-@pytest.fixture
-def searched(home):
-    store = Store()
-    s = submit(store, "base", "search", SMOKE)
-    job, = wait(store, [s], poll=0.3)
-    assert job.status == "done", why(job)
-    return store
-
-
-def _retrain(store, name, epochs, **extra):
-    return submit(store, "base", "retrain", {"preset": "smoke", "name": name, "set": {"epochs": str(epochs), "log_every": "1"}, **extra})
 
 
 def test_cancel_running_and_queued_jobs(searched):

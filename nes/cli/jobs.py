@@ -36,7 +36,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _job_row(j) -> dict[str, Any]:
     return {"id": j.id, "kind": j.kind, "status": j.status, "pid": j.pid, "progress": round(j.progress, 4),
             "step": j.step, "total": j.total, "executor": j.executor, "deps": j.deps,
-            "name": j.config.get("name"), "error": (j.error or "").splitlines()[0] if j.error else None}
+            "name": j.config.get("name"), "error": (j.error or "").splitlines()[0] if j.error else None,
+            "damaged": j.damaged}
 
 
 def _print_jobs(jobs) -> None:
@@ -45,6 +46,8 @@ def _print_jobs(jobs) -> None:
         detail = j.config.get("name") or j.config.get("regularizer") or ""
         if j.error:
             detail = (detail + " — " if detail else "") + j.error.splitlines()[0][:100]
+        if j.damaged:
+            detail = f"!! {j.damaged}" + (f" — {detail}" if detail else "")
         print(f"{j.id:>4} {j.kind:<13}{j.status:<10}{100 * j.progress:>8.1f}% {j.pid or '':>8}  {detail}")
 
 
@@ -129,6 +132,7 @@ def cmd_jobs(a: argparse.Namespace) -> int:
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", type=int)
+    p.add_argument("--attempt", type=int, default=None, help="the attempt the launcher started (its fence)")
 
 
 def _ray_driver_args(p: argparse.ArgumentParser) -> None:
@@ -145,8 +149,8 @@ COMMANDS = [
     Command("run", "the whole pipeline as background jobs: search → hypernet → sample → members → evaluate",
             _run_args, cmd_run),
     Command("jobs", "list, show, cancel or resume background jobs", _jobs_args, cmd_jobs),
-    Command("worker", "run one job (started by the job launcher)", _worker_args, lambda a: run_worker(a.job_id),
-            hidden=True),
+    Command("worker", "run one job (started by the job launcher)", _worker_args,
+            lambda a: run_worker(a.job_id, attempt=a.attempt), hidden=True),
     Command("ray-driver", "drive Ray jobs (started by `run --executor ray --detach`)", _ray_driver_args,
             cmd_ray_driver, hidden=True),
 ]

@@ -219,6 +219,8 @@ def cmd_baseline(a: argparse.Namespace) -> int:
           f"ece {ens.get('ece', float('nan')):.4f}")
     print(f"  cost: search {res['search_seconds']:.1f} s, training {res['train_seconds']:.1f} s, "
           f"total {res['total_seconds']:.1f} s")
+    for warning in res.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundle import BundleError, sha256
+from .manifest import BundleError, sha256
 from .model import EnsembleModel
 
 ONNX_TOLERANCE = 1e-4  # max |p_onnx − p_torch| accepted by the ONNX check

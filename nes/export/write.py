@@ -32,7 +32,8 @@ from ..method.ensemble import ensemble_metrics, predictive_js
 from ..method.network import Network
 from ..method.space import Genotype
 from ..method.train import load_member_probs
-from .bundle import SCHEMA, SCHEMA_VERSION, BundleError, bundle_problem, load_ensemble, model_sha256, sha256
+from .bundle import bundle_problem, load_ensemble
+from .manifest import SCHEMA, SCHEMA_VERSION, BundleError, model_sha256, sha256
 from .card import model_card
 from .model import EnsembleModel
 from .onnx import export_onnx

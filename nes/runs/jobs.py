@@ -6,8 +6,11 @@ done, within the local concurrency limit, and hands each worker a number of core
 threads), never more than are free. A worker streams progress, heartbeats and metrics to the store
 and on exit launches whatever became ready, so a pipeline runs to the end without a scheduler
 process. A worker that died (its pid is gone, or its heartbeat stayed unchanged for
-`STALE_SECONDS` while a watcher looked) is marked failed by `reap`; `resume` queues it again and
-the step continues from its last checkpoint.
+`STALE_SECONDS` while a watcher looked) is marked failed by `reap`, and a frozen one is killed;
+`resume` queues it again and the step continues from its last checkpoint. Each start is a new
+attempt (the row's `attempts` counter, handed to the worker as `--attempt`): an old worker that
+wakes up after its job was started again writes nothing (`nes.runs.fence`). Workers this process
+started are waited for whenever `reap` or `launch_ready` runs, so none stays a zombie.
 
 Executors: `local` (default) and `ray` (`nes.runs.ray_executor`; retrain jobs become Ray tasks).
 The whole method as dependent jobs: `nes.runs.pipeline`.
@@ -15,6 +18,7 @@ The whole method as dependent jobs: `nes.runs.pipeline`.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,12 +107,25 @@ def _unchanged_for(j: Job) -> float:
     return now - seen[2]
 
 
+def kill_worker(pid: int) -> None:
+    """SIGKILL a reaped worker on this host (its process group: launched workers lead their own)."""
+    try:
+        if hasattr(os, "killpg") and os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def reap(store: Store, run_id: str | None = None) -> list[int]:
     """Mark running jobs whose worker died as failed; returns their ids.
 
     A local worker is dead when its pid is gone (or never got written), or when it is alive but its
     heartbeat thread has written nothing for STALE_SECONDS while this process watched (a frozen
-    process, e.g. stopped with SIGSTOP; a hung job still beats, so it is not reaped)."""
+    process, e.g. stopped with SIGSTOP; a hung job still beats, so it is not reaped). A frozen
+    worker is killed once its job is marked failed; were it to wake first, its attempt is fenced."""
+    poll_children()
     dead = []
     for j in store.jobs(run_id):
         if j.status != "running" or runs_on(j) != "local" or j.host not in (None, this_host()):
@@ -122,9 +139,11 @@ def reap(store: Store, run_id: str | None = None) -> list[int]:
         if gone or stale:
             why = (f"worker died (pid {j.pid} is gone)" if gone else
                    f"worker stopped answering (no heartbeat for {quiet:.0f} s)")
-            if store.claim(j.id, "running", status="failed", error=f"{why}; `python -m nes jobs resume {j.id}` "
-                           "continues from the last checkpoint", finished=time.time()):
+            error = f"{why}; `python -m nes jobs resume {j.id}` continues from the last checkpoint"
+            if store.update_attempt(j.id, j.attempts, status="failed", finished=time.time(), error=error):
                 dead.append(j.id)
+                if not gone:
+                    kill_worker(j.pid)
             _watch.pop(j.id, None)
     return dead
 
@@ -141,6 +160,10 @@ def ready_jobs(store: Store, executor: str = "local") -> list[Job]:
             continue
         dep_status = [jobs[d].status if d in jobs else "missing" for d in j.deps]
         bad = [d for d, s in zip(j.deps, dep_status) if s in ("failed", "cancelled", "missing")]
+        if j.damaged:
+            store.claim(j.id, "queued", status="failed", error=f"{j.damaged}; submit the job again",
+                        finished=time.time())
+            continue
         if bad:
             store.claim(j.id, "queued", status="failed",
                         error=f"dependency job(s) {', '.join(map(str, bad))} did not finish; resume them, then this one",
@@ -154,6 +177,13 @@ def ready_jobs(store: Store, executor: str = "local") -> list[Job]:
 _children: list[subprocess.Popen] = []  # workers this process started (polled so none stays a zombie)
 
 
+def poll_children() -> int:
+    """Wait for the workers this process started that have ended (no zombies pile up in a long-lived
+    app process: no SIGCHLD handler, just a poll wherever the store is looked at); returns how many run."""
+    _children[:] = [p for p in _children if p.poll() is None]
+    return len(_children)
+
+
 def worker_env(cores: int) -> dict[str, str]:
     env = dict(os.environ)
     env["NES_THREADS"] = str(cores)
@@ -161,6 +191,23 @@ def worker_env(cores: int) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def _start_worker(store: Store, j: Job, cores: int) -> bool:
+    """Claim job j as a new attempt and start its worker process; False if another launcher got it."""
+    attempt = store.start_attempt(j.id, "queued", cores=cores, started=time.time(), error=None, pid=None,
+                                  host=this_host(), heartbeat=time.time())
+    if attempt is None:
+        return False
+    log = RunDir(j.run_id).job_log(j.id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nes", "worker", str(j.id), "--attempt", str(attempt)],
+                                stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                env={**worker_env(cores), "NES_HOME": str(store.home)}, start_new_session=True)
+    _children.append(proc)
+    store.update_attempt(j.id, attempt, pid=proc.pid)
+    return True
 
 
 def launch_ready(store: Store) -> list[int]:
@@ -175,20 +222,10 @@ def launch_ready(store: Store) -> list[int]:
         if free < 1:
             break
         cores = max(1, free // (min(len(ready), slots) - i))  # share what is free among the ones starting
-        if not store.claim(j.id, "queued", status="running", cores=cores, started=time.time(), error=None,
-                           host=this_host(), heartbeat=time.time(), attempts=j.attempts + 1):
-            continue  # another launcher got it
-        log = RunDir(j.run_id).job_log(j.id)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "nes", "worker", str(j.id)], stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, env={**worker_env(cores), "NES_HOME": str(store.home)},
-                                    start_new_session=True)
-        store.update_job(j.id, pid=proc.pid)
-        _children.append(proc)
-        free -= cores
-        started.append(j.id)
-    _children[:] = [p for p in _children if p.poll() is None]  # reap finished children (no zombies)
+        if _start_worker(store, j, cores):
+            free -= cores
+            started.append(j.id)
+    poll_children()
     return started
 
 
@@ -213,7 +250,8 @@ def resume(store: Store, job_id: int, launch: bool = True) -> None:
     j = store.job(job_id)
     if j.status not in ("failed", "cancelled"):
         raise StoreError(f"job {job_id} is {j.status}; only failed or cancelled jobs can be resumed")
-    store.update_job(job_id, status="queued", error=None, cancel_requested=0, pid=None, finished=None)
+    if not store.claim(job_id, j.status, status="queued", error=None, cancel_requested=0, pid=None, finished=None):
+        raise StoreError(f"job {job_id} changed while resuming; see `python -m nes jobs show {job_id}`")
     # jobs that failed only because this one (or, transitively, one of them) did not finish wait again
     requeued, changed = {job_id}, True
     while changed:

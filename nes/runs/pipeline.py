@@ -1,8 +1,28 @@
 """The whole method as dependent background jobs: search → hypernet → sample → members → evaluate."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..config import INHERITED_FROM_SEARCH, HypernetConfig, SearchConfig, from_preset
 from .jobs import launch_ready, submit
 from .store import Store, StoreError
+from .tasks import member_config
+
+
+def check_settings(preset: str, search_sets: dict[str, str], regularizer: str, members: int) -> None:
+    """Build every config the pipeline's jobs will build (search, hypernetwork, members) so a bad
+    setting is a ValueError naming it before anything is queued, not a failed job later."""
+    step = "search"
+    try:
+        sc = from_preset(SearchConfig, preset, search_sets)
+        step = "hypernetwork"
+        from_preset(HypernetConfig, preset, {**{k: getattr(sc, k) for k in INHERITED_FROM_SEARCH},
+                                             "regularizer": regularizer})
+        step = "member"
+        for i in range(members):
+            member_config(Path("."), {"preset": preset, "seed": i}, info={"dataset": sc.dataset})
+    except ValueError as e:
+        raise StoreError(f"{step} settings: {e}; nothing was queued") from None
 
 
 def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
@@ -16,6 +36,7 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     search_sets = dict(sets or {})
     if dataset:
         search_sets["dataset"] = dataset
+    check_settings(preset, search_sets, regularizer, members)
     s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
     sm = submit(store, run, "sample", {"n": members, "regularizer": regularizer}, [h], launch=False)

@@ -45,17 +45,32 @@ def _init(address: str | None, num_cpus: int | None) -> None:
                  log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root, "NES_NO_PROGRESS": "1"}})
 
 
+def _record(store: Store, ref: Any, job_id: int, attempt: int) -> None:
+    """A finished Ray task's outcome, written only while its attempt is the job's current one."""
+    import ray
+    from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+
+    try:
+        fields = {"status": "done", "result": ray.get(ref), "error": None}
+    except TaskCancelledError:
+        fields = {"status": "cancelled",
+                  "error": "cancelled by request; `jobs resume` continues from the last checkpoint"}
+    except (RayTaskError, WorkerCrashedError) as e:
+        fields = {"status": "failed", "error": str(e).splitlines()[-1][:2000]}
+    store.update_attempt(job_id, attempt, finished=time.time(), **fields)
+
+
 def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: str | None = None,
                  num_cpus: int | None = None, poll: float = 0.5) -> None:
     """Drive jobs until every job in `job_ids` (default: all queued/running Ray jobs) has ended."""
     import ray
-    from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
     from ray.util.queue import Empty, Queue
 
     _init(address, num_cpus)
     remote = ray.remote(_retrain_in_ray)
     queue = Queue()
-    inflight: dict[Any, int] = {}
+    inflight: dict[Any, tuple[int, int]] = {}  # task ref -> (job id, attempt)
+
     def drain() -> set:
         """Move queued progress messages into the store; returns refs of tasks to cancel."""
         cancel_refs = set()
@@ -65,7 +80,7 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
             except Empty:
                 return cancel_refs
             if store.report(job_id, step, total, metrics):
-                cancel_refs |= {r for r, i in inflight.items() if i == job_id}
+                cancel_refs |= {r for r, (i, _) in inflight.items() if i == job_id}
 
     if job_ids is None:
         job_ids = [j.id for j in store.jobs() if j.executor == "ray" and j.status in ("queued", "running")]
@@ -73,12 +88,13 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
         while True:
             launch_ready(store)
             for j in ready_jobs(store, "ray"):
-                if not store.claim(j.id, "queued", status="running", host="ray", started=time.time(),
-                                   heartbeat=time.time(), attempts=j.attempts + 1, pid=None):
+                attempt = store.start_attempt(j.id, "queued", host="ray", started=time.time(),
+                                              heartbeat=time.time(), pid=None)
+                if attempt is None:
                     continue
                 ref = remote.options(num_cpus=float(j.config.get("num_cpus", 1)),
                                      num_gpus=float(j.config.get("num_gpus", 0))).remote(j.id, j.run_id, j.config, queue)
-                inflight[ref] = j.id
+                inflight[ref] = (j.id, attempt)
             for r in drain():
                 ray.cancel(r)
             if inflight:
@@ -88,20 +104,12 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
                 time.sleep(poll)
             drain()  # a finished task's messages are all queued by now (put is synchronous)
             for ref in done:
-                job_id = inflight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    store.update_job(job_id, status="done", result=result, error=None, finished=time.time())
-                except TaskCancelledError:
-                    store.update_job(job_id, status="cancelled", finished=time.time(),
-                                     error="cancelled by request; `jobs resume` continues from the last checkpoint")
-                except (RayTaskError, WorkerCrashedError) as e:
-                    store.update_job(job_id, status="failed", finished=time.time(), error=str(e).splitlines()[-1][:2000])
+                _record(store, ref, *inflight.pop(ref))
             states = [store.job(i).status for i in job_ids]
             if not inflight and all(s in ("done", "failed", "cancelled") for s in states):
                 return
     finally:
-        for ref, job_id in inflight.items():  # driver stopped: tasks are lost, mark them resumable
+        for ref, (job_id, attempt) in inflight.items():  # driver stopped: tasks are lost, mark them resumable
             ray.cancel(ref, force=True)
-            store.update_job(job_id, status="failed", finished=time.time(),
-                             error="the Ray driver stopped; `jobs resume` continues from the last checkpoint")
+            store.update_attempt(job_id, attempt, status="failed", finished=time.time(),
+                                 error="the Ray driver stopped; `jobs resume` continues from the last checkpoint")

@@ -69,6 +69,15 @@ class StoreError(ValueError):
     """A missing, corrupt, foreign or newer database, or a request for something not in it."""
 
 
+class StaleAttempt(StoreError):
+    """A worker's attempt is no longer the job's current one (reaped, resumed, restarted): it must
+    stop without writing anything, so a woken-up old worker never overwrites a newer one's work."""
+
+    def __init__(self, job_id: int, attempt: int):
+        super().__init__(f"job {job_id}: attempt {attempt} is no longer current (the job was reaped or started "
+                         "again); this worker stops without writing")
+
+
 def nes_home() -> Path:
     return Path(os.environ.get("NES_HOME", "runs")).resolve()
 
@@ -104,6 +113,7 @@ class Job:
     created: float
     started: float | None
     finished: float | None
+    damaged: str | None = None  # why a column of this row could not be read (the rest still shows)
 
     @property
     def progress(self) -> float:
@@ -118,12 +128,31 @@ class Job:
 
 
 def _job(row: sqlite3.Row) -> Job:
+    """A job row → Job. A JSON column that does not parse (a damaged row) reads as empty and is
+    named in `damaged`, so one bad row never hides the others."""
     d = dict(row)
-    return Job(
-        **{**d, "config": json.loads(d["config"]), "deps": json.loads(d["deps"]),
-           "cancel_requested": bool(d["cancel_requested"]),
-           "result": json.loads(d["result"]) if d["result"] else None}
-    )
+    bad = []
+
+    def parse(key: str, empty: Any) -> Any:
+        text = d[key]
+        if not text:
+            return empty
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as e:
+            bad.append(f"{key} is not valid JSON ({e})")
+            return empty
+
+    d.update(config=parse("config", {}), deps=parse("deps", []), result=parse("result", None),
+             cancel_requested=bool(d["cancel_requested"]))
+    damaged = f"job {d['id']}: damaged row: " + "; ".join(bad) if bad else None
+    return Job(**d, damaged=damaged)
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON-encode the JSON columns of an update."""
+    return {k: json.dumps(v) if k in ("config", "result", "deps") and v is not None and not isinstance(v, str) else v
+            for k, v in fields.items()}
 
 
 class Store:
@@ -155,8 +184,8 @@ class Store:
                              f"{', '.join(sorted(tables))}); set NES_HOME to another folder")
         if tables:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else None
-            if version != SCHEMA_VERSION:
+            version = row[0] if row else None
+            if str(version) != str(SCHEMA_VERSION):
                 raise StoreError(f"{self.path} has schema version {version}, this NES Explorer reads "
                                  f"version {SCHEMA_VERSION}; use the matching version or another NES_HOME")
         else:
@@ -168,8 +197,29 @@ class Store:
         return conn
 
     @contextmanager
+    def _readable(self) -> Iterator[None]:
+        """SQLite errors past opening (a damaged page, a lock that outlived the busy timeout) → StoreError
+        naming the database file, so the CLI prints a message instead of a traceback."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreError(f"{self.path}: database stayed locked ({e}); is another program holding it?") from None
+            raise StoreError(f"{self.path} is damaged ({e}); copy it aside and try `sqlite3 {self.path} .recover`, "
+                             "or set NES_HOME to another folder") from None
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._readable():
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    @contextmanager
     def _tx(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT with retries (the busy timeout covers most waits)."""
+        with self._readable(), self._tx_raw(conn) as c:
+            yield c
+
+    @contextmanager
+    def _tx_raw(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         conn = conn or self._conn
         for attempt in range(50):
             try:
@@ -185,7 +235,8 @@ class Store:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -203,14 +254,14 @@ class Store:
     def get_run(self, run: str | os.PathLike) -> str:
         """The run's id; StoreError if the store has no such run."""
         path = str(resolve_run(run))
-        if self._conn.execute("SELECT 1 FROM runs WHERE id=?", (path,)).fetchone() is None:
-            known = [r[0] for r in self._conn.execute("SELECT name FROM runs ORDER BY created")]
+        if not self._rows("SELECT 1 FROM runs WHERE id=?", (path,)):
+            known = [r[0] for r in self._rows("SELECT name FROM runs ORDER BY created")]
             raise StoreError(f"no run {run!r} in {self.path}" + (f"; known runs: {', '.join(known)}" if known else
                              "; start one with `python -m nes run --run NAME ...`"))
         return path
 
     def runs(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute("SELECT * FROM runs ORDER BY created")]
+        return [dict(r) for r in self._rows("SELECT * FROM runs ORDER BY created")]
 
     # -- jobs -----------------------------------------------------------------------------------
     def add_job(self, run_id: str, kind: str, config: dict, deps: Sequence[int] = (), executor: str = "local") -> int:
@@ -226,40 +277,66 @@ class Store:
             return int(cur.lastrowid)
 
     def job(self, job_id: int) -> Job:
-        row = self._conn.execute("SELECT * FROM jobs WHERE id=?", (int(job_id),)).fetchone()
-        if row is None:
+        rows = self._rows("SELECT * FROM jobs WHERE id=?", (int(job_id),))
+        if not rows:
             raise StoreError(f"no job {job_id} in {self.path}")
-        return _job(row)
+        return _job(rows[0])
 
     def jobs(self, run_id: str | None = None) -> list[Job]:
         if run_id is None:
-            rows = self._conn.execute("SELECT * FROM jobs ORDER BY id")
-        else:
-            rows = self._conn.execute("SELECT * FROM jobs WHERE run_id=? ORDER BY id", (run_id,))
-        return [_job(r) for r in rows]
+            return [_job(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
+        return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE run_id=? ORDER BY id", (run_id,))]
 
-    def update_job(self, job_id: int, **fields: Any) -> None:
-        for k in ("config", "result", "deps"):
-            if k in fields and not isinstance(fields[k], str) and fields[k] is not None:
-                fields[k] = json.dumps(fields[k])
+    def _update(self, job_id: int, fields: dict[str, Any], where: str = "", args: Sequence[Any] = ()) -> bool:
+        """UPDATE jobs SET fields WHERE id=? [AND where]; True if the row matched."""
+        fields = _encode(fields)
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as c:
-            c.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), int(job_id)))
+            cur = c.execute(f"UPDATE jobs SET {cols} WHERE id=? {where}", (*fields.values(), int(job_id), *args))
+            return cur.rowcount == 1
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        self._update(job_id, fields)
 
     def claim(self, job_id: int, from_status: str = "queued", **fields: Any) -> bool:
         """Atomically move a job out of `from_status` (so two launchers never start it twice)."""
+        return self._update(job_id, fields, "AND status=?", (from_status,))
+
+    # -- attempts (fencing) ---------------------------------------------------------------------
+    # Every start of a job increments its `attempts` counter; the worker of attempt N writes
+    # progress, heartbeats, artifacts and its outcome only while the row is still running attempt N.
+    def start_attempt(self, job_id: int, from_status: str = "queued", **fields: Any) -> int | None:
+        """claim + attempts += 1 in one transaction; the new attempt number, or None if not claimed."""
+        fields = _encode({**fields, "status": "running"})
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as c:
-            cur = c.execute(f"UPDATE jobs SET {cols} WHERE id=? AND status=?",
+            cur = c.execute(f"UPDATE jobs SET {cols}, attempts=attempts+1 WHERE id=? AND status=?",
                             (*fields.values(), int(job_id), from_status))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            return int(c.execute("SELECT attempts FROM jobs WHERE id=?", (int(job_id),)).fetchone()[0])
+
+    def update_attempt(self, job_id: int, attempt: int, **fields: Any) -> bool:
+        """Update the row only while it runs `attempt` (a stale worker's write changes nothing)."""
+        return self._update(job_id, fields, "AND attempts=? AND status='running'", (int(attempt),))
+
+    def is_current(self, job_id: int, attempt: int) -> bool:
+        return bool(self._rows("SELECT 1 FROM jobs WHERE id=? AND attempts=? AND status='running'",
+                               (int(job_id), int(attempt))))
 
     # -- progress and metrics -------------------------------------------------------------------
-    def report(self, job_id: int, step: int, total: int, metrics: dict[str, float] | None = None) -> bool:
-        """Progress + heartbeat + metric rows in one transaction; returns cancel_requested."""
+    def report(self, job_id: int, step: int, total: int, metrics: dict[str, float] | None = None,
+               attempt: int | None = None) -> bool:
+        """Progress + heartbeat + metric rows in one transaction; returns cancel_requested.
+
+        With `attempt`, nothing is written unless the job still runs that attempt (StaleAttempt)."""
         now = time.time()
+        fence, args = ("AND attempts=? AND status='running'", (int(attempt),)) if attempt is not None else ("", ())
         with self._tx() as c:
-            c.execute("UPDATE jobs SET step=?, total=?, heartbeat=? WHERE id=?", (step, total, now, job_id))
+            cur = c.execute(f"UPDATE jobs SET step=?, total=?, heartbeat=? WHERE id=? {fence}",
+                            (step, total, now, job_id, *args))
+            if attempt is not None and cur.rowcount != 1:
+                raise StaleAttempt(job_id, attempt)
             if metrics:
                 c.executemany("INSERT INTO metrics(job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)",
                               [(job_id, step, k, float(v), now) for k, v in metrics.items()
@@ -267,9 +344,11 @@ class Store:
             row = c.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return bool(row[0]) if row else False
 
-    def heartbeat(self, job_id: int) -> None:
-        with self._tx() as c:
-            c.execute("UPDATE jobs SET heartbeat=? WHERE id=?", (time.time(), job_id))
+    def heartbeat(self, job_id: int, attempt: int | None = None) -> bool:
+        """Stamp the heartbeat (only while the job runs `attempt`, when given); True if stamped."""
+        if attempt is None:
+            return self._update(job_id, {"heartbeat": time.time()})
+        return self.update_attempt(job_id, attempt, heartbeat=time.time())
 
     def metrics(self, job_id: int, name: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT step, name, value, time FROM metrics WHERE job_id=?"
@@ -277,7 +356,7 @@ class Store:
         if name is not None:
             q += " AND name=?"
             args += (name,)
-        return [dict(r) for r in self._conn.execute(q + " ORDER BY step, rowid", args)]
+        return [dict(r) for r in self._rows(q + " ORDER BY step, rowid", args)]
 
 
 def this_host() -> str:

@@ -16,7 +16,7 @@ from ..config import SearchConfig, TrainConfig, from_preset
 from ..layout import RunDir
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
-from ..method.diversity import lam_grid, sample_architectures
+from ..method.diversity import collapse_warning, grid_quality, lam_grid, sample_architectures
 from ..method.ensemble import ensemble_metrics, member_metrics
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
@@ -64,9 +64,12 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     lams = config.get("lams")
     if lams is None:
         lams = lam_grid(meta["lam_min"], meta["lam_max"], int(config.get("n", 5)))
-    samples = [s.to_dict() for s in sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"])]
+    drawn = sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"], s.theta, meta["regularizer"])
+    samples = [x.to_dict() for x in drawn]
     write_json(RunDir(run).samples_json, {"regularizer": meta["regularizer"], "samples": samples})
-    return {"samples": len(samples), "lams": lams}
+    out = {"samples": len(samples), "lams": lams}
+    warning = collapse_warning(grid_quality(drawn), len(drawn), meta["regularizer"])
+    return {**out, "warning": warning} if warning else out
 
 
 def resolve_genotype(run: Path, config: dict) -> Genotype:
@@ -89,10 +92,11 @@ def resolve_genotype(run: Path, config: dict) -> Genotype:
     return Genotype.from_dict(read_json(p)["genotype"])
 
 
-def member_config(run: Path, config: dict) -> TrainConfig:
+def member_config(run: Path, config: dict, info: dict | None = None) -> TrainConfig:
     """A member's training settings: the preset, then the run's member settings (e.g. the demo's
-    smaller splits keep its members comparable), the run's dataset, the job's overrides and seed."""
-    info = RunDir(run).info()
+    smaller splits keep its members comparable), the run's dataset, the job's overrides and seed.
+    `info` stands in for the run's run.json (a pipeline checks its members before the run exists)."""
+    info = RunDir(run).info() if info is None else info
     sets = {**(info.get("train_sets") or {}), **(config.get("set") or {})}
     if "dataset" not in sets and info.get("dataset"):
         sets["dataset"] = info["dataset"]
@@ -146,7 +150,7 @@ def baseline_task(run: Path, config: dict, progress: Progress | None = None, dev
                        preset=config.get("preset"), sets=config.get("set"), device=device, progress=progress)
     return {"method": rec["method"], "members": rec["members"], "ensemble": rec["ensemble"],
             "search_seconds": rec["costs"]["search_seconds"], "train_seconds": rec["costs"]["train_seconds"],
-            "total_seconds": rec["costs"]["total_seconds"]}
+            "total_seconds": rec["costs"]["total_seconds"], "warnings": rec.get("warnings", [])}
 
 
 TASKS: dict[str, Task] = {

@@ -1,25 +1,32 @@
-"""The worker process: `python -m nes worker JOB_ID` runs one job of the store.
+"""The worker process: `python -m nes worker JOB_ID --attempt N` runs one attempt of one job of the store.
 
 It streams progress, heartbeats and metrics to the store, checks for a cancel request at every
 progress report, records the outcome, and on exit launches whatever became ready
 (`nes.runs.jobs.launch_ready`), so a pipeline runs to the end without a scheduler process.
+Every write is fenced by the attempt number (`nes.runs.fence`): a worker whose attempt is no
+longer the job's current one (it was frozen, reaped and the job started again) stops at its next
+write and leaves the row and the run folder to the newer worker.
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import set_write_guard
 from ..runtime import configure_threads
+from .fence import Attempt, remove_stale_temps
 from .jobs import launch_ready
-from .store import Store, StoreError, this_host
+from .store import StaleAttempt, Store, StoreError, this_host
 from .tasks import TASKS
 
 HEARTBEAT_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 0.5  # progress rows are rate-limited; epoch-end reports always go through
+EXIT_STALE = 3  # this worker's attempt was superseded; it wrote nothing
 
 
 class Cancelled(Exception):
@@ -27,10 +34,10 @@ class Cancelled(Exception):
 
 
 class Reporter:
-    """The progress callback a job runs with: rate-limited store writes + cancel check."""
+    """The progress callback a job runs with: rate-limited, fenced store writes + cancel check."""
 
-    def __init__(self, store: Store, job_id: int):
-        self.store, self.job_id = store, job_id
+    def __init__(self, attempt: Attempt):
+        self.attempt = attempt
         self.last = 0.0
 
     def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
@@ -39,43 +46,72 @@ class Reporter:
         if now - self.last < REPORT_EVERY_SECONDS and not epoch_end and step < total:
             return
         self.last = now
-        if self.store.report(self.job_id, step, total, metrics):
+        if self.attempt.report(step, total, metrics):
             raise Cancelled()
 
 
-def run_worker(job_id: int, store: Store | None = None) -> int:
-    """Body of `python -m nes worker JOB_ID`: run the job, record the outcome, launch what's next."""
-
-    store = store or Store()
+def _own(store: Store, job_id: int, attempt: int | None) -> int:
+    """The attempt this process runs: the launcher's (`--attempt`), or a new one when started by hand."""
     job = store.job(job_id)
-    if job.status != "running":
-        # started by hand (e.g. while debugging): claim it now
-        if not store.claim(job_id, job.status, status="running", started=time.time(), attempts=job.attempts + 1):
-            raise StoreError(f"job {job_id} is {job.status}; resume it with `python -m nes jobs resume {job_id}`")
-    store.update_job(job_id, pid=os.getpid(), host=this_host(), heartbeat=time.time())
-    configure_threads()
-    stop = threading.Event()
+    if attempt is not None:
+        return attempt
+    if job.status == "running":
+        raise StoreError(f"job {job_id} is already running (pid {job.pid}); cancel it first "
+                         f"(`python -m nes jobs cancel {job_id}`)")
+    new = store.start_attempt(job_id, job.status, started=time.time(), error=None)
+    if new is None:
+        raise StoreError(f"job {job_id} changed while starting; see `python -m nes jobs show {job_id}`")
+    return new
 
-    def beat() -> None:
-        hb = Store(store.home)
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                hb.heartbeat(job_id)
-            except Exception:  # a transient lock must not kill the worker; the next beat retries
-                pass
-        hb.close()
 
-    threading.Thread(target=beat, daemon=True).start()
-    status, error, result = "done", None, None
+def _heartbeat(home: Path, job_id: int, attempt: int, stop: threading.Event) -> None:
+    """Beat every HEARTBEAT_SECONDS while the attempt is current (a superseded one stops beating)."""
+    hb = Store(home)
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            if not hb.heartbeat(job_id, attempt):
+                break
+        except Exception:  # a transient lock must not kill the worker; the next beat retries
+            pass
+    hb.close()
+
+
+def _execute(job, att: Attempt) -> tuple[str, str | None, Any]:
+    """Run the task → (status, error, result). StaleAttempt passes through (nothing may be recorded)."""
     try:
-        result = TASKS[job.kind](Path(job.run_id), job.config, Reporter(store, job_id), job.config.get("device"))
+        att.check_run_folder()
+        result = TASKS[job.kind](Path(job.run_id), job.config, Reporter(att), job.config.get("device"))
+        att.check_run_folder()  # a folder deleted after the last write must not end as "done"
+        return "done", None, result
+    except StaleAttempt:
+        raise
     except Cancelled:
-        status, error = "cancelled", "cancelled by request; `jobs resume` continues from the last checkpoint"
+        return "cancelled", "cancelled by request; `jobs resume` continues from the last checkpoint", None
     except Exception as e:  # the job failed: record why; the worker itself exits normally
-        status = "failed"
-        error = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+        return "failed", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4)), None
+
+
+def run_worker(job_id: int, store: Store | None = None, attempt: int | None = None) -> int:
+    """Body of `python -m nes worker JOB_ID`: run the job, record the outcome, launch what's next."""
+    store = store or Store()
+    attempt = _own(store, job_id, attempt)
+    att = Attempt(store, job_id, attempt, Path(store.job(job_id).run_id))
+    stop = threading.Event()
+    try:
+        if not att.record(pid=os.getpid(), host=this_host(), heartbeat=time.time()):
+            raise StaleAttempt(job_id, attempt)
+        configure_threads()
+        remove_stale_temps(store, job_id)
+        threading.Thread(target=_heartbeat, args=(store.home, job_id, attempt, stop), daemon=True).start()
+        set_write_guard(att.check_write)
+        status, error, result = _execute(store.job(job_id), att)
+        if not att.record(status=status, error=error, result=result, finished=time.time()):
+            raise StaleAttempt(job_id, attempt)
+    except StaleAttempt as e:
+        print(f"{e}", file=sys.stderr)
+        return EXIT_STALE
     finally:
         stop.set()
-    store.update_job(job_id, status=status, error=error, result=result, finished=time.time())
+        set_write_guard(None)
     launch_ready(store)
     return 0 if status == "done" else 1

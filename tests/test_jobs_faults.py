@@ -1,0 +1,206 @@
+"""Faults of the job machinery with real parts (real store, real worker processes, digits / smoke):
+fencing of stale attempts, killed frozen workers, a run folder deleted mid-job, bad pipeline
+settings, stale temp files, zombie workers, a damaged database and damaged rows."""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import nes.runs.jobs as jobs
+from nes.artifacts import load_tensors, read_json, set_write_guard, write_json
+from nes.runs.fence import Attempt, RunFolderGone, temp_files
+from nes.runs.jobs import reap, resume, submit, wait
+from nes.runs.store import StaleAttempt, Store
+from nes.runs.worker import EXIT_STALE
+from conftest import nes, retrain_job as _retrain, wait_until, why
+
+
+def child(pid: int):
+    """The Popen of a worker this test process started."""
+    return next(p for p in jobs._children if p.pid == pid)
+
+
+def freeze(store: Store, job_id: int, monkeypatch) -> tuple[int, object]:
+    """SIGSTOP job's worker once it has made progress and wait until reap marks it failed."""
+    monkeypatch.setattr(jobs, "STALE_SECONDS", 3.0)
+    wait_until(lambda: store.job(job_id).step > 0)
+    pid = store.job(job_id).pid
+    proc = child(pid)
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: job_id in reap(store), timeout=120)
+    assert "stopped answering" in store.job(job_id).error
+    return pid, proc
+
+
+def test_reaped_frozen_worker_is_killed(searched, monkeypatch):
+    store = searched
+    j = _retrain(store, "killed", 40)
+    pid, proc = freeze(store, j, monkeypatch)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # killed although stopped
+
+
+def test_stale_attempt_writes_nothing(searched, monkeypatch):
+    """A frozen worker that could not be killed (another host, no permission) wakes after its job was
+    started again: it stops at its next write; the new attempt's outcome and artifacts stand."""
+    store = searched
+    monkeypatch.setattr(jobs, "kill_worker", lambda pid: None)
+    j = _retrain(store, "twice", 8)
+    old_pid, old = freeze(store, j, monkeypatch)
+    try:
+        resume(store, j)
+        wait_until(lambda: store.job(j).attempts == 2 and store.job(j).pid not in (None, old_pid)
+                   and store.job(j).heartbeat and store.job(j).step > 0)
+    finally:
+        os.kill(old_pid, signal.SIGCONT)
+    assert old.wait(timeout=120) == EXIT_STALE
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "done" and job.attempts == 2, why(job)
+    d = Path(job.run_id) / "members" / "twice"
+    for f in d.rglob("*.safetensors"):
+        load_tensors(f)
+    assert len(read_json(d / "history.json")) == 8
+    log = (Path(job.run_id) / "logs" / f"job_{j}.log").read_text()
+    assert "attempt 1 is no longer current" in log
+    assert not temp_files(Path(job.run_id))
+
+
+def test_write_guard_refuses_stale_attempts_and_vanished_run_folders(home):
+    store = Store()
+    run = Path(store.register_run("g"))
+    j = store.add_job(str(run), "evaluate", {})
+    att = Attempt(store, j, store.start_attempt(j), run)
+    set_write_guard(att.check_write)
+    try:
+        write_json(run / "a.json", {"ok": 1})
+        store.update_job(j, status="queued")
+        assert store.start_attempt(j) == 2  # the job was started again elsewhere
+        with pytest.raises(StaleAttempt, match="attempt 1 is no longer current"):
+            write_json(run / "b.json", {"stale": 1})
+        assert not (run / "b.json").exists() and not temp_files(run)
+        with pytest.raises(StaleAttempt):
+            att.report(1, 2, {})
+        assert not att.record(status="done")
+        assert store.job(j).status == "running"
+        new = Attempt(store, j, 2, run)
+        shutil.rmtree(run)
+        set_write_guard(new.check_write)
+        with pytest.raises(RunFolderGone, match="was deleted"):
+            write_json(run / "members" / "m" / "x.json", {})
+        assert not run.exists()  # nothing re-created the folder
+    finally:
+        set_write_guard(None)
+
+
+def rmtree_retry(path: Path) -> None:
+    """Delete a folder a worker may be writing into (files can appear while it is deleted)."""
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"could not delete {path}")
+
+
+def test_run_folder_deleted_mid_job_fails(searched):
+    store = searched
+    j = _retrain(store, "gone", 40)
+    wait_until(lambda: store.job(j).step > 0)
+    run = Path(store.job(j).run_id)
+    rmtree_retry(run)
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "failed" and "was deleted" in job.error, why(job)
+    assert not (run / "members" / "gone" / "weights.safetensors").exists()
+
+
+def test_run_with_a_bad_setting_queues_nothing(home):
+    for bad, says in (("bogus=1", "unknown setting 'bogus'"), ("epochs=many", "epochs=many: expected int")):
+        r = nes("run", "--preset", "smoke", "--run", "bad", "--members", "2", "--set", bad, "--detach",
+                env={"NES_HOME": str(home)})
+        assert r.returncode == 2 and says in r.stderr and "nothing was queued" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    store = Store()
+    assert store.jobs() == [] and store.runs() == [] and not (home / "bad").exists()
+
+
+def test_resume_removes_stale_temp_files(searched, monkeypatch):
+    store = searched
+    monkeypatch.setenv("NES_TEST_WRITE_DELAY", "1.5")  # each artifact write waits before its rename
+    j = _retrain(store, "tmp", 3)
+    d = Path(store.job(j).run_id) / "members" / "tmp"
+    wait_until(lambda: (d / "checkpoint.safetensors").exists(), timeout=300)
+    wait_until(lambda: list(d.glob(".checkpoint.safetensors.*.tmp")), timeout=300)
+    os.kill(store.job(j).pid, signal.SIGKILL)
+    monkeypatch.delenv("NES_TEST_WRITE_DELAY")
+    left = temp_files(d)
+    assert left  # the kill left a half-made checkpoint
+    wait_until(lambda: reap(store) or store.job(j).status == "failed")
+    live = d / ".history.json.abcd1234.tmp"  # as if a live writer had just made it: newer than any start
+    live.write_bytes(b"")
+    os.utime(live, (time.time() + 3600, time.time() + 3600))
+    resume(store, j)
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "done", why(job)
+    assert temp_files(d) == [live] and not any(p.exists() for p in left)
+    live.unlink()
+
+
+def zombies(pids) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            out.append(pid)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_app_path_reaps_finished_workers(home):
+    store = Store()
+    ids = [submit(store, "z", "evaluate", {}) for _ in range(2)]  # fail fast: no members
+    pids = [p.pid for p in jobs._children]
+    assert len(pids) >= 2
+    wait_until(lambda: all(store.job(i).status == "failed" for i in ids))
+    wait_until(lambda: len(zombies(pids)) == len(pids))  # ended, and nobody waited for them yet
+    reap(store)  # what the app's refresh does
+    assert zombies(pids) == []
+
+
+def corrupt_page(db: Path, table: str) -> None:
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
+    con.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xde\xad\xbe\xef" * (page // 4))
+
+
+def test_damaged_rows_and_pages(home):
+    store = Store()
+    run = store.register_run("d")
+    good, bad = store.add_job(run, "evaluate", {}), store.add_job(run, "retrain", {"name": "m"})
+    store.close()
+    con = sqlite3.connect(home / "nes.db")
+    con.execute("UPDATE jobs SET config='{oops', result='[1,' WHERE id=?", (bad,))
+    con.commit()
+    con.close()
+    env = {"NES_HOME": str(home)}
+    r = nes("jobs", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"job {bad}: damaged row: config is not valid JSON" in r.stdout and "result is not valid JSON" in r.stdout
+    rows = json.loads(nes("jobs", "list", "--json", env=env).stdout)
+    assert [row["id"] for row in rows] == [good, bad] and rows[0]["damaged"] is None and rows[1]["damaged"]
+    corrupt_page(home / "nes.db", "jobs")
+    r = nes("jobs", "list", env=env)
+    assert r.returncode == 2 and str(home / "nes.db") in r.stderr and "damaged" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
