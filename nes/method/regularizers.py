@@ -4,10 +4,12 @@ their λ means (`AXES`: written once here, shown by every page and `--help`).
 - `js`    (the paper): R = −λ · JS(p*, α(λ)) — larger λ pushes the architecture away from α*. Every
   λ > 0 pushes along the same gradient, so λ scales the push rather than setting a distance: a
   faithful but weak control (the paper's own Table 1 shows 1–2 matched ops for all λ = 5…40).
-- `js-target` (beyond the paper): R = c · s² · (λ − JS_g(θ*, α(λ)))², with JS_g the distance to
+- `js-target` (beyond the paper): R = c · s² · (√λ − √JS_g(θ*, α(λ)))², with JS_g the distance to
   α* over genotype*'s kept edges and nodes (`divergence.StarDistance`, 0 at α*), λ ∈ [0, JS_max]
-  the target distance, s = Λ / JS_max (so that its gradient is comparable to `edges`') and the
-  same warm-up of c as `edges`.
+  the target distance, s = Λ / √JS_max (so that its gradient is comparable to `edges`') and the
+  same warm-up of c as `edges`. The square roots (√JS is the Jensen–Shannon distance, a metric)
+  keep the push finite next to α*, where JS_g's own gradient vanishes: with (λ − JS_g)² a confident
+  α* held the anchors near it and the distance plateaued at ≈ 0.13 for every λ.
 - `edges` (the thesis and the original code): R = c · (λ − S(α(λ)))², where S is a smoothed count
   of the edges shared with genotype*:
       S = Σ_{edges j→i of genotype*} ⟨GS(α_{j→i}; t), p*_{j→i}⟩ · min(1, k · GS(β_i; t)_j)
@@ -145,7 +147,7 @@ class Regularizer:
             if theta_star is None:
                 raise ValueError("the js-target regularizer needs α*'s logits (theta_star)")
             self.distance = StarDistance(layout, star, theta_star)
-            self.scale = star.num_edges() / self.distance.maximum()  # s = Λ / JS_max
+            self.scale = star.num_edges() / self.distance.maximum() ** 0.5  # s = Λ / √JS_max
 
     def to(self, device: torch.device) -> "Regularizer":
         self.star_dists = [d.to(device) for d in self.star_dists]
@@ -158,6 +160,7 @@ class Regularizer:
         if self.name == "js":
             return -lam * js_to_star(self.layout, theta, self.star_dists)
         c, t = self.warmup.at(progress)
-        if self.distance is not None:
-            return c * self.scale ** 2 * (lam - self.distance(theta)) ** 2
+        if self.distance is not None:  # the 1e-8 keeps the gradient finite (zero) at α* itself
+            target = torch.as_tensor(lam, dtype=theta.dtype, device=theta.device).clamp(min=0.0).sqrt()
+            return c * self.scale ** 2 * (target - (self.distance(theta) + 1e-8).sqrt()) ** 2
         return c * (lam - self.shared(theta, t)) ** 2
