@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.method.darts import confidence, load_search, search  # noqa: E402
-from nes.method.diversity import grid_quality, sample_architectures  # noqa: E402
-from nes.method.hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet, train_hypernet  # noqa: E402
+from nes.method.diversity import grid_quality  # noqa: E402
+from nes.method.hypernet import (fixed_lambda_search, hypernet_config, lam_range, load_hypernet,  # noqa: E402
+                                 sample_trained, train_hypernet)
 from nes.method.regularizers import diversity_lam  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
 
@@ -51,7 +52,7 @@ def one_seed(run: Path, seed: int, a, device) -> dict:
         hyper, res = train_hypernet(cfg, run, device)
         meta = load_hypernet(run, reg)[1]
         grid = [diversity_lam(reg, i / 8, meta["lam_min"], meta["lam_max"]) for i in range(9)]
-        samples = sample_architectures(hyper, s.layout, s.star, grid, cfg.tau, s.theta, reg)
+        samples = sample_trained(hyper, meta, s, grid)
         q = grid_quality(samples)
         out[reg] = {"quality": q, "seconds": res.seconds, "steps": res.steps, "cfg": cfg}
         print(f"  {reg}: {res.steps} steps in {res.seconds:.1f} s; {q['distinct']} distinct of 9, "

@@ -11,8 +11,8 @@ from ..data import DATASETS
 from ..layout import RunDir
 from ..method.baselines import METHODS
 from ..method.darts import load_search
-from ..method.diversity import collapse_warning, lam_grid, sample_architectures
-from ..method.hypernet import load_hypernet
+from ..method.diversity import collapse_warning, lam_grid
+from ..method.hypernet import load_hypernet, sample_trained
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
 from ..method.space import Genotype
@@ -139,7 +139,7 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     if lams is None:
         lams = lam_grid(meta["lam_min"], meta["lam_max"], 5)
     reg = meta["regularizer"]
-    samples = sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"], s.theta, reg)
+    samples = sample_trained(hyper, meta, s, lams)
     if as_json:
         print(json.dumps([x.to_dict() for x in samples], indent=2))
         return

@@ -19,9 +19,9 @@ from ..layout import RunDir
 from ..method import members as scoring
 from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
-from ..method.diversity import ArchSample, grid_quality, lam_grid, sample_architectures
+from ..method.diversity import ArchSample, grid_quality, lam_grid
 from ..method.regularizers import diversity_lam
-from ..method.hypernet import load_hypernet, trained_regularizers
+from ..method.hypernet import load_hypernet, sample_trained, trained_regularizers
 from ..method.space import ArchLayout, Genotype
 
 
@@ -118,12 +118,14 @@ class RunView:
     def quality(self, regularizer: str) -> dict[str, Any]:
         """How well the hypernetwork controls diversity on a 9-point grid (recorded after training,
         measured now for hypernetworks of earlier versions)."""
-        return self.hypernet(regularizer)[1].get("quality") or grid_quality(self.sample(regularizer, self.axis_grid(regularizer)))
+        meta = self.hypernet(regularizer)[1]
+        if not meta.get("quality"):  # measured once per loaded hypernetwork, not on every page rerun
+            meta["quality"] = grid_quality(self.sample(regularizer, self.axis_grid(regularizer)))
+        return meta["quality"]
 
     def sample(self, regularizer: str, lams: list[float]) -> list[ArchSample]:
         hyper, meta = self.hypernet(regularizer)
-        return sample_architectures(hyper, self.layout, self.star, lams, meta["config"]["tau"], self.theta_star,
-                                    meta.get("regularizer", regularizer))
+        return sample_trained(hyper, meta, self._search, lams)
 
     def pairwise_js(self, samples: list[ArchSample]) -> torch.Tensor:
         return pairwise_arch_js(self.layout, [s.theta for s in samples])

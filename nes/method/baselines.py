@@ -31,8 +31,8 @@ from ..artifacts import write_json
 from ..config import SearchConfig, TrainConfig, from_dict, from_preset, to_dict
 from ..layout import MemberDir, RunDir, member_name
 from .darts import load_search, search
-from .diversity import collapse_warning, lam_grid, sample_architectures, unique_genotypes
-from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet
+from .diversity import collapse_warning, lam_grid, unique_genotypes
+from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet, sample_trained
 from .loop import Progress
 from .members import ensemble_curve, greedy_names, member_curve, size_curve
 from .space import OPS, ArchLayout, Genotype
@@ -158,8 +158,8 @@ class BaselineRun:
     warnings: list[str] = field(default_factory=list)  # e.g. a collapsed EdgeNES pool
 
     def __post_init__(self) -> None:
-        s = load_search(self.run.path)
-        self.search_cfg, self.layout, self.star = s.config, s.layout, s.star
+        self.search = load_search(self.run.path)
+        self.search_cfg, self.layout, self.star = self.search.config, self.search.layout, self.search.star
         self.rng = random.Random(f"{self.method}-{self.seed}")
 
     def member_seed(self, i: int) -> int:
@@ -234,8 +234,7 @@ def _nes_re(b: BaselineRun, population: int, tournament: int) -> list[Trained]:
 def _edgenes(b: BaselineRun, regularizer: str) -> list[Trained]:
     b.count_search()
     hyper, meta = load_hypernet(b.run.path, regularizer)
-    samples = sample_architectures(hyper, b.layout, b.star, lam_grid(meta["lam_min"], meta["lam_max"], b.budget),
-                                   meta["config"]["tau"])
+    samples = sample_trained(hyper, meta, b.search, lam_grid(meta["lam_min"], meta["lam_max"], b.budget))
     b.search_seconds[f"hypernet_{regularizer}"] = b.run.hypernet(regularizer).seconds()
     pool = unique_genotypes(samples)
     warning = collapse_warning({"distinct": len(pool), "samples": len(samples)}, b.members, regularizer)

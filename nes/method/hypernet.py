@@ -25,8 +25,8 @@ from ..config import INHERITED_FROM_SEARCH, HypernetConfig, from_preset, to_dict
 from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
 from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
-from .darts import DartsArch, load_search
-from .diversity import grid_quality, lam_grid, sample_architectures
+from .darts import DartsArch, SearchArtifacts, load_search
+from .diversity import ArchSample, grid_quality, lam_grid, sample_architectures
 from .regularizers import AXES, REGULARIZERS, Regularizer, Warmup, check_regularizer
 from .space import ArchLayout, Genotype
 
@@ -228,7 +228,7 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
     quality = grid_quality(curve)
     save_tensors(out.hypernet, hyper.state_dict(),
                  {"layout": layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
-                  "lam_min": lam_min, "lam_max": lam_max, "lam_eps": lo - lam_min if pin == "hi" else hi - lam_max,
+                  "lam_min": lam_min, "lam_max": lam_max, "lam_eps": lam_min - lo if pin == "hi" else hi - lam_max,
                   "pin": pin, "quality": quality, "config": to_dict(cfg)})
     write_json(out.history, res.history)
     write_json(out.curve, [s.to_dict() for s in curve])
@@ -272,6 +272,14 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[
     hyper = PiecewiseLinearHypernet(torch.zeros(s), lo, hi, k, pin=meta.get("pin"), bounds=bounds)
     hyper.load_state_dict(tensors)
     return hyper, meta
+
+
+def sample_trained(hyper: PiecewiseLinearHypernet, meta: dict, search: SearchArtifacts,
+                   lams: list[float]) -> list[ArchSample]:
+    """α(λ) of a hypernetwork from `load_hypernet`, with each sample's distance to α* and place
+    on the diversity axis."""
+    return sample_architectures(hyper, search.layout, search.star, lams, meta["config"]["tau"], search.theta,
+                                meta["regularizer"])
 
 
 def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,

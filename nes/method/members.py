@@ -75,23 +75,24 @@ def ensemble_curve(run_dir: str | Path, names: list[str], split: str = "test") -
     return out
 
 
-def latest(run_dir: str | Path, names: list[str], split: str) -> torch.Tensor:
-    """[M, N, K] the latest saved `split` probabilities of every member."""
-    return torch.stack([member_probs(run_dir, n)[0][-1][1][split] for n in names])
+def latest(loaded: dict[str, Probs], split: str) -> torch.Tensor:
+    """[M, N, K] the latest saved `split` probabilities of every loaded member."""
+    return torch.stack([probs[-1][1][split] for probs, _ in loaded.values()])
 
 
 def size_curve(run_dir: str | Path, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
     """Ensemble metrics of the first m members (m = 1..len(names)), latest epoch of each."""
     if not names:
         return []
-    y = member_probs(run_dir, names[0])[1][f"{split}_y"]
-    stack = latest(run_dir, names, split)
+    loaded = {n: member_probs(run_dir, n) for n in names}
+    y = loaded[names[0]][1][f"{split}_y"]
+    stack = latest(loaded, split)
     return [(m, ensemble_metrics(stack[:m], y)) for m in range(1, len(names) + 1)]
 
 
 def members_predictive_js(run_dir: str | Path, names: list[str], split: str = "test") -> torch.Tensor:
     """[n, n] predictive JS between members' latest probabilities."""
-    return predictive_js(latest(run_dir, names, split))
+    return predictive_js(latest({n: member_probs(run_dir, n) for n in names}, split))
 
 
 def greedy_names(run_dir: str | Path, names: list[str], size: int | None = None, metric: str = "nll") -> list[str]:
@@ -99,5 +100,5 @@ def greedy_names(run_dir: str | Path, names: list[str], size: int | None = None,
     loaded = {n: member_probs(run_dir, n) for n in names}
     y = _same_labels(loaded, "val", "greedy selection needs members trained with the same dataset, limit "
                                     "and seed of the split")
-    picked = greedy_selection(latest(run_dir, names, "val"), y, size or len(names), metric)
+    picked = greedy_selection(latest(loaded, "val"), y, size or len(names), metric)
     return [names[i] for i in picked]

@@ -16,9 +16,9 @@ from ..config import SearchConfig, TrainConfig, from_preset
 from ..layout import RunDir
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
-from ..method.diversity import collapse_warning, grid_quality, lam_grid, sample_architectures
+from ..method.diversity import collapse_warning, grid_quality, lam_grid
 from ..method.ensemble import ensemble_metrics, member_metrics
-from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
+from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
 from ..method.loop import Progress
 from ..method.space import Genotype
 from ..method.train import load_member_probs, retrain
@@ -64,7 +64,7 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     lams = config.get("lams")
     if lams is None:
         lams = lam_grid(meta["lam_min"], meta["lam_max"], int(config.get("n", 5)))
-    drawn = sample_architectures(hyper, s.layout, s.star, lams, meta["config"]["tau"], s.theta, meta["regularizer"])
+    drawn = sample_trained(hyper, meta, s, lams)
     samples = [x.to_dict() for x in drawn]
     write_json(RunDir(run).samples_json, {"regularizer": meta["regularizer"], "samples": samples})
     out = {"samples": len(samples), "lams": lams}
