@@ -37,6 +37,22 @@ def test_distance_to_alpha_star_is_zero_there_and_bounded():
         for b in betas:
             b.copy_(torch.where(b == b.min(), 50.0, -50.0))
     assert float(d(LAY.join(parts))) == pytest.approx(far, abs=1e-3)
+    # the reachable distance lies inside the vertex bound and is reached exactly by α*'s own
+    # logits in reverse order (an architecture as confident as α*, strongest on its weakest)
+    near = d.reachable()
+    assert 0 < near < far
+
+    def reverse(row):
+        order = torch.argsort(row)
+        out = torch.empty_like(row)
+        out[order] = row[order.flip(0)]
+        return out
+    parts = LAY.split(ts.clone())
+    for ct, (alpha, betas) in parts.items():
+        alpha.copy_(torch.stack([reverse(r) for r in alpha]))
+        for b in betas:
+            b.copy_(reverse(b))
+    assert float(d(LAY.join(parts))) == pytest.approx(near, abs=1e-5)
     # batched θ gives the same values
     batch = torch.stack([ts, 3 * torch.randn(LAY.size)])
     assert torch.allclose(d(batch), torch.stack([d(batch[0]), d(batch[1])]))

@@ -167,12 +167,12 @@ def hypernet_config(run_dir: str | Path, preset: str = "paper", sets: dict[str, 
 
 def lam_range(cfg: HypernetConfig, star: Genotype, distance_max: float | None = None) -> tuple[float, float]:
     """[λ_min, λ_max] of the regularizer: λ_max defaults to Λ (edges, js) or JS_max (js-target,
-    the largest distance to α* — `distance_max`, `StarDistance.maximum()`)."""
+    the farthest distance to α* an architecture as confident as α* reaches — `distance_max`, `StarDistance.reachable()`)."""
     if cfg.lam_max is not None:
         return cfg.lam_min, cfg.lam_max
     if cfg.regularizer == "js-target":
         if distance_max is None:
-            raise ValueError("js-target: the λ range needs the largest distance to α* (StarDistance.maximum())")
+            raise ValueError("js-target: the λ range needs the largest distance to α* (StarDistance.reachable())")
         return cfg.lam_min, float(distance_max)
     return cfg.lam_min, float(star.num_edges())
 
@@ -181,7 +181,7 @@ def hyper_range(cfg: HypernetConfig, star: Genotype, reg: Regularizer) -> tuple[
     """(λ_min, λ_max, lo, hi, pin): the trained range [lo, hi] reaches ε beyond [λ_min, λ_max]
     (ε = lam_eps as a fraction Λ of the range, as for `edges`) except at the end that is α*, which
     is pinned there (with `pin_star`)."""
-    lam_min, lam_max = lam_range(cfg, star, reg.distance.maximum() if reg.distance is not None else None)
+    lam_min, lam_max = lam_range(cfg, star, reg.distance.reachable() if reg.distance is not None else None)
     eps = cfg.lam_eps * (lam_max - lam_min) / star.num_edges()
     pin = AXES[cfg.regularizer].star_end if cfg.pin_star else None
     return lam_min, lam_max, lam_min - (0.0 if pin == "lo" else eps), lam_max + (0.0 if pin == "hi" else eps), pin

@@ -6,7 +6,8 @@ their λ means (`AXES`: written once here, shown by every page and `--help`).
   faithful but weak control (the paper's own Table 1 shows 1–2 matched ops for all λ = 5…40).
 - `js-target` (beyond the paper): R = c · s² · (√λ − √JS_g(θ*, α(λ)))², with JS_g the distance to
   α* over genotype*'s kept edges and nodes (`divergence.StarDistance`, 0 at α*), λ ∈ [0, JS_max]
-  the target distance, s = Λ / √JS_max (so that its gradient is comparable to `edges`') and the
+  the target distance (JS_max = `StarDistance.reachable()`, the farthest an architecture as
+  confident as α* gets), s = Λ / √JS_max (so that its gradient is comparable to `edges`') and the
   same warm-up of c as `edges`. The square roots (√JS is the Jensen–Shannon distance, a metric)
   keep the push finite next to α*, where JS_g's own gradient vanishes: with (λ − JS_g)² a confident
   α* held the anchors near it and the distance plateaued at ≈ 0.13 for every λ.
@@ -43,7 +44,7 @@ AXES: dict[str, Axis] = {
     "edges": Axis("λ is the number of genotype*'s edges the architecture should share: λ = Λ (the largest "
                   "value) is α*, λ = 0 shares none", "hi", "exact: the count of shared edges follows λ"),
     "js-target": Axis("λ is the target distance JS_g to α* (over genotype*'s kept edges and nodes): λ = 0 is "
-                      "α*, the largest value is the farthest an architecture can get", "lo",
+                      "α*, the largest value is the farthest an architecture as confident as α* can get", "lo",
                       "continuous: the distance to α* follows λ"),
     "js": Axis("λ weights the paper's push away from α* in Jensen–Shannon divergence: λ = 0 applies no push "
                "(α*), larger λ pushes harder", "lo",
@@ -147,7 +148,7 @@ class Regularizer:
             if theta_star is None:
                 raise ValueError("the js-target regularizer needs α*'s logits (theta_star)")
             self.distance = StarDistance(layout, star, theta_star)
-            self.scale = star.num_edges() / self.distance.maximum() ** 0.5  # s = Λ / √JS_max
+            self.scale = star.num_edges() / self.distance.reachable() ** 0.5  # s = Λ / √JS_max
 
     def to(self, device: torch.device) -> "Regularizer":
         self.star_dists = [d.to(device) for d in self.star_dists]
