@@ -8,7 +8,8 @@ Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
     python benchmarks/compare.py --dataset fashion-mnist --preset quick --seeds 3
     python benchmarks/compare.py --dataset digits --preset smoke --seeds 2      # minutes: a dry run
 
-Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best single member, points>
+Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best member (by validation NLL), points>
+edges_vs_deepens_pts=<EdgeNES(edges) − DeepEns, points>; the report gives each with its paired bootstrap interval;
 edges_search_cost_vs_darts=<its search cost / the DARTS ensemble's> (plus the mean accuracies).
 Everything resumes: rerunning continues where it stopped. Seeds can run in parallel processes
 (`--only 0 1` and `--only 2`, one core each with NES_THREADS=1 and taskset); a last run without
@@ -52,6 +53,10 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
         log(f"seed {seed}: {method}")
         out[method] = run_baseline(run, method, members, seed=seed, budget=budget, n_edges=max(1, members - 1),
                                    preset=preset, device=device)
+    from nes.method.baselines import method_differences
+    diffs = {d["method"]: d for d in method_differences(run, list(out.values()), "deepens")}
+    for method, d in diffs.items():
+        out[method]["vs_deepens"] = d
     dee = out["deepens"]
     first = dee["members"][0]  # a single α* member is DeepEns' first member: same training, no extra cost
     single_cost = dee["costs"]["search_seconds"] + dee["costs"]["train"][first]
@@ -113,20 +118,29 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | {fmt(r['accuracy'], 2)} | {fmt(r['nll'], 3)} | {fmt(r['ece'], 3)} | "
                      f"{fmt(r['disagreement'], 3)} | {fmt(r['search_s'], 0)} | {fmt(r['total_s'], 0)} |")
-    best_single = [max(100 * mm["accuracy"] for mm in r["edgenes-edges"]["members_metrics"].values()) for r in per_seed]
-    gain = statistics.mean(100 * r["edgenes-edges"]["ensemble"]["accuracy"] - b for r, b in zip(per_seed, best_single))
+    from nes.method.stats import Difference
+    # the best member is chosen by validation NLL (never on the test set), see nes.method.stats
+    vs_best = [(Difference.from_dict(r["edgenes-edges"]["vs_best_member"]["accuracy"]),
+                Difference.from_dict(r["edgenes-edges"]["vs_best_member"]["nll"])) for r in per_seed]
+    gain = statistics.mean(a.value for a, _ in vs_best)
     darts = statistics.mean(r["darts"]["costs"]["search_seconds"] for r in per_seed)
     ratio = statistics.mean(r["edgenes-edges"]["costs"]["search_seconds"] for r in per_seed) / max(darts, 1e-9)
-    best_nll = [min(mm["nll"] for mm in r["edgenes-edges"]["members_metrics"].values()) for r in per_seed]
-    nll_gain = statistics.mean(b - r["edgenes-edges"]["ensemble"]["nll"] for r, b in zip(per_seed, best_nll))
+    nll_gain = statistics.mean(-n.value for _, n in vs_best)
+    vs_dee = [Difference.from_dict(r["edgenes-edges"]["vs_deepens"]["accuracy"]) for r in per_seed
+              if "vs_deepens" in r["edgenes-edges"]]
     acc = {r["key"]: r["accuracy"][0] for r in rows}
     # The DARTS ensemble pays one search per member; EdgeNES pays one search + one hypernetwork for any M.
     per_member = darts / a.members
     edges_search = statistics.mean(r["edgenes-edges"]["costs"]["search_seconds"] for r in per_seed)
     breakeven = edges_search / (0.6 * max(per_member, 1e-9))
     ok = lambda c: "met" if c else "not met"  # noqa: E731
-    lines += ["", f"EdgeNES (edges): ensemble − best single member of its pool = {gain:+.2f} points; "
-              f"search cost / DARTS ensemble's = {ratio:.2f}.", "",
+    lines += ["", f"EdgeNES (edges): ensemble − its best member (by validation NLL) = {gain:+.2f} points (mean over "
+              f"seeds); search cost / DARTS ensemble's = {ratio:.2f}.", "",
+              "Paired bootstrap 95 % intervals over the test images, per seed:"]
+    lines += [f"- seed {s}: EdgeNES (edges) − best member: accuracy {a.text()}, NLL {n.text()}"
+              for s, (a, n) in enumerate(vs_best)]
+    lines += [f"- seed {s}: EdgeNES (edges) − DeepEns: accuracy {d.text()}" for s, d in enumerate(vs_dee)]
+    lines += ["",
               "Targets (issue #6, quick preset):",
               f"- ensemble ≥ best single member + 0.5 points: {gain:+.2f} → {ok(gain >= 0.5)}",
               f"- lower NLL than the best single member's: {nll_gain:+.3f} lower → {ok(nll_gain > 0)}",
@@ -149,7 +163,8 @@ def main() -> None:
     except ImportError as e:
         print(f"no plots: {e}", file=sys.stderr)
     print("\n".join(lines))
-    print(f"RESULT edges_gain_pts={gain:.2f} edges_search_cost_vs_darts={ratio:.2f} edges_nll_gain={nll_gain:.3f} "
+    vs_dee_pts = statistics.mean(d.value for d in vs_dee) if vs_dee else float("nan")
+    print(f"RESULT edges_gain_pts={gain:.2f} edges_vs_deepens_pts={vs_dee_pts:.2f} edges_search_cost_vs_darts={ratio:.2f} edges_nll_gain={nll_gain:.3f} "
           f"breakeven_members={breakeven:.1f} "
           f"acc_edges={acc['edgenes-edges']:.2f} acc_deepens={acc['deepens']:.2f} acc_single={acc['single']:.2f}")
 

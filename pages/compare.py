@@ -4,6 +4,7 @@ import streamlit as st
 from nes.explorer import viz
 from nes.explorer.actions import start_baseline
 from nes.method.baselines import METHODS
+from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
 from pages._widgets import friendly, jobs_table, live, load_view, teach
 
@@ -42,6 +43,27 @@ if go:
         st.success(f"Job #{job} queued: {method} with M = {members}.")
 
 
+def differences_table(records: list[dict]) -> None:
+    """Each method against a reference method of the same seed, with its 95 % interval."""
+    methods = sorted({r["method"] for r in records})
+    if len(methods) < 2:
+        return
+    ref = st.selectbox("Compare against", methods, index=methods.index("deepens") if "deepens" in methods else 0,
+                       help="Each method's ensemble minus this method's ensemble of the same seed, on the same "
+                            "test images.")
+    diffs = load_view(run_id).method_differences(ref)
+    if not diffs:
+        st.caption(f"No method shares a seed and test images with {ref}.")
+        return
+    st.dataframe([{"method": d["method"], "seed": d["seed"], f"Δ accuracy vs {ref}": Difference.from_dict(d["accuracy"]).text(),
+                   f"Δ NLL vs {ref}": Difference.from_dict(d["nll"]).text()} for d in diffs],
+                 hide_index=True, width="stretch")
+    n = Difference.from_dict(diffs[0]["accuracy"]).n
+    st.caption(f"Paired bootstrap 95 % intervals over the {n} test images (accuracy in points; NLL lower is better). "
+               "*Within noise*: the interval contains 0, so this test set cannot tell the two methods apart. "
+               "Over several seeds, also look at the spread of the rows above.")
+
+
 def compare_panel() -> None:
     jobs_table(run_id, ("baseline",), limit=6)
     records = load_view(run_id).baselines()
@@ -56,6 +78,11 @@ def compare_panel() -> None:
              "search cost s": round(r["costs"]["search_seconds"], 1), "total cost s": round(r["costs"]["total_seconds"], 1)}
             for r in records]
     st.dataframe(rows, hide_index=True, width="stretch")
+    over_seeds = viz.seed_summary(records)
+    if over_seeds:
+        st.markdown("**Over seeds** (mean ± std of the seeds' ensembles)")
+        st.dataframe(over_seeds, hide_index=True, width="stretch")
+    differences_table(records)
     by_method: dict[str, list] = {}
     for r in records:
         by_method.setdefault(r["method"], []).append(r)

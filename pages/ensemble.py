@@ -4,6 +4,7 @@ import streamlit as st
 from nes.explorer import viz
 from nes.explorer.actions import submit_members
 from nes.method.regularizers import lam_diversity
+from nes.method.stats import Difference
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
 from pages._widgets import friendly, jobs_table, live, load_view, teach
 
@@ -18,7 +19,10 @@ with different seeds gives some diversity; **architectures sampled at different 
 Each chosen member is **retrained from scratch** in a background worker. After every epoch it saves
 its test probabilities, and the curves below update: each member's accuracy, and the ensemble's
 accuracy, NLL (negative log-likelihood, lower is better) and ECE (calibration error, lower is
-better). The **predictive JS** heatmap shows how differently the members predict (0 = the same).
+better). The headline uses the members that **finished** training; members still training are listed
+apart. Every gain comes with a 95 % interval over the test images: *within noise* means the test set
+cannot tell the difference from zero. The **predictive JS** and **disagreement** heatmaps show how
+differently the members predict (0 = the same).
 **Greedy selection** (forward selection on the validation split, as in NES) suggests which members
 to keep.""")
 
@@ -70,6 +74,32 @@ if st.button("Export these members", icon=":material/download:", disabled=not fi
     st.switch_page("pages/export.py")
 
 
+def headline(ens) -> None:
+    """The ensemble of the finished members, its gain over the best member with its interval."""
+    if not ens.finished:
+        st.info("No chosen member has finished training yet: the ensemble's metrics wait for finished members "
+                "(a member in its first epochs would drag the ensemble down). Their curves are below.")
+        return
+    met, vs = ens.metrics, ens.vs_best
+    acc = Difference.from_dict(vs["accuracy"]) if vs else None
+    nll = Difference.from_dict(vs["nll"]) if vs else None
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Ensemble accuracy", f"{met['accuracy']:.2%}", f"{acc.value:+.2f} pts vs best member" if acc else None)
+    m2.metric("Ensemble NLL", f"{met['nll']:.3f}", f"{nll.value:+.3f} vs best member" if nll else None,
+              delta_color="inverse")
+    m3.metric("Ensemble ECE", f"{met['ece']:.3f}")
+    m4.metric("Finished members", f"{len(ens.finished)}", f"+{len(ens.training)} training" if ens.training else None,
+              delta_color="off")
+    if vs:
+        st.caption(f"Against the best member (**{vs['best_member']}**, chosen by validation NLL, not on the test "
+                   f"set): accuracy {acc.text()}; NLL {nll.text()}. Paired bootstrap over the {acc.n} test images; "
+                   "*within noise* means this test set cannot tell the ensemble from its best member.")
+    if ens.training:
+        st.dataframe([{"member": n, "status": "training: not in the ensemble", "epochs saved": k,
+                       "latest test accuracy %": round(100 * m["accuracy"], 2)} for n, k, m in ens.training],
+                     hide_index=True, width="stretch")
+
+
 def ensemble_panel() -> None:
     jobs_table(run_id, ("retrain", "evaluate"), limit=8)
     fresh = run_view(run_id)
@@ -77,27 +107,29 @@ def ensemble_panel() -> None:
     if not ready:
         st.info("No member has finished an epoch yet.")
         return
-    curve = fresh.ensemble_curve(ready)
-    per_member = {n: [(e, m["accuracy"]) for e, m in fresh.member_curve(n)] for n in ready}
-    last = curve[-1][1]
-    best = max(v[-1][1] for v in per_member.values())
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Ensemble accuracy", f"{last['accuracy']:.2%}", f"{(last['accuracy'] - best) * 100:+.2f} pts vs best member")
-    m2.metric("Ensemble NLL", f"{last['nll']:.3f}")
-    m3.metric("Ensemble ECE", f"{last['ece']:.3f}")
-    m4.metric("Members", f"{len(ready)}")
+    ens = fresh.live_ensemble(ready)
+    headline(ens)
+    training = {n for n, _, _ in ens.training}
+    series = {f"{n} (training)" if n in training else n: [(e, m["accuracy"]) for e, m in fresh.member_curve(n)]
+              for n in ready}
+    if ens.finished:
+        series["ensemble (finished members)"] = [(e, m["accuracy"]) for e, m in fresh.ensemble_curve(ens.finished)]
     a, b = st.columns(2)
-    series = {**per_member, "ensemble": [(e, m["accuracy"]) for e, m in curve]}
     a.plotly_chart(viz.metric_curves(series, "test accuracy per epoch", "epoch", "accuracy"), key="acc_curve")
-    b.plotly_chart(viz.metric_curves({"NLL": [(e, m["nll"]) for e, m in curve], "ECE": [(e, m["ece"]) for e, m in curve]},
-                                     "ensemble NLL and ECE per epoch", "epoch"), key="nll_curve")
+    if ens.joins:
+        b.plotly_chart(viz.join_curve(ens.joins, sorted(training)), key="join_curve")
     if len(ready) >= 2:
+        fixed = st.toggle("Fixed heatmap scales (0 … ln 2, 0 … 1)", value=False,
+                          help="Off: each heatmap's colours span its own values, so small differences show. "
+                               "On: the largest possible value is the top colour, comparable across runs.")
         c, d = st.columns(2)
-        c.plotly_chart(viz.js_heatmap(fresh.predictive_js(ready), ready, title="predictive JS between members"),
-                       key="pred_js")
+        c.plotly_chart(viz.js_heatmap(fresh.predictive_js(ready), ready, title="predictive JS between members",
+                                      fit=not fixed, high="the two members predict differently"), key="pred_js")
+        d.plotly_chart(viz.js_heatmap(fresh.disagreement(ready), ready, title="disagreement (test images)", zmax=1.0,
+                                      fit=not fixed, high="their top-1 labels differ on more images"), key="disagree")
         picked = fresh.greedy_selection(ready)
-        d.markdown("**Greedy selection** (validation NLL, NES forward selection):")
-        d.markdown("\n".join(f"{i + 1}. {n}" for i, n in enumerate(picked)))
+        st.markdown("**Greedy selection** (validation NLL, NES forward selection): "
+                    + ", ".join(f"{i + 1}. {n}" for i, n in enumerate(picked)))
 
 
 with friendly("show the ensemble"):

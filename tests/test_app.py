@@ -1,5 +1,6 @@
 """The Streamlit app through AppTest, on the bundled demo run copied into a fresh store."""
 import json
+import math
 import time
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import nes
+from nes.layout import RunDir
 from nes.explorer.demo import DEMO_DIR
 from nes.explorer.runview import RunView
 from nes.runs.jobs import cancel, wait
@@ -117,6 +119,15 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert {"Ensemble accuracy", "Ensemble NLL", "Ensemble ECE"} <= labels
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
     assert any("Greedy selection" in m.value for m in at.markdown)
+    # the gain over the best member comes with its interval and says whether it is within noise
+    gain = [c.value for c in at.caption if "best member" in c.value]
+    assert gain and "95% CI" in gain[0] and ("within noise" in gain[0] or "beyond noise" in gain[0])
+    heat = {json.dumps(s["layout"]["title"], ensure_ascii=False): s for s in specs(at) if "heatmap" in json.dumps(s["data"])}
+    assert any("disagreement" in t for t in heat) and all("fitted" in t for t in heat)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    zmax = [s["data"][0]["zmax"] for s in specs(at) if "heatmap" in json.dumps(s["data"])]
+    assert sorted(zmax) == pytest.approx(sorted([math.log(2), 1.0]))
     ms = {m.label: m for m in at.multiselect}
     lam = round(RunView(Store().get_run("demo")).axis_grid("edges")[4], 4)
     ms["Diversity (λ)"].set_value([lam])
@@ -167,6 +178,9 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
     assert sorted(table["method"]) == ["deepens", "random"] and list(table["members"]) == [2, 2]
     titles = [json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at)]
     assert sum("vs ensemble size" in t for t in titles) == 3 and any("accuracy vs cost" in t for t in titles)
+    diffs = at.dataframe[1].value  # each method against DeepEns of the same seed, with its interval
+    assert list(diffs["method"]) == ["random"] and "95% CI" in diffs["Δ accuracy vs deepens"][0]
+    assert any("Paired bootstrap" in c.value for c in at.caption)
 
 
 def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(home):
@@ -188,8 +202,16 @@ def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(ho
         assert all(j.status == "done" for j in done), [j.error for j in done]
         at.run()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Members"] == "2" and "%" in metrics["Ensemble accuracy"]
+    assert metrics["Finished members"] == "2" and "%" in metrics["Ensemble accuracy"]
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
+    # a member still training (saved epochs, no final weights) stays out of the headline, marked
+    RunDir(run).member(jobs[1].config["name"]).weights.unlink()
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Finished members"] == "1"
+    table = at.dataframe[-1].value
+    assert list(table["member"]) == [jobs[1].config["name"]] and "training" in table["status"][0]
+    assert any("still training" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
 
 
 def test_export_page_previews_writes_and_offers_the_bundle(home):

@@ -109,3 +109,20 @@ def test_edgenes_under_the_same_protocol(run):
     sizes = rec["by_size"]
     assert [int(m["size"]) for m in sizes] == list(range(1, len(rec["members"]) + 1))
     assert sizes[-1]["accuracy"] == pytest.approx(rec["ensemble"]["accuracy"])
+
+
+def test_methods_are_compared_with_paired_intervals(run):
+    from nes.layout import RunDir
+    from nes.method.baselines import method_differences
+
+    for method in ("deepens", "random"):  # resumes: the members trained above are reused
+        rec = run_baseline(run, method, members=2, budget=3, population=2, tournament=1, n_edges=1, preset="smoke")
+        vs = rec["vs_best_member"]
+        assert vs["best_member"] in rec["members"] and vs["accuracy"]["lo"] <= vs["accuracy"]["value"] <= vs["accuracy"]["hi"]
+    records = RunDir(run).baseline_records()
+    diffs = {d["method"]: d for d in method_differences(run, records, "deepens")}
+    assert "deepens" not in diffs and "random" in diffs
+    d = diffs["random"]
+    assert d["reference"] == "deepens" and d["seed"] == 0
+    for metric in ("accuracy", "nll"):
+        assert d[metric]["lo"] <= d[metric]["value"] <= d[metric]["hi"] and d[metric]["n"] > 0

@@ -53,6 +53,11 @@ def test_retrain_and_evaluate(run_dir, tmp_path):
     ens = out["ensemble"]
     assert ens["size"] == 2 and 0 <= ens["accuracy"] <= 1 and ens["oracle_nll"] <= ens["nll"] + 1e-9
     assert 0 <= ens["disagreement"] <= 1
+    vs = out["vs_best_member"]  # chosen by validation NLL; interval over the test images
+    assert vs["best_member"] in ("m0", "m1") and vs["accuracy"]["n"] == out["test_images"]
+    assert vs["accuracy"]["lo"] <= vs["accuracy"]["value"] <= vs["accuracy"]["hi"]
+    r = nes("evaluate", "--run", str(run_dir))
+    assert r.returncode == 0 and "ensemble vs best member" in r.stdout and "95% CI" in r.stdout
     r = nes("evaluate", "--run", str(run_dir), "--members", "m1")
     assert r.returncode == 0 and "ensemble" in r.stdout and "m0" not in r.stdout
     # members share the same test labels; probabilities are valid distributions

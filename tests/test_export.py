@@ -81,7 +81,14 @@ def test_bundle_files_and_manifest(bundle, run):
         assert 0 <= mat.min() and mat.max() <= math.log(2) + 1e-9
     assert m["diversity"]["architecture_js"][0][1] > 0  # two different genotypes
     assert m["verification"]["checked"] and m["verification"]["max_abs_diff_vs_run"] <= 5e-3
+    vs = m["ensemble"]["vs_best_member"]  # the ensemble's gain, with its paired bootstrap interval
+    assert vs["best_member"] in MEMBERS
+    for metric in ("accuracy", "nll"):
+        d = vs[metric]
+        assert d["lo"] <= d["value"] <= d["hi"] and d["n"] == m["ensemble"]["test_images"]
+        assert d["within_noise"] == (d["lo"] <= 0 <= d["hi"])
     card = (bundle / "README.md").read_text()
+    assert "Against its best member" in card and "95% CI" in card
     for section in ("## Intended use", "## Data", "## Metrics", "## Limitations"):
         assert section in card
     assert all(name in card for name in MEMBERS)

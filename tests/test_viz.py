@@ -67,6 +67,13 @@ def test_js_heatmap_has_a_fixed_scale_and_checks_shapes():
     m = torch.tensor([[0.0, 0.2], [0.2, 0.0]])
     fig = viz.js_heatmap(m, ["a", "b"])
     assert fig.data[0].zmin == 0.0 and math.isclose(fig.data[0].zmax, math.log(2))
+    # fitted: the colours span the largest off-diagonal value, the title says so and what high means
+    m3 = torch.tensor([[0.0, 0.02, 0.07], [0.02, 0.0, 0.01], [0.07, 0.01, 0.0]])
+    fit = viz.js_heatmap(m3, ["a", "b", "c"], fit=True, high="they predict differently")
+    assert math.isclose(fit.data[0].zmax, 0.07, abs_tol=1e-6) and "fitted" in fit.layout.title.text
+    assert "they predict differently" in fit.layout.title.text and "ln 2" in fit.layout.title.text
+    assert math.isclose(viz.js_heatmap(torch.zeros(2, 2), ["a", "b"], fit=True).data[0].zmax, math.log(2))
+    assert viz.js_heatmap(m3, ["a", "b", "c"], zmax=1.0).data[0].zmax == 1.0
     with pytest.raises(ValueError, match="n×n"):
         viz.js_heatmap(torch.zeros(2, 3), ["a", "b"])
     with pytest.raises(ValueError, match="labels"):
@@ -86,3 +93,15 @@ def test_genotype_diff_marks_exactly_the_differing_nodes():
     assert len(rows) == 4 and [r["same"] for r in rows] == ["✓", "✗", "✗", "✓"]
     assert all(r["same"] == "✓" for r in viz.genotype_diff(STAR, STAR))
     assert "max_pool_3x3 ← c_{k-2}" in rows[1]["A"] and "avg_pool_3x3" in rows[1]["B"]
+
+
+def test_join_curve_and_seed_summary():
+    joins = [("m0", {"accuracy": 0.80, "nll": 0.6}), ("m1", {"accuracy": 0.82, "nll": 0.5})]
+    fig = viz.join_curve(joins, ["m2"])
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].text) == ["+m0", "+m1"]
+    assert "m2" in fig.layout.title.text and "not in the ensemble" in fig.layout.title.text
+    recs = [{"method": "deepens", "ensemble": {"accuracy": a, "nll": 0.3, "ece": 0.02}} for a in (0.8, 0.9)]
+    recs.append({"method": "darts", "ensemble": {"accuracy": 0.8, "nll": 0.3, "ece": 0.02}})
+    rows = viz.seed_summary(recs)
+    assert [r["method"] for r in rows] == ["deepens"] and rows[0]["seeds"] == 2
+    assert rows[0]["accuracy %"].startswith("85.00 ± 7.07")

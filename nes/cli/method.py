@@ -16,6 +16,7 @@ from ..method.hypernet import load_hypernet, sample_trained
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
 from ..method.space import Genotype
+from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, retrain_task,
                           search_task)
 from .common import (Command, UserError, add_data_dir, add_device, add_json, add_preset, add_regularizer, add_run,
@@ -96,6 +97,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     print(f"{'ensemble':<16}{'':>6}{ens['accuracy']:>8.4f}{ens['nll']:>8.4f}{ens['ece']:>8.4f}{ens['brier']:>8.4f}")
     print(f"size {int(ens['size'])}; mean member acc {ens['member_accuracy']:.4f}; oracle NLL {ens['oracle_nll']:.4f}; "
           f"disagreement {ens['disagreement']:.4f}; predictive JS {ens['predictive_js']:.4f}")
+    vs = out.get("vs_best_member")
+    if vs:
+        acc, nll = Difference.from_dict(vs["accuracy"]), Difference.from_dict(vs["nll"])
+        print(f"ensemble vs best member ({vs['best_member']}, by validation NLL), paired bootstrap over "
+              f"{acc.n} test images:\n  accuracy {acc.text()}\n  NLL      {nll.text()}")
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 from ..artifacts import ArtifactError, read_json
 from ..layout import RunDir
 from ..method import members as scoring
+from ..method.baselines import method_differences
 from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, grid_quality, lam_grid
@@ -139,6 +140,11 @@ class RunView:
         """Finished baseline records (RUN/baselines/<method>_s<seed>/baseline.json), by method and seed."""
         return self.run.baseline_records()
 
+    def method_differences(self, reference: str) -> list[dict[str, Any]]:
+        """Each method's ensemble against `reference`'s of the same seed, with paired bootstrap
+        intervals over the test images (`nes.method.baselines.method_differences`)."""
+        return method_differences(self.dir, self.baselines(), reference)
+
     # -- members -------------------------------------------------------------------------------
     def member_names(self) -> list[str]:
         return self.run.list_members()
@@ -170,6 +176,14 @@ class RunView:
     def predictive_js(self, names: list[str], split: str = "test") -> torch.Tensor:
         """[n, n] predictive JS between members' latest probabilities."""
         return scoring.members_predictive_js(self.dir, names, split)
+
+    def disagreement(self, names: list[str], split: str = "test") -> torch.Tensor:
+        """[n, n] fraction of test images on which two members' latest predictions differ."""
+        return scoring.members_disagreement(self.dir, names, split)
+
+    def live_ensemble(self, names: list[str]) -> scoring.LiveEnsemble:
+        """The headline ensemble of the finished members, the members still training apart."""
+        return scoring.live_ensemble(self.dir, names)
 
     def greedy_selection(self, names: list[str], size: int | None = None, metric: str = "nll") -> list[str]:
         """NES forward selection on the validation split (latest epoch of each member) → names in order."""

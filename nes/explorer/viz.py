@@ -8,7 +8,8 @@ the intermediate nodes) on the right; each kept edge is labelled with its operat
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+import statistics
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 import plotly.graph_objects as go
@@ -178,19 +179,48 @@ def alpha_heatmap(alpha: torch.Tensor, nodes: int, genotype: Genotype | None = N
 
 
 def js_heatmap(matrix: torch.Tensor | Sequence[Sequence[float]], labels: Sequence[str], title: str = "pairwise JS",
-               zmax: float = LN2) -> go.Figure:
-    """Symmetric divergence matrix on a fixed 0 … ln 2 colour scale (comparable across views)."""
+               zmax: float = LN2, fit: bool = False, high: str = "") -> go.Figure:
+    """Symmetric divergence matrix, on a fixed 0 … `zmax` colour scale (ln 2 for JS: comparable
+    across views) or, with `fit`, on 0 … its largest off-diagonal value (small divergences between
+    similar members then show their structure). `high` says what a high value means."""
     m = torch.as_tensor(matrix, dtype=torch.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(labels):
         raise ValueError(f"js_heatmap: need an n×n matrix and n labels, got {tuple(m.shape)} and {len(labels)}")
-    fig = go.Figure(go.Heatmap(z=m.tolist(), x=list(labels), y=list(labels), zmin=0.0, zmax=zmax,
+    bound_text = "ln 2" if zmax == LN2 else f"{zmax:.2g}"
+    top = zmax
+    note = f"scale 0 … {bound_text} (the largest possible)"
+    if fit:
+        off = m[~torch.eye(len(labels), dtype=torch.bool)]
+        top = float(off.max()) if off.numel() and float(off.max()) > 0 else zmax
+        note = f"scale fitted: 0 … {top:.3g} (the largest here; the largest possible is {bound_text})"
+    fig = go.Figure(go.Heatmap(z=m.tolist(), x=list(labels), y=list(labels), zmin=0.0, zmax=top,
                                colorscale=JS_COLORSCALE, text=[[f"{v:.3f}" for v in row] for row in m.tolist()],
                                texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.4f}<extra></extra>",
-                               colorbar=dict(title="JS", tickvals=[0, zmax / 2, zmax],
-                                             ticktext=["0", f"{zmax / 2:.2f}", "ln 2" if zmax == LN2 else f"{zmax:.2f}"])))
-    fig.update_layout(**_LAYOUT, title=title, height=140 + 40 * len(labels), yaxis=dict(autorange="reversed"),
-                      xaxis=dict(type="category"))
+                               colorbar=dict(title="JS" if zmax == LN2 else "", tickvals=[0, top / 2, top],
+                                             ticktext=["0", f"{top / 2:.3g}", bound_text if top == zmax else f"{top:.3g}"])))
+    sub = note + (f"; high = {high}" if high else "")
+    fig.update_layout(**_LAYOUT, title=dict(text=f"{title}<br><sup>{sub}</sup>"), height=160 + 40 * len(labels),
+                      yaxis=dict(autorange="reversed"), xaxis=dict(type="category"))
     fig.update_yaxes(type="category")
+    return fig
+
+
+def join_curve(joins: Sequence[tuple[str, Mapping[str, float]]], training: Sequence[str] = ()) -> go.Figure:
+    """Ensemble accuracy and NLL as each finished member joined (in the order they finished);
+    members still training are named in the title, not drawn."""
+    xs = list(range(1, len(joins) + 1))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=[m["accuracy"] for _, m in joins], name="accuracy", mode="lines+markers+text",
+                             text=[f"+{n}" for n, _ in joins], textposition="top center",
+                             hovertemplate="%{text}: accuracy %{y:.2%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=[m["nll"] for _, m in joins], name="NLL", mode="lines+markers", yaxis="y2",
+                             line=dict(dash="dot")))
+    wait = f"<br><sup>still training (not in the ensemble): {', '.join(training)}</sup>" if training else ""
+    fig.update_layout(**_LAYOUT, height=300, title=dict(text=f"ensemble as each finished member joined{wait}"),
+                      xaxis=dict(title="finished members in the ensemble", dtick=1),
+                      yaxis=dict(title="test accuracy", tickformat=".1%"),
+                      yaxis2=dict(title="NLL", overlaying="y", side="right", showgrid=False),
+                      legend=dict(orientation="h", y=-0.3))
     return fig
 
 
@@ -290,3 +320,18 @@ def compare_figures(results: Mapping[str, Sequence[Mapping]]) -> dict[str, go.Fi
                       xaxis=dict(title="total cost, s"), yaxis=dict(title="ensemble accuracy"), showlegend=False)
     figs["accuracy_vs_cost"] = fig
     return figs
+
+
+def seed_summary(records: Sequence[Mapping]) -> list[dict[str, Any]]:
+    """Rows (method, seeds, accuracy %, NLL, ECE as "mean ± std") of the methods run with more than
+    one seed; [] when no method has two seeds."""
+    by: dict[str, list[Mapping]] = {}
+    for r in records:
+        by.setdefault(r["method"], []).append(r)
+
+    def ms(vals: list[float], digits: int) -> str:
+        return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+    return [{"method": m, "seeds": len(rs),
+             "accuracy %": ms([100 * r["ensemble"]["accuracy"] for r in rs], 2),
+             "NLL": ms([r["ensemble"]["nll"] for r in rs], 4), "ECE": ms([r["ensemble"]["ece"] for r in rs], 4)}
+            for m, rs in by.items() if len(rs) > 1]

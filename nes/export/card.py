@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..method.stats import Difference
+
 
 def _cell(text: str) -> str:
     """A genotype's compact form as a markdown table cell (its '|' separators escaped)."""
@@ -34,6 +36,20 @@ def _onnx_line(man: dict[str, Any]) -> str:
     return (f"- `ensemble.onnx`: the whole ensemble (input `images` float32 [N, {inp['channels']}, "
             f"{inp['height']}, {inp['width']}] in [0, 1], output `probs` [N, {ds['num_classes']}]); checked "
             f"against PyTorch on {onnx['checked_images']} images, max |Δp| = {onnx['max_abs_diff']:.2e}.\n")
+
+
+def _gain_line(ens: dict[str, Any]) -> str:
+    """The ensemble against its best member, with the paired bootstrap interval over test images."""
+    vs = ens.get("vs_best_member")
+    if not isinstance(vs, dict) or not all(isinstance(vs.get(k), dict) for k in ("accuracy", "nll")):
+        return ""
+    try:
+        acc, nll = Difference.from_dict(vs["accuracy"]), Difference.from_dict(vs["nll"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return (f"\nAgainst its best member ({_cell(str(vs.get('best_member', '?')))}, chosen by validation NLL): "
+            f"accuracy {acc.text()}, NLL {nll.text()}; paired bootstrap over the {acc.n} test images. "
+            f"\"Within noise\" means the test set cannot tell the two apart.\n")
 
 
 def model_card(man: dict[str, Any]) -> str:
@@ -78,6 +94,7 @@ metrics below are on {ens.get('test_images', '?')} held-out test images ({ens.ge
 Ensemble: accuracy **{pct(met.get('accuracy'))}**, NLL {num(met.get('nll'))}, ECE {num(met.get('ece'))},
 Brier {num(met.get('brier'))}, mean member accuracy {pct(met.get('member_accuracy'))},
 disagreement {num(met.get('disagreement'))}, predictive JS {num(met.get('predictive_js'))}.
+{_gain_line(ens)}
 `manifest.json` also holds the pairwise architecture-JS and predictive-JS matrices.
 
 ## Limitations

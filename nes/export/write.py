@@ -29,6 +29,7 @@ from ..config import TrainConfig, from_dict, validate
 from ..layout import MemberDir, RunDir, check_name
 from ..method.divergence import genotype_js_matrix
 from ..method.ensemble import ensemble_metrics, predictive_js
+from ..method.stats import vs_best_member
 from ..method.network import Network
 from ..method.space import Genotype
 from ..method.train import load_member_probs
@@ -172,12 +173,21 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "dataset": _dataset_entry(info, probs[0]["config"]),
         "members": rows,
         "ensemble": {"split": "test", "test_images": int(test.shape[1]),
-                     "metrics": {k: float(v) for k, v in ens.items()}},
+                     "metrics": {k: float(v) for k, v in ens.items()},
+                     "vs_best_member": _vs_best(probs, test, names)},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
                       "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(test).tolist()]},
     }
     return ExportPlan(run.path, names, manifest, tensors, probs, probs[0]["config"])
+
+
+def _vs_best(probs: list[dict], test: torch.Tensor, names: list[str]) -> dict | None:
+    """The ensemble against its best member (by validation NLL), paired bootstrap intervals; None
+    for one member or members whose validation images differ."""
+    if len(names) < 2 or any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
+        return None
+    return vs_best_member(torch.stack([p["val"] for p in probs]), probs[0]["val_y"], test, probs[0]["test_y"], names)
 
 
 def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,

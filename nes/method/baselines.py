@@ -34,8 +34,9 @@ from .darts import load_search, search
 from .diversity import collapse_warning, lam_grid, unique_genotypes
 from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet, sample_trained
 from .loop import Progress
-from .members import ensemble_curve, greedy_names, member_curve, size_curve
+from .members import ensemble_curve, final_probs, greedy_names, member_curve, size_curve
 from .space import OPS, ArchLayout, Genotype
+from .stats import paired_difference, vs_best_member
 from .train import retrain
 
 BASELINES = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
@@ -275,7 +276,41 @@ def _record(b: BaselineRun, trained: list[Trained], select: bool) -> dict[str, A
         "costs": costs(b.search_seconds, {n: b.out.member(n).path for n in names}),
         "selected_costs": costs(b.search_seconds, {n: b.out.member(n).path for n in selected}),
         "warnings": b.warnings,
+        "vs_best_member": _vs_best(out, selected),
     }
+
+
+def _vs_best(out: Path, names: list[str]) -> dict | None:
+    if len(names) < 2:
+        return None
+    p = final_probs(out, names)
+    return vs_best_member(p["val"], p["val_y"], p["test"], p["test_y"], names)
+
+
+def method_differences(run: str | Path, records: list[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Every record's ensemble against the `reference` method's ensemble of the same seed, on the
+    same test images: [{"method", "seed", "reference", "accuracy", "nll"}] (paired bootstrap
+    `stats.Difference` dicts, A = the method). Records without a same-seed reference, or whose test
+    images differ from it, are left out."""
+    rd = RunDir(run)
+
+    def test_probs(rec: dict[str, Any]) -> tuple[Any, Any]:
+        p = final_probs(rd.baseline(rec["method"], int(rec["seed"])).path, list(rec["members"]))
+        return p["test"].mean(0), p["test_y"]
+
+    refs = {int(r["seed"]): r for r in records if r["method"] == reference}
+    out = []
+    for rec in records:
+        ref = refs.get(int(rec["seed"]))
+        if ref is None or rec["method"] == reference:
+            continue
+        (a, y), (b, y_ref) = test_probs(rec), test_probs(ref)
+        if a.shape != b.shape or not bool((y == y_ref).all()):
+            continue
+        diff = paired_difference(a, b, y)
+        out.append({"method": rec["method"], "seed": int(rec["seed"]), "reference": reference,
+                    **{k: v.to_dict() for k, v in diff.items()}})
+    return out
 
 
 def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, budget: int | None = None,

@@ -134,12 +134,16 @@ def _pair_mean(mat: torch.Tensor) -> float:
     return 0.0 if m < 2 else ((mat.sum() - mat.diagonal().sum()) / (m * (m - 1))).item()
 
 
+def pairwise_disagreement(member_probs: torch.Tensor) -> torch.Tensor:
+    """[M, N, K] -> [M, M] float64: per member pair, the fraction of samples whose argmax differs."""
+    pred = _members(member_probs).argmax(2)  # [M, N]
+    return (pred[:, None, :] != pred[None, :, :]).to(torch.float64).mean(2)
+
+
 def disagreement(member_probs: torch.Tensor, labels: torch.Tensor | None = None) -> float:
     """Mean over member pairs of the fraction of samples whose argmax differs; 0.0 if M < 2."""
     mp = _members(member_probs) if labels is None else _mpl(member_probs, labels)[0]
-    pred = mp.argmax(2)  # [M, N]
-    diff = (pred[:, None, :] != pred[None, :, :]).to(torch.float64).mean(2)  # [M, M]
-    return _pair_mean(diff)
+    return _pair_mean(pairwise_disagreement(mp))
 
 
 def predictive_js(member_probs: torch.Tensor) -> torch.Tensor:

@@ -6,13 +6,15 @@ Files are cached by (path, mtime): a page that reruns every two seconds reads ea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..artifacts import ArtifactError, load_tensors
 from ..layout import RunDir
-from .ensemble import ensemble_metrics, greedy_selection, member_metrics, predictive_js
+from .ensemble import ensemble_metrics, greedy_selection, member_metrics, pairwise_disagreement, predictive_js
+from .stats import vs_best_member
 
 Probs = tuple[list[tuple[int, dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 """([(epoch, {'val', 'test'} float32)], labels {'val_y', 'test_y'})"""
@@ -95,6 +97,11 @@ def members_predictive_js(run_dir: str | Path, names: list[str], split: str = "t
     return predictive_js(latest({n: member_probs(run_dir, n) for n in names}, split))
 
 
+def members_disagreement(run_dir: str | Path, names: list[str], split: str = "test") -> torch.Tensor:
+    """[n, n] fraction of `split` images on which two members' latest predictions differ."""
+    return pairwise_disagreement(latest({n: member_probs(run_dir, n) for n in names}, split))
+
+
 def greedy_names(run_dir: str | Path, names: list[str], size: int | None = None, metric: str = "nll") -> list[str]:
     """NES forward selection on the validation split (latest epoch of each member) → names in order."""
     loaded = {n: member_probs(run_dir, n) for n in names}
@@ -102,3 +109,51 @@ def greedy_names(run_dir: str | Path, names: list[str], size: int | None = None,
                                     "and seed of the split")
     picked = greedy_selection(latest(loaded, "val"), y, size or len(names), metric)
     return [names[i] for i in picked]
+
+
+@dataclass(frozen=True)
+class LiveEnsemble:
+    """The live ensemble of chosen members, honestly split: the headline is the ensemble of the
+    members that *finished* training; members still training are listed apart with their latest
+    epoch. `joins[m-1]` = (member that joined, metrics of the ensemble of the first m finished
+    members, in the order they finished)."""
+
+    finished: list[str]
+    training: list[tuple[str, int, dict[str, float]]]  # (name, epochs saved, latest test metrics)
+    metrics: dict[str, float] | None  # ensemble of the finished members (None: none finished)
+    vs_best: dict | None  # `stats.vs_best_member` of the finished members (None: fewer than 2)
+    joins: list[tuple[str, dict[str, float]]]
+    test_images: int
+
+
+def live_ensemble(run_dir: str | Path, names: list[str], split: str = "test") -> LiveEnsemble:
+    """Score the chosen members from their saved probabilities (see `LiveEnsemble`)."""
+    run = RunDir(run_dir)
+    loaded = {n: member_probs(run_dir, n) for n in names}
+    loaded = {n: v for n, v in loaded.items() if v[0]}
+    if not loaded:
+        return LiveEnsemble([], [], None, None, [], 0)
+    y = _same_labels(loaded, split, "an ensemble needs members trained on the same dataset and limits")
+    done = sorted((n for n in loaded if run.member(n).finished), key=lambda n: run.member(n).weights.stat().st_mtime)
+    training = [(n, len(p), member_metrics(p[-1][1][split], y)) for n, (p, _) in loaded.items() if n not in done]
+    if not done:
+        return LiveEnsemble([], training, None, None, [], int(y.shape[0]))
+    stack = latest({n: loaded[n] for n in done}, split)
+    joins = [(n, ensemble_metrics(stack[:m], y)) for m, n in enumerate(done, start=1)]
+    vs = None
+    if len(done) > 1:
+        fin = {n: loaded[n] for n in done}
+        val_y = _same_labels(fin, "val", "an ensemble needs members trained on the same dataset and limits")
+        vs = vs_best_member(latest(fin, "val"), val_y, stack, y, done)
+    return LiveEnsemble(done, training, joins[-1][1], vs, joins, int(y.shape[0]))
+
+
+def final_probs(run_dir: str | Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """{"val", "test"} [M, N, K] latest probabilities of the members and their {"val_y", "test_y"}."""
+    loaded = {n: member_probs(run_dir, n) for n in names}
+    empty = [n for n, (p, _) in loaded.items() if not p]
+    if empty:
+        raise ArtifactError(f"member(s) {', '.join(empty)} of {run_dir}: no saved probabilities yet")
+    why = "the members were trained on other data or limits"
+    return {"val": latest(loaded, "val"), "test": latest(loaded, "test"),
+            "val_y": _same_labels(loaded, "val", why), "test_y": _same_labels(loaded, "test", why)}

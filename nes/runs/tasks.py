@@ -21,6 +21,7 @@ from ..method.ensemble import ensemble_metrics, member_metrics
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
 from ..method.loop import Progress
 from ..method.space import Genotype
+from ..method.stats import vs_best_member
 from ..method.train import load_member_probs, retrain
 
 Task = Callable[[Path, dict, "Progress | None", "str | None"], dict]
@@ -131,8 +132,11 @@ def evaluate_task(run: Path, config: dict, progress: Progress | None = None, dev
             raise ArtifactError(f"member {n} was evaluated on different test data than {names[0]}; members "
                                 "must share dataset, limit and test_limit")
     members = [{"name": n, "epoch": d["epoch"], **member_metrics(d["test"], y)} for n, d in zip(names, loaded)]
-    ens = ensemble_metrics(torch.stack([d["test"] for d in loaded]), y)
-    out = {"members": members, "ensemble": ens}
+    test = torch.stack([d["test"] for d in loaded])
+    out = {"members": members, "ensemble": ensemble_metrics(test, y), "test_images": int(y.shape[0])}
+    if len(loaded) > 1 and all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):
+        out["vs_best_member"] = vs_best_member(torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"],
+                                               test, y, names)
     if config.get("write", True):
         write_json(rd.ensemble_json, out)
     return out
