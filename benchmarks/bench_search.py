@@ -15,11 +15,17 @@ Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 
 Also reported: ours in NCHW (the layout choice) and, on CUDA, ours with and without CUDA-graph
 replay of the steps (with the largest difference of θ between the two after the same steps).
 
-Last line: RESULT search_step_ms=… plain_step_ms=… speedup_vs_plain=… loader_img_s=… dataloader_img_s=… loader_speedup=…
+(d) every search mode's step (`MODES`) in one run; with `--quality PRESET` also its α*'s quality
+    (stability over the last third, kept-edge top-op probability, genotype* retrained against 3
+    random genotypes); the fastest mode is chosen among those whose α* quality holds.
+
+Last line: RESULT search_step_ms=… plain_step_ms=… speedup_vs_plain=… loader_img_s=… dataloader_img_s=…
+loader_speedup=… fastest_mode=… fastest_step_ms=… fastest_quality_checked=…
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import os
 import shutil
@@ -36,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nes.method.ops as ops  # noqa: E402
 from nes.config import SearchConfig, from_preset  # noqa: E402
-from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, load_dataset, split_indices  # noqa: E402
+from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, downsample, load_dataset, split_indices  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
 from nes.method.bilevel import build_supernet, train_bilevel  # noqa: E402
-from nes.method.darts import DartsArch  # noqa: E402
+from nes.method.darts import DartsArch, search  # noqa: E402
 from nes.method.supernet import MixedCell  # noqa: E402
 
 
@@ -66,7 +72,8 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
         net, layout = build_supernet(cfg, ds, device)
     finally:
         search_mod.use_channels_last = orig
-    arch = DartsArch(layout).to(device)
+    net.set_sparse(cfg.mode == "gdas")
+    arch = DartsArch(layout, gumbel=(cfg.gumbel_start, cfg.gumbel_end) if cfg.mode == "gdas" else None).to(device)
     theta0 = arch.final_theta().float().cpu()
     stamps: list[float] = []
 
@@ -89,6 +96,58 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
     # skip warm-up (and, with CUDA graphs, the capture) steps
     dts = [b - a for a, b in zip(stamps[5:], stamps[6:])]
     return 1000 * statistics.median(dts), arch.final_theta().float().cpu() - theta0
+
+
+MODES = {  # name → SearchConfig settings (nes.method.supernet, nes.method.darts)
+    "darts": {}, "pc": {"mode": "pc"}, "gdas": {"mode": "gdas"}, "lowres": {"downsample": "2"},
+    "pc+lowres": {"mode": "pc", "downsample": "2"}, "gdas+lowres": {"mode": "gdas", "downsample": "2"},
+}
+"""darts: every op on every edge; pc: PC-DARTS, the ops see 1/4 of the channels; gdas: one sampled
+op per edge; lowres: images shrunk 2× (16×16 crops)."""
+
+
+def mode_steps(ds, device, steps: int) -> dict[str, float]:
+    """Step time of every search mode on the paper config, in one run (same data, same seed)."""
+    out = {}
+    for name, sets in MODES.items():
+        cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1, **sets})
+        small, info = downsample(ds, ds.info.with_crop(cfg.image_size, cfg.pad), cfg.downsample)
+        out[name], _ = ours_step_ms(cfg, dataclasses.replace(small, info=info), device, steps, channels_last=True)
+    return out
+
+
+def quality(preset: str, device, seeds: int, member_sets: dict[str, str]) -> dict[str, dict]:
+    """α* quality of every mode at `preset`: genotype stability over the last third of the search,
+    kept-edge top-op probability, and genotype*'s retrained test accuracy against 3 random
+    genotypes (the same member settings)."""
+    import random
+
+    from nes.config import TrainConfig
+    from nes.method.baselines import random_genotype
+    from nes.method.train import retrain
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rand_acc = None
+        for name, sets in MODES.items():
+            res = search(from_preset(SearchConfig, preset, sets), Path(tmp) / name.replace(" ", "_"), device)
+            hist = res.history
+            tail = hist[len(hist) - max(1, len(hist) // 3):]
+            stable = len({row.get("genotype") for row in tail}) == 1
+            tcfg = from_preset(TrainConfig, preset, member_sets)
+            star_acc = retrain(tcfg, res.genotype, Path(tmp) / "members", f"star_{len(out)}", device).metrics["test_accuracy"]
+            if rand_acc is None:
+                rng = random.Random(0)
+                rand_acc = [retrain(tcfg, random_genotype(res.layout, rng), Path(tmp) / "members", f"random_{i}",
+                                    device).metrics["test_accuracy"] for i in range(3)]
+            out[name] = {"step_ms": 1000 * res.seconds / max(res.steps, 1), "stable": stable,
+                         "kept_top_op": hist[-1]["kept_top_op"], "star_acc": star_acc,
+                         "beats_random": sum(star_acc > r for r in rand_acc), "genotype": res.genotype.compact()}
+            print(f"    {name:12s} {out[name]['step_ms']:6.0f} ms/step, stable over the last third: {stable}, "
+                  f"kept-edge top-op p {out[name]['kept_top_op']:.3f}, genotype* retrained {100 * star_acc:.2f} % "
+                  f"(beats {out[name]['beats_random']} of 3 random: "
+                  f"{', '.join(f'{100 * r:.2f}' for r in rand_acc)} %)  {out[name]['genotype']}", flush=True)
+    return out
 
 
 def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
@@ -222,6 +281,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     ap.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     ap.add_argument("--profile", action="store_true", help="also print where a step of ours goes (CPU)")
+    ap.add_argument("--quality", default=None, choices=["smoke", "quick", "paper"],
+                    help="also search with every mode at this preset and measure α*'s quality (minutes per mode)")
+    ap.add_argument("--member-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig override for the --quality members")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -246,12 +309,25 @@ def main() -> None:
         op_breakdown(cfg, ds, device)
     print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
 
+    modes = mode_steps(ds, device, a.steps)
+    print("(d) search modes, paper config, ms per step (median):")
+    for name, ms in modes.items():
+        print(f"    {name:12s} {ms:8.1f} ms   {modes['darts'] / ms:.2f}x faster than full DARTS")
+    qual = None
+    if a.quality:
+        print(f"(e) α* quality per mode, {a.quality} preset (search, then genotype* and 3 random genotypes retrained):")
+        qual = quality(a.quality, device, 1, dict(kv.split("=", 1) for kv in a.member_set))
+    ok = {n: ms for n, ms in modes.items()
+          if qual is None or (qual[n]["stable"] and qual[n]["kept_top_op"] >= 0.4 and qual[n]["beats_random"] >= 2)}
+    fastest = min(ok or modes, key=(ok or modes).get)
     li = loader_img_s(ds, device, cfg.batch_size)
     di = dataloader_img_s(a.data_dir or DEBIAN_FASHION_DIR, cfg.batch_size, a.dataloader_batches, a.workers)
     print(f"(c) DeviceLoader: {li:,.0f} img/s; torchvision DataLoader ({a.workers} workers): {di:,.0f} img/s; "
           f"speedup {li / di:.1f}x")
     print(f"RESULT search_step_ms={ours:.1f} plain_step_ms={plain:.1f} speedup_vs_plain={plain / ours:.2f} "
-          f"loader_img_s={li:.0f} dataloader_img_s={di:.0f} loader_speedup={li / di:.1f}")
+          f"loader_img_s={li:.0f} dataloader_img_s={di:.0f} loader_speedup={li / di:.1f} "
+          f"fastest_mode={fastest} "
+          f"fastest_step_ms={modes[fastest]:.1f} fastest_quality_checked={qual is not None}")
 
 
 if __name__ == "__main__":

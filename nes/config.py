@@ -13,6 +13,8 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 REGULARIZERS = ("js", "edges", "js-target")  # what their λ means: nes.method.regularizers.AXES
+SCHEDULES = ("cosine", "onecycle")  # TrainConfig.schedule
+SEARCH_MODES = ("darts", "pc", "gdas")  # SearchConfig.mode
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class SearchConfig:
     a_weight_decay: float = 1e-3
     second_order: bool = False  # unrolled DARTS (finite-difference Hessian-vector product)
     unrolled_eps: float = 0.01  # finite-difference step scale for second order
+    # cheaper search steps (nes.method.supernet; measured in benchmarks/bench_search.py):
+    mode: str = "darts"  # "darts": every op on every edge; "pc": PC-DARTS partial channels; "gdas": one sampled op per edge
+    partial_k: int = 4  # pc: the ops of an edge see 1/partial_k of its channels
+    gumbel_start: float = 10.0  # gdas: the Gumbel-softmax temperature falls linearly from this …
+    gumbel_end: float = 0.1  # … to this over the search
+    downsample: int = 1  # search on images shrunk by this factor (area average; 1 = full resolution)
     seed: int = 0
     log_every: int = 10  # steps between progress callbacks (each one syncs the device)
 
@@ -92,6 +100,10 @@ class TrainConfig:
     auxiliary: bool = False  # auxiliary head after the last reduction cell
     aux_weight: float = 0.4
     label_smoothing: float = 0.0
+    schedule: str = "cosine"  # "cosine": per epoch, lr → lr_min (the paper's); "onecycle": per step, see warmup
+    warmup: float = 0.2  # onecycle: the fraction of steps rising from lr/10 to lr, then linear decay to lr_min
+    nesterov: bool = False
+    tta_flip: bool = False  # scores (saved probabilities) average the image and its mirror (datasets that flip)
     seed: int = 0
     log_every: int = 20
 
@@ -127,7 +139,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 PRESETS = {SearchConfig: SEARCH_PRESETS, HypernetConfig: HYPERNET_PRESETS, TrainConfig: TRAIN_PRESETS}
 # Fields a hypernetwork / per-λ search takes from the run's search (data and supernet shape).
 INHERITED_FROM_SEARCH = ("dataset", "data_dir", "limit", "test_limit", "image_size", "pad", "c", "layers",
-                         "nodes", "inputs_per_node", "batch_size")
+                         "nodes", "inputs_per_node", "batch_size", "mode", "partial_k", "downsample")
 
 
 def _parse_value(cls: type, name: str, text: str) -> Any:
@@ -193,16 +205,19 @@ _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 RANGES: dict[str, tuple[Any, str]] = {
-    **{k: _AT_LEAST_1 for k in ("c", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size")},
+    **{k: _AT_LEAST_1 for k in ("c", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size",
+                                "partial_k", "downsample")},
     **{k: (lambda v: v >= 2, ">= 2 (or none)") for k in ("limit", "test_limit")},
     "inputs_per_node": (lambda v: v in (1, 2), "1 or 2"),
     "pivots": (lambda v: v >= 2, ">= 2 (a piecewise-linear map needs two anchors)"),
     "pad": _NON_NEGATIVE, "seed": _NON_NEGATIVE,
-    **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end")},
+    **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end",
+                              "gumbel_start", "gumbel_end")},
     **{k: _NON_NEGATIVE for k in ("w_lr_min", "lr_min", "w_weight_decay", "a_weight_decay", "weight_decay",
                                   "lam_eps", "target_weight_start", "target_weight_end", "init_noise", "aux_weight")},
     **{k: _FRACTION for k in ("w_momentum", "momentum", "a_beta1", "a_beta2", "drop_path", "label_smoothing")},
     "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "tau": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
@@ -231,6 +246,10 @@ def validate(cfg: Any) -> None:
         test, rule = RANGES.get(f.name, (None, ""))
         if test is not None and not test(v):
             raise ValueError(f"setting {f.name} must be {rule}, got {v}")
+    if getattr(cfg, "mode", "darts") not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {cfg.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    if getattr(cfg, "schedule", "cosine") not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZERS)}")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:

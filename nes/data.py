@@ -71,6 +71,23 @@ class Dataset:
     source: str  # directory read from, or "scikit-learn"
 
 
+def downsample(ds: Dataset, info: DatasetInfo, factor: int) -> tuple[Dataset, DatasetInfo]:
+    """The dataset's images shrunk `factor`× by area averaging (uint8 kept) and its cropping info
+    scaled alike: a cheaper, lower-resolution search (factor 1 returns both unchanged)."""
+    if factor == 1:
+        return ds, info
+    if min(info.height, info.width, info.image_size) < 2 * factor:
+        raise DataError(f"downsample={factor} leaves less than 2 pixels of the {info.height}×{info.width} "
+                        f"{info.name} images; use a smaller factor")
+
+    def shrink(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x.float(), factor, factor).round_().to(torch.uint8)
+    small = dataclasses.replace(ds, train_x=shrink(ds.train_x), test_x=shrink(ds.test_x))
+    new = dataclasses.replace(info, height=info.height // factor, width=info.width // factor,
+                              image_size=info.image_size // factor, pad=info.pad // factor)
+    return small, new
+
+
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 def _short(e: Exception) -> str:

@@ -115,39 +115,56 @@ def test_channels_last_batchnorm_matches_reference(affine):
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4)
 
 
-@pytest.mark.parametrize("reduction, cl", [(True, True), (False, True), (True, False), (False, False)])
-def test_cell_source_by_source_equals_edge_by_edge(reduction, cl):
+@pytest.mark.parametrize("reduction, cl, partial_k, sampled", [
+    (True, True, 1, False), (False, True, 1, False), (True, False, 1, False), (False, False, 1, False),
+    (True, True, 2, False), (False, False, 2, False), (True, True, 1, True), (True, False, 2, True)])
+def test_cell_source_by_source_equals_edge_by_edge(reduction, cl, partial_k, sampled):
     """The supernet cell's per-source evaluation (shared pools/identity, FactorizedReduce of all
     stride-2 edges of a source as one matmul) gives the edge-by-edge outputs, the gradients of
-    every weight, of the op and input weights and of the input, and the BN running statistics."""
+    every weight, of the op and input weights and of the input, and the BN running statistics;
+    also with PC-DARTS partial channels (`partial_k`) and GDAS's one sampled op per edge, whose
+    other ops are never run (their weights get no gradient)."""
     import copy
 
     from nes.method.ops import PoolBN
     from nes.method.supernet import MixedCell
 
     torch.manual_seed(3)
-    cell = MixedCell(6, 6, 4, reduction, False, nodes=3, affine=False)
+    cell = MixedCell(6, 6, 4, reduction, False, nodes=3, affine=False, partial_k=partial_k)
+    for m in cell.modules():
+        if hasattr(m, "sparse"):
+            m.sparse = sampled
     ref = copy.deepcopy(cell)
     fmt = torch.channels_last if cl else torch.contiguous_format
     cell, ref = cell.to(memory_format=fmt), ref.to(memory_format=fmt)
     s0 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt).requires_grad_()
     s1 = torch.randn(5, 6, 8, 8).contiguous(memory_format=fmt)
-    op_w = torch.softmax(torch.randn(len(cell.edges), 7), -1).requires_grad_()
+    logits = torch.randn(len(cell.edges), 7).requires_grad_()
+    op_w = (torch.nn.functional.gumbel_softmax(logits, tau=1.0, hard=True) if sampled
+            else torch.softmax(logits, -1))
     in_w = torch.rand(len(cell.edges)).requires_grad_()
     ref.edge_by_edge = True
     out, out_ref = cell(s0, s1, op_w, in_w), ref(s0, s1, op_w, in_w)
     assert out.shape == out_ref.shape == (5, 12, 4 if reduction else 8, 4 if reduction else 8)
     assert torch.allclose(out, out_ref, atol=1e-5)
     g = torch.randn_like(out)
-    params = [op_w, in_w, s0] + list(cell.parameters())
-    grads = torch.autograd.grad(out, params, g)
-    grads_ref = torch.autograd.grad(out_ref, [op_w, in_w, s0] + list(ref.parameters()), g)
-    for (name, _), a, b in zip([("op_w", 0), ("in_w", 0), ("s0", 0)] + list(cell.named_parameters()), grads, grads_ref):
-        assert torch.allclose(a, b, atol=1e-4), name
+    params = [logits, in_w, s0] + list(cell.parameters())
+    grads = torch.autograd.grad(out, params, g, allow_unused=True, retain_graph=True)
+    grads_ref = torch.autograd.grad(out_ref, [logits, in_w, s0] + list(ref.parameters()), g, allow_unused=True)
+    names = ["logits", "in_w", "s0"] + [n for n, _ in cell.named_parameters()]
+    for name, a, b in zip(names, grads, grads_ref):
+        assert (a is None) == (b is None), name
+        assert a is None or torch.allclose(a, b, atol=1e-4), name
+    if sampled:  # the ops that were not sampled on any edge were never run
+        assert any(a is None for a in grads[3:])
+        assert grads[0].abs().sum() > 0  # the straight-through gradient still reaches every α row
+    else:
+        assert all(a is not None for a in grads)
     for (name, a), b in zip(cell.named_buffers(), ref.buffers()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
     pools = [m for m in cell.modules() if isinstance(m, PoolBN)]
-    assert pools and all(p.bn.num_batches_tracked.item() == 1 for p in pools)
+    assert pools and all(p.bn.num_batches_tracked.item() <= 1 for p in pools)
+    assert sampled or all(p.bn.num_batches_tracked.item() == 1 for p in pools)
 
 
 @pytest.mark.parametrize("c_in", [2, 4, 12])

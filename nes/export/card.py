@@ -58,6 +58,7 @@ def model_card(man: dict[str, Any]) -> str:
     inp, pre = ds["input"], ds["preprocess"]
     met = ens.get("metrics", {})
     rows, onnx_line = _member_rows(man), _onnx_line(man)
+    tta = "; each member averages the image and its horizontal mirror" if pre.get("tta_flip") else ""
     classes = ", ".join(ds["class_names"])
     src = man.get("source", {})
     return f"""# Ensemble model card: {man.get('title', 'NES ensemble')}
@@ -80,7 +81,7 @@ probs = model.predict(images)                # [N, {ds['num_classes']}] mean sof
 ```
 or `python -m nes predict BUNDLE images.npz --json` (an `.npz` with an `images` array, or a folder
 of PNG/JPEG files). Preprocessing inside the model: zero pad {pre['pad']}, center crop {pre['image_size']},
-normalize with mean {pre['mean']} and std {pre['std']}.
+normalize with mean {pre['mean']} and std {pre['std']}{tta}.
 {onnx_line}
 ## Data
 Trained on {ds.get('train_images', '?')} images of {ds['name']} (the run's member settings); the

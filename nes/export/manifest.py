@@ -149,6 +149,7 @@ def _dataset_rules(ds: dict) -> list[Rule]:
         ("dataset.preprocess.std", pre["std"], _per_channel(inp["channels"], positive=True),
          "a list of one finite number > 0 per input channel"),
         ("dataset.preprocess.scale", pre.get("scale"), _or_none(lambda v: _finite(v) and v > 0), "a number > 0"),
+        ("dataset.preprocess.tta_flip", pre.get("tta_flip"), _or_none(lambda v: isinstance(v, bool)), "true or false"),
     ]
 
 

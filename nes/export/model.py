@@ -28,6 +28,7 @@ class EnsembleModel(nn.Module):
         self.class_names = list(ds["class_names"])
         self.channels, self.height, self.width = int(inp["channels"]), int(inp["height"]), int(inp["width"])
         self.pad, self.image_size = int(pre["pad"]), int(pre["image_size"])
+        self.tta_flip = bool(pre.get("tta_flip", False))  # members scored as the mean with the mirror image
         self.register_buffer("mean", torch.tensor(pre["mean"], dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(pre["std"], dtype=torch.float32).view(1, -1, 1, 1))
         # the evaluation crop: the center of the zero-padded image (as nes.data.DeviceLoader does)
@@ -43,7 +44,12 @@ class EnsembleModel(nn.Module):
         return (x - self.mean) / self.std
 
     def _softmaxes(self, x: torch.Tensor) -> torch.Tensor:
-        """[M, N, K] member softmax outputs for preprocessed input."""
+        """[M, N, K] member softmax outputs for preprocessed input (with `tta_flip`, the mean of the
+        image's and its horizontal mirror's, as the members were scored)."""
+        if self.tta_flip:
+            xf = x.flip(3)
+            return torch.stack([0.5 * (torch.softmax(m(x).float(), dim=1) + torch.softmax(m(xf).float(), dim=1))
+                                for m in self.members])
         return torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,8 @@ def _dataset_entry(info: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
                   "dtype": "uint8 0..255 or float 0..1", "layout": "NCHW"},
         "preprocess": {"scale": 1 / 255, "pad": int(pad if pad is not None else info["pad"]),
                        "image_size": int(image_size if image_size is not None else info["image_size"]),
-                       "crop": "center", "mean": list(info["mean"]), "std": list(info["std"])},
+                       "crop": "center", "mean": list(info["mean"]), "std": list(info["std"]),
+                       "tta_flip": bool(cfg.get("tta_flip", False) and info.get("flip", False))},
         "train_images": cfg.get("limit"),
     }
 
@@ -155,10 +156,11 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
     rows, tensors, probs = [], {}, []
     for name in names:
         row, tensors[name], p = _member_entry(run, name, info)
-        crop = tuple(p["config"].get(k) for k in ("image_size", "pad", "dataset"))
-        first = tuple(probs[0]["config"].get(k) for k in ("image_size", "pad", "dataset")) if probs else crop
+        keys = ("image_size", "pad", "dataset", "tta_flip")
+        crop = tuple(p["config"].get(k) for k in keys)
+        first = tuple(probs[0]["config"].get(k) for k in keys) if probs else crop
         if crop != first:
-            raise BundleError(f"member {name!r} was trained on other inputs (image_size, pad, dataset = {crop}) "
+            raise BundleError(f"member {name!r} was trained or scored on other inputs ({', '.join(keys)} = {crop}) "
                               f"than {names[0]!r} ({first}); export members with the same settings together")
         rows.append(row)
         probs.append(p)

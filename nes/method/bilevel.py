@@ -19,7 +19,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..config import SearchConfig, to_dict
-from ..data import Dataset, DeviceLoader, load_dataset, split_indices
+from ..data import Dataset, DeviceLoader, downsample, load_dataset, split_indices
 from ..runtime import autocast, use_channels_last
 from .cuda_graphs import GraphedStep, set_capturable, use_cuda_graphs
 from .loop import EpochLoop, Progress
@@ -78,7 +78,7 @@ class SearchResult:
 def prepare_search_data(cfg: SearchConfig, device: torch.device) -> tuple[Dataset, DeviceLoader, DeviceLoader]:
     """The dataset on `device` and loaders over the deterministic train/val halves."""
     ds = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.limit, cfg.test_limit)
-    info = ds.info.with_crop(cfg.image_size, cfg.pad)
+    ds, info = downsample(ds, ds.info.with_crop(cfg.image_size, cfg.pad), cfg.downsample)
     tr, va = split_indices(len(ds.train_y), 0.5, cfg.seed)
     cl = use_channels_last(device)
     bs = min(cfg.batch_size, len(tr), len(va))
@@ -89,7 +89,8 @@ def prepare_search_data(cfg: SearchConfig, device: torch.device) -> tuple[Datase
 
 def build_supernet(cfg: SearchConfig, ds: Dataset, device: torch.device) -> tuple[Supernet, ArchLayout]:
     layout = ArchLayout(cfg.nodes, cell_types_for(cfg.layers), cfg.inputs_per_node)
-    net = Supernet(cfg.c, ds.info.num_classes, cfg.layers, cfg.nodes, ds.info.channels).to(device)
+    net = Supernet(cfg.c, ds.info.num_classes, cfg.layers, cfg.nodes, ds.info.channels,
+                   partial_k=cfg.partial_k if cfg.mode == "pc" else 1).to(device)
     if use_channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     return net, layout

@@ -11,28 +11,47 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from ..artifacts import ArtifactError, load_tensors, read_json, save_tensors, write_json
 from ..config import SearchConfig, from_dict, to_dict
 from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
 from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
-from .space import ArchLayout, Genotype, edge_index
+from .space import ArchLayout, ArchWeights, Genotype, edge_index
 
 
 class DartsArch(ArchModule):
-    """DARTS: θ is one free parameter vector (α and β of every used cell type)."""
+    """DARTS: θ is one free parameter vector (α and β of every used cell type).
 
-    graph_safe = True
+    With `gumbel` = (t_start, t_end) (the `gdas` search mode) every step samples one op per edge
+    from Gumbel-softmax(α / t), t falling linearly over the search, as a straight-through one-hot:
+    the supernet runs only the sampled ops, and α's gradient flows through the soft sample. The
+    inputs of each node keep their softmax(β) weights."""
 
-    def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None):
+    def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None,
+                 gumbel: tuple[float, float] | None = None):
         super().__init__()
         self.layout = layout
         t0 = layout.init_theta() if theta0 is None else theta0.detach().clone().float()
         self.alpha = nn.Parameter(t0)
+        self.gumbel = gumbel
+        self.graph_safe = gumbel is None  # a sample decides which ops run: no CUDA-graph replay
+
+    def draw(self, generator: torch.Generator, progress: float) -> Any:
+        return progress if self.gumbel is not None else None
 
     def theta(self, ctx: Any) -> torch.Tensor:
         return self.alpha
+
+    def mixing(self, ctx: Any, theta: torch.Tensor) -> ArchWeights:
+        if self.gumbel is None:
+            return self.layout.weights(theta)
+        t0, t1 = self.gumbel
+        t = t0 + (t1 - t0) * float(ctx or 0.0)
+        return {ct: (F.gumbel_softmax(alpha, tau=t, hard=True, dim=-1),
+                     torch.cat([torch.softmax(b, dim=-1) for b in betas], dim=-1))
+                for ct, (alpha, betas) in self.layout.split(theta).items()}
 
     def final_theta(self) -> torch.Tensor:
         return self.alpha.detach()
@@ -69,7 +88,9 @@ def search(
     out = run.search
     ds, tl, vl = prepare_search_data(cfg, device)
     net, layout = build_supernet(cfg, ds, device)
-    arch = DartsArch(layout, layout.init_theta(generator=torch.Generator().manual_seed(cfg.seed))).to(device)
+    net.set_sparse(cfg.mode == "gdas")  # the search's samples only; a hypernetwork mixes densely
+    arch = DartsArch(layout, layout.init_theta(generator=torch.Generator().manual_seed(cfg.seed)),
+                     (cfg.gumbel_start, cfg.gumbel_end) if cfg.mode == "gdas" else None).to(device)
     write_json(out.config, to_dict(cfg))
     run.write_dataset_info(cfg.dataset, ds.info.to_dict())
     res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)

@@ -41,18 +41,32 @@ class MemberResult:
     seconds: float = 0.0
 
 
-@torch.no_grad()
-def predict_probs(net: nn.Module, loader: DeviceLoader, device: torch.device) -> torch.Tensor:
-    """Softmax outputs [N, K] (float32, on CPU) of `net` in eval mode over `loader` (in order)."""
+@torch.inference_mode()
+def predict_probs(net: nn.Module, loader: DeviceLoader, device: torch.device, flip: bool = False) -> torch.Tensor:
+    """Softmax outputs [N, K] (float32, on CPU) of `net` in eval mode over `loader` (in order);
+    with `flip`, the mean of the image's and its mirror's (test-time augmentation)."""
     was_training = net.training
     net.eval()
     out = []
     for x, _ in loader.epoch():
         with autocast(device):
-            logits = net(x)
-        out.append(torch.softmax(logits.float(), dim=1))
+            p = torch.softmax(net(x).float(), dim=1)
+            if flip:
+                p = 0.5 * (p + torch.softmax(net(x.flip(3)).float(), dim=1))
+        out.append(p)
     net.train(was_training)
     return torch.cat(out).cpu()
+
+
+def step_lr(cfg: TrainConfig, step: int, total: int) -> float | None:
+    """The `onecycle` learning rate before step `step` of `total` (None for the per-epoch cosine):
+    linear from lr/10 to lr over the first `warmup` of the steps, then linear to lr_min."""
+    if cfg.schedule != "onecycle":
+        return None
+    t = step / max(total, 1)
+    if t < cfg.warmup:
+        return cfg.lr * (0.1 + 0.9 * t / cfg.warmup)
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1.0 - t) / (1.0 - cfg.warmup)
 
 
 @dataclass
@@ -91,6 +105,10 @@ def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, l
     sums = torch.zeros(2, device=device)
     count, total = 0, len(loader) * cfg.epochs
     for i, (x, y) in enumerate(loader.epoch(gen)):
+        lr = step_lr(cfg, epoch * len(loader) + i, total)
+        if lr is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         with autocast(device):
             out = net(x)
@@ -114,11 +132,11 @@ def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, l
 
 
 def _evaluate_epoch(net: nn.Module, data: MemberData, out: MemberDir, epoch: int,
-                    device: torch.device) -> dict[str, float]:
+                    device: torch.device, flip: bool) -> dict[str, float]:
     """Save this epoch's val/test probabilities (float16) and return their metrics, computed on
     the saved values so that reports and `evaluate` agree."""
-    val_p = predict_probs(net, data.val, device).half()
-    test_p = predict_probs(net, data.test, device).half()
+    val_p = predict_probs(net, data.val, device, flip).half()
+    test_p = predict_probs(net, data.test, device, flip).half()
     save_tensors(out.probs(epoch), {"val": val_p, "test": test_p}, {"epoch": epoch})
     vm = member_metrics(val_p.float(), data.val_y.cpu())
     tm = member_metrics(test_p.float(), data.test_y.cpu())
@@ -145,7 +163,8 @@ def retrain(
     net = Network(genotype, cfg.c, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary).to(device)
     if use_channels_last(device):
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov and cfg.momentum > 0)
     loop = EpochLoop(out.path, {"net": net}, {"w": opt}, opt, cfg.lr, cfg.lr_min, cfg.epochs, cfg.seed, device,
                      {"config": to_dict(cfg), "genotype": genotype.to_dict(), **(extra_meta or {})})
     if not loop.resumed:
@@ -160,7 +179,8 @@ def retrain(
         net.drop_prob = cfg.drop_path * epoch / cfg.epochs
         row = _train_epoch(cfg, net, opt, data.train, gen, epoch, device, progress)
         loop.check_finite(epoch, row)  # before this epoch's probabilities are saved
-        row = loop.end_epoch(epoch, {**row, **_evaluate_epoch(net, data, out, epoch, device)}, steps_per_epoch)
+        scores = _evaluate_epoch(net, data, out, epoch, device, cfg.tta_flip and info.flip)
+        row = loop.end_epoch(epoch, {**row, **scores}, steps_per_epoch)
         if progress is not None:
             progress(loop.steps, steps_per_epoch * cfg.epochs, row)
     final = loop.history[-1] if loop.history else {}

@@ -1,0 +1,71 @@
+"""The cheaper search modes (PC-DARTS partial channels, GDAS sampling, lower resolution) train on
+digits with the smoke preset, give an α* of the full mode's shape, and feed a hypernetwork."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nes.config import SearchConfig, from_preset
+from nes.data import DataError, downsample, load_dataset
+from nes.method.darts import load_search, search
+from nes.runs.tasks import hypernet_task
+
+MODES = {"darts": {}, "pc": {"mode": "pc", "partial_k": "2"}, "gdas": {"mode": "gdas"},
+         "low-res": {"downsample": "2"}, "pc low-res": {"mode": "pc", "downsample": "2"}}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("modes")
+    out = {}
+    for name, sets in MODES.items():
+        run = root / name.replace(" ", "_")
+        res = search(from_preset(SearchConfig, "smoke", sets), run, "cpu")
+        out[name] = (run, res)
+    return out
+
+
+def test_every_mode_learns_an_alpha_of_the_full_modes_shape(searched):
+    full_run, full = searched["darts"]
+    full_art = load_search(full_run)
+    init = full_art.layout.init_theta(generator=torch.Generator().manual_seed(0))
+    for name, (run, res) in searched.items():
+        art = load_search(run)
+        assert art.layout == full_art.layout, name
+        assert art.theta.shape == full_art.theta.shape and torch.isfinite(art.theta).all(), name
+        assert not torch.allclose(art.theta, init), name  # the architecture step moved α
+        art.star.validate(nodes=full_art.star.nodes)
+        assert len(res.history) == from_preset(SearchConfig, "smoke").epochs and res.steps > 0, name
+        assert all(0 <= row["kept_top_op"] <= 1 for row in res.history), name
+
+
+def test_a_partial_channel_search_feeds_its_hypernetwork(searched):
+    run, _ = searched["pc"]
+    from nes.method.hypernet import load_hypernet
+
+    out = hypernet_task(run, {"preset": "smoke", "regularizer": "edges"})  # inherits mode and partial_k
+    assert out["regularizer"] == "edges" and out["steps"] > 0
+    hyper, meta = load_hypernet(run, "edges")
+    assert meta["config"]["mode"] == "pc" and meta["config"]["partial_k"] == 2 and meta["quality"]["distinct"] >= 1
+
+
+def test_downsample_shrinks_images_and_crops_and_refuses_too_much():
+    ds = load_dataset("digits", None, "cpu", 64, 16)
+    small, info = downsample(ds, ds.info, 2)
+    assert small.train_x.shape[-2:] == (4, 4) and small.train_x.dtype == torch.uint8
+    assert (info.height, info.image_size, info.pad) == (4, 4, 0)
+    assert torch.equal(small.train_y, ds.train_y) and len(small.test_x) == len(ds.test_x)
+    assert downsample(ds, ds.info, 1) == (ds, ds.info)
+    with pytest.raises(DataError, match="downsample=8"):
+        downsample(ds, ds.info, 8)
+
+
+def test_bad_mode_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="search mode"):
+        from_preset(SearchConfig, "smoke", {"mode": "fast"})
+    with pytest.raises(ValueError, match="partial_k"):
+        from_preset(SearchConfig, "smoke", {"partial_k": "0"})
+    with pytest.raises(ValueError, match="partial_k=3 must divide"):
+        search(from_preset(SearchConfig, "smoke", {"mode": "pc", "partial_k": "3"}), tmp_path / "run", "cpu")
+    assert not (tmp_path / "run" / "search" / "arch.safetensors").exists()
