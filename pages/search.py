@@ -1,7 +1,7 @@
 """Search: run DARTS in the background and look at the base architecture α*."""
 import streamlit as st
 
-from nes.config import SEARCH_PRESETS
+from nes.config import SEARCH_MODES, SEARCH_PRESETS
 from nes.data import DATASETS
 from nes.explorer import viz
 from nes.explorer.actions import start_search
@@ -39,12 +39,18 @@ with st.form("new_search"):
     c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0)
     nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4)
     k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
+    e1, e2 = st.columns(2)
+    mode = e1.selectbox("Search mode", list(SEARCH_MODES), index=0, format_func=lambda m: f"{m}: {SEARCH_MODES[m]}",
+                        help="Cheaper search steps: PC-DARTS partial channels or GDAS sampling "
+                             "(benchmarks/bench_search.py measures their step time and α* quality).")
+    low = e2.selectbox("Search resolution", [1, 2], index=0, format_func=lambda f: "full" if f == 1 else f"1/{f}",
+                       help="Search on images shrunk by this factor (members still train at full resolution).")
     chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True)
     go = st.form_submit_button("Start search", type="primary")
 
 if go:
     with friendly("start the search"):
-        sets = {"nodes": str(nodes), "inputs_per_node": str(k)}
+        sets = {"nodes": str(nodes), "inputs_per_node": str(k), "mode": mode, "downsample": str(low)}
         if epochs:
             sets["epochs"] = str(epochs)
         if c:

@@ -92,12 +92,13 @@ def test_search_page_validates_and_queues_a_job(home):
     sel = {s.label: s for s in at.selectbox}
     sel["Dataset"].set_value("digits")
     sel["Preset"].set_value("smoke")
+    sel["Search mode"].set_value("gdas")
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     store = Store()
     jobs = store.jobs(store.get_run("s1"))
     assert [j.kind for j in jobs] == ["search", "hypernet"] and jobs[1].deps == [jobs[0].id]
-    assert jobs[0].config["set"]["dataset"] == "digits"
+    assert jobs[0].config["set"]["dataset"] == "digits" and jobs[0].config["set"]["mode"] == "gdas"
     for j in jobs[::-1]:
         if store.job(j.id).status in ("queued", "running"):
             cancel(store, j.id)

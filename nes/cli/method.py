@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import SearchConfig, from_preset, parse_sets
+from ..config import SEARCH_MODES, SearchConfig, from_preset, parse_sets
 from ..data import DATASETS
 from ..layout import RunDir
 from ..method.baselines import METHODS
@@ -30,6 +30,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     add_set(p, "SearchConfig")
     add_device(p, "auto (default), cpu, cuda, mps")
     add_data_dir(p)
+    p.epilog = ("search modes (--set mode=…): " + "; ".join(f"{k}: {v}" for k, v in SEARCH_MODES.items())
+                + "; --set downsample=2 searches on images shrunk 2x")
 
 
 def cmd_search(a: argparse.Namespace) -> int:

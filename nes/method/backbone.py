@@ -11,8 +11,9 @@ from typing import Callable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
-from .ops import BatchNorm2d, FactorizedReduce, relu_conv_bn
+from .ops import BatchNorm2d, ConvOp, FactorizedReduce, relu_conv_bn
 from .space import reduction_positions
 
 
@@ -24,6 +25,13 @@ class CellBase(nn.Module):
         self.reduction = reduction
         self.pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else relu_conv_bn(c_pp, c, 1, 1, 0, affine)
         self.pre1 = relu_conv_bn(c_p, c, 1, 1, 0, affine)
+
+    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list[torch.Tensor]:
+        """[pre0(s0), pre1(s1)]; the first cell gets the stem's output twice, so one ReLU serves both."""
+        if s0 is s1 and isinstance(self.pre0, ConvOp) and isinstance(self.pre1, ConvOp):
+            r = F.relu(s1)
+            return [self.pre0.body(r), self.pre1.body(r)]
+        return [self.pre0(s0), self.pre1(s1)]
 
     @property
     def cell_type(self) -> str:

@@ -34,7 +34,7 @@ class DiscreteCell(CellBase):
                 self.edges[str(edge_index(i, j))] = DiscreteEdge(op, c, stride, affine)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.preprocess(s0, s1)
         for i, node in enumerate(self.spec):
             s = None
             for _, j in node:

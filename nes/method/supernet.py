@@ -93,7 +93,7 @@ class MixedCell(CellBase):
             return self.forward_edge_by_edge(s0, s1, op_w, in_w)
         w = op_w * in_w.unsqueeze(-1)  # fold the node-input weight into the op weights once
         live = (op_w.detach() != 0).tolist() if self.sparse else None  # [E][7]: one host read per cell
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.preprocess(s0, s1)
         acc: list[torch.Tensor | None] = [None] * self.nodes
         for j in range(1 + self.nodes):  # the last node feeds no edge
             if j >= 2:
@@ -108,7 +108,7 @@ class MixedCell(CellBase):
 
     def forward_edge_by_edge(self, s0, s1, op_w: torch.Tensor, in_w: torch.Tensor) -> torch.Tensor:
         w = op_w * in_w.unsqueeze(-1)
-        states, e = [self.pre0(s0), self.pre1(s1)], 0
+        states, e = self.preprocess(s0, s1), 0
         for i in range(self.nodes):
             s = None
             for j in range(2 + i):

@@ -179,7 +179,8 @@ def retrain(
         net.drop_prob = cfg.drop_path * epoch / cfg.epochs
         row = _train_epoch(cfg, net, opt, data.train, gen, epoch, device, progress)
         loop.check_finite(epoch, row)  # before this epoch's probabilities are saved
-        scores = _evaluate_epoch(net, data, out, epoch, device, cfg.tta_flip and info.flip)
+        # the mirror images cost a second pass: only the final scores (the member's) use them
+        scores = _evaluate_epoch(net, data, out, epoch, device, cfg.tta_flip and info.flip and epoch == cfg.epochs - 1)
         row = loop.end_epoch(epoch, {**row, **scores}, steps_per_epoch)
         if progress is not None:
             progress(loop.steps, steps_per_epoch * cfg.epochs, row)
