@@ -102,7 +102,7 @@ MODES = {  # name → SearchConfig settings (nes.method.supernet, nes.method.dar
     "darts": {}, "pc": {"mode": "pc"}, "gdas": {"mode": "gdas"}, "lowres": {"downsample": "2"},
     "pc+lowres": {"mode": "pc", "downsample": "2"}, "gdas+lowres": {"mode": "gdas", "downsample": "2"},
 }
-"""darts: every op on every edge; pc: PC-DARTS, the ops see 1/4 of the channels; gdas: one sampled
+"""darts: every op on every edge; pc: PC-DARTS, the ops see 1/2 of the channels; gdas: one sampled
 op per edge; lowres: images shrunk 2× (16×16 crops)."""
 
 

@@ -50,7 +50,7 @@ class SearchConfig:
     unrolled_eps: float = 0.01  # finite-difference step scale for second order
     # cheaper search steps (nes.method.supernet; measured in benchmarks/bench_search.py):
     mode: str = "darts"  # "darts": every op on every edge; "pc": PC-DARTS partial channels; "gdas": one sampled op per edge
-    partial_k: int = 4  # pc: the ops of an edge see 1/partial_k of its channels
+    partial_k: int = 2  # pc: the ops of an edge see 1/partial_k of its channels (PC-DARTS used 4 on wider cells)
     gumbel_start: float = 10.0  # gdas: the Gumbel-softmax temperature falls linearly from this …
     gumbel_end: float = 0.1  # … to this over the search
     downsample: int = 1  # search on images shrunk by this factor (area average; 1 = full resolution)

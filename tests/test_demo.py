@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nes.artifacts import ArtifactError, read_json
-from nes.explorer.demo import DEMO_DIR, MAX_BYTES, build_demo, folder_bytes, install_demo
+from nes.explorer.demo import DEMO_DIR, DEMO_MEMBERS, MAX_BYTES, build_demo, folder_bytes, install_demo
 from nes.explorer.runview import RunView
 from nes.runs.store import Store
 from nes.runs.tasks import retrain_task
@@ -34,6 +34,16 @@ def test_demo_is_small_complete_and_has_no_checkpoints(demo):
         assert (out / f).exists(), f
     assert read_json(out / "demo.json")["command"] == "python -m nes demo --rebuild"
     assert read_json(out / "run.json")["dataset"] == "digits"
+    # the baselines' members keep their final epoch only (the Compare page scores final members)
+    kept = [len(list(d.glob("epoch_*.safetensors"))) for d in out.glob("baselines/*/members/*/probs")]
+    assert kept and set(kept) == {1}
+    # what the demo shows is measured with its interval: each ensemble against its best member and
+    # EdgeNES against DeepEns of the same size and seeds
+    res = read_json(out / "demo.json")["results"]
+    for key in ("edgenes_vs_best_member", "deepens_vs_best_member", "edgenes_vs_deepens"):
+        d = res[key]["accuracy"]
+        assert d["lo"] <= d["value"] <= d["hi"] and d["n"] == res["test_images"], key
+    assert set(res["member_accuracy"]) == set(RunView(out).member_names()) - {"alpha_star_s1"}
 
 
 def test_install_demo_copies_once_and_never_overwrites(demo, tmp_path):
@@ -81,8 +91,12 @@ def test_bundled_demo_is_valid():
         pytest.fail("assets/demo is missing: run `python -m nes demo --rebuild` and commit it")
     assert folder_bytes(DEMO_DIR) <= MAX_BYTES
     view = RunView(DEMO_DIR)
-    assert set(view.regularizers()) == {"edges", "js"} and len(view.member_names()) >= 2
-    assert json.loads((DEMO_DIR / "demo.json").read_text())["dataset"] in ("fashion-mnist", "digits")
+    assert set(view.regularizers()) == {"edges", "js-target", "js"} and len(view.member_names()) >= DEMO_MEMBERS
+    rec = json.loads((DEMO_DIR / "demo.json").read_text())
+    assert rec["dataset"] in ("fashion-mnist", "digits")
+    if rec["dataset"] == "fashion-mnist":  # the full test set, every member converged (≥ 90 %)
+        assert rec["results"]["test_images"] == 10_000
+        assert min(rec["results"]["member_accuracy"].values()) >= 0.9
     names = view.member_names()
     assert view.ensemble_curve(names)[-1][1]["size"] == len(names)
     assert [b["method"] for b in view.baselines()] == ["deepens"]  # the Compare page has something to show

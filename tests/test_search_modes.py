@@ -66,6 +66,6 @@ def test_bad_mode_settings_are_named(tmp_path):
         from_preset(SearchConfig, "smoke", {"mode": "fast"})
     with pytest.raises(ValueError, match="partial_k"):
         from_preset(SearchConfig, "smoke", {"partial_k": "0"})
-    with pytest.raises(ValueError, match="partial_k=3 must divide"):
+    with pytest.raises(ValueError, match="partial_k=3 must divide"):  # the smoke cell has 8 channels
         search(from_preset(SearchConfig, "smoke", {"mode": "pc", "partial_k": "3"}), tmp_path / "run", "cpu")
     assert not (tmp_path / "run" / "search" / "arch.safetensors").exists()

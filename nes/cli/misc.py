@@ -10,7 +10,7 @@ import torch
 
 from .._version import __version__
 from ..artifacts import read_json
-from ..explorer.demo import DEMO_DIR, build_demo, folder_bytes
+from ..explorer.demo import DEMO_DIR, DEMO_MEMBERS, build_demo, folder_bytes
 from ..layout import RunDir
 from ..runtime import configure_threads, device_label, resolve_device
 from .common import Command, UserError, add_data_dir, add_device
@@ -19,7 +19,8 @@ from .common import Command, UserError, add_data_dir, add_device
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="run the pipeline (quick preset) and replace the demo")
     p.add_argument("--out", default=None, help="demo folder (default: assets/demo of this checkout)")
-    p.add_argument("--members", type=int, default=3, help="members to retrain, α* included (default 3)")
+    p.add_argument("--members", type=int, default=DEMO_MEMBERS,
+                   help=f"EdgeNES members to retrain, α* included; DeepEns gets as many (default {DEMO_MEMBERS})")
     p.add_argument("--preset", default="quick", choices=["smoke", "quick"],
                    help="quick (default) or smoke (tiny, on digits)")
     add_device(p)

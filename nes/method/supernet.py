@@ -29,9 +29,9 @@ class MixedEdge(nn.Module):
 
     def __init__(self, c: int, stride: int, affine: bool, partial_k: int = 1) -> None:
         super().__init__()
-        if c % partial_k:
-            raise ValueError(f"partial_k={partial_k} must divide the cell's {c} channels; pick a divisor "
-                             f"(--set partial_k=2) or another c")
+        if c % partial_k or (stride == 2 and (c // partial_k) % 2):
+            raise ValueError(f"partial_k={partial_k} must divide the cell's {c} channels into an even number "
+                             f"(stride-2 edges halve them); pick another partial_k (--set partial_k=2) or c")
         self.stride, self.partial_k = stride, partial_k
         self.sparse = False  # skip ops of weight exactly 0 (GDAS samples; a host read per op)
         self.ops = nn.ModuleDict({name: make_op(name, c // partial_k, stride, affine) for name in OPS})
