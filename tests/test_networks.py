@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from nes.method.network import Network, discrete_state_from_supernet
 from nes.method.ops import BatchNorm2d, DepthwiseConv2d
-from nes.method.space import ArchLayout, Genotype, cell_types_for
+from nes.method.space import ArchLayout, Genotype, cell_types_for, unused_cells, unused_cells_note
 from nes.method.supernet import Supernet
 
 G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))
@@ -187,3 +187,21 @@ def test_factorized_reduce_channels_last_gradients_match_nchw(c_in):
                         torch.autograd.grad(y, [xi, m.conv_1.weight, m.conv_2.weight, m.bn.weight], g)]))
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+INPUT0_ONLY = Genotype(reduce=((("dil_conv_5x5", 0),), (("max_pool_3x3", 2),), (("sep_conv_3x3", 3),), (("max_pool_3x3", 4),)))
+
+
+@pytest.mark.parametrize("genotype, layers", [(INPUT0_ONLY, 1), (INPUT0_ONLY, 2), (G, 2), (G2, 3), (G2, 5)])
+def test_unused_cells_are_exactly_the_cells_without_gradient(genotype, layers):
+    """`unused_cells` agrees with the real network: a cell is reported unused iff no gradient of the
+    loss reaches any of its parameters."""
+    torch.manual_seed(0)
+    net = Network(genotype, 4, 10, layers, in_channels=1)
+    F.cross_entropy(net(torch.randn(4, 1, 12, 12)), torch.randint(0, 10, (4,))).backward()
+    no_grad = tuple(k + 1 for k, cell in enumerate(net.cells)
+                    if all(p.grad is None or not p.grad.any() for p in cell.parameters()))
+    assert unused_cells(genotype, layers) == no_grad
+    assert (unused_cells_note(genotype, layers) is None) == (no_grad == ())
+    if genotype is INPUT0_ONLY and layers == 2:
+        assert no_grad == (1,) and "cell 1" in unused_cells_note(genotype, layers)

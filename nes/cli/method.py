@@ -15,10 +15,10 @@ from ..method.diversity import collapse_warning, lam_grid
 from ..method.hypernet import load_hypernet, sample_trained
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
-from ..method.space import Genotype
+from ..method.space import Genotype, unused_cells, unused_cells_note
 from ..method.stats import Difference
-from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, retrain_task,
-                          search_task)
+from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
+                          retrain_task, search_task)
 from .common import (Command, UserError, add_data_dir, add_device, add_json, add_preset, add_regularizer, add_run,
                      add_set, existing_run, genotype_arg, member_list, progress_bar, run_task)
 
@@ -67,6 +67,9 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     if a.data_dir:
         sets["data_dir"] = a.data_dir
     config = {"preset": a.preset, "set": sets, "genotype": genotype.to_dict(), "name": a.name, "seed": a.seed}
+    note = unused_cells_note(genotype, member_config(run.path, config).layers)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     res = run_task(f"retrain {a.name}", retrain_task, run.path, config, a.device)
     m = res["metrics"]
     print(f"member {a.name}: {genotype.compact()}")
@@ -154,9 +157,15 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     print(f"regularizer {reg}: {AXES[reg].lam}; control {AXES[reg].strength}")
     print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_edges()} edges)")
     print(f"{'diversity':>9} {'lam':>7} {'matched':>8} {'distance':>9}  genotype")
+    layers = member_config(run.path, {}).layers
     for x in sorted(samples, key=lambda x: x.diversity):
-        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()}")
+        dead = unused_cells(x.genotype, layers)
+        mark = f"  (cell {', '.join(map(str, dead))} unused)" if dead else ""
+        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()}{mark}")
     print("diversity: 0 = α*, 1 = most diverse; distance: JS_g to α* over genotype*'s kept edges and nodes")
+    if any(unused_cells(x.genotype, layers) for x in samples):
+        print(f"unused: the genotype never reads its previous cell, so in a {layers}-cell member that cell's "
+              "output is wasted (a shallower network, usually less accurate)")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:

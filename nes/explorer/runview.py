@@ -23,7 +23,8 @@ from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, grid_quality, lam_grid
 from ..method.regularizers import diversity_lam
 from ..method.hypernet import load_hypernet, sample_trained, trained_regularizers
-from ..method.space import ArchLayout, Genotype
+from ..method.space import ArchLayout, Genotype, unused_cells_note
+from ..runs.tasks import member_config
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ class RunView:
     @property
     def star(self) -> Genotype:
         return self._search.star
+
+    @cached_property
+    def member_layers(self) -> int:
+        """Cells of a member retrained in this run (its preset and member settings)."""
+        return member_config(self.dir, {}).layers
+
+    def unused_cells_note(self, genotype: Genotype) -> str | None:
+        """Why a member of `genotype` would be shallower than it looks (None when every cell is used)."""
+        return unused_cells_note(genotype, self.member_layers)
 
     def search_history(self) -> list[dict[str, float]]:
         return self.run.search.history_rows()
