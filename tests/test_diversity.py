@@ -7,10 +7,11 @@ import torch
 
 from conftest import nes
 from nes.method.divergence import StarDistance, js_divergence
-from nes.method.diversity import ArchSample, collapse_warning, grid_quality, sample_architectures, spearman
+from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pick_members, sample_architectures,
+                                  spearman)
 from nes.method.hypernet import PiecewiseLinearHypernet
 from nes.method.regularizers import AXES, REGULARIZERS, Regularizer, diversity_lam, lam_diversity
-from nes.method.space import ArchLayout, Genotype
+from nes.method.space import ArchLayout, Genotype, unused_cells
 
 LAY = ArchLayout(4, ("normal", "reduce"), 1)
 STAR = Genotype(normal=((("sep_conv_3x3", 0),), (("skip_connect", 1),), (("avg_pool_3x3", 2),), (("dil_conv_3x3", 0),)),
@@ -149,3 +150,32 @@ def test_search_records_how_sure_it_is(tmp_path):
     conf = view.search_confidence()
     assert conf["epochs"] == 2 and 1 <= conf["stable_epochs"] <= 2 and conf["genotype"] == view.star.compact()
     assert 1 / 7 - 1e-6 <= conf["kept_top_op"] <= 1.0
+
+
+def _reduce_only(first_input: int, op: str) -> Genotype:
+    return Genotype(reduce=(((op, first_input),), (("max_pool_3x3", 2),), (("max_pool_3x3", 3),), (("max_pool_3x3", 4),)))
+
+
+def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
+    """Members are α*'s end, then distinct genotypes other than α* nearest 1/(n−1), …, 1 on the
+    axis; a genotype that leaves a cell unused is taken only when nothing else is left."""
+    star = _reduce_only(1, "sep_conv_5x5")
+    ops = ["sep_conv_5x5", "sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "dil_conv_5x5"]
+    # diversity 0 … 1 over 9 samples: α*, then each op twice, reading input 1 (odd) or only input 0 (even)
+    genos = [star] + [_reduce_only(i % 2, ops[(i + 1) // 2 % len(ops)]) for i in range(1, 9)]
+    samples = [ArchSample(float(i), torch.zeros(1), g, 0, 0.0, float(i) / 8, i / 8) for i, g in enumerate(genos)]
+    assert unused_cells(genos[2], 2) == (1,) and unused_cells(genos[1], 2) == ()
+    for n in (1, 2, 3, 4):
+        picked = pick_members(samples, n, star, layers=2)
+        assert len(picked) == n and picked[0] is samples[0]
+        rest = [p.genotype for p in picked[1:]]
+        assert len(set(rest)) == len(rest) and star not in rest
+        assert all(unused_cells(g, 2) == () for g in rest)  # 4 usable genotypes other than α* exist
+        assert [p.diversity for p in picked] == sorted(p.diversity for p in picked)
+    assert pick_members(samples, 2, star, layers=2)[1].diversity == 7 / 8  # nearest usable to 1
+    assert pick_members(samples, 2, star)[1].diversity == 1.0  # without layers: the far end itself
+    # more members than usable genotypes: the rest come from those with an unused cell
+    six = pick_members(samples, 6, star, layers=2)
+    assert len(six) == 6 and sum(1 for p in six[1:] if unused_cells(p.genotype, 2)) == 1
+    # a collapsed family gives what it has (α* end only)
+    assert len(pick_members(samples[:1] * 5, 3, star, layers=2)) == 1

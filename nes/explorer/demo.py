@@ -10,7 +10,6 @@ it, with the same member settings (`train_sets` in run.json) so that their ensem
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -72,11 +71,11 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
     for reg in ("edges", "js-target", "js"):
         log(f"2/6 hypernetwork, {reg} regularizer")
         hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
-    log("3/6 sampling α(λ)")
-    sample_task(run, {"regularizer": "edges", "n": 9}, None, device)
-    rd = RunDir(run)
-    star = read_json(rd.search.genotype)["genotype"]
-    chosen = _pick_members(read_json(rd.samples_json)["samples"], star, members - 1)
+    log("3/6 picking the members from α(λ) (architectures alone: spread over the diversity axis)")
+    picked = sample_task(run, {"regularizer": "edges", "members": members, "preset": preset}, None, device)
+    if picked.get("warning"):
+        log(f"warning: {picked['warning']}")
+    chosen = read_json(RunDir(run).samples_json)["samples"][1:]  # the first is the α* end
     lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
     log(f"4/6 retraining α* and the members at λ = {lams}")
     retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)
@@ -151,25 +150,6 @@ def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: 
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _pick_members(samples: list[dict], star: dict, n: int) -> list[dict]:
-    """n samples whose genotypes differ from α* and from each other, spread over the diversity
-    axis: for the targets 1/n, 2/n, …, 1 the nearest sample not taken yet (chosen from the
-    architectures alone, never from accuracies); returned in diversity order."""
-    seen = {json.dumps(star, sort_keys=True)}
-    distinct = []
-    for s in sorted(samples, key=lambda s: s.get("diversity", 0.0)):
-        key = json.dumps(s["genotype"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            distinct.append(s)
-    chosen: list[dict] = []
-    for t in [(i + 1) / n for i in range(n)]:
-        rest = [s for s in distinct if s not in chosen]
-        if rest:
-            chosen.append(min(rest, key=lambda s: abs(s.get("diversity", 0.0) - t)))
-    return sorted(chosen, key=lambda s: s.get("diversity", 0.0))
 
 
 def _final_epochs_only(baselines: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from .divergence import StarDistance, arch_js
 from .regularizers import lam_diversity
-from .space import ArchLayout, Genotype
+from .space import ArchLayout, Genotype, unused_cells
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,30 @@ def unique_genotypes(samples: Sequence[ArchSample]) -> list[tuple[Genotype, list
     for s in samples:
         seen.setdefault(s.genotype, []).append(s.lam)
     return list(seen.items())
+
+
+def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: int | None = None) -> list[ArchSample]:
+    """n members for an ensemble, chosen from the architectures alone (never from accuracies):
+    the sample nearest the α* end first, then n − 1 distinct genotypes other than α*: for each
+    target 1/(n−1), …, 1 on the diversity axis, the nearest sample not taken yet. With `layers`
+    (the members' cells), a genotype that leaves a cell unused (`unused_cells`) is taken only once
+    no other is left. Fewer than n come back when the samples hold fewer distinct genotypes."""
+    if n < 1 or not samples:
+        return []
+    ordered = sorted(samples, key=lambda s: s.diversity or 0.0)
+    seen, distinct = {star}, []
+    for s in ordered:
+        if s.genotype not in seen:
+            seen.add(s.genotype)
+            distinct.append(s)
+    weak = [s for s in distinct if layers is not None and unused_cells(s.genotype, layers)]
+    good = [s for s in distinct if all(s is not w for w in weak)]
+    chosen: list[ArchSample] = []
+    for i in range(n - 1):
+        target = (i + 1) / (n - 1)
+        pool = [s for s in good if all(s is not c for c in chosen)]
+        pool = pool or [s for s in weak if all(s is not c for c in chosen)]
+        if not pool:
+            break
+        chosen.append(min(pool, key=lambda s: abs((s.diversity or 0.0) - target)))
+    return [ordered[0]] + sorted(chosen, key=lambda s: s.diversity or 0.0)

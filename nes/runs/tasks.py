@@ -16,11 +16,11 @@ from ..config import SearchConfig, TrainConfig, from_preset
 from ..layout import RunDir
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
-from ..method.diversity import collapse_warning, grid_quality, lam_grid
+from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
 from ..method.ensemble import ensemble_metrics, member_metrics
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
 from ..method.loop import Progress
-from ..method.space import Genotype
+from ..method.space import Genotype, unused_cells
 from ..method.stats import vs_best_member
 from ..method.train import load_member_probs, retrain
 
@@ -58,18 +58,35 @@ def fixed_lambda_task(run: Path, config: dict, progress: Progress | None = None,
             "matched_edges": res.genotype.matched_edges(star), "steps": res.steps, "seconds": res.seconds}
 
 
+MEMBER_GRID = 33  # λ points that `sample_task` picks ensemble members from
+
+
 def sample_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
-    """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json."""
+    """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json. With `members`: M
+    members picked on a fine grid by `pick_members` (the α* end first, then distinct genotypes
+    spread over the diversity axis, those that use every cell first)."""
     hyper, meta = load_hypernet(run, config.get("regularizer"))
     s = load_search(run)
     lams = config.get("lams")
+    wanted = int(config["members"]) if config.get("members") else None
     if lams is None:
-        lams = lam_grid(meta["lam_min"], meta["lam_max"], int(config.get("n", 5)))
+        lams = lam_grid(meta["lam_min"], meta["lam_max"], MEMBER_GRID if wanted else int(config.get("n", 5)))
     drawn = sample_trained(hyper, meta, s, lams)
-    samples = [x.to_dict() for x in drawn]
-    write_json(RunDir(run).samples_json, {"regularizer": meta["regularizer"], "samples": samples})
-    out = {"samples": len(samples), "lams": lams}
-    warning = collapse_warning(grid_quality(drawn), len(drawn), meta["regularizer"])
+    warning = collapse_warning(grid_quality(drawn), wanted or len(drawn), meta["regularizer"])
+    out: dict = {"lams": lams}
+    if wanted:
+        layers = member_config(run, {k: config[k] for k in ("preset", "set") if k in config}).layers
+        picked = pick_members(drawn, wanted, s.star, layers)
+        while len(picked) < wanted:  # a collapsed family (warned above): repeat genotypes, other seeds
+            picked.append(picked[len(picked) % len(picked)])
+        drawn = picked
+        weak = sorted({x.genotype.compact() for x in drawn if unused_cells(x.genotype, layers)})
+        out.update(members=len(drawn), unused_cells=weak)
+        if weak:
+            warning = " ".join(filter(None, [warning, f"{len(weak)} member genotype(s) leave a cell "
+                                             f"unused (no other distinct genotype was left): {'; '.join(weak)}"]))
+    write_json(RunDir(run).samples_json, {"regularizer": meta["regularizer"], "samples": [x.to_dict() for x in drawn]})
+    out["samples"] = len(drawn)
     return {**out, "warning": warning} if warning else out
 
 
