@@ -116,7 +116,7 @@ def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: 
     if n < 1 or not samples:
         return []
     ordered = sorted(samples, key=lambda s: s.diversity or 0.0)
-    seen, distinct = {star}, []
+    seen, distinct = {star, ordered[0].genotype}, []  # the α* end (α* itself when pinned) is taken
     for s in ordered:
         if s.genotype not in seen:
             seen.add(s.genotype)

@@ -39,7 +39,8 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     check_settings(preset, search_sets, regularizer, members)
     s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
-    sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset}, [h], launch=False)
+    sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset}, [h],
+                launch=False)
     m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i,
                                         **(member_resources or {})},
                 [sm], executor=executor, launch=False) for i in range(members)]
