@@ -53,14 +53,18 @@ def test_cancel_running_and_queued_jobs(searched):
         cancel(store, q)
 
 
-def test_sigkill_mid_epoch_then_resume(searched):
+def test_sigkill_mid_epoch_then_resume(searched, monkeypatch):
     store = searched
+    # a smoke epoch takes a fraction of a second: slowed artifact writes keep the job from finishing
+    # between the poll that sees the second epoch and the kill
+    monkeypatch.setenv("NES_TEST_WRITE_DELAY", "0.5")
     j = _retrain(store, "k", 4)
     ckpt = Path(store.job(j).run_id) / "members" / "k" / "checkpoint.safetensors"
     # past the first checkpoint, inside the second epoch
     wait_until(lambda: ckpt.exists() and store.job(j).step > store.job(j).total // 4)
     pid = store.job(j).pid
     os.kill(pid, signal.SIGKILL)
+    monkeypatch.delenv("NES_TEST_WRITE_DELAY")
     wait_until(lambda: reap(store) or store.job(j).status == "failed")
     job = store.job(j)
     assert job.status == "failed" and "worker died" in job.error
