@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nes.artifacts import read_json  # noqa: E402
 from nes.layout import RunDir  # noqa: E402
 from nes.method.darts import confidence, load_search  # noqa: E402
-from nes.method.space import Genotype, unused_cells  # noqa: E402
+from nes.method.space import Genotype, unused_cells_mark  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
 from nes.runs.jobs import wait  # noqa: E402
 from nes.runs.tasks import member_config  # noqa: E402
@@ -73,9 +73,8 @@ def main() -> None:
                     extra = ""
                     if j.kind == "retrain" and j.result:
                         g = Genotype.from_dict(j.result["genotype"])
-                        dead = unused_cells(g, member_config(run, j.config).layers)
                         extra = (f", test accuracy {100 * j.result['metrics']['test_accuracy']:.2f} %, {g.compact()}"
-                                 + (f" (cell {', '.join(map(str, dead))} unused)" if dead else ""))
+                                 f"{unused_cells_mark(g, member_config(run, j.config).layers)}")
                     print(f"[{time.time() - t0:6.0f} s] {j.kind} ({j.config.get('name', '')}) {j.status} "
                           f"on {j.cores} core(s) in {j.finished - j.started:.0f} s{extra}", flush=True)
 

@@ -15,7 +15,7 @@ from ..method.diversity import collapse_warning, lam_grid
 from ..method.hypernet import load_hypernet, sample_trained
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
-from ..method.space import Genotype, unused_cells, unused_cells_note
+from ..method.space import Genotype, unused_cells_mark, unused_cells_note
 from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
                           retrain_task, search_task)
@@ -158,12 +158,13 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_edges()} edges)")
     print(f"{'diversity':>9} {'lam':>7} {'matched':>8} {'distance':>9}  genotype")
     layers = member_config(run.path, {}).layers
+    marks = []
     for x in sorted(samples, key=lambda x: x.diversity):
-        dead = unused_cells(x.genotype, layers)
-        mark = f"  (cell {', '.join(map(str, dead))} unused)" if dead else ""
-        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()}{mark}")
+        marks.append(unused_cells_mark(x.genotype, layers))
+        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()} "
+              f"{marks[-1]}".rstrip())
     print("diversity: 0 = α*, 1 = most diverse; distance: JS_g to α* over genotype*'s kept edges and nodes")
-    if any(unused_cells(x.genotype, layers) for x in samples):
+    if any(marks):
         print(f"unused: the genotype never reads its previous cell, so in a {layers}-cell member that cell's "
               "output is wasted (a shallower network, usually less accurate)")
 

@@ -121,14 +121,14 @@ def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: 
         if s.genotype not in seen:
             seen.add(s.genotype)
             distinct.append(s)
-    weak = [s for s in distinct if layers is not None and unused_cells(s.genotype, layers)]
-    good = [s for s in distinct if all(s is not w for w in weak)]
+    good, weak = [], []
+    for s in distinct:
+        (weak if layers is not None and unused_cells(s.genotype, layers) else good).append(s)
     chosen: list[ArchSample] = []
     for i in range(n - 1):
-        target = (i + 1) / (n - 1)
-        pool = [s for s in good if all(s is not c for c in chosen)]
-        pool = pool or [s for s in weak if all(s is not c for c in chosen)]
+        pool = good or weak  # each genotype once (distinct above), so a taken one is removed from its list
         if not pool:
             break
-        chosen.append(min(pool, key=lambda s: abs((s.diversity or 0.0) - target)))
+        target = (i + 1) / (n - 1)
+        chosen.append(pool.pop(min(range(len(pool)), key=lambda k: abs((pool[k].diversity or 0.0) - target))))
     return [ordered[0]] + sorted(chosen, key=lambda s: s.diversity or 0.0)

@@ -65,6 +65,12 @@ def unused_cells(genotype: "Genotype", layers: int) -> tuple[int, ...]:
     return tuple(k + 1 for k in range(layers) if k not in live)
 
 
+def unused_cells_mark(genotype: "Genotype", layers: int) -> str:
+    """" (cell 1 unused)" after a genotype's name in a listing; "" when every cell is used."""
+    dead = unused_cells(genotype, layers)
+    return f" (cell {', '.join(map(str, dead))} unused)" if dead else ""
+
+
 def unused_cells_note(genotype: "Genotype", layers: int) -> str | None:
     """A plain-language warning when `unused_cells` is not empty (None otherwise)."""
     dead = unused_cells(genotype, layers)
