@@ -4,7 +4,8 @@ Through the product's own job system (`nes.runs.pipeline`, what `python -m nes r
 Pipeline page queue): a DARTS search (`quick` preset, `--search-set` overrides, e.g. mode=gdas), the
 `edges` hypernetwork, a sample of 3 members spread over the diversity axis (α* among them), each
 retrained in a worker process with the `quick` member recipe on the full Fashion-MNIST training set
-(the workers share this machine's cores, one core each when two run at once) and scored on the
+(the workers share this machine's cores: one each while two run, and the cores a finished
+worker frees are lent to the one still running) and scored on the
 full test set, then the ensemble against its best member (chosen by validation NLL) with a paired
 bootstrap 95 % interval over the test images. Stage times are the jobs' own start/finish times.
 
@@ -34,6 +35,14 @@ from nes.runs.jobs import wait  # noqa: E402
 from nes.runs.tasks import member_config  # noqa: E402
 from nes.runs.pipeline import pipeline  # noqa: E402
 from nes.runs.store import Store  # noqa: E402
+
+
+def cores_used(job) -> str:
+    """'1→2' when the launchers lent the worker cores that others freed (its log says so), else '2'."""
+    log = RunDir(job.run_id).job_log(job.id)
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    moves = [line.split()[1:4:2] for line in lines if line.startswith("worker: ") and "cores granted" in line]
+    return "→".join([moves[0][0]] + [b for _, b in moves]) if moves else str(job.cores)
 
 
 def sets(pairs: list[str]) -> dict[str, str]:
@@ -76,7 +85,7 @@ def main() -> None:
                         extra = (f", test accuracy {100 * j.result['metrics']['test_accuracy']:.2f} %, {g.compact()}"
                                  f"{unused_cells_mark(g, member_config(run, j.config).layers)}")
                     print(f"[{time.time() - t0:6.0f} s] {j.kind} ({j.config.get('name', '')}) {j.status} "
-                          f"on {j.cores} core(s) in {j.finished - j.started:.0f} s{extra}", flush=True)
+                          f"on {cores_used(j)} core(s) in {j.finished - j.started:.0f} s{extra}", flush=True)
 
         jobs = wait(store, ids, on_poll=show)
         total = time.time() - t0

@@ -32,6 +32,10 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
+def torch_threads() -> int:
+    return torch.get_num_threads()
+
+
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """'auto'/None → cuda, mps or cpu; otherwise the named device, checked to exist."""
     if isinstance(name, torch.device):

@@ -53,6 +53,32 @@ def test_cancel_running_and_queued_jobs(searched):
         cancel(store, q)
 
 
+def test_idle_cores_are_lent_and_taken_back(searched):
+    from nes.layout import RunDir
+    from nes.runtime import available_cores
+
+    total = available_cores()
+    if total < 2:
+        pytest.skip("needs 2 cores to share")
+    store = searched
+    log = lambda j: RunDir(store.job(j).run_id).job_log(j).read_text()
+    a = _retrain(store, "a", 400)  # alone: it gets every core
+    wait_until(lambda: store.job(a).step > 0)
+    assert store.job(a).cores == total
+    b = _retrain(store, "b", 400)  # b has to wait for cores: a gives back all but its share
+    wait_until(lambda: store.job(b).step > 0)
+    ja, jb = store.job(a), store.job(b)
+    assert ja.cores >= 1 and jb.cores >= 1 and ja.cores + jb.cores == total
+    wait_until(lambda: f"{total} -> {ja.cores} threads" in log(a))  # the worker followed its grant
+    assert cancel(store, b) == "cancel requested"
+    assert wait(store, [b], poll=0.3)[0].status == "cancelled"
+    # b's worker, on exit, lends the cores it freed to a: nothing else waits for them
+    wait_until(lambda: store.job(a).cores == total)
+    wait_until(lambda: f"{ja.cores} -> {total} threads" in log(a))
+    cancel(store, a)
+    assert wait(store, [a], poll=0.3)[0].status == "cancelled"
+
+
 def test_sigkill_mid_epoch_then_resume(searched, monkeypatch):
     store = searched
     # a smoke epoch takes a fraction of a second: slowed artifact writes keep the job from finishing

@@ -72,6 +72,10 @@ class Attempt:
         self.check_run_folder()
         return self.store.report(self.job_id, step, total, metrics, attempt=self.attempt)
 
+    def granted_cores(self) -> int:
+        """The cores the launchers grant this attempt now (`nes.runs.jobs.share_cores`)."""
+        return self.store.job(self.job_id).cores
+
     def record(self, **fields) -> bool:
         """The outcome, written only while this attempt is current; False for a stale one."""
         return self.store.update_attempt(self.job_id, self.attempt, **fields)

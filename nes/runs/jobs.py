@@ -3,7 +3,8 @@
 A job is a row in the store (`nes.runs.store`). `launch_ready` starts a worker process
 (`python -m nes worker JOB_ID`, `nes.runs.worker`) for every queued job whose dependencies are
 done, within the local concurrency limit, and hands each worker a number of cores (its torch
-threads), never more than are free. A worker streams progress, heartbeats and metrics to the store
+threads). The cores are shared: idle ones are lent to running workers and taken back when another
+job has to start; a worker changes its thread count at its next progress report. A worker streams progress, heartbeats and metrics to the store
 and on exit launches whatever became ready, so a pipeline runs to the end without a scheduler
 process. A worker that died (its pid is gone, or its heartbeat stayed unchanged for
 `STALE_SECONDS` while a watcher looked) is marked failed by `reap`, and a frozen one is killed;
@@ -211,22 +212,49 @@ def _start_worker(store: Store, j: Job, cores: int) -> bool:
 
 
 def launch_ready(store: Store) -> list[int]:
-    """Start workers for ready local jobs within the limits; returns the started job ids."""
+    """Start workers for ready local jobs within the limits; returns the started job ids.
+
+    Cores are shared among the local workers, so none sits idle while a worker could use it: a job
+    that has to wait for cores takes back what was lent to the running workers (each keeps at least
+    its fair share), and cores that no waiting job needs are lent to the running ones
+    (`share_cores`). A worker applies a new grant at its next progress report."""
     reap(store)
-    running = [j for j in store.jobs() if j.status == "running" and runs_on(j) == "local"]
-    slots = max_workers() - len(running)
-    free = available_cores() - sum(j.cores for j in running)
-    ready = ready_jobs(store, "local")
+    total = available_cores()
+    running = _local_running(store)
+    ready = ready_jobs(store, "local")[: max(0, max_workers() - len(running))]
+    if ready and total - sum(j.cores for j in running) < len(ready):
+        share_cores(store, running, total, len(running) + len(ready))
+        running = _local_running(store)
+    free = total - sum(j.cores for j in running)
     started = []
-    for i, j in enumerate(ready[: max(0, slots)]):
+    for i, j in enumerate(ready):
         if free < 1:
             break
-        cores = max(1, free // (min(len(ready), slots) - i))  # share what is free among the ones starting
+        cores = max(1, free // (len(ready) - i))  # share what is free among the ones starting
         if _start_worker(store, j, cores):
             free -= cores
             started.append(j.id)
+    if free > 0 and len(started) == len(ready):  # nothing waits: lend the idle cores
+        running = _local_running(store)
+        share_cores(store, running, total, len(running))
     poll_children()
     return started
+
+
+def _local_running(store: Store) -> list[Job]:
+    return [j for j in store.jobs() if j.status == "running" and runs_on(j) == "local"]
+
+
+def share_cores(store: Store, running: list[Job], total: int, among: int) -> None:
+    """Grant the running local workers an even share of `total` cores split `among` that many workers
+    (the running ones plus those about to start); the first ones get the remainder."""
+    if not running or among < 1:
+        return
+    share, extra = divmod(total, among)
+    for i, j in enumerate(sorted(running, key=lambda j: j.id)):
+        cores = max(1, share + (1 if i < extra else 0))
+        if cores != j.cores:
+            store.update_attempt(j.id, j.attempts, cores=cores)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import set_write_guard
-from ..runtime import configure_threads
+from ..runtime import configure_threads, torch_threads
 from .fence import Attempt, remove_stale_temps
 from .jobs import launch_ready
 from .store import StaleAttempt, Store, StoreError, this_host
@@ -26,6 +26,7 @@ from .tasks import TASKS
 
 HEARTBEAT_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 0.5  # progress rows are rate-limited; epoch-end reports always go through
+CORES_CHECK_SECONDS = 1.0  # how often a worker looks at the cores it is granted (at a progress report)
 EXIT_STALE = 3  # this worker's attempt was superseded; it wrote nothing
 
 
@@ -34,11 +35,13 @@ class Cancelled(Exception):
 
 
 class Reporter:
-    """The progress callback a job runs with: rate-limited, fenced store writes + cancel check."""
+    """The progress callback a job runs with: rate-limited, fenced store writes + cancel check, and
+    the thread count following the cores the launchers grant (`nes.runs.jobs.share_cores`)."""
 
     def __init__(self, attempt: Attempt):
         self.attempt = attempt
         self.last = 0.0
+        self.cores_checked = time.time()
 
     def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
         now = time.time()
@@ -48,6 +51,17 @@ class Reporter:
         self.last = now
         if self.attempt.report(step, total, metrics):
             raise Cancelled()
+        if now - self.cores_checked >= CORES_CHECK_SECONDS:
+            self.cores_checked = now
+            self.follow_grant()
+
+    def follow_grant(self) -> None:
+        """Set torch's threads to the granted cores (called on the thread that computes)."""
+        cores = self.attempt.granted_cores()
+        before = torch_threads()
+        if cores >= 1 and cores != before:
+            configure_threads(cores)
+            print(f"worker: {before} -> {cores} threads (cores granted by the launcher)", file=sys.stderr, flush=True)
 
 
 def _own(store: Store, job_id: int, attempt: int | None) -> int:
