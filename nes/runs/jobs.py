@@ -4,14 +4,15 @@ A job is a row in the store (`nes.runs.store`). `launch_ready` starts a worker p
 (`python -m nes worker JOB_ID`, `nes.runs.worker`) for every queued job whose dependencies are
 done, within the local concurrency limit, and hands each worker a number of cores (its torch
 threads). The cores are shared: idle ones are lent to running workers and taken back when another
-job has to start; a worker changes its thread count at its next progress report. A worker streams progress, heartbeats and metrics to the store
-and on exit launches whatever became ready, so a pipeline runs to the end without a scheduler
-process. A worker that died (its pid is gone, or its heartbeat stayed unchanged for
-`STALE_SECONDS` while a watcher looked) is marked failed by `reap`, and a frozen one is killed;
-`resume` queues it again and the step continues from its last checkpoint. Each start is a new
-attempt (the row's `attempts` counter, handed to the worker as `--attempt`): an old worker that
-wakes up after its job was started again writes nothing (`nes.runs.fence`). Workers this process
-started are waited for whenever `reap` or `launch_ready` runs, so none stays a zombie.
+job has to start; a worker changes its thread count at its next progress report. A worker streams
+progress, heartbeats and metrics to the store and on exit launches whatever became ready, so a
+pipeline runs to the end without a scheduler process. A worker that died (its pid is gone, or
+its heartbeat stayed unchanged for `STALE_SECONDS` while a watcher looked) is marked failed by
+`reap`, and a frozen one is killed; `resume` queues it again and the step continues from its
+last checkpoint. Each start is a new attempt (the row's `attempts` counter, handed to the worker
+as `--attempt`): an old worker that wakes up after its job was started again writes nothing
+(`nes.runs.fence`). Workers this process started are waited for whenever `reap` or
+`launch_ready` runs, so none stays a zombie.
 
 Executors: `local` (default) and `ray` (`nes.runs.ray_executor`; retrain jobs become Ray tasks).
 The whole method as dependent jobs: `nes.runs.pipeline`.
