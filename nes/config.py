@@ -74,6 +74,7 @@ class HypernetConfig(SearchConfig):
     tau: float = 0.99  # smoothing of genotype*'s one-hot distributions
     target_weight_start: float = 0.3  # weight c of the target regularizers (edges, js-target), warm-up
     target_weight_end: float = 3.0
+    overconfidence_weight: float = 1.0  # js-target: weight of the penalty on distributions more confident than α*'s
     t_start: float = 1.0  # Gumbel-softmax temperature, linear decay
     t_end: float = 0.05
     init_noise: float = 1e-3  # anchors start at α*'s logits plus this much Gaussian noise
@@ -225,7 +226,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end",
                               "gumbel_start", "gumbel_end")},
     **{k: _NON_NEGATIVE for k in ("w_lr_min", "lr_min", "w_weight_decay", "a_weight_decay", "weight_decay",
-                                  "lam_eps", "target_weight_start", "target_weight_end", "init_noise", "aux_weight")},
+                                  "lam_eps", "target_weight_start", "target_weight_end", "init_noise", "aux_weight",
+                                  "overconfidence_weight")},
     **{k: _FRACTION for k in ("w_momentum", "momentum", "a_beta1", "a_beta2", "drop_path", "label_smoothing")},
     "val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "warmup": (lambda v: 0 <= v < 1, "in [0, 1)"),

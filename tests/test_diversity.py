@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import nes
+from nes.config import HypernetConfig
 from nes.method.divergence import StarDistance, js_divergence
 from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pick_members, sample_architectures,
                                   spearman)
@@ -20,6 +21,21 @@ STAR = Genotype(normal=((("sep_conv_3x3", 0),), (("skip_connect", 1),), (("avg_p
 
 def theta_star(seed=0):
     return LAY.genotype_logits(STAR, 1.5) + 0.3 * torch.randn(LAY.size, generator=torch.Generator().manual_seed(seed))
+
+
+def reversed_order(ts):
+    """α*'s logits with each distribution's order reversed (its strongest entry on its weakest)."""
+    def reverse(row):
+        order = torch.argsort(row)
+        out = torch.empty_like(row)
+        out[order] = row[order.flip(0)]
+        return out
+    parts = LAY.split(ts.clone())
+    for ct, (alpha, betas) in parts.items():
+        alpha.copy_(torch.stack([reverse(r) for r in alpha]))
+        for b in betas:
+            b.copy_(reverse(b))
+    return LAY.join(parts)
 
 
 def test_distance_to_alpha_star_is_zero_there_and_bounded():
@@ -43,30 +59,26 @@ def test_distance_to_alpha_star_is_zero_there_and_bounded():
     near = d.reachable()
     assert 0 < near < far
 
-    def reverse(row):
-        order = torch.argsort(row)
-        out = torch.empty_like(row)
-        out[order] = row[order.flip(0)]
-        return out
-    parts = LAY.split(ts.clone())
-    for ct, (alpha, betas) in parts.items():
-        alpha.copy_(torch.stack([reverse(r) for r in alpha]))
-        for b in betas:
-            b.copy_(reverse(b))
-    assert float(d(LAY.join(parts))) == pytest.approx(near, abs=1e-5)
+    assert float(d(reversed_order(ts))) == pytest.approx(near, abs=1e-5)
     # batched θ gives the same values
     batch = torch.stack([ts, 3 * torch.randn(LAY.size)])
     assert torch.allclose(d(batch), torch.stack([d(batch[0]), d(batch[1])]))
     assert float(js_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]))) == 0.0
 
 
+@pytest.mark.parametrize("weight", [0.0, HypernetConfig().overconfidence_weight])
 @pytest.mark.parametrize("lam_frac", [0.1, 0.6])
-def test_js_target_gradient_moves_the_distance_toward_lambda_from_both_sides(lam_frac):
+def test_js_target_gradient_moves_the_distance_toward_lambda_from_both_sides(lam_frac, weight):
     ts = theta_star(1)
-    reg = Regularizer("js-target", LAY, STAR, theta_star=ts)
+    reg = Regularizer("js-target", LAY, STAR, theta_star=ts, overconfidence_weight=weight)
     d = reg.distance
-    lam = lam_frac * d.maximum()
-    for start in (ts + 0.05 * torch.randn(LAY.size), ts + 3.0 * torch.randn(LAY.size)):
+    lam = lam_frac * d.reachable()
+    reversed_star = reversed_order(ts)
+    assert float(d(reversed_star)) == pytest.approx(d.reachable(), abs=1e-5)  # as confident as α*, farthest
+    starts = [ts + 0.05 * torch.randn(LAY.size), reversed_star]  # below and above the target
+    if not weight:  # random logits are far surer than α* in places: the overconfidence term pulls there first
+        starts.append(ts + 3.0 * torch.randn(LAY.size))
+    for start in starts:
         th = start.clone()
         before = abs(float(d(th)) - lam)
         for _ in range(30):
@@ -74,6 +86,30 @@ def test_js_target_gradient_moves_the_distance_toward_lambda_from_both_sides(lam
             reg(lam, th, 1.0).backward()
             th = (th - 0.002 * th.grad).detach()
         assert abs(float(d(th)) - lam) < before  # from below and from above
+
+
+def test_overconfidence_term_keeps_architectures_no_surer_than_alpha_star():
+    ts = theta_star(3)
+    weight = HypernetConfig().overconfidence_weight
+    assert weight > 0  # js-target trains with it by default
+    reg = Regularizer("js-target", LAY, STAR, theta_star=ts, overconfidence_weight=weight)
+    d = reg.distance
+    assert float(d.overconfidence(ts)) == pytest.approx(0.0, abs=1e-10)
+    # α*'s logits in reverse order are as confident as α* (the reachable distance's architecture)
+    assert float(d.overconfidence(reversed_order(ts))) == pytest.approx(0.0, abs=1e-6)
+    # flatter than α* costs nothing; saturated logits are pulled back toward α*'s confidence by the
+    # regularizer's gradient (a saturated softmax alone passes no JS gradient)
+    assert float(d.overconfidence(0.25 * ts)) == 0.0
+    th = 4.0 * ts
+    before = float(d.overconfidence(th))
+    assert before > 0
+    for _ in range(30):
+        th.requires_grad_()
+        reg(0.3 * d.reachable(), th, 1.0).backward()
+        th = (th - 0.01 * th.grad).detach()
+    assert float(d.overconfidence(th)) < before
+    with pytest.raises(ValueError, match="overconfidence_weight"):
+        Regularizer("js-target", LAY, STAR, theta_star=ts, overconfidence_weight=-1.0)
 
 
 def test_axis_ends_and_round_trip():

@@ -22,6 +22,11 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch
     kl_qm = (q * (torch.log(q + eps) - torch.log(m + eps))).sum(-1)
     return (0.5 * (kl_pm + kl_qm)).clamp(0.0, math.log(2.0))
 
+def entropy(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Shannon entropy (natural log) along the last dim."""
+    return -(p * torch.log(p + eps)).sum(-1)
+
+
 def arch_js(p_dists: Iterable[torch.Tensor], q_dists: Iterable[torch.Tensor]) -> torch.Tensor:
     """Architecture JS: mean over all categorical distributions of JS(p, p')."""
     vals = [js_divergence(p, q) for p, q in zip(p_dists, q_dists, strict=True)]
@@ -91,6 +96,16 @@ class StarDistance:
             vals.append(js_divergence(torch.softmax(alpha[..., e_idx, :], -1), p_ops))  # [..., Λ_c]
             vals.append(torch.stack([js_divergence(torch.softmax(b, -1), p) for b, p in zip(betas, p_inputs)], -1))
         return torch.cat(vals, -1).mean(-1)
+
+    def overconfidence(self, theta: torch.Tensor) -> torch.Tensor:
+        """Mean over the same distributions of max(0, H(softmax θ*) − H(softmax θ))²: how much more
+        confident than α*'s the distributions of θ are (0 when none is). Differentiable in θ."""
+        vals = []
+        for ct, (alpha, betas) in self.layout.split(theta).items():
+            e_idx, p_ops, p_inputs = self.parts[ct]
+            vals.append(entropy(p_ops) - entropy(torch.softmax(alpha[..., e_idx, :], -1)))
+            vals.append(torch.stack([entropy(p) - entropy(torch.softmax(b, -1)) for b, p in zip(betas, p_inputs)], -1))
+        return torch.relu(torch.cat(vals, -1)).pow(2).mean(-1)
 
     def maximum(self) -> float:
         """The largest JS_g any θ can reach: per distribution, JS to the one-hot vertex farthest

@@ -205,7 +205,7 @@ def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
                                 "keep the search's c/layers/nodes or --set warm_start=false") from None
     reg = Regularizer(cfg.regularizer, layout, star, cfg.tau,
                       Warmup(cfg.target_weight_start, cfg.target_weight_end, cfg.t_start, cfg.t_end),
-                      theta_star).to(device)
+                      theta_star, cfg.overconfidence_weight).to(device)
     return layout, theta_star, star, ds, tl, vl, net, reg
 
 

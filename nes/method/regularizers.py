@@ -11,6 +11,14 @@ their λ means (`AXES`: written once here, shown by every page and `--help`).
   same warm-up of c as `edges`. The square roots (√JS is the Jensen–Shannon distance, a metric)
   keep the push finite next to α*, where JS_g's own gradient vanishes: with (λ − JS_g)² a confident
   α* held the anchors near it and the distance plateaued at ≈ 0.13 for every λ.
+  Plus an overconfidence term c · s² · w · mean_d max(0, H(p*_d) − H(q_d))² over the same
+  distributions (`StarDistance.overconfidence`, w = `overconfidence_weight`): no distribution of
+  α(λ) may grow more confident than α*'s. Without it the anchors' logits saturated on the edges α*
+  is surest of (the CE loss sharpens them; a saturated softmax passes no JS gradient), those edges
+  never changed, and the distance plateaued at 0.26–0.31 against targets up to 0.45–0.50, so the
+  far half of the axis gave one genotype (3–6 distinct of 9 over 3 quick-preset seeds; with it
+  5–6, the distance following λ to the far end). A two-sided version (also no flatter than α*)
+  held the distance back instead (3–5 distinct).
 - `edges` (the thesis and the original code): R = c · (λ − S(α(λ)))², where S is a smoothed count
   of the edges shared with genotype*:
       S = Σ_{edges j→i of genotype*} ⟨GS(α_{j→i}; t), p*_{j→i}⟩ · min(1, k · GS(β_i; t)_j)
@@ -137,13 +145,16 @@ class Regularizer:
     driven by training progress ∈ [0, 1]. `js-target` needs α*'s logits `theta_star`."""
 
     def __init__(self, name: str, layout: ArchLayout, star: Genotype, tau: float = 0.99,
-                 warmup: Warmup = Warmup(), theta_star: torch.Tensor | None = None):
+                 warmup: Warmup = Warmup(), theta_star: torch.Tensor | None = None, overconfidence_weight: float = 0.0):
         self.name = check_regularizer(name)
         self.layout = layout
         self.star_dists = layout.smoothed_distributions(star, tau)
         self.shared = SharedEdges(layout, star, tau)
         self.warmup = warmup
         self.distance: StarDistance | None = None
+        self.overconfidence_weight = float(overconfidence_weight)
+        if not self.overconfidence_weight >= 0:
+            raise ValueError(f"overconfidence_weight must be ≥ 0 (got {overconfidence_weight}); 0 turns the confidence term off")
         if name == "js-target":
             if theta_star is None:
                 raise ValueError("the js-target regularizer needs α*'s logits (theta_star)")
@@ -163,5 +174,8 @@ class Regularizer:
         c, t = self.warmup.at(progress)
         if self.distance is not None:  # the 1e-8 keeps the gradient finite (zero) at α* itself
             target = torch.as_tensor(lam, dtype=theta.dtype, device=theta.device).clamp(min=0.0).sqrt()
-            return c * self.scale ** 2 * (target - (self.distance(theta) + 1e-8).sqrt()) ** 2
+            r = c * self.scale ** 2 * (target - (self.distance(theta) + 1e-8).sqrt()) ** 2
+            if self.overconfidence_weight:  # no distribution more confident than α*'s (saturated: no gradient)
+                r = r + c * self.scale ** 2 * self.overconfidence_weight * self.distance.overconfidence(theta)
+            return r
         return c * (lam - self.shared(theta, t)) ** 2
