@@ -87,7 +87,12 @@ def headline(ens) -> None:
     m1.metric("Ensemble accuracy", f"{met['accuracy']:.2%}", f"{acc.value:+.2f} pts vs best member" if acc else None)
     m2.metric("Ensemble NLL", f"{met['nll']:.3f}", f"{nll.value:+.3f} vs best member" if nll else None,
               delta_color="inverse")
-    m3.metric("Ensemble ECE", f"{met['ece']:.3f}")
+    cal = ens.calibrated
+    m3.metric("Ensemble ECE", f"{met['ece']:.3f}",
+              f"{cal['ece']:.3f} after temperature scaling (T {cal['temperature']:.2f})" if cal else None,
+              delta_color="off", help="Expected calibration error. Temperature scaling divides the ensemble's "
+              "log-probabilities by one T fitted on the validation split (not the test set): T > 1 means the "
+              "ensemble was overconfident, T < 1 underconfident; the accuracy does not change.")
     m4.metric("Finished members", f"{len(ens.finished)}", f"+{len(ens.training)} training" if ens.training else None,
               delta_color="off")
     if vs:

@@ -118,6 +118,8 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     at = app(page="pages/ensemble.py")
     labels = {m.label for m in at.metric}
     assert {"Ensemble accuracy", "Ensemble NLL", "Ensemble ECE"} <= labels
+    ece_metric = next(m for m in at.metric if m.label == "Ensemble ECE")
+    assert "after temperature scaling (T " in ece_metric.delta  # fitted on the demo's validation split
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
     assert any("Greedy selection" in m.value for m in at.markdown)
     # the gain over the best member comes with its interval and says whether it is within noise

@@ -58,6 +58,9 @@ def test_retrain_and_evaluate(run_dir, tmp_path):
     assert vs["accuracy"]["lo"] <= vs["accuracy"]["value"] <= vs["accuracy"]["hi"]
     r = nes("evaluate", "--run", str(run_dir))
     assert r.returncode == 0 and "ensemble vs best member" in r.stdout and "95% CI" in r.stdout
+    assert "temperature scaling (T fitted on the validation split)" in r.stdout
+    cal = out["calibrated"]
+    assert cal["temperature"] > 0 and cal["accuracy"] == pytest.approx(ens["accuracy"]) and 0 <= cal["ece"] <= 1
     r = nes("evaluate", "--run", str(run_dir), "--members", "m1")
     assert r.returncode == 0 and "ensemble" in r.stdout and "m0" not in r.stdout
     # members share the same test labels; probabilities are valid distributions

@@ -9,15 +9,18 @@ import torch
 from nes.method.ensemble import (
     accuracy,
     brier,
+    calibrated_metrics,
     disagreement,
     ece,
     ensemble_metrics,
     ensemble_probs,
+    fit_temperature,
     greedy_selection,
     member_metrics,
     nll,
     oracle_nll,
     predictive_js,
+    temperature_scale,
 )
 
 LN2 = math.log(2.0)
@@ -226,3 +229,39 @@ def test_bad_shapes_raise():
         disagreement(mp, y[:5])
     with pytest.raises(ValueError, match="3-D"):
         predictive_js(mp[0])
+
+
+# ----------------------------------------------------------------------------- temperature scaling
+def _calibrated_task(n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits z and labels drawn from softmax(z): softmax(z) is calibrated by construction."""
+    g = torch.Generator().manual_seed(seed)
+    z = 2.0 * torch.randn(n, k, generator=g, dtype=torch.float64)
+    y = torch.multinomial(torch.softmax(z, -1), 1, generator=g).squeeze(1)
+    return z, y
+
+
+@pytest.mark.parametrize("k_sharp", [2.0, 0.5])  # overconfident (T ≈ 2) and underconfident (T ≈ 0.5)
+def test_fit_temperature_recovers_a_known_miscalibration(k_sharp):
+    z, y = _calibrated_task(6000, 10, seed=3)
+    p = torch.softmax(k_sharp * z, -1)  # = temperature_scale(calibrated, 1 / k_sharp)
+    t = fit_temperature(p[:3000], y[:3000])  # fitted on one half ("validation") ...
+    assert 0.8 * k_sharp < t < 1.25 * k_sharp
+    fixed = temperature_scale(p[3000:], t)  # ... applied to the other ("test")
+    assert torch.equal(fixed.argmax(1), p[3000:].argmax(1))  # accuracy unchanged
+    assert ece(fixed, y[3000:]) < ece(p[3000:], y[3000:]) and nll(fixed, y[3000:]) < nll(p[3000:], y[3000:])
+    assert torch.allclose(temperature_scale(p, 1.0), p.double(), atol=1e-9)
+    assert torch.allclose(fixed.sum(1), torch.ones(3000, dtype=fixed.dtype))
+
+
+def test_calibrated_metrics_fit_on_validation_only():
+    z, y = _calibrated_task(4000, 5, seed=4)
+    members = torch.stack([torch.softmax(0.4 * (z + 0.3 * torch.randn_like(z)), -1) for _ in range(3)])  # underconfident
+    val, test = members[:, :2000], members[:, 2000:]
+    out = calibrated_metrics(val, y[:2000], test, y[2000:])
+    assert out["temperature"] == pytest.approx(fit_temperature(val.mean(0), y[:2000]))
+    assert out["temperature"] < 1.0  # underconfident: sharpened
+    assert out["accuracy"] == pytest.approx(accuracy(test.mean(0), y[2000:]))
+    assert out["ece"] < out["ece_before"] == pytest.approx(ece(test.mean(0), y[2000:]))
+    # the test split's labels play no part in T
+    shuffled = calibrated_metrics(val, y[:2000], test, y[2000:].flip(0))
+    assert shuffled["temperature"] == out["temperature"]

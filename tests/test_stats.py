@@ -85,7 +85,7 @@ def test_best_member_is_chosen_on_validation_not_test():
 def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
     from conftest import digits_members
     from nes.layout import RunDir
-    from nes.method.ensemble import ensemble_metrics
+    from nes.method.ensemble import calibrated_metrics, ensemble_metrics
     from nes.method.members import final_probs, live_ensemble
 
     run = digits_members(tmp_path / "run", ["a", "b", "c"], 7)
@@ -101,6 +101,9 @@ def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
     assert ens.metrics == ensemble_metrics(done["test"], done["test_y"])
     assert [n for n, _ in ens.joins] == ens.finished and ens.joins[0][1]["size"] == 1.0
     assert ens.vs_best["best_member"] in ("a", "b") and ens.test_images == done["test_y"].shape[0]
+    # temperature scaling of the finished members, fitted on their validation split
+    assert ens.calibrated == calibrated_metrics(done["val"], done["val_y"], done["test"], done["test_y"])
+    assert ens.calibrated["accuracy"] == ens.metrics["accuracy"] and ens.calibrated["temperature"] > 0
     # nothing finished yet: no headline at all
     only_c = live_ensemble(run, ["c"])
     assert only_c.metrics is None and only_c.finished == [] and only_c.vs_best is None

@@ -107,6 +107,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         acc, nll = Difference.from_dict(vs["accuracy"]), Difference.from_dict(vs["nll"])
         print(f"ensemble vs best member ({vs['best_member']}, by validation NLL), paired bootstrap over "
               f"{acc.n} test images:\n  accuracy {acc.text()}\n  NLL      {nll.text()}")
+    cal = out.get("calibrated")
+    if cal:
+        print(f"temperature scaling (T fitted on the validation split): T {cal['temperature']:.3f}; test NLL "
+              f"{ens['nll']:.4f} -> {cal['nll']:.4f}, ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f} (accuracy unchanged)")
     return 0
 
 

@@ -180,6 +180,51 @@ def ensemble_metrics(member_probs: torch.Tensor, labels: torch.Tensor) -> dict[s
     }
 
 
+# ----------------------------------------------------------------------------- temperature scaling
+def temperature_scale(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(log p / T) along the last dim: T > 1 softens, T < 1 sharpens; the argmax is kept."""
+    return torch.softmax(torch.log(_probs(probs).clamp_min(1e-12)) / float(temperature), -1)
+
+
+def fit_temperature(probs: torch.Tensor, labels: torch.Tensor, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The T in [lo, hi] that minimizes the NLL of `temperature_scale(probs, T)` on (probs, labels):
+    fit it on a validation split, never on the test set. Golden-section search over log T (the NLL
+    of temperature-scaled log-probabilities is convex in 1/T, so it has one minimum)."""
+    p, y = _pl(probs, labels)
+    logp = torch.log(p.clamp_min(1e-12))
+    rows = torch.arange(len(y), device=p.device)
+
+    def loss(log_t: float) -> float:
+        return float(-torch.log_softmax(logp / math.exp(log_t), -1)[rows, y].mean())
+
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(60):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = loss(d)
+    return math.exp(0.5 * (a + b))
+
+
+def calibrated_metrics(val_member_probs: torch.Tensor, val_labels: torch.Tensor,
+                       test_member_probs: torch.Tensor, test_labels: torch.Tensor) -> dict[str, float]:
+    """The mean-probability ensemble after temperature scaling: T fitted on the validation split,
+    test accuracy (unchanged), NLL, ECE and Brier with T applied, and the ECE before it."""
+    val, vy = _mpl(val_member_probs, val_labels)
+    test, ty = _mpl(test_member_probs, test_labels)
+    t = fit_temperature(val.mean(0), vy)
+    p = temperature_scale(test.mean(0), t)
+    return {"temperature": t, "accuracy": _accuracy(p, ty), "nll": _nll(p, ty), "ece": _ece(p, ty),
+            "brier": _brier(p, ty), "ece_before": _ece(test.mean(0), ty)}
+
+
 # ----------------------------------------------------------------------------- NES greedy selection
 def greedy_selection(
     val_member_probs: torch.Tensor, val_labels: torch.Tensor, size: int, metric: str = "nll"

@@ -13,7 +13,8 @@ import torch
 
 from ..artifacts import ArtifactError, load_tensors
 from ..layout import RunDir
-from .ensemble import ensemble_metrics, greedy_selection, member_metrics, pairwise_disagreement, predictive_js
+from .ensemble import (calibrated_metrics, ensemble_metrics, greedy_selection, member_metrics, pairwise_disagreement,
+                       predictive_js)
 from .stats import vs_best_member
 
 Probs = tuple[list[tuple[int, dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
@@ -124,6 +125,7 @@ class LiveEnsemble:
     vs_best: dict | None  # `stats.vs_best_member` of the finished members (None: fewer than 2)
     joins: list[tuple[str, dict[str, float]]]
     test_images: int
+    calibrated: dict[str, float] | None = None  # `ensemble.calibrated_metrics` of the finished members
 
 
 def live_ensemble(run_dir: str | Path, names: list[str], split: str = "test") -> LiveEnsemble:
@@ -140,12 +142,11 @@ def live_ensemble(run_dir: str | Path, names: list[str], split: str = "test") ->
         return LiveEnsemble([], training, None, None, [], int(y.shape[0]))
     stack = latest({n: loaded[n] for n in done}, split)
     joins = [(n, ensemble_metrics(stack[:m], y)) for m, n in enumerate(done, start=1)]
-    vs = None
-    if len(done) > 1:
-        fin = {n: loaded[n] for n in done}
-        val_y = _same_labels(fin, "val", "an ensemble needs members trained on the same dataset and limits")
-        vs = vs_best_member(latest(fin, "val"), val_y, stack, y, done)
-    return LiveEnsemble(done, training, joins[-1][1], vs, joins, int(y.shape[0]))
+    fin = {n: loaded[n] for n in done}
+    val_y = _same_labels(fin, "val", "an ensemble needs members trained on the same dataset and limits")
+    val = latest(fin, "val")
+    vs = vs_best_member(val, val_y, stack, y, done) if len(done) > 1 else None
+    return LiveEnsemble(done, training, joins[-1][1], vs, joins, int(y.shape[0]), calibrated_metrics(val, val_y, stack, y))
 
 
 def final_probs(run_dir: str | Path, names: list[str]) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from ..layout import RunDir
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
-from ..method.ensemble import ensemble_metrics, member_metrics
+from ..method.ensemble import calibrated_metrics, ensemble_metrics, member_metrics
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
 from ..method.loop import Progress
 from ..method.space import Genotype, unused_cells
@@ -154,6 +154,8 @@ def evaluate_task(run: Path, config: dict, progress: Progress | None = None, dev
     if len(loaded) > 1 and all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):
         out["vs_best_member"] = vs_best_member(torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"],
                                                test, y, names)
+    if all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):  # T fitted on validation only
+        out["calibrated"] = calibrated_metrics(torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"], test, y)
     if config.get("write", True):
         write_json(rd.ensemble_json, out)
     return out
