@@ -87,8 +87,11 @@ def test_bundle_files_and_manifest(bundle, run):
         d = vs[metric]
         assert d["lo"] <= d["value"] <= d["hi"] and d["n"] == m["ensemble"]["test_images"]
         assert d["within_noise"] == (d["lo"] <= 0 <= d["hi"])
+    cal = m["ensemble"]["calibrated"]  # temperature scaling, fitted on the validation split
+    assert cal["temperature"] > 0 and cal["accuracy"] == pytest.approx(m["ensemble"]["metrics"]["accuracy"])
     card = (bundle / "README.md").read_text()
     assert "Against its best member" in card and "95% CI" in card
+    assert f"T = {cal['temperature']:.3f}" in card
     for section in ("## Intended use", "## Data", "## Metrics", "## Limitations"):
         assert section in card
     assert all(name in card for name in MEMBERS)

@@ -52,6 +52,16 @@ def _gain_line(ens: dict[str, Any]) -> str:
             f"\"Within noise\" means the test set cannot tell the two apart.\n")
 
 
+def _calibration_line(ens: dict[str, Any]) -> str:
+    """Temperature scaling fitted on the validation split, as a sentence ("" when absent)."""
+    cal = ens.get("calibrated")
+    if not isinstance(cal, dict) or not all(isinstance(cal.get(k), (int, float)) for k in ("temperature", "nll", "ece")):
+        return ""
+    return (f"\nTemperature scaling (one T fitted on the validation split): T = {cal['temperature']:.3f} gives test "
+            f"NLL {cal['nll']:.4f} and ECE {cal['ece']:.4f}, accuracy unchanged; apply it as softmax(log p / T) "
+            f"to the ensemble's probabilities p.\n")
+
+
 def model_card(man: dict[str, Any]) -> str:
     """README.md of a bundle from its manifest (a text template; the tables are built above)."""
     ds, ens = man["dataset"], man.get("ensemble", {})
@@ -95,7 +105,7 @@ metrics below are on {ens.get('test_images', '?')} held-out test images ({ens.ge
 Ensemble: accuracy **{pct(met.get('accuracy'))}**, NLL {num(met.get('nll'))}, ECE {num(met.get('ece'))},
 Brier {num(met.get('brier'))}, mean member accuracy {pct(met.get('member_accuracy'))},
 disagreement {num(met.get('disagreement'))}, predictive JS {num(met.get('predictive_js'))}.
-{_gain_line(ens)}
+{_gain_line(ens)}{_calibration_line(ens)}
 `manifest.json` also holds the pairwise architecture-JS and predictive-JS matrices.
 
 ## Limitations

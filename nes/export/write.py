@@ -28,7 +28,7 @@ from ..data import DataError, load_dataset
 from ..config import TrainConfig, from_dict, validate
 from ..layout import MemberDir, RunDir, check_name
 from ..method.divergence import genotype_js_matrix
-from ..method.ensemble import ensemble_metrics, predictive_js
+from ..method.ensemble import calibrated_metrics, ensemble_metrics, predictive_js
 from ..method.stats import vs_best_member
 from ..method.network import Network
 from ..method.space import Genotype
@@ -176,7 +176,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "members": rows,
         "ensemble": {"split": "test", "test_images": int(test.shape[1]),
                      "metrics": {k: float(v) for k, v in ens.items()},
-                     "vs_best_member": _vs_best(probs, test, names)},
+                     "vs_best_member": _vs_best(probs, test, names), "calibrated": _calibrated(probs, test)},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
                       "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(test).tolist()]},
@@ -190,6 +190,14 @@ def _vs_best(probs: list[dict], test: torch.Tensor, names: list[str]) -> dict | 
     if len(names) < 2 or any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
         return None
     return vs_best_member(torch.stack([p["val"] for p in probs]), probs[0]["val_y"], test, probs[0]["test_y"], names)
+
+
+def _calibrated(probs: list[dict], test: torch.Tensor) -> dict | None:
+    """Temperature scaling of the ensemble (T fitted on the validation split); None when the
+    members' validation images differ."""
+    if any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
+        return None
+    return calibrated_metrics(torch.stack([p["val"] for p in probs]), probs[0]["val_y"], test, probs[0]["test_y"])
 
 
 def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,
