@@ -176,7 +176,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "members": rows,
         "ensemble": {"split": "test", "test_images": int(test.shape[1]),
                      "metrics": {k: float(v) for k, v in ens.items()},
-                     "vs_best_member": _vs_best(probs, test, names), "calibrated": _calibrated(probs, test)},
+                     **_validation_view(probs, test, names)},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
                       "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(test).tolist()]},
@@ -184,20 +184,15 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
     return ExportPlan(run.path, names, manifest, tensors, probs, probs[0]["config"])
 
 
-def _vs_best(probs: list[dict], test: torch.Tensor, names: list[str]) -> dict | None:
-    """The ensemble against its best member (by validation NLL), paired bootstrap intervals; None
-    for one member or members whose validation images differ."""
-    if len(names) < 2 or any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
-        return None
-    return vs_best_member(torch.stack([p["val"] for p in probs]), probs[0]["val_y"], test, probs[0]["test_y"], names)
-
-
-def _calibrated(probs: list[dict], test: torch.Tensor) -> dict | None:
-    """Temperature scaling of the ensemble (T fitted on the validation split); None when the
-    members' validation images differ."""
+def _validation_view(probs: list[dict], test: torch.Tensor, names: list[str]) -> dict:
+    """The ensemble against its best member (by validation NLL, paired bootstrap intervals) and its
+    temperature scaling (T fitted on the validation split); None where the members' validation
+    images differ (and no comparison for one member)."""
     if any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
-        return None
-    return calibrated_metrics(torch.stack([p["val"] for p in probs]), probs[0]["val_y"], test, probs[0]["test_y"])
+        return {"vs_best_member": None, "calibrated": None}
+    val, val_y, test_y = torch.stack([p["val"] for p in probs]), probs[0]["val_y"], probs[0]["test_y"]
+    return {"vs_best_member": vs_best_member(val, val_y, test, test_y, names) if len(names) > 1 else None,
+            "calibrated": calibrated_metrics(val, val_y, test, test_y)}
 
 
 def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,

@@ -88,24 +88,25 @@ class StarDistance:
         self.parts = {ct: (e.to(device), p.to(device), [b.to(device) for b in bs]) for ct, (e, p, bs) in self.parts.items()}
         return self
 
-    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        """JS_g for θ [size] (scalar) or θ [n, size] ([n])."""
+    def _per_distribution(self, theta: torch.Tensor, fn) -> torch.Tensor:
+        """fn(softmax θ, softmax θ*) for each of genotype*'s kept edges' op distributions and its
+        nodes' input distributions → [..., number of distributions]."""
         vals = []
         for ct, (alpha, betas) in self.layout.split(theta).items():
             e_idx, p_ops, p_inputs = self.parts[ct]
-            vals.append(js_divergence(torch.softmax(alpha[..., e_idx, :], -1), p_ops))  # [..., Λ_c]
-            vals.append(torch.stack([js_divergence(torch.softmax(b, -1), p) for b, p in zip(betas, p_inputs)], -1))
-        return torch.cat(vals, -1).mean(-1)
+            vals.append(fn(torch.softmax(alpha[..., e_idx, :], -1), p_ops))  # [..., Λ_c]
+            vals.append(torch.stack([fn(torch.softmax(b, -1), p) for b, p in zip(betas, p_inputs)], -1))
+        return torch.cat(vals, -1)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """JS_g for θ [size] (scalar) or θ [n, size] ([n])."""
+        return self._per_distribution(theta, js_divergence).mean(-1)
 
     def overconfidence(self, theta: torch.Tensor) -> torch.Tensor:
         """Mean over the same distributions of max(0, H(softmax θ*) − H(softmax θ))²: how much more
         confident than α*'s the distributions of θ are (0 when none is). Differentiable in θ."""
-        vals = []
-        for ct, (alpha, betas) in self.layout.split(theta).items():
-            e_idx, p_ops, p_inputs = self.parts[ct]
-            vals.append(entropy(p_ops) - entropy(torch.softmax(alpha[..., e_idx, :], -1)))
-            vals.append(torch.stack([entropy(p) - entropy(torch.softmax(b, -1)) for b, p in zip(betas, p_inputs)], -1))
-        return torch.relu(torch.cat(vals, -1)).pow(2).mean(-1)
+        gap = self._per_distribution(theta, lambda q, p: entropy(p) - entropy(q))
+        return torch.relu(gap).pow(2).mean(-1)
 
     def maximum(self) -> float:
         """The largest JS_g any θ can reach: per distribution, JS to the one-hot vertex farthest

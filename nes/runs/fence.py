@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import ArtifactError
-from .store import StaleAttempt, Store
+from .store import Reply, StaleAttempt, Store
 
 # tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp"): 8 random characters of [a-z0-9_]
 TEMP_PATTERN = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -67,14 +67,10 @@ class Attempt:
         self.check_current()
         self.check_run_folder()
 
-    def report(self, step: int, total: int, metrics: dict) -> bool:
-        """Progress (fenced); returns cancel_requested."""
+    def report(self, step: int, total: int, metrics: dict) -> Reply:
+        """Progress (fenced); returns the row's cancel request and granted cores."""
         self.check_run_folder()
         return self.store.report(self.job_id, step, total, metrics, attempt=self.attempt)
-
-    def granted_cores(self) -> int:
-        """The cores the launchers grant this attempt now (`nes.runs.jobs.share_cores`)."""
-        return self.store.job(self.job_id).cores
 
     def record(self, **fields) -> bool:
         """The outcome, written only while this attempt is current; False for a stale one."""

@@ -79,7 +79,7 @@ def run_ray_jobs(store: Store, job_ids: Sequence[int] | None = None, address: st
                 job_id, step, total, metrics = queue.get_nowait()
             except Empty:
                 return cancel_refs
-            if store.report(job_id, step, total, metrics):
+            if store.report(job_id, step, total, metrics).cancel:
                 cancel_refs |= {r for r, (i, _) in inflight.items() if i == job_id}
 
     if job_ids is None:

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 SCHEMA_VERSION = 1
 DB_NAME = "nes.db"
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, name, step);
 """
 _TABLES = {"meta", "runs", "jobs", "metrics"}  # a database of an older version may hold more
+
+
+class Reply(NamedTuple):
+    """What a progress report reads back from its row."""
+
+    cancel: bool  # a cancel was requested
+    cores: int  # the cores the launchers grant the job now
 
 
 class StoreError(ValueError):
@@ -326,8 +333,9 @@ class Store:
 
     # -- progress and metrics -------------------------------------------------------------------
     def report(self, job_id: int, step: int, total: int, metrics: dict[str, float] | None = None,
-               attempt: int | None = None) -> bool:
-        """Progress + heartbeat + metric rows in one transaction; returns cancel_requested.
+               attempt: int | None = None) -> "Reply":
+        """Progress + heartbeat + metric rows in one transaction; returns the row's cancel request and
+        the cores granted to it (`nes.runs.jobs.share_cores`).
 
         With `attempt`, nothing is written unless the job still runs that attempt (StaleAttempt)."""
         now = time.time()
@@ -341,8 +349,8 @@ class Store:
                 c.executemany("INSERT INTO metrics(job_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)",
                               [(job_id, step, k, float(v), now) for k, v in metrics.items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)])
-            row = c.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return bool(row[0]) if row else False
+            row = c.execute("SELECT cancel_requested, cores FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return Reply(bool(row[0]), int(row[1])) if row else Reply(False, 0)
 
     def heartbeat(self, job_id: int, attempt: int | None = None) -> bool:
         """Stamp the heartbeat (only while the job runs `attempt`, when given); True if stamped."""

@@ -151,11 +151,11 @@ def evaluate_task(run: Path, config: dict, progress: Progress | None = None, dev
     members = [{"name": n, "epoch": d["epoch"], **member_metrics(d["test"], y)} for n, d in zip(names, loaded)]
     test = torch.stack([d["test"] for d in loaded])
     out = {"members": members, "ensemble": ensemble_metrics(test, y), "test_images": int(y.shape[0])}
-    if len(loaded) > 1 and all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):
-        out["vs_best_member"] = vs_best_member(torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"],
-                                               test, y, names)
-    if all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):  # T fitted on validation only
-        out["calibrated"] = calibrated_metrics(torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"], test, y)
+    if all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):  # chosen / fitted on validation only
+        val, val_y = torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"]
+        if len(loaded) > 1:
+            out["vs_best_member"] = vs_best_member(val, val_y, test, y, names)
+        out["calibrated"] = calibrated_metrics(val, val_y, test, y)
     if config.get("write", True):
         write_json(rd.ensemble_json, out)
     return out

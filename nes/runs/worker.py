@@ -26,7 +26,6 @@ from .tasks import TASKS
 
 HEARTBEAT_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 0.5  # progress rows are rate-limited; epoch-end reports always go through
-CORES_CHECK_SECONDS = 1.0  # how often a worker looks at the cores it is granted (at a progress report)
 EXIT_STALE = 3  # this worker's attempt was superseded; it wrote nothing
 
 
@@ -41,7 +40,6 @@ class Reporter:
     def __init__(self, attempt: Attempt):
         self.attempt = attempt
         self.last = 0.0
-        self.cores_checked = time.time()
 
     def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
         now = time.time()
@@ -49,19 +47,18 @@ class Reporter:
         if now - self.last < REPORT_EVERY_SECONDS and not epoch_end and step < total:
             return
         self.last = now
-        if self.attempt.report(step, total, metrics):
+        reply = self.attempt.report(step, total, metrics)
+        if reply.cancel:
             raise Cancelled()
-        if now - self.cores_checked >= CORES_CHECK_SECONDS:
-            self.cores_checked = now
-            self.follow_grant()
+        follow_grant(reply.cores)
 
-    def follow_grant(self) -> None:
-        """Set torch's threads to the granted cores (called on the thread that computes)."""
-        cores = self.attempt.granted_cores()
-        before = torch_threads()
-        if cores >= 1 and cores != before:
-            configure_threads(cores)
-            print(f"worker: {before} -> {cores} threads (cores granted by the launcher)", file=sys.stderr, flush=True)
+
+def follow_grant(cores: int) -> None:
+    """Set torch's threads to the granted cores (called on the thread that computes)."""
+    before = torch_threads()
+    if cores >= 1 and cores != before:
+        configure_threads(cores)
+        print(f"worker: {before} -> {cores} threads (cores granted by the launcher)", file=sys.stderr, flush=True)
 
 
 def _own(store: Store, job_id: int, attempt: int | None) -> int:
