@@ -11,7 +11,7 @@ from nes.config import SearchConfig, TrainConfig, from_preset
 from nes.method.darts import search
 from nes.method.space import Genotype
 from nes.method.train import retrain
-from conftest import nes
+from helpers import nes
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import nes
+from helpers import nes
 from nes.config import HypernetConfig
 from nes.method.divergence import StarDistance, js_divergence
 from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pick_members, sample_architectures,

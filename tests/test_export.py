@@ -17,7 +17,7 @@ from nes.export.images import load_images
 from nes.export.onnx import onnx_max_diff
 from nes.export.write import export_ensemble
 from nes.method.train import load_member_probs
-from conftest import digits_members, nes as nes_cli
+from helpers import digits_members, nes as nes_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = ["m0", "m1"]

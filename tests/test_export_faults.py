@@ -20,7 +20,7 @@ from nes.export.bundle import BundleError, load_ensemble
 from nes.export.manifest import model_sha256
 from nes.export.images import load_images
 from nes.export.write import export_ensemble, make_bundle_zip
-from conftest import ROOT, digits_members, nes as nes_cli
+from helpers import ROOT, digits_members, nes as nes_cli
 
 MEMBERS = ["m0", "m1"]
 MB = 1 << 20

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import ROOT, nes
+from helpers import ROOT, nes
 from nes.artifacts import ArtifactError, load_tensors, save_tensors, write_json
 from nes.config import SearchConfig, TrainConfig, from_preset
 from nes.explorer.runview import RunView

@@ -12,7 +12,7 @@ from nes.method.diversity import sample_architectures, unique_genotypes
 from nes.method.hypernet import PiecewiseLinearHypernet, load_hypernet
 from nes.method.regularizers import Regularizer, SharedEdges, Warmup, check_regularizer, js_to_star
 from nes.method.space import ArchLayout, Genotype
-from conftest import nes
+from helpers import nes
 
 ROOT = Path(__file__).resolve().parents[1]
 LAY = ArchLayout(4, ("reduce",), 1)

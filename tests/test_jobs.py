@@ -14,7 +14,7 @@ import pytest
 from nes.artifacts import load_tensors, read_json
 from nes.runs.jobs import cancel, reap, resume, submit, wait
 from nes.runs.store import SCHEMA_VERSION, Store, StoreError
-from conftest import SMOKE, nes, retrain_job as _retrain, wait_until, why
+from helpers import SMOKE, nes, retrain_job as _retrain, wait_until, why
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from nes.runs.fence import Attempt, RunFolderGone, temp_files
 from nes.runs.jobs import reap, resume, submit, wait
 from nes.runs.store import StaleAttempt, Store
 from nes.runs.worker import EXIT_STALE
-from conftest import nes, retrain_job as _retrain, wait_until, why
+from helpers import nes, retrain_job as _retrain, wait_until, why
 
 
 def child(pid: int):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 NES = ROOT / "nes"
 LAYERS = ("core", "method", "runs", "export", "explorer", "cli")

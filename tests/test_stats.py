@@ -83,7 +83,7 @@ def test_best_member_is_chosen_on_validation_not_test():
 
 
 def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
-    from conftest import digits_members
+    from helpers import digits_members
     from nes.layout import RunDir
     from nes.method.ensemble import calibrated_metrics, ensemble_metrics
     from nes.method.members import final_probs, live_ensemble

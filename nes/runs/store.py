@@ -21,7 +21,6 @@ from typing import Any, Iterator, NamedTuple, Sequence
 SCHEMA_VERSION = 1
 DB_NAME = "nes.db"
 JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate", "baseline")
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -1,0 +1,205 @@
+"""Hand-written CPU autograd kernels behind the ops' depthwise convs, batch norms and FactorizedReduce.
+
+Each gives the outputs and gradients of the plain PyTorch path (tests/test_kernels.py) and is
+only there because it is faster, or exact where oneDNN is not, for channels-last training on CPU:
+
+- `DepthwiseConv2d` (`DepthwiseConvFn`): the input gradient as a forward conv with the flipped kernel.
+- `BatchNorm2d` (`ChannelsLastBNFn`): batch statistics and their backward as matmuls over [N·H·W, C].
+- `factorized_convs` / `factorized_reduce_many` (`PhaseGatherFn`): FactorizedReduce's two 1×1
+  stride-2 convs, for several modules sharing an input, as one matmul (and one BN).
+
+`FAST_CPU_KERNELS = False` sends the depthwise convs and batch norms through stock PyTorch
+(the benchmarks compare both); the FactorizedReduce gather stays, as it is also a correctness fix.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+FAST_CPU_KERNELS = True
+
+
+class DepthwiseConvFn(torch.autograd.Function):
+    """Depthwise conv whose input gradient is computed as a forward conv with the flipped kernel.
+
+    On CPU, oneDNN's depthwise backward-data is 2–6× slower than its forward (dilated kernels
+    worst); the forward path with a flipped kernel gives the same gradient for 'same' padding.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, stride: int, padding: int, dilation: int):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, dilation)
+        return F.conv2d(x, w, None, stride, padding, dilation, w.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s, p, d = ctx.conf
+        c, k = w.shape[0], w.shape[-1]
+        gx = gw = None
+        flip = s == 1 and 2 * p == d * (k - 1)
+        if ctx.needs_input_grad[0] and flip:
+            gx = F.conv2d(g, w.flip(-1, -2).contiguous(), None, 1, p, d, c)
+        mask = [ctx.needs_input_grad[0] and not flip, ctx.needs_input_grad[1], False]
+        if any(mask):
+            gx2, gw, _ = torch.ops.aten.convolution_backward(
+                g, x, w, None, [s, s], [p, p], [d, d], False, [0, 0], c, mask
+            )
+            gx = gx if flip else gx2
+        return gx, gw, None, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d with groups = channels; on CPU uses `DepthwiseConvFn` for a faster backward."""
+
+    def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> None:
+        super().__init__(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not torch.is_grad_enabled() or not FAST_CPU_KERNELS:
+            return super().forward(x)
+        s, p, d = self.stride[0], self.padding[0], self.dilation[0]
+        if s == 2 and d == 2 and p % 2 == 0:
+            # A stride-2, dilation-2 conv only reads even rows/cols: it is a plain stride-1 conv
+            # on x[::2, ::2] (exact). oneDNN's backward for the strided dilated case is ~10× slower.
+            x, s, p, d = x[:, :, ::2, ::2], 1, p // 2, 1
+        return DepthwiseConvFn.apply(x, self.weight, s, p, d)
+
+
+class ChannelsLastBNFn(torch.autograd.Function):
+    """Batch-statistics BN (no affine) of a channels-last tensor seen as a [M = N·H·W, C] matrix.
+
+    Channel sums and sums of squares come from two matmuls (ones @ X and diag(Xᵀ X)), the
+    normalization is one fused multiply-add, and the backward reuses the output; on CPU this is
+    ~2× faster than PyTorch's channels-last batch-norm kernels (forward + backward).
+    Returns (y [N, C, H, W] channels-last, mean [C], biased var [C])."""
+
+    @staticmethod
+    def forward(ctx, x, eps: float):
+        n, c, h, w = x.shape
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels-last memory
+        m = x2.shape[0]
+        mean = (x2.new_ones(1, m) @ x2).squeeze(0) / m  # [C]
+        var = (torch.linalg.matmul(x2.t(), x2).diagonal() / m - mean * mean).clamp_min(0)
+        rstd = torch.rsqrt(var + eps)
+        y2 = torch.addcmul(-mean * rstd, x2, rstd)  # (x − mean)·rstd in one pass
+        ctx.save_for_backward(y2, rstd)
+        ctx.shape = (n, h, w, c)
+        ctx.mark_non_differentiable(mean, var)
+        return y2.view(n, h, w, c).permute(0, 3, 1, 2), mean, var
+
+    @staticmethod
+    def backward(ctx, g, _gm, _gv):
+        y2, rstd = ctx.saved_tensors
+        n, h, w, c = ctx.shape
+        g2 = g.permute(0, 2, 3, 1).reshape(-1, c)
+        m = g2.shape[0]
+        mg = (g2.new_ones(1, m) @ g2).squeeze(0) / m
+        mgy = torch.linalg.matmul(g2.t(), y2).diagonal() / m
+        # dx = rstd·(g − mean(g) − ŷ·mean(g·ŷ)), in two passes over [M, C]
+        gx = torch.addcmul(-mg * rstd, y2, -mgy * rstd).addcmul_(g2, rstd)
+        return gx.view(n, h, w, c).permute(0, 3, 1, 2), None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d that uses `ChannelsLastBNFn` for channels-last training on CPU."""
+
+    def fast_path(self, x: torch.Tensor) -> bool:
+        return (
+            FAST_CPU_KERNELS
+            and self.training
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and x.shape[1] > 1
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous()
+        )
+
+    @torch.no_grad()
+    def track(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """Update the running statistics with a batch's mean and (biased) variance over m values."""
+        if self.track_running_stats and self.running_mean is not None:
+            self.num_batches_tracked += 1
+            mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean, mom)
+            self.running_var.lerp_(var * (m / max(m - 1, 1)), mom)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fast_path(x):
+            return super().forward(x)
+        y, mean, var = ChannelsLastBNFn.apply(x, self.eps)
+        self.track(mean, var, x.numel() // x.shape[1])
+        if self.affine:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+class PhaseGatherFn(torch.autograd.Function):
+    """x [B, C, H, W] (channels-last, even H and W) → [B·H/2·W/2, 2C]: the even-even and the
+    odd-odd pixels side by side — the two inputs of FactorizedReduce's 1×1 stride-2 convs, so
+    both convs of several edges become one matmul. The backward scatters straight into one
+    zero-filled gradient (autograd's slice backward would fill and add two full-size tensors)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        b, c, h, w = x.shape
+        xm = x.permute(0, 2, 3, 1)  # [B, H, W, C], a view for channels-last memory
+        out = x.new_empty(b, h // 2, w // 2, 2 * c)
+        out[..., :c] = xm[:, ::2, ::2]
+        out[..., c:] = xm[:, 1::2, 1::2]
+        ctx.shape = (b, c, h, w)
+        return out.view(-1, 2 * c)
+
+    @staticmethod
+    def backward(ctx, g):
+        b, c, h, w = ctx.shape
+        g = g.view(b, h // 2, w // 2, 2 * c)
+        gx = g.new_zeros(b, h, w, c)
+        gx[:, ::2, ::2] = g[..., :c]
+        gx[:, 1::2, 1::2] = g[..., c:]
+        return gx.permute(0, 3, 1, 2)
+
+
+def phase_gather_ok(x: torch.Tensor) -> bool:
+    """Whether FactorizedReduce's convs go through the gather + matmul path: training on the CPU in
+    channels-last with even H and W. oneDNN's channels-last weight gradient of a 1×1 stride-2 conv
+    is wrong for fewer than 8 input channels (AVX-512: up to 100 % off, and it can hang for
+    minutes at 28×28); the matmul path is exact and as fast."""
+    return (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()
+            and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+            and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling())
+
+
+def factorized_convs(mods: Sequence[nn.Module], xr: torch.Tensor) -> torch.Tensor:
+    """The 1×1 stride-2 convs (`conv_1`, `conv_2`) of FactorizedReduce modules sharing input `xr`
+    [B, C, H, W] (even H and W) as one block-diagonal weight [T·C_out, 2C] applied to the gathered
+    even/odd pixels → channels-last [B, T·C_out, H/2, W/2], the modules' outputs side by side."""
+    b, c, h, w = xr.shape
+    weight = torch.cat([torch.block_diag(m.conv_1.weight.view(-1, c), m.conv_2.weight.view(-1, c)) for m in mods])
+    y = PhaseGatherFn.apply(xr) @ weight.t()  # [B·H/2·W/2, T·C_out]
+    return y.view(b, h // 2, w // 2, -1).permute(0, 3, 1, 2)
+
+
+def factorized_reduce_many(mods: Sequence[nn.Module], xr: torch.Tensor) -> list[torch.Tensor] | None:
+    """`[m.body(xr) for m in mods]` for FactorizedReduce modules sharing input `xr` [B, C, H, W],
+    as one matmul and one BN: BN statistics are per channel, so normalizing the T·C_out columns
+    at once is exact. Returns None where this path does not apply (then use the modules)."""
+    b, c, h, w = xr.shape
+    bns = [m.bn for m in mods]
+    if h % 2 or w % 2 or (h // 2) * (w // 2) < 2 or any(bn.affine or not bn.fast_path(xr) for bn in bns):
+        return None
+    y = factorized_convs(mods, xr)  # channels-last [B, T·C_out, H/2, W/2]
+    co = y.shape[1] // len(mods)
+    y, mean, var = ChannelsLastBNFn.apply(y, bns[0].eps)
+    m = y.numel() // y.shape[1]
+    outs = []
+    for t, bn in enumerate(bns):
+        sl = slice(t * co, (t + 1) * co)
+        bn.track(mean[sl], var[sl], m)
+        outs.append(y[:, sl])
+    return outs
