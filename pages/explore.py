@@ -72,7 +72,7 @@ with friendly("show the architecture at this λ"):
 
     sample = view.sample(reg, [lam])[0]
     m1, m2, m3 = st.columns(3)
-    m1.metric("Matched edges with α*", f"{sample.matched_edges} / {view.star.num_edges()}")
+    m1.metric("Matched edges with α*", f"{sample.matched_edges} / {view.star.num_kept_edges()}")
     m2.metric("Distance to α*", f"{sample.distance:.3f}",
               help="JS_g on genotype*'s edges and nodes: 0 = α*, the top of the axis is the farthest trained")
     m3.metric("Distinct from α*", "yes" if sample.genotype != view.star else "no (α*)")
@@ -120,4 +120,4 @@ with friendly("compare two genotypes"):
 
     ga, gb = genotype_of(a), genotype_of(b)
     st.dataframe(viz.genotype_diff(ga, gb), hide_index=True, width="stretch")
-    st.caption(f"{ga.matched_edges(gb)} of {ga.num_edges()} edges in common.")
+    st.caption(f"{ga.matched_edges(gb)} of {ga.num_kept_edges()} edges in common.")

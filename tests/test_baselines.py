@@ -25,12 +25,12 @@ def test_random_genotypes_fit_the_space_and_are_reproducible(layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_random_deviation_changes_exactly_n_edges(layout):
     star = random_genotype(layout, random.Random(0))
-    lam = star.num_edges()
+    lam = star.num_kept_edges()
     for seed in range(20):
         for n in range(lam + 1):
             g = random_deviation(star, n, random.Random(seed * 100 + n))
             layout.check_genotype(g)
-            assert g.num_edges() == lam and star.matched_edges(g) == lam - n
+            assert g.num_kept_edges() == lam and star.matched_edges(g) == lam - n
     with pytest.raises(ValueError, match="n must be in"):
         random_deviation(star, lam + 1, random.Random(0))
 
@@ -40,7 +40,7 @@ def test_mutation_changes_one_edge():
     g = random_genotype(layout, random.Random(1))
     for s in range(50):
         m = mutate(g, random.Random(s))
-        assert m.matched_edges(g) == g.num_edges() - 1
+        assert m.matched_edges(g) == g.num_kept_edges() - 1
 
 
 def test_regularized_evolution_keeps_its_population_and_budget():
@@ -50,7 +50,7 @@ def test_regularized_evolution_keeps_its_population_and_budget():
 
     def evaluate(g: Genotype, name: str) -> Trained:
         calls.append(name)
-        return Trained(name, g, float(g.num_edges() - g.matched_edges(target)), 1.0)
+        return Trained(name, g, float(g.num_kept_edges() - g.matched_edges(target)), 1.0)
 
     hist = regularized_evolution(evaluate, layout, random.Random(0), population=5, tournament=3, budget=40)
     assert len(hist) == 40 == len(calls) and len(set(calls)) == 40  # asserts the population size inside

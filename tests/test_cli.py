@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_search_artifacts(run_dir):
     g = Genotype.from_dict(read_json(run_dir / "search" / "genotype.json")["genotype"])
-    assert g.cell_types == ("reduce",) and g.nodes == 4 and g.num_edges() == 4
+    assert g.cell_types == ("reduce",) and g.nodes == 4 and g.num_kept_edges() == 4
     tensors, meta = load_tensors(run_dir / "search" / "arch.safetensors")
     assert tensors["theta"].shape == (14 * 7 + 14,) and meta["layout"]["nodes"] == 4
     sup, _ = load_tensors(run_dir / "search" / "supernet.safetensors")

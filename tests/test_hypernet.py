@@ -167,7 +167,7 @@ def test_hypernet_cli_and_sample_json(hyper_run):
     assert [o["lam"] for o in out] == [0, 1, 2, 3, 4]
     for o in out:
         assert set(o) >= {"lam", "matched_edges", "js_to_star", "genotype"}
-        assert Genotype.from_dict(o["genotype"]).num_edges() == 4
+        assert Genotype.from_dict(o["genotype"]).num_kept_edges() == 4
         assert 0 <= o["js_to_star"] <= math.log(2)
     r = nes("sample", "--run", str(hyper_run), "--regularizer", "js", "--lam", "0.5")
     assert r.returncode == 0 and "matched" in r.stdout

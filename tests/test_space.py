@@ -26,10 +26,10 @@ def test_genotype_json_round_trip_and_hash():
     g2 = Genotype.from_json(G.to_json())
     assert g2 == G and hash(g2) == hash(G)
     assert len({G, g2}) == 1
-    assert G.num_edges() == 4 and G.matched_edges(G) == 4
+    assert G.num_kept_edges() == 4 and G.matched_edges(G) == 4
     assert "sep3(1)" in G.compact()
     both = Genotype(normal=G.reduce, reduce=G.reduce)
-    assert Genotype.from_json(both.to_json()) == both and both.num_edges() == 8
+    assert Genotype.from_json(both.to_json()) == both and both.num_kept_edges() == 8
 
 
 @pytest.mark.parametrize(

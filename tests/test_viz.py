@@ -34,8 +34,8 @@ def test_cell_figure_labels_weights_and_highlights_differences():
     for weight, probs in w.values():
         assert 0.0 < weight <= 1.0 and abs(sum(probs.values()) - 1.0) < 1e-5 and set(probs) == set(OPS)
     fig = viz.cell_figure(OTHER, "reduce", w, reference=STAR)
-    assert len(_op_traces(fig)) == OTHER.num_edges()
-    n_diff = OTHER.num_edges() - OTHER.matched_edges(STAR)
+    assert len(_op_traces(fig)) == OTHER.num_kept_edges()
+    n_diff = OTHER.num_kept_edges() - OTHER.matched_edges(STAR)
     assert fig.layout.meta["edges_differing"] == n_diff == 2
     labels = [a.text for a in fig.layout.annotations if a.text]
     assert sum("≠ α*" in t for t in labels) == n_diff
@@ -57,7 +57,7 @@ def test_probability_bars_and_alpha_heatmap_rows_sum_to_one():
     assert len(bars.data) == len(OPS)
     totals = torch.tensor([list(t.x) for t in bars.data]).sum(0)
     assert torch.allclose(totals, torch.ones(14, dtype=totals.dtype), atol=1e-5)
-    assert sum(label.startswith("★") for label in bars.data[0].y) == STAR.num_edges()
+    assert sum(label.startswith("★") for label in bars.data[0].y) == STAR.num_kept_edges()
     heat = viz.alpha_heatmap(alpha, 4, STAR)
     z = torch.tensor(heat.data[0].z)
     assert z.shape == (14, len(OPS)) and torch.allclose(z.sum(1), torch.ones(14, dtype=z.dtype), atol=1e-5)

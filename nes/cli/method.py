@@ -159,7 +159,7 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
         print(json.dumps([x.to_dict() for x in samples], indent=2))
         return
     print(f"regularizer {reg}: {AXES[reg].lam}; control {AXES[reg].strength}")
-    print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_edges()} edges)")
+    print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_kept_edges()} edges)")
     print(f"{'diversity':>9} {'lam':>7} {'matched':>8} {'distance':>9}  genotype")
     layers = member_config(run.path, {}).layers
     marks = []
@@ -199,7 +199,7 @@ def cmd_fixed_lambda(a: argparse.Namespace) -> int:
     config = {"preset": a.preset, "set": parse_sets(a.set), "regularizer": a.regularizer, "lam": a.lam}
     res = run_task(f"search at λ={a.lam:g}", fixed_lambda_task, run.path, config, a.device)
     g = Genotype.from_dict(res["genotype"])
-    print(f"λ={a.lam:g}: {g.compact()}; matched edges {res['matched_edges']} of {g.num_edges()}")
+    print(f"λ={a.lam:g}: {g.compact()}; matched edges {res['matched_edges']} of {g.num_kept_edges()}")
     print(f"{res['steps']} steps in {res['seconds']:.1f} s; saved under {run.fixed_lambda(a.lam).path}")
     return 0
 

@@ -253,8 +253,8 @@ def diff_heatmap(genotypes: Sequence[Genotype], labels: Sequence[str], title: st
     n = len(genotypes)
     if n != len(labels):
         raise ValueError(f"diff_heatmap: {n} genotypes but {len(labels)} labels")
-    m = [[a.num_edges() - a.matched_edges(b) for b in genotypes] for a in genotypes]
-    top = max([g.num_edges() for g in genotypes] + [1])
+    m = [[a.num_kept_edges() - a.matched_edges(b) for b in genotypes] for a in genotypes]
+    top = max([g.num_kept_edges() for g in genotypes] + [1])
     fig = go.Figure(go.Heatmap(z=m, x=list(labels), y=list(labels), zmin=0, zmax=top, colorscale=JS_COLORSCALE,
                                text=m, texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z} edges differ<extra></extra>",
                                colorbar=dict(title="edges")))

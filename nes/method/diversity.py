@@ -81,7 +81,7 @@ def grid_quality(samples: Sequence[ArchSample]) -> dict[str, float | int | None]
     return {"samples": len(ordered), "distinct": len({s.genotype for s in ordered}),
             "rho": None if rho is None or math.isnan(rho) else round(rho, 4),
             "star_end_distance": ordered[0].distance if has else None,
-            "star_end_matched": ordered[0].matched_edges, "edges": ordered[0].genotype.num_edges()}
+            "star_end_matched": ordered[0].matched_edges, "edges": ordered[0].genotype.num_kept_edges()}
 
 
 def collapse_warning(quality: dict, wanted: int, regularizer: str) -> str | None:

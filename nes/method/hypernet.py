@@ -174,7 +174,7 @@ def lam_range(cfg: HypernetConfig, star: Genotype, distance_max: float | None = 
         if distance_max is None:
             raise ValueError("js-target: the λ range needs the largest distance to α* (StarDistance.reachable())")
         return cfg.lam_min, float(distance_max)
-    return cfg.lam_min, float(star.num_edges())
+    return cfg.lam_min, float(star.num_kept_edges())
 
 
 def hyper_range(cfg: HypernetConfig, star: Genotype, reg: Regularizer) -> tuple[float, float, float, float, str | None]:
@@ -182,7 +182,7 @@ def hyper_range(cfg: HypernetConfig, star: Genotype, reg: Regularizer) -> tuple[
     (ε = lam_eps as a fraction Λ of the range, as for `edges`) except at the end that is α*, which
     is pinned there (with `pin_star`)."""
     lam_min, lam_max = lam_range(cfg, star, reg.distance.reachable() if reg.distance is not None else None)
-    eps = cfg.lam_eps * (lam_max - lam_min) / star.num_edges()
+    eps = cfg.lam_eps * (lam_max - lam_min) / star.num_kept_edges()
     pin = AXES[cfg.regularizer].star_end if cfg.pin_star else None
     return lam_min, lam_max, lam_min - (0.0 if pin == "lo" else eps), lam_max + (0.0 if pin == "hi" else eps), pin
 

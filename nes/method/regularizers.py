@@ -114,7 +114,7 @@ class SharedEdges:
             edges = [(i, inp, op) for ct_, i, inp, op in star.edges() if ct_ == ct]
             e_idx = torch.tensor([edge_index(i, inp) for i, inp, _ in edges])
             self.parts[ct] = (e_idx, [i for i, _, _ in edges], [inp for _, inp, _ in edges], smoothed[ct][0][e_idx])
-        self.total = star.num_edges()  # Λ
+        self.total = star.num_kept_edges()  # Λ
 
     def to(self, device: torch.device) -> "SharedEdges":
         """Move the precomputed index and p* tensors once (not on every call)."""
@@ -159,7 +159,7 @@ class Regularizer:
             if theta_star is None:
                 raise ValueError("the js-target regularizer needs α*'s logits (theta_star)")
             self.distance = StarDistance(layout, star, theta_star)
-            self.scale = star.num_edges() / self.distance.reachable() ** 0.5  # s = Λ / √JS_max
+            self.scale = star.num_kept_edges() / self.distance.reachable() ** 0.5  # s = Λ / √JS_max
 
     def to(self, device: torch.device) -> "Regularizer":
         self.star_dists = [d.to(device) for d in self.star_dists]

@@ -194,7 +194,8 @@ class Genotype:
             for op, inp in node
         ]
 
-    def num_edges(self) -> int:
+    def num_kept_edges(self) -> int:
+        """Λ: the edges this genotype keeps (not `ArchLayout.num_edges`, the candidate edges E)."""
         return len(self.edges())
 
     def matched_edges(self, other: "Genotype") -> int:
@@ -287,6 +288,7 @@ class ArchLayout:
 
     @property
     def num_edges(self) -> int:
+        """E: the candidate edges of one cell (not `Genotype.num_kept_edges`, the Λ edges kept)."""
         return num_edges(self.nodes)
 
     @property
