@@ -8,7 +8,7 @@ Public API (everything else is internal and may change):
 Layers, each importing only the ones before it (tests/test_layers.py checks this):
     nes (core)    config, runtime, data, artifacts, layout (RunDir: every path of a run folder)
     nes.method    the science: space, ops, supernet, network, bilevel, darts, hypernet,
-                  regularizers, diversity, train, members, ensemble, baselines
+                  regularizers, diversity, train, scoring, ensemble, baselines
     nes.runs      how work runs: store, jobs, worker, tasks, pipeline, ray_executor
     nes.export    bundles: model, bundle, write, card, onnx, images
     nes.explorer  what the app's pages read and draw: runview, viz, demo, actions

@@ -16,7 +16,7 @@ from nes.export.bundle import SCHEMA_VERSION, BundleError, load_ensemble
 from nes.export.images import load_images
 from nes.export.onnx import onnx_max_diff
 from nes.export.write import export_ensemble
-from nes.method.train import load_member_probs
+from nes.method.scoring import MemberProbs
 from helpers import digits_members, nes as nes_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,11 +103,11 @@ def test_round_trip_reproduces_the_runs_members(bundle, run):
     assert isinstance(model, nes.EnsembleModel) and isinstance(model, torch.nn.Module) and not model.training
     x, y = _test_images(run)
     member_p = model.member_probs(x)
-    saved = [load_member_probs(run, n) for n in MEMBERS]
+    saved = MemberProbs.load(run, MEMBERS)
     assert member_p.shape == (2, len(y), 10)
-    for i, s in enumerate(saved):
-        assert torch.equal(s["test_y"], y)
-        assert (member_p[i] - s["test"]).abs().max() < 2e-3  # saved probabilities are float16
+    assert torch.equal(saved.test_y, y), "the run's saved test labels differ from the dataset's"
+    for i, name in enumerate(MEMBERS):  # saved probabilities are float16
+        assert (member_p[i] - saved.test[i]).abs().max() < 2e-3, f"member {name} does not reproduce the run"
     probs = model.predict(x)
     assert torch.allclose(probs, member_p.mean(0), atol=1e-6)
     assert torch.allclose(probs.sum(1), torch.ones(len(y)), atol=1e-5)

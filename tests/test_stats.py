@@ -1,5 +1,5 @@
-"""Paired bootstrap intervals: coverage of a known difference, 0 for identical predictors, and the
-live ensemble that keeps unfinished members out of its headline."""
+"""Paired bootstrap intervals: coverage of a known difference, 0 for identical predictors, JSON
+round-trips (the ensemble's use of them is tested in test_scoring.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from nes.method.stats import Difference, best_member_index, bootstrap_mean, paired_difference, vs_best_member
+from nes.method.stats import Difference, bootstrap_mean, paired_difference
 
 
 def predictor(y: torch.Tensor, correct: torch.Tensor, k: int = 10, conf: float = 0.8) -> torch.Tensor:
@@ -66,44 +66,3 @@ def test_difference_round_trips_through_json():
                           torch.softmax(torch.randn(200, 10, generator=g), 1), y)["nll"]
     back = Difference.from_dict(json.loads(json.dumps(d.to_dict())))
     assert back == d and back.within_noise == d.to_dict()["within_noise"]
-
-
-def test_best_member_is_chosen_on_validation_not_test():
-    g = torch.Generator().manual_seed(3)
-    y = torch.randint(0, 10, (400,), generator=g)
-    good, bad = predictor(y, torch.rand(400, generator=g) < 0.9), predictor(y, torch.rand(400, generator=g) < 0.5)
-    val = torch.stack([bad, good])
-    assert best_member_index(val, y) == 1
-    # on the test split member 0 is the better one: the comparison still uses member 1
-    test = torch.stack([good, bad])
-    vs = vs_best_member(val, y, test, y, ["m0", "m1"])
-    assert vs["best_member"] == "m1"
-    assert vs["accuracy"]["value"] == pytest.approx(100 * (float((test.mean(0).argmax(1) == y).double().mean())
-                                                           - float((bad.argmax(1) == y).double().mean())))
-
-
-def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
-    from helpers import digits_members
-    from nes.layout import RunDir
-    from nes.method.ensemble import calibrated_metrics, ensemble_metrics
-    from nes.method.members import final_probs, live_ensemble
-
-    run = digits_members(tmp_path / "run", ["a", "b", "c"], 7)
-    # member c is still in its first epoch: one saved epoch, no final weights yet
-    c = RunDir(run).member("c")
-    c.weights.unlink()
-    for e, f in c.probs_files()[1:]:
-        f.unlink()
-    ens = live_ensemble(run, ["a", "b", "c"])
-    assert sorted(ens.finished) == ["a", "b"] and [n for n, _, _ in ens.training] == ["c"]
-    assert ens.training[0][1] == 1
-    done = final_probs(run, ens.finished)
-    assert ens.metrics == ensemble_metrics(done["test"], done["test_y"])
-    assert [n for n, _ in ens.joins] == ens.finished and ens.joins[0][1]["size"] == 1.0
-    assert ens.vs_best["best_member"] in ("a", "b") and ens.test_images == done["test_y"].shape[0]
-    # temperature scaling of the finished members, fitted on their validation split
-    assert ens.calibrated == calibrated_metrics(done["val"], done["val_y"], done["test"], done["test_y"])
-    assert ens.calibrated["accuracy"] == ens.metrics["accuracy"] and ens.calibrated["temperature"] > 0
-    # nothing finished yet: no headline at all
-    only_c = live_ensemble(run, ["c"])
-    assert only_c.metrics is None and only_c.finished == [] and only_c.vs_best is None

@@ -17,23 +17,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..artifacts import ArtifactError, read_json, write_json
 from ..data import DataError, load_dataset
 from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
-from ..method.members import final_probs
-from ..method.stats import paired_difference, vs_best_member
+from ..method.scoring import MemberProbs, compare, score
 from ..runs.store import Store, StoreError
 from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
 DEMO_RUN = "demo"
 MAX_BYTES = 10 * 1024 * 1024
-# Members of the demo (and those trained from it later) use the quick member recipe as it is: the
-# full training set and the full 10 000-image test set, ≈ 3 minutes a member on 2 CPU cores.
-DEMO_TRAIN_SETS: dict[str, str] = {}
 DEMO_MEMBERS = 5  # EdgeNES members (α* and 4 spread over the diversity axis); DeepEns has as many
 _SKIP = {"checkpoint.safetensors", "logs"}
 
@@ -53,7 +47,8 @@ def _demo_sets(preset: str, data_dir: str | None, log: Callable[[str], None]) ->
     if preset == "quick":
         fashion = dataset_available("fashion-mnist", data_dir)
         search_sets["dataset"] = "fashion-mnist" if fashion else "digits"
-        train_sets = dict(DEMO_TRAIN_SETS, dataset=search_sets["dataset"])
+        # the quick member recipe as it is: the full training and test sets
+        train_sets = {"dataset": search_sets["dataset"]}
         if not fashion:  # digits: 8×8 images, 1797 of them; let the dataset defaults apply
             log("Fashion-MNIST not found (apt-get install dataset-fashion-mnist); building the demo on digits")
             for sets in (search_sets, train_sets):
@@ -80,8 +75,8 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
     log(f"4/6 retraining α* and the members at λ = {lams}")
     retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)
     for i, s in enumerate(chosen, start=1):  # member i → seed i, as DeepEns's members below
-        retrain_task(run, {"name": member_name(s["lam"]), "lam": s["lam"], "genotype": s["genotype"],
-                           "preset": preset, "seed": i}, None, device)
+        retrain_task(run, {"name": member_name("edges", s["lam"], i), "lam": s["lam"], "regularizer": "edges",
+                           "genotype": s["genotype"], "preset": preset, "seed": i}, None, device)
     log("5/6 ensemble metrics")
     evaluate_task(run, {}, None, device)
     log("6/6 DeepEns baseline (α* with seeds), for the Compare page")
@@ -92,18 +87,15 @@ def _results(run: Path, members: int) -> dict:
     """What the demo shows, measured: each ensemble against its best member and EdgeNES against
     DeepEns of the same size and seeds, with paired bootstrap 95 % intervals over the test images."""
     rd = RunDir(run)
-    ours = rd.list_members()
     dee = rd.baseline("deepens", 0)
-    ens = final_probs(run, ours)
-    ref = final_probs(dee.path, dee.list_members()[:members])
-    out = {"test_images": int(ens["test_y"].shape[0]),
-           "member_accuracy": {n: float((ens["test"][i].argmax(1) == ens["test_y"]).double().mean())
-                               for i, n in enumerate(ours)},
-           "edgenes_vs_best_member": vs_best_member(ens["val"], ens["val_y"], ens["test"], ens["test_y"], ours),
-           "deepens_vs_best_member": vs_best_member(ref["val"], ref["val_y"], ref["test"], ref["test_y"],
-                                                    dee.list_members()[:members])}
-    if torch.equal(ens["test_y"], ref["test_y"]):
-        diff = paired_difference(ens["test"].mean(0), ref["test"].mean(0), ens["test_y"])
+    ens = MemberProbs.load(run, rd.list_members())
+    ours = score(ens)
+    ref = MemberProbs.load(dee.path, dee.list_members()[:members])
+    out = {"test_images": ours.images,
+           "member_accuracy": {n: m["accuracy"] for n, m in ours.members.items()},
+           "edgenes_vs_best_member": ours.vs_best, "deepens_vs_best_member": score(ref).vs_best}
+    diff = compare(ens, ref)
+    if diff is not None:
         out["edgenes_vs_deepens"] = {k: v.to_dict() for k, v in diff.items()}
     return out
 

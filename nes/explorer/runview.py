@@ -2,7 +2,7 @@
 
 Everything the app's pages show comes through here (pages stay thin and hold no logic). All
 paths come from `nes.layout.RunDir`, all loading goes through `nes.artifacts` (safetensors + JSON,
-never pickle) and the scoring of members through `nes.method.members`; a missing or broken
+never pickle) and the scoring of members through `nes.method.scoring`; a missing or broken
 artifact is an `ArtifactError` whose message says what to run.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ..artifacts import ArtifactError, read_json
 from ..layout import RunDir
-from ..method import members as scoring
+from ..method import scoring
 from ..method.baselines import method_differences
 from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
@@ -176,20 +176,20 @@ class RunView:
         return scoring.member_curve(self.dir, name, split)
 
     def ensemble_curve(self, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
-        """Ensemble metrics per epoch (see `nes.method.members.ensemble_curve`)."""
+        """Ensemble metrics per epoch (see `nes.method.scoring.ensemble_curve`)."""
         return scoring.ensemble_curve(self.dir, names, split)
 
-    def size_curve(self, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
-        """Ensemble metrics of the first m members (m = 1..len(names)), latest epoch of each."""
-        return scoring.size_curve(self.dir, names, split)
+    def size_curve(self, names: list[str]) -> list[tuple[int, dict[str, float]]]:
+        """Test metrics of the ensemble of the first m members (m = 1..len(names)), latest epoch of each."""
+        return scoring.size_curve(self.dir, names)
 
-    def predictive_js(self, names: list[str], split: str = "test") -> torch.Tensor:
-        """[n, n] predictive JS between members' latest probabilities."""
-        return scoring.members_predictive_js(self.dir, names, split)
+    def predictive_js(self, names: list[str]) -> torch.Tensor:
+        """[n, n] predictive JS between members' latest test probabilities."""
+        return scoring.members_predictive_js(self.dir, names)
 
-    def disagreement(self, names: list[str], split: str = "test") -> torch.Tensor:
+    def disagreement(self, names: list[str]) -> torch.Tensor:
         """[n, n] fraction of test images on which two members' latest predictions differ."""
-        return scoring.members_disagreement(self.dir, names, split)
+        return scoring.members_disagreement(self.dir, names)
 
     def live_ensemble(self, names: list[str]) -> scoring.LiveEnsemble:
         """The headline ensemble of the finished members, the members still training apart."""

@@ -25,14 +25,13 @@ from safetensors.torch import save as st_save
 from .._version import __version__
 from ..artifacts import atomic_write_bytes, load_tensors, read_json, with_suppress_unlink
 from ..data import DataError, load_dataset
-from ..config import TrainConfig, from_dict, validate
+from ..config import TrainConfig, from_dict, upgrade_keys, validate
 from ..layout import MemberDir, RunDir, check_name
 from ..method.divergence import genotype_js_matrix
-from ..method.ensemble import calibrated_metrics, ensemble_metrics, predictive_js
-from ..method.stats import vs_best_member
+from ..method.ensemble import predictive_js
 from ..method.network import Network
 from ..method.space import Genotype
-from ..method.train import load_member_probs
+from ..method.scoring import MemberProbs, score
 from .bundle import bundle_problem, load_ensemble
 from .manifest import SCHEMA, SCHEMA_VERSION, BundleError, model_sha256, sha256
 from .card import model_card
@@ -64,7 +63,7 @@ class ExportPlan:
     names: list[str]
     manifest: dict[str, Any]
     tensors: dict[str, dict[str, torch.Tensor]]
-    probs: list[dict[str, Any]]
+    probs: MemberProbs  # the members' saved probabilities (what the bundle must reproduce)
     config: dict[str, Any]  # the first member's training config (dataset, limits)
 
 def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
@@ -94,6 +93,7 @@ def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotyp
     """A member's training config and genotype record, checked (BundleError naming the file)."""
     cfg, gmeta = read_json(d.config), read_json(d.genotype)
     try:
+        cfg = upgrade_keys(cfg)  # settings saved under earlier names (c → channels)
         validate(from_dict(TrainConfig, cfg))
     except (TypeError, ValueError) as e:
         raise BundleError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
@@ -105,29 +105,28 @@ def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotyp
 
 
 def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """(manifest row, float32 weights without the auxiliary head, saved probabilities) of one member."""
+    """(manifest row, float32 weights without the auxiliary head, training config) of one member."""
     d = run.member(name)
     cfg, gmeta, g = _member_files(d)
     state, _ = load_tensors(d.weights)
-    net = Network(g, int(cfg["c"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
+    net = Network(g, int(cfg["channels"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
     own = net.state_dict()  # without the auxiliary head (training only)
     missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
     if missing:
         raise BundleError(f"member {name!r}: weights.safetensors does not fit its genotype ({missing[0]}); "
                           "retrain the member")
     tensors = {k: state[k].float() if state[k].is_floating_point() else state[k] for k in own}
-    p = load_member_probs(run.path, name)
     row = {
         "name": name, "file": f"members/{name}.safetensors", "genotype": g.to_dict(), "compact": g.compact(),
         "lam": gmeta.get("lam"), "regularizer": gmeta.get("regularizer"), "seed": cfg.get("seed"),
-        "network": {"c": int(cfg["c"]), "layers": int(cfg["layers"]), "stem_multiplier": 3},
+        "network": {"c": int(cfg["channels"]), "layers": int(cfg["layers"]), "stem_multiplier": 3},
         "num_parameters": int(sum(v.numel() for k, v in tensors.items()
                                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))),
         "training": {k: cfg.get(k) for k in ("epochs", "limit", "batch_size", "lr", "drop_path", "auxiliary")},
-        "metrics": d.read("metrics.json", {}).get("metrics", {}), "epoch": p["epoch"],
+        "metrics": d.read("metrics.json", {}).get("metrics", {}),
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
     }
-    return row, tensors, {**p, "config": cfg}
+    return row, tensors, cfg
 
 
 def _dataset_entry(info: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -153,46 +152,34 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
     member is unknown, unfinished, or does not fit with the others."""
     run = RunDir(run_dir)
     names, info = _chosen(run, members)
-    rows, tensors, probs = [], {}, []
+    rows, tensors, configs = [], {}, []
+    keys = ("image_size", "pad", "dataset", "tta_flip")
     for name in names:
-        row, tensors[name], p = _member_entry(run, name, info)
-        keys = ("image_size", "pad", "dataset", "tta_flip")
-        crop = tuple(p["config"].get(k) for k in keys)
-        first = tuple(probs[0]["config"].get(k) for k in keys) if probs else crop
+        row, tensors[name], cfg = _member_entry(run, name, info)
+        crop, first = (tuple(c.get(k) for k in keys) for c in (cfg, configs[0] if configs else cfg))
         if crop != first:
             raise BundleError(f"member {name!r} was trained or scored on other inputs ({', '.join(keys)} = {crop}) "
                               f"than {names[0]!r} ({first}); export members with the same settings together")
         rows.append(row)
-        probs.append(p)
-    if len({len(p["test_y"]) for p in probs}) != 1 or any(not torch.equal(p["test_y"], probs[0]["test_y"]) for p in probs):
-        raise BundleError("the members were evaluated on different test images; export members of one run's settings")
-    test = torch.stack([p["test"] for p in probs])
-    ens = ensemble_metrics(test, probs[0]["test_y"])
+        configs.append(cfg)
+    probs = MemberProbs.load(run.path, names)
+    for row, epoch in zip(rows, probs.epochs):
+        row["epoch"] = epoch
+    report = score(probs)
     manifest: dict[str, Any] = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title or f"{run.name}: {', '.join(names)}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "library": _versions(),
         "source": {"run": run.name, "members": names},
-        "dataset": _dataset_entry(info, probs[0]["config"]),
+        "dataset": _dataset_entry(info, configs[0]),
         "members": rows,
-        "ensemble": {"split": "test", "test_images": int(test.shape[1]),
-                     "metrics": {k: float(v) for k, v in ens.items()},
-                     **_validation_view(probs, test, names)},
+        "ensemble": {"split": "test", "test_images": report.images,
+                     "metrics": {k: float(v) for k, v in report.metrics.items()},
+                     "vs_best_member": report.vs_best, "calibrated": report.calibrated},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
-                      "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(test).tolist()]},
+                      "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(probs.test).tolist()]},
     }
-    return ExportPlan(run.path, names, manifest, tensors, probs, probs[0]["config"])
-
-
-def _validation_view(probs: list[dict], test: torch.Tensor, names: list[str]) -> dict:
-    """The ensemble against its best member (by validation NLL, paired bootstrap intervals) and its
-    temperature scaling (T fitted on the validation split); None where the members' validation
-    images differ (and no comparison for one member)."""
-    if any(not torch.equal(p["val_y"], probs[0]["val_y"]) for p in probs):
-        return {"vs_best_member": None, "calibrated": None}
-    val, val_y, test_y = torch.stack([p["val"] for p in probs]), probs[0]["val_y"], probs[0]["test_y"]
-    return {"vs_best_member": vs_best_member(val, val_y, test, test_y, names) if len(names) > 1 else None,
-            "calibrated": calibrated_metrics(val, val_y, test, test_y)}
+    return ExportPlan(run.path, names, manifest, tensors, probs, configs[0])
 
 
 def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path, *, onnx: bool = False,
@@ -366,10 +353,10 @@ def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any
     except (DataError, OSError, ImportError) as e:
         return {"checked": False, "reason": f"dataset not available here ({str(e).splitlines()[0][:160]})"}
     n = min(limit, len(ds.test_y))
-    if not torch.equal(ds.test_y[:n].cpu(), probs[0]["test_y"][:n]):
+    if not torch.equal(ds.test_y[:n].cpu(), probs.test_y[:n]):
         return {"checked": False, "reason": "the test images here differ from the run's (other data files)"}
     mp = model.member_probs(ds.test_x[:n])
-    saved = torch.stack([p["test"][:n] for p in probs])
+    saved = probs.test[:, :n]
     diff = float((mp - saved).abs().max())
     agree = float((mp.argmax(-1) == saved.argmax(-1)).float().mean())
     if diff > 5e-3:  # saved probabilities are float16 (≈ 5e-4); more means the weights do not match

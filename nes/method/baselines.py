@@ -29,14 +29,13 @@ from typing import Any, Callable
 
 from ..artifacts import write_json
 from ..config import SearchConfig, TrainConfig, from_dict, from_preset, to_dict
-from ..layout import MemberDir, RunDir, member_name
+from ..layout import STAR, MemberDir, RunDir, fixed_lambda_name, member_name
 from .darts import load_search, search
 from .diversity import collapse_warning, lam_grid, unique_genotypes
 from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet, sample_trained
 from .loop import Progress
-from .members import ensemble_curve, final_probs, greedy_names, member_curve, size_curve
+from .scoring import MemberProbs, compare, greedy_names, score, size_curve
 from .space import OPS, ArchLayout, Genotype
-from .stats import paired_difference, vs_best_member
 from .train import retrain
 
 BASELINES = ("deepens", "darts", "random", "nes-rs", "nes-re", "per-lambda")
@@ -98,9 +97,10 @@ class Trained:
     seconds: float
 
 
-def regularized_evolution(evaluate: Callable[[Genotype, str], Trained], layout: ArchLayout, rng: random.Random,
+def regularized_evolution(evaluate: Callable[[Genotype, int], Trained], layout: ArchLayout, rng: random.Random,
                           population: int, tournament: int, budget: int) -> list[Trained]:
     """Regularized evolution (Real et al. 2019) as NES-RE uses it: returns every trained member.
+    `evaluate(genotype, i)` trains the i-th member (i counts trainings from 0: it picks the seed).
 
     The population starts with `population` random genotypes; each step draws a tournament of
     `tournament` members, mutates the one with the lowest validation NLL, trains the child, adds
@@ -112,12 +112,12 @@ def regularized_evolution(evaluate: Callable[[Genotype, str], Trained], layout: 
     pop: deque[Trained] = deque()
     history: list[Trained] = []
     while len(history) < population:
-        t = evaluate(random_genotype(layout, rng), f"re_{len(history):03d}")
+        t = evaluate(random_genotype(layout, rng), len(history))
         pop.append(t)
         history.append(t)
     while len(history) < budget:
         parent = min(rng.sample(list(pop), tournament), key=lambda t: t.val_nll)
-        t = evaluate(mutate(parent.genotype, rng), f"re_{len(history):03d}")
+        t = evaluate(mutate(parent.genotype, rng), len(history))
         pop.append(t)
         pop.popleft()  # the oldest dies (the "regularized" part)
         history.append(t)
@@ -183,6 +183,11 @@ class BaselineRun:
         self.tick(name)
         return Trained(name, g, float(res.metrics.get("val_nll", float("inf"))), res.seconds)
 
+    def member(self, g: Genotype, origin: str, i: int, lam: float | None = None) -> Trained:
+        """Train member i of this method: seed `member_seed(i)`, named by `member_name` from its
+        origin, λ and that seed (the seed comes from i, never from a name)."""
+        return self.train(g, member_name(origin, lam, self.member_seed(i)), self.member_seed(i))
+
     def count_search(self) -> None:
         """The run's own search is part of this method's cost."""
         self.search_seconds["search"] = self.run.search.seconds()
@@ -190,13 +195,12 @@ class BaselineRun:
 
 def _deepens(b: BaselineRun) -> list[Trained]:
     b.count_search()
-    return [b.train(b.star, f"star_seed{i}", b.member_seed(i)) for i in range(b.members)]
+    return [b.member(b.star, STAR, i) for i in range(b.members)]
 
 
 def _random(b: BaselineRun, n_edges: int) -> list[Trained]:
     b.count_search()
-    return [b.train(random_deviation(b.star, n_edges, b.rng), f"dev{n_edges}_{i}", b.member_seed(i))
-            for i in range(b.members)]
+    return [b.member(random_deviation(b.star, n_edges, b.rng), f"dev{n_edges}", i) for i in range(b.members)]
 
 
 def _darts(b: BaselineRun) -> list[Trained]:
@@ -206,7 +210,7 @@ def _darts(b: BaselineRun) -> list[Trained]:
         res = search(cfg_i, b.out.path / f"search_{i}", b.device, b.sub)
         b.search_seconds[f"search_{i}"] = res.seconds
         b.tick(f"search_{i}")
-        out.append(b.train(res.genotype, f"darts_{i}", b.member_seed(i)))
+        out.append(b.member(res.genotype, "darts", i))
     return out
 
 
@@ -217,18 +221,18 @@ def _per_lambda(b: BaselineRun) -> list[Trained]:
     out = []
     for i, lam in enumerate(lam_grid(*lam_range(hcfg, b.star), b.members)):
         res = fixed_lambda_search(hcfg, b.run.path, lam, b.device, b.sub)
-        b.search_seconds[f"lam_{lam:g}"] = res.seconds
-        b.tick(f"lam_{lam:g}")
-        out.append(b.train(res.genotype, f"lam_{lam:g}".replace(".", "_"), b.member_seed(i)))
+        b.search_seconds[fixed_lambda_name(lam)] = res.seconds
+        b.tick(fixed_lambda_name(lam))
+        out.append(b.member(res.genotype, "per-lambda", i, lam))
     return out
 
 
 def _nes_rs(b: BaselineRun) -> list[Trained]:
-    return [b.train(random_genotype(b.layout, b.rng), f"rs_{i:03d}", b.member_seed(i)) for i in range(b.budget)]
+    return [b.member(random_genotype(b.layout, b.rng), "rs", i) for i in range(b.budget)]
 
 
 def _nes_re(b: BaselineRun, population: int, tournament: int) -> list[Trained]:
-    return regularized_evolution(lambda g, name: b.train(g, name, b.member_seed(int(name[3:]))), b.layout, b.rng,
+    return regularized_evolution(lambda g, i: b.member(g, "re", i), b.layout, b.rng,
                                  min(population, b.budget), min(tournament, population, b.budget), b.budget)
 
 
@@ -241,8 +245,7 @@ def _edgenes(b: BaselineRun, regularizer: str) -> list[Trained]:
     warning = collapse_warning({"distinct": len(pool), "samples": len(samples)}, b.members, regularizer)
     if warning:
         b.warnings.append(warning)
-    return [b.train(g, member_name(lams[0], prefix=regularizer), b.member_seed(i))
-            for i, (g, lams) in enumerate(pool)]
+    return [b.member(g, regularizer, i, lams[0]) for i, (g, lams) in enumerate(pool)]
 
 
 # method → (generator, member trainings it does for M members and a budget, forward selection of M?)
@@ -265,26 +268,20 @@ def _record(b: BaselineRun, trained: list[Trained], select: bool) -> dict[str, A
     names = [t.name for t in trained]
     out = b.out.path
     selected = greedy_names(out, names, b.members) if select else names
-    ens = ensemble_curve(out, selected)
+    pool = MemberProbs.load(out, names)
+    report = score(pool.subset(selected))
     return {
         "method": b.method, "seed": b.seed, "members": selected, "pool": names,
         "genotypes": {t.name: t.genotype.to_dict() for t in trained},
         "matched_edges": {t.name: t.genotype.matched_edges(b.star) for t in trained},
-        "ensemble": ens[-1][1] if ens else {},
+        "ensemble": report.metrics,
         "by_size": [m for _, m in size_curve(out, selected)],
-        "members_metrics": {n: member_curve(out, n)[-1][1] for n in names},
+        "members_metrics": pool.member_metrics(),
         "costs": costs(b.search_seconds, {n: b.out.member(n).path for n in names}),
         "selected_costs": costs(b.search_seconds, {n: b.out.member(n).path for n in selected}),
         "warnings": b.warnings,
-        "vs_best_member": _vs_best(out, selected),
+        "vs_best_member": report.vs_best,
     }
-
-
-def _vs_best(out: Path, names: list[str]) -> dict | None:
-    if len(names) < 2:
-        return None
-    p = final_probs(out, names)
-    return vs_best_member(p["val"], p["val_y"], p["test"], p["test_y"], names)
 
 
 def method_differences(run: str | Path, records: list[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
@@ -294,9 +291,8 @@ def method_differences(run: str | Path, records: list[dict[str, Any]], reference
     images differ from it, are left out."""
     rd = RunDir(run)
 
-    def test_probs(rec: dict[str, Any]) -> tuple[Any, Any]:
-        p = final_probs(rd.baseline(rec["method"], int(rec["seed"])).path, list(rec["members"]))
-        return p["test"].mean(0), p["test_y"]
+    def probs(rec: dict[str, Any]) -> MemberProbs:
+        return MemberProbs.load(rd.baseline(rec["method"], int(rec["seed"])).path, list(rec["members"]))
 
     refs = {int(r["seed"]): r for r in records if r["method"] == reference}
     out = []
@@ -304,12 +300,10 @@ def method_differences(run: str | Path, records: list[dict[str, Any]], reference
         ref = refs.get(int(rec["seed"]))
         if ref is None or rec["method"] == reference:
             continue
-        (a, y), (b, y_ref) = test_probs(rec), test_probs(ref)
-        if a.shape != b.shape or not bool((y == y_ref).all()):
-            continue
-        diff = paired_difference(a, b, y)
-        out.append({"method": rec["method"], "seed": int(rec["seed"]), "reference": reference,
-                    **{k: v.to_dict() for k, v in diff.items()}})
+        diff = compare(probs(rec), probs(ref))
+        if diff is not None:
+            out.append({"method": rec["method"], "seed": int(rec["seed"]), "reference": reference,
+                        **{k: v.to_dict() for k, v in diff.items()}})
     return out
 
 

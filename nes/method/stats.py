@@ -99,12 +99,3 @@ def best_member_index(val_member_probs: torch.Tensor, val_labels: torch.Tensor) 
     y = torch.as_tensor(val_labels).to(torch.int64)
     nll = [float(per_image(p, y)["nll"].mean()) for p in val_member_probs]
     return min(range(len(nll)), key=nll.__getitem__)
-
-
-def vs_best_member(member_val: torch.Tensor, val_y: torch.Tensor, member_test: torch.Tensor,
-                   test_y: torch.Tensor, names: list[str] | None = None) -> dict:
-    """The mean-probability ensemble of member_test [M, N, K] against its best member (by
-    validation NLL) on the test split: {"best_member", "accuracy", "nll"} (Differences as dicts)."""
-    i = best_member_index(member_val, val_y)
-    diff = paired_difference(member_test.to(torch.float64).mean(0), member_test[i], test_y)
-    return {"best_member": names[i] if names else i, **{k: v.to_dict() for k, v in diff.items()}}

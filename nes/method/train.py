@@ -18,7 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..artifacts import ArtifactError, load_tensors, save_tensors, write_json
+from ..artifacts import save_tensors, write_json
 from ..config import TrainConfig, to_dict
 from ..data import Dataset, DeviceLoader, load_dataset, split_indices
 from ..layout import MemberDir, RunDir
@@ -160,7 +160,7 @@ def retrain(
     data = member_data(cfg, device)
     info = data.ds.info.with_crop(cfg.image_size, cfg.pad)
     torch.manual_seed(cfg.seed)
-    net = Network(genotype, cfg.c, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary).to(device)
+    net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary).to(device)
     if use_channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -191,18 +191,3 @@ def retrain(
         write_json(out.history, loop.history)
         write_json(out.metrics, {"metrics": metrics, "steps": loop.steps, "seconds": loop.seconds})
     return MemberResult(name, genotype, loop.history, metrics, loop.steps, loop.seconds)
-
-
-def load_member_probs(run_dir: str | Path, name: str, epoch: int | None = None) -> dict[str, torch.Tensor]:
-    """{'val', 'test', 'val_y', 'test_y', 'epoch'} of member NAME at `epoch` (default: the last saved)."""
-    d = RunDir(run_dir).member(name)
-    if not d.exists():
-        raise ArtifactError(f"member {name!r}: no folder {d.path}")
-    files = d.probs_files()
-    if not files:
-        raise ArtifactError(f"member {name!r}: no saved probabilities yet (has it finished an epoch?)")
-    epoch, f = files[-1] if epoch is None else (epoch, d.probs(epoch))
-    probs, _ = load_tensors(f)
-    labels, _ = load_tensors(d.labels)
-    return {"val": probs["val"].float(), "test": probs["test"].float(), "val_y": labels["val_y"],
-            "test_y": labels["test_y"], "epoch": int(epoch)}

@@ -9,20 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..artifacts import ArtifactError, read_json, write_json
 from ..config import SearchConfig, TrainConfig, from_preset
-from ..layout import RunDir
+from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
-from ..method.ensemble import calibrated_metrics, ensemble_metrics, member_metrics
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
 from ..method.loop import Progress
 from ..method.space import Genotype, unused_cells
-from ..method.stats import vs_best_member
-from ..method.train import load_member_probs, retrain
+from ..method.scoring import MemberProbs, score
+from ..method.train import retrain
 
 Task = Callable[[Path, dict, "Progress | None", "str | None"], dict]
 
@@ -123,8 +120,22 @@ def member_config(run: Path, config: dict, info: dict | None = None) -> TrainCon
     return from_preset(TrainConfig, _run_preset(run, config), sets)
 
 
+def sample_member(run: Path, config: dict) -> dict:
+    """What a member retrained from samples.json (`sample_index`, the pipeline's members) records:
+    the sample's regularizer and λ, and its name from them and the seed (`member_name`); {} for
+    other members. The job's own config wins where it says otherwise."""
+    if "sample_index" not in config:
+        return {}
+    samples = read_json(RunDir(run).samples_json)
+    lam, reg = samples["samples"][int(config["sample_index"])].get("lam"), samples.get("regularizer")
+    if lam is None or reg is None:
+        return {}
+    return {"name": member_name(reg, float(lam), int(config.get("seed") or 0)), "lam": float(lam), "regularizer": reg}
+
+
 def retrain_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
     genotype = resolve_genotype(run, config)
+    config = {**sample_member(run, config), **config}
     cfg = member_config(run, config)
     extra = {k: config[k] for k in ("lam", "regularizer") if k in config}
     res = retrain(cfg, genotype, run, config["name"], device, progress, extra_meta=extra or None)
@@ -142,20 +153,11 @@ def evaluate_task(run: Path, config: dict, progress: Progress | None = None, dev
     missing = [n for n in names if n not in known]
     if missing:
         raise ArtifactError(f"unknown member(s) {', '.join(missing)}; this run has: {', '.join(sorted(known)) or 'none'}")
-    loaded = [load_member_probs(run, n, config.get("epoch")) for n in names]
-    y = loaded[0]["test_y"]
-    for n, d in zip(names, loaded):
-        if not torch.equal(d["test_y"], y):
-            raise ArtifactError(f"member {n} was evaluated on different test data than {names[0]}; members "
-                                "must share dataset, limit and test_limit")
-    members = [{"name": n, "epoch": d["epoch"], **member_metrics(d["test"], y)} for n, d in zip(names, loaded)]
-    test = torch.stack([d["test"] for d in loaded])
-    out = {"members": members, "ensemble": ensemble_metrics(test, y), "test_images": int(y.shape[0])}
-    if all(torch.equal(d["val_y"], loaded[0]["val_y"]) for d in loaded):  # chosen / fitted on validation only
-        val, val_y = torch.stack([d["val"] for d in loaded]), loaded[0]["val_y"]
-        if len(loaded) > 1:
-            out["vs_best_member"] = vs_best_member(val, val_y, test, y, names)
-        out["calibrated"] = calibrated_metrics(val, val_y, test, y)
+    probs = MemberProbs.load(run, names, config.get("epoch"))
+    report = score(probs)
+    out = {"members": [{"name": n, "epoch": e, **report.members[n]} for n, e in zip(names, probs.epochs)],
+           "ensemble": report.metrics, "test_images": report.images, "vs_best_member": report.vs_best,
+           "calibrated": report.calibrated}
     if config.get("write", True):
         write_json(rd.ensemble_json, out)
     return out
