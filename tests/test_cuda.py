@@ -37,7 +37,9 @@ def test_search_steps_replayed_as_cuda_graphs_match_eager_and_resume(tmp_path, m
     with pytest.raises(Stop):  # stopped during the second epoch's replays
         search(cfg, tmp_path / "cut", "cuda", progress=cut)
     resumed = search(cfg, tmp_path / "cut", "cuda")  # Adam's state comes back capturable
-    assert resumed.steps == graphed.steps and len(resumed.history) == 2
+    assert resumed.steps == graphed.steps, \
+        f"the resumed run took {resumed.steps} steps, the uninterrupted one {graphed.steps}"
+    assert len(resumed.history) == 2, f"the resumed run has {len(resumed.history)} epochs of history, expected 2"
     assert torch.allclose(resumed.theta, graphed.theta, atol=0.05 * float(moved) + 1e-4)
     # a checkpoint written by a CUDA-graph run resumes eagerly on the CPU
     with pytest.raises(Stop):

@@ -62,7 +62,10 @@ def unnormalize(out: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 def to_uint8(out: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     v = unnormalize(out, info) * 255
-    assert (v - v.round()).abs().max() < 2e-3 and v.min() > -1e-3 and v.max() < 255 + 1e-3
+    assert (v - v.round()).abs().max() < 2e-3, \
+        f"pixels are not multiples of 1/255: max deviation {float((v - v.round()).abs().max()):.2e}"
+    assert v.min() > -1e-3, f"pixel below 0: {float(v.min())}"
+    assert v.max() < 255 + 1e-3, f"pixel above 255: {float(v.max())}"
     return v.round().to(torch.uint8)
 
 
@@ -82,15 +85,23 @@ def find_windows(img: torch.Tensor, crop: torch.Tensor, info: DatasetInfo) -> li
 
 def test_digits():
     d = load_dataset("digits")
-    assert d.source == "scikit-learn" and d.info.num_classes == 10 and d.info.class_names == tuple("0123456789")
-    assert d.train_x.shape == (1438, 1, 8, 8) and d.test_x.shape == (359, 1, 8, 8)  # 1797 = 4/5 + 1/5
-    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
-    assert int(d.train_x.max()) == 255 and int(d.train_x.min()) == 0
-    assert set(d.train_y.tolist()) == set(range(10)) and 0 <= int(d.test_y.min()) and int(d.test_y.max()) <= 9
+    assert d.source == "scikit-learn", f"digits source {d.source!r}"
+    assert d.info.num_classes == 10, f"digits num_classes {d.info.num_classes}"
+    assert d.info.class_names == tuple("0123456789"), f"digits class_names {d.info.class_names}"
+    assert d.train_x.shape == (1438, 1, 8, 8), f"digits train_x shape {tuple(d.train_x.shape)}"
+    assert d.test_x.shape == (359, 1, 8, 8), f"digits test_x shape {tuple(d.test_x.shape)}"  # 1797 = 4/5 + 1/5
+    assert d.train_x.dtype == torch.uint8, f"train_x dtype {d.train_x.dtype}"
+    assert d.train_y.dtype == torch.int64, f"train_y dtype {d.train_y.dtype}"
+    assert int(d.train_x.max()) == 255, f"digits train_x max {int(d.train_x.max())}, expected 255"
+    assert int(d.train_x.min()) == 0, f"digits train_x min {int(d.train_x.min())}, expected 0"
+    assert set(d.train_y.tolist()) == set(range(10)), f"digits train labels {sorted(set(d.train_y.tolist()))}"
+    assert 0 <= int(d.test_y.min()), f"digits test label below 0: {int(d.test_y.min())}"
+    assert int(d.test_y.max()) <= 9, f"digits test label above 9: {int(d.test_y.max())}"
     assert (d.info.image_size, d.info.pad, d.info.flip) == (8, 1, False)
     json.dumps(d.info.to_dict())
     d2 = load_dataset("digits", limit=100, test_limit=50)  # deterministic subsets
-    assert len(d2.train_y) == 100 and len(d2.test_y) == 50
+    assert len(d2.train_y) == 100, f"limit=100 gave {len(d2.train_y)} training images"
+    assert len(d2.test_y) == 50, f"test_limit=50 gave {len(d2.test_y)} test images"
     assert torch.equal(d2.train_x, load_dataset("digits", limit=100).train_x)
 
 
@@ -105,15 +116,20 @@ def fashion():
 def test_fashion_debian(fashion):
     d = fashion
     assert d.source == os.path.normpath(D.DEBIAN_FASHION_DIR)
-    assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
-    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
-    assert d.info.num_classes == 10 and len(d.info.class_names) == 10
+    assert d.train_x.shape == (60000, 1, 28, 28), f"fashion train_x shape {tuple(d.train_x.shape)}"
+    assert d.test_x.shape == (10000, 1, 28, 28), f"fashion test_x shape {tuple(d.test_x.shape)}"
+    assert d.train_x.dtype == torch.uint8, f"train_x dtype {d.train_x.dtype}"
+    assert d.train_y.dtype == torch.int64, f"train_y dtype {d.train_y.dtype}"
+    assert d.info.num_classes == 10, f"fashion num_classes {d.info.num_classes}"
+    assert len(d.info.class_names) == 10, f"fashion class_names {d.info.class_names}"
     assert torch.equal(torch.bincount(d.test_y), torch.full((10,), 1000))
     small = load_dataset("fashion-mnist", limit=500, download=False)
-    assert small.train_x.shape == (500, 1, 28, 28) and len(small.test_y) == 10000
+    assert small.train_x.shape == (500, 1, 28, 28), f"limit=500 train_x shape {tuple(small.train_x.shape)}"
+    assert len(small.test_y) == 10000, f"limit=500 cut the test set to {len(small.test_y)}"
     assert len(torch.unique(small.train_y)) == 10  # shuffled subset, not the first 500
     idx = torch.randperm(60000, generator=torch.Generator().manual_seed(0))[:500]
-    assert torch.equal(small.train_x, d.train_x[idx]) and torch.equal(small.train_y, d.train_y[idx])
+    assert torch.equal(small.train_x, d.train_x[idx]), "limit=500 images are not the seed-0 permutation's first 500"
+    assert torch.equal(small.train_y, d.train_y[idx]), "limit=500 labels are not the seed-0 permutation's first 500"
 
 
 @needs_debian
@@ -125,7 +141,8 @@ def test_fashion_torchvision_layout(fashion, tmp_path, monkeypatch):
     hide_debian(monkeypatch, tmp_path)
     d = load_dataset("fashion-mnist", data_dir=str(tmp_path), download=False, test_limit=100)
     assert d.source == str(raw)
-    assert torch.equal(d.train_x, fashion.train_x) and torch.equal(d.train_y, fashion.train_y)
+    assert torch.equal(d.train_x, fashion.train_x), "torchvision layout: training images differ from the Debian files'"
+    assert torch.equal(d.train_y, fashion.train_y), "torchvision layout: training labels differ from the Debian files'"
     assert d.test_x.shape == (100, 1, 28, 28)
 
 
@@ -134,9 +151,15 @@ def test_tiny_idx_layouts(tmp_path, monkeypatch, sub, gz):
     hide_debian(monkeypatch, tmp_path)
     xtr, ytr, xte, yte = write_tiny_fashion(tmp_path / sub, gz=gz)
     d = load_dataset("fashion-mnist", data_dir=str(tmp_path), download=False)
-    assert d.train_x.shape == (20, 1, 28, 28) and d.test_x.shape == (8, 1, 28, 28)
-    assert np.array_equal(d.train_x[:, 0].numpy(), xtr) and np.array_equal(d.train_y.numpy(), ytr)
-    assert np.array_equal(d.test_x[:, 0].numpy(), xte) and np.array_equal(d.test_y.numpy(), yte)
+    assert d.train_x.shape == (20, 1, 28, 28), f"layout {sub!r} gz={gz}: train_x shape {tuple(d.train_x.shape)}"
+    assert d.test_x.shape == (8, 1, 28, 28), f"layout {sub!r} gz={gz}: test_x shape {tuple(d.test_x.shape)}"
+    assert np.array_equal(d.train_x[:, 0].numpy(), xtr), \
+        f"layout {sub!r} gz={gz}: training images differ from the written ones"
+    assert np.array_equal(d.train_y.numpy(), ytr), \
+        f"layout {sub!r} gz={gz}: training labels differ from the written ones"
+    assert np.array_equal(d.test_x[:, 0].numpy(), xte), \
+        f"layout {sub!r} gz={gz}: test images differ from the written ones"
+    assert np.array_equal(d.test_y.numpy(), yte), f"layout {sub!r} gz={gz}: test labels differ from the written ones"
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -179,9 +202,12 @@ def test_cifar_pickles(tmp_path, name):
     train_files = ["train"] if c100 else [f"data_batch_{i}" for i in range(1, 6)]
     test_file = "test" if c100 else "test_batch"
     tr = np.concatenate([written[f][0] for f in train_files])
-    assert d.train_x.shape == (len(tr), 3, 32, 32) and d.test_x.shape == (3, 3, 32, 32)
-    assert d.train_x.dtype == torch.uint8 and d.info.class_names == tuple(names)
-    assert d.info.num_classes == (100 if c100 else 10) and d.info.channels == 3
+    assert d.train_x.shape == (len(tr), 3, 32, 32), f"{name}: train_x shape {tuple(d.train_x.shape)}"
+    assert d.test_x.shape == (3, 3, 32, 32), f"{name}: test_x shape {tuple(d.test_x.shape)}"
+    assert d.train_x.dtype == torch.uint8, f"{name}: train_x dtype {d.train_x.dtype}"
+    assert d.info.class_names == tuple(names), f"{name}: class_names {d.info.class_names}"
+    assert d.info.num_classes == (100 if c100 else 10), f"{name}: num_classes {d.info.num_classes}"
+    assert d.info.channels == 3, f"{name}: channels {d.info.channels}"
     assert d.train_y.tolist() == sum((written[f][1] for f in train_files), [])
     assert d.test_y.tolist() == written[test_file][1]
     # channel planes round-trip through torchvision's HWC conversion and our CHW permute
@@ -205,10 +231,14 @@ def test_missing_data_message(tmp_path, monkeypatch, name):
     with pytest.raises(DataError) as e:
         load_dataset(name, data_dir=str(empty), download=False)
     msg = str(e.value)
-    assert "\n" not in msg and "--data-dir" in msg and "download" in msg
-    assert "apt-get" in msg and "Debian" in msg
+    assert "\n" not in msg, f"{name}: the message spans lines: {msg!r}"
+    assert "--data-dir" in msg, f"{name}: the message does not mention --data-dir: {msg!r}"
+    assert "download" in msg, f"{name}: the message does not mention download: {msg!r}"
+    assert "apt-get" in msg, f"{name}: the message does not mention apt-get: {msg!r}"
+    assert "Debian" in msg, f"{name}: the message does not mention Debian: {msg!r}"
     if name != "fashion-mnist":
-        assert "no Debian package" in msg and "digits" in msg
+        assert "no Debian package" in msg, f"{name}: the message does not say there is no Debian package: {msg!r}"
+        assert "digits" in msg, f"{name}: the message does not offer digits: {msg!r}"
 
 
 def test_bad_names():
@@ -220,10 +250,12 @@ def test_bad_names():
 
 def test_split_indices():
     tr, va = split_indices(101, 0.3, seed=1)
-    assert tr.dtype == va.dtype == torch.int64 and len(va) == round(101 * 0.3)
+    assert tr.dtype == va.dtype == torch.int64, f"index dtypes {tr.dtype}, {va.dtype}"
+    assert len(va) == round(101 * 0.3), f"{len(va)} validation indices of 101 at fraction 0.3"
     assert sorted(torch.cat([tr, va]).tolist()) == list(range(101))
     tr2, va2 = split_indices(101, 0.3, seed=1)
-    assert torch.equal(tr, tr2) and torch.equal(va, va2)
+    assert torch.equal(tr, tr2), "the same seed gave other training indices"
+    assert torch.equal(va, va2), "the same seed gave other validation indices"
     assert not torch.equal(va, split_indices(101, 0.3, seed=2)[1])
     assert len(split_indices(10)[1]) == 5
     with pytest.raises(DataError):
@@ -242,11 +274,14 @@ def test_loader_shapes_len_drop_last():
     x, y = synthetic(100)
     tr = DeviceLoader(x, y, info, 32, train=True)
     batches = list(tr.epoch(torch.Generator().manual_seed(0)))
-    assert len(tr) == len(batches) == 3 and all(b.shape == (32, 1, 32, 32) for b, _ in batches)
-    assert batches[0][0].dtype == torch.float32 and batches[0][1].dtype == torch.int64
+    assert len(tr) == len(batches) == 3, f"len {len(tr)}, {len(batches)} batches, expected 3 (drop_last)"
+    assert all(b.shape == (32, 1, 32, 32) for b, _ in batches), f"batch shapes {[tuple(b.shape) for b, _ in batches]}"
+    assert batches[0][0].dtype == torch.float32, f"image dtype {batches[0][0].dtype}"
+    assert batches[0][1].dtype == torch.int64, f"label dtype {batches[0][1].dtype}"
     ev = DeviceLoader(x, y, info, 32, train=False)
     batches = list(ev.epoch())
-    assert len(ev) == len(batches) == 4 and batches[-1][0].shape == (4, 1, 32, 32)
+    assert len(ev) == len(batches) == 4, f"eval: len {len(ev)}, {len(batches)} batches, expected 4 (last one partial)"
+    assert batches[-1][0].shape == (4, 1, 32, 32), f"eval: last batch shape {tuple(batches[-1][0].shape)}"
     assert torch.equal(torch.cat([b for _, b in batches]), y)  # eval: no shuffle, all samples in order
     assert len(DeviceLoader(x, y, info, 32, train=True, drop_last=False)) == 4
     assert len(DeviceLoader(x, y, info, 32, train=False, drop_last=True)) == 3
@@ -260,11 +295,14 @@ def test_loader_channels_last_and_dtype(c):
     x, y = synthetic(40, c=c, h=32)
     ref = next(DeviceLoader(x, y, info, 16, train=True).epoch(torch.Generator().manual_seed(3)))[0]
     out = next(DeviceLoader(x, y, info, 16, train=True, channels_last=True).epoch(torch.Generator().manual_seed(3)))[0]
-    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, ref)
+    assert out.is_contiguous(memory_format=torch.channels_last), f"c={c}: the batch is not channels-last"
+    assert torch.equal(out, ref), f"c={c}: the channels-last batch differs from the NCHW one"
     if c > 1:
-        assert ref.is_contiguous() and not out.is_contiguous()
+        assert ref.is_contiguous(), "the default batch is not NCHW-contiguous"
+        assert not out.is_contiguous(), "the channels-last batch is NCHW-contiguous"
     bf = next(DeviceLoader(x, y, info, 16, train=True, dtype=torch.bfloat16).epoch(torch.Generator().manual_seed(3)))[0]
-    assert bf.dtype == torch.bfloat16 and torch.allclose(bf.float(), ref, atol=0.05)
+    assert bf.dtype == torch.bfloat16, f"c={c}: dtype {bf.dtype}, asked for bfloat16"
+    assert torch.allclose(bf.float(), ref, atol=0.05), f"c={c}: the bfloat16 batch differs from the float32 one"
 
 
 def test_loader_determinism():
@@ -274,7 +312,8 @@ def test_loader_determinism():
     run = lambda seed: list(ld.epoch(torch.Generator().manual_seed(seed)))  # noqa: E731
     a, b, c = run(0), run(0), run(1)
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
-    assert not torch.equal(a[0][0], c[0][0]) and not torch.equal(a[0][1], c[0][1])
+    assert not torch.equal(a[0][0], c[0][0]), "seeds 0 and 1 gave the same first images"
+    assert not torch.equal(a[0][1], c[0][1]), "seeds 0 and 1 gave the same first labels"
 
 
 @pytest.mark.parametrize("c,h,s,pad", [(1, 28, 32, 4), (3, 32, 32, 4), (1, 8, 8, 1)])
@@ -285,10 +324,12 @@ def test_loader_eval_center_crop(c, h, s, pad):
     u = to_uint8(out, info)  # also checks: multiples of 1/255 within [0, 1]
     o = (h + 2 * pad - s) // 2  # offset of the crop in the padded image
     ref = F.pad(x, (pad,) * 4)[:, :, o:o + s, o:o + s]
-    assert torch.equal(u, ref) and torch.equal(lab, y)
+    assert torch.equal(u, ref), f"c={c} h={h} s={s} pad={pad}: eval images are not the center crops"
+    assert torch.equal(lab, y), f"c={c} h={h} s={s} pad={pad}: eval labels are not in order"
     if h < s:  # fashion: the 28×28 image sits inside a 2-pixel zero border
         b = (s - h) // 2
-        assert torch.equal(u[:, :, b:b + h, b:b + h], x) and int(u.sum()) == int(x.sum(dtype=torch.int64))
+        assert torch.equal(u[:, :, b:b + h, b:b + h], x), f"h={h} s={s}: the image is not at the center of the crop"
+        assert int(u.sum()) == int(x.sum(dtype=torch.int64)), f"h={h} s={s}: the border around the image is not zero"
 
 
 @pytest.mark.parametrize("flip,c,h,s,pad", [(True, 1, 28, 32, 4), (False, 1, 8, 8, 1), (True, 3, 32, 32, 4)])
@@ -305,7 +346,8 @@ def test_loader_train_crops_are_windows(flip, c, h, s, pad, channels_last):
             hits = find_windows(x[lab[i]], u[i], info)  # label = source index: checks image/label pairing
             assert len(hits) == 1, hits
             seen.append(hits[0])
-    assert sorted(labels) == list(range(48)) and labels != list(range(48))  # a shuffled full epoch
+    assert sorted(labels) == list(range(48)), "the epoch does not hold every sample once"
+    assert labels != list(range(48)), "the epoch is not shuffled"  # a shuffled full epoch
     flips = sum(f for *_, f in seen)
     assert (0 < flips < len(seen)) if flip else flips == 0
     assert len({(oy, ox) for oy, ox, _ in seen}) > 5  # offsets vary per sample
@@ -317,8 +359,10 @@ def test_loader_train_crops_are_windows(flip, c, h, s, pad, channels_last):
 def test_loader_on_fashion(fashion):
     ld = DeviceLoader(fashion.test_x[:256], fashion.test_y[:256], fashion.info, 64, train=True, channels_last=True)
     out, lab = next(ld.epoch(torch.Generator().manual_seed(0)))
-    assert out.shape == (64, 1, 32, 32) and lab.shape == (64,)
-    assert abs(float(out.mean())) < 0.5 and 0.6 < float(out.std()) < 1.4  # roughly standardized
+    assert out.shape == (64, 1, 32, 32), f"image batch shape {tuple(out.shape)}"
+    assert lab.shape == (64,), f"label batch shape {tuple(lab.shape)}"
+    assert abs(float(out.mean())) < 0.5, f"batch mean {float(out.mean()):.3f}"
+    assert 0.6 < float(out.std()) < 1.4, f"batch std {float(out.std()):.3f}"  # roughly standardized
 
 
 def test_cifar_batches_are_read_without_running_code(tmp_path):

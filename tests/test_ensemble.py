@@ -113,7 +113,9 @@ def test_metric_keys_and_single_member():
     out = ensemble_metrics(mp, _labels(30, 4))
     assert set(out) == {"accuracy", "nll", "ece", "brier", "oracle_nll", "member_accuracy",
                         "disagreement", "predictive_js", "size"}
-    assert out["disagreement"] == 0.0 and out["predictive_js"] == 0.0 and out["size"] == 1.0
+    assert out["disagreement"] == 0.0, f"one member disagrees with itself: {out['disagreement']}"
+    assert out["predictive_js"] == 0.0, f"one member's predictive JS is {out['predictive_js']}"
+    assert out["size"] == 1.0, f"one member's ensemble size is {out['size']}"
     assert all(isinstance(v, float) for v in out.values())
 
 
@@ -137,7 +139,8 @@ def test_predictive_js_properties():
     assert js.shape == (4, 4)
     assert torch.allclose(js, js.T)
     assert torch.all(js.diagonal() == 0)
-    assert torch.all(js >= 0) and torch.all(js <= LN2 + 1e-12)
+    assert torch.all(js >= 0), f"negative JS: {float(js.min())}"
+    assert torch.all(js <= LN2 + 1e-12), f"JS above ln 2: {float(js.max())}"
     assert torch.all(js[~torch.eye(4, dtype=torch.bool)] > 0)
     off = js[~torch.eye(4, dtype=torch.bool)].mean().item()
     assert ensemble_metrics(mp, _labels(100, 6))["predictive_js"] == pytest.approx(off)
@@ -248,7 +251,10 @@ def test_fit_temperature_recovers_a_known_miscalibration(k_sharp):
     assert 0.8 * k_sharp < t < 1.25 * k_sharp
     fixed = temperature_scale(p[3000:], t)  # ... applied to the other ("test")
     assert torch.equal(fixed.argmax(1), p[3000:].argmax(1))  # accuracy unchanged
-    assert ece(fixed, y[3000:]) < ece(p[3000:], y[3000:]) and nll(fixed, y[3000:]) < nll(p[3000:], y[3000:])
+    assert ece(fixed, y[3000:]) < ece(p[3000:], y[3000:]), \
+        f"sharpness {k_sharp}: temperature {t} did not lower the test ECE"
+    assert nll(fixed, y[3000:]) < nll(p[3000:], y[3000:]), \
+        f"sharpness {k_sharp}: temperature {t} did not lower the test NLL"
     assert torch.allclose(temperature_scale(p, 1.0), p.double(), atol=1e-9)
     assert torch.allclose(fixed.sum(1), torch.ones(3000, dtype=fixed.dtype))
 

@@ -61,10 +61,14 @@ def test_force_never_replaces_the_run_or_a_folder_that_contains_it(run):
     before = _tree(run)
     for out, what in ((run, "the run being exported"), (run.parent, "contains the run")):
         r = nes_cli("export", "--run", str(run), "--members", "m0", "--out", str(out), "--force", "--no-verify")
-        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 2, f"export --force --out {out}: exit {r.returncode}, expected 2:\n{r.stderr}"
+        assert what in r.stderr, f"export --force --out {out}: the error does not say {what!r}:\n{r.stderr}"
+        assert "Traceback" not in r.stderr, f"export --force --out {out}: a traceback instead of a message:\n{r.stderr}"
     with pytest.raises(BundleError, match="the run being exported"):  # also without --force: not "already exists"
         export_ensemble(run, ["m0"], run)
-    assert _tree(run) == before and not [p for p in run.parent.iterdir() if p.name.startswith(".")]
+    assert _tree(run) == before, "a refused export changed the run folder"
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")], \
+        f"a refused export left {[p.name for p in run.parent.iterdir() if p.name.startswith('.')]}"
 
 
 def test_force_refuses_an_unrelated_folder_and_keeps_its_contents(run, tmp_path):
@@ -72,9 +76,14 @@ def test_force_refuses_an_unrelated_folder_and_keeps_its_contents(run, tmp_path)
     photos.mkdir()
     (photos / "holiday.jpg").write_bytes(b"precious")
     r = nes_cli("export", "--run", str(run), "--members", "m0", "--out", str(photos), "--force", "--no-verify")
-    assert r.returncode == 2 and "replaces only an earlier bundle" in r.stderr and "no manifest.json" in r.stderr
+    assert r.returncode == 2, f"export --force over an unrelated folder: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "replaces only an earlier bundle" in r.stderr, \
+        f"the error does not say --force replaces only an earlier bundle:\n{r.stderr}"
+    assert "no manifest.json" in r.stderr, f"the error does not say the folder has no manifest.json:\n{r.stderr}"
     assert "Traceback" not in r.stderr
-    assert _tree(photos) == {"holiday.jpg": b"precious"} and sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+    assert _tree(photos) == {"holiday.jpg": b"precious"}, f"the unrelated folder was changed: {sorted(_tree(photos))}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"], \
+        f"a refused export left {sorted(p.name for p in tmp_path.iterdir())}"
 
 
 def _plain_file(p: Path) -> None:
@@ -126,7 +135,10 @@ def test_force_over_a_bundle_leaves_nothing_stray(run, tmp_path, monkeypatch):
     (out / "members").chmod(0o555)  # an earlier bundle copied from read-only media
     res = export_ensemble(run, ["m1"], out, make_zip=True, overwrite=True, verify=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b.zip"]  # no .b.old-*, no temporaries
-    assert load_ensemble(out).member_names == ["m1"] and load_ensemble(res.zip_path).member_names == ["m1"]
+    assert load_ensemble(out).member_names == ["m1"], \
+        f"the replaced folder bundle holds {load_ensemble(out).member_names}, expected ['m1']"
+    assert load_ensemble(res.zip_path).member_names == ["m1"], \
+        f"the replaced zip holds {load_ensemble(res.zip_path).member_names}, expected ['m1']"
     with zipfile.ZipFile(res.zip_path) as z:
         assert sorted(z.namelist()) == sorted(f"b/{k}" for k in _tree(out))
     # a failed replacement keeps the earlier bundle and its zip exactly as they were
@@ -203,12 +215,20 @@ def test_zip_bombs_are_refused_with_bounded_memory(bundle, tmp_path):
     e_declared, e_streamed, e_cap, e_manifest = got["errors"]
     assert re.search(rf"{member} in the zip is {300 * MB + m0_bytes} bytes uncompressed, more than the "
                      rf"{m0_bytes} bytes manifest.json records", e_declared), e_declared
-    assert "member 'm0'" in e_streamed and "fails its sha256 check" in e_streamed  # hashed while streaming
-    assert member in e_cap and "512 MB a weights file may take" in e_cap
-    assert "manifest.json in the zip" in e_manifest and "8 MB a manifest may take" in e_manifest
+    assert "member 'm0'" in e_streamed, f"the streamed bomb's error does not name member m0: {e_streamed!r}"
+    assert "fails its sha256 check" in e_streamed, \
+        f"the streamed bomb's error does not say its sha256 check fails: {e_streamed!r}"  # hashed while streaming
+    assert member in e_cap, f"the over-cap error does not name {member}: {e_cap!r}"
+    assert "512 MB a weights file may take" in e_cap, f"the over-cap error does not state the 512 MB cap: {e_cap!r}"
+    assert "manifest.json in the zip" in e_manifest, \
+        f"the manifest bomb's error does not name manifest.json: {e_manifest!r}"
+    assert "8 MB a manifest may take" in e_manifest, \
+        f"the manifest bomb's error does not state the 8 MB cap: {e_manifest!r}"
     assert got["growth_mib"] < 48, got  # zip.read() of the entries would take ≥ 300 MB
     r = nes_cli("predict", str(declared), str(_images(tmp_path)))
-    assert r.returncode == 2 and member in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2, f"predict on a zip bomb: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert member in r.stderr, f"predict on a zip bomb does not name {member}:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"predict on a zip bomb: a traceback instead of a message:\n{r.stderr}"
 
 
 def test_a_weights_file_longer_than_recorded_is_refused_before_reading(bundle, tmp_path):
@@ -248,7 +268,10 @@ def test_huge_images_are_refused_from_their_header(bundle, tmp_path):
     with pytest.raises(ValueError, match=r"huge.png: declares more than .* pixels .*takes 8×8 images"):
         load_images(folder, 1, 8, 8)
     r = nes_cli("predict", str(bundle), str(folder))
-    assert r.returncode == 2 and "huge.png" in r.stderr and "8×8" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, f"predict on a huge image: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "huge.png" in r.stderr, f"predict on a huge image does not name huge.png:\n{r.stderr}"
+    assert "8×8" in r.stderr, f"predict on a huge image does not state the 8×8 input size:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"predict on a huge image: a traceback instead of a message:\n{r.stderr}"
     (folder / "huge.png").unlink()
     _png_header(folder / "big.png", 4000, 3000)  # under PIL's limit: refused before decoding all the same
     with pytest.raises(ValueError, match=r"big.png: is 4000×3000 pixels; this ensemble takes 8×8"):
@@ -293,14 +316,18 @@ def test_wrong_manifest_values_are_named(bundle, tmp_path, case):
     b = _edited_copy(bundle, tmp_path / "b", edit)
     with pytest.raises(BundleError, match="wrong type or value") as e:
         load_ensemble(b)
-    assert key in str(e.value) and "must be" in str(e.value)
+    assert key in str(e.value), f"{case}: the error does not name {key}: {e.value}"
+    assert "must be" in str(e.value), f"{case}: the error does not say what {key} must be: {e.value}"
 
 
 def test_cli_predict_refuses_a_zero_std(bundle, tmp_path):
     b = _edited_copy(bundle, tmp_path / "b", BAD_VALUES["std-zero"][0])
     r = nes_cli("predict", str(b), str(_images(tmp_path)))
-    assert r.returncode == 2 and "dataset.preprocess.std" in r.stderr and "> 0" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and "nan" not in r.stdout.lower()
+    assert r.returncode == 2, f"predict with std 0: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "dataset.preprocess.std" in r.stderr, f"predict with std 0 does not name dataset.preprocess.std:\n{r.stderr}"
+    assert "> 0" in r.stderr, f"predict with std 0 does not say it must be > 0:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"predict with std 0: a traceback instead of a message:\n{r.stderr}"
+    assert "nan" not in r.stdout.lower(), f"predict with std 0 printed NaN:\n{r.stdout}"
 
 
 @pytest.mark.parametrize("edit", [lambda m: m["dataset"]["preprocess"].update(std=[0.5]),
@@ -321,7 +348,8 @@ def test_hand_edited_model_values_fail_the_integrity_check(bundle, tmp_path, edi
 
 def test_bundles_written_before_bytes_and_model_sha256_still_load(bundle, tmp_path):
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["model_sha256"] == model_sha256(m) and m["schema_version"] == 1
+    assert m["model_sha256"] == model_sha256(m), "the manifest's model_sha256 does not match its model values"
+    assert m["schema_version"] == 1, f"manifest schema_version {m['schema_version']}, expected 1"
     old = _edited_copy(bundle, tmp_path / "old", _as_old_manifest)
     x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
     want = load_ensemble(bundle).predict(x)

@@ -29,7 +29,8 @@ def run(tmp_path_factory):
 def check_exit_2(args, msg):
     r = nes(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and msg in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, f"{args}: a traceback instead of a message:\n{r.stderr}"
+    assert msg in r.stderr, f"{args}: the error does not say {msg!r}:\n{r.stderr}"
     return r
 
 
@@ -106,7 +107,9 @@ def test_store_with_a_bad_schema_version_names_the_file(tmp_path):
     with pytest.raises(StoreError, match=r"nes\.db has schema version abc"):
         Store(tmp_path / "home")
     r = nes("jobs", "list", env={"NES_HOME": str(tmp_path / "home")})
-    assert r.returncode == 2 and "schema version abc" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, f"exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "schema version abc" in r.stderr, f"the error does not name the schema version:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"a traceback instead of a message:\n{r.stderr}"
 
 
 def test_member_config_value_not_numeric_names_the_file(run, tmp_path):

@@ -24,7 +24,8 @@ def test_submit_runs_to_done_with_metrics(home):
     j = submit(store, "r1", "search", SMOKE)
     job, = wait(store, [j], poll=0.3)
     assert job.status == "done", why(job)
-    assert job.result["steps"] > 0 and job.progress == 1.0
+    assert job.result["steps"] > 0, f"the search took {job.result['steps']} steps"
+    assert job.progress == 1.0, f"a done job at progress {job.progress}"
     names = {m["name"] for m in store.metrics(j)}
     assert {"train_loss", "train_acc", "val_acc"} <= names
     assert (home / "r1" / "search" / "genotype.json").exists()
@@ -32,7 +33,9 @@ def test_submit_runs_to_done_with_metrics(home):
     r = nes("jobs", "list", "--run", "r1", "--json", env={"NES_HOME": str(home)})
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert rows[0]["id"] == j and rows[0]["kind"] == "search" and rows[0]["status"] == "done"
+    assert rows[0]["id"] == j, f"jobs list shows job {rows[0]['id']} first, expected {j}"
+    assert rows[0]["kind"] == "search", f"jobs list shows kind {rows[0]['kind']!r}"
+    assert rows[0]["status"] == "done", f"jobs list shows status {rows[0]['status']!r}"
     assert {"id", "kind", "status", "pid", "progress"} <= set(rows[0])
 
 
@@ -43,10 +46,12 @@ def test_cancel_running_and_queued_jobs(searched):
     # a wall-clock step (VM resume, NTP) makes the heartbeat stamp look an hour old: the worker is
     # alive and still beating, so it is not reaped
     store.update_job(j, heartbeat=time.time() - 3600)
-    assert reap(store) == [] and store.job(j).status == "running"
+    assert reap(store) == [], "a live worker with an hour-old heartbeat stamp was reaped"
+    assert store.job(j).status == "running", f"the job is {store.job(j).status}, expected running"
     assert cancel(store, j) == "cancel requested"
     job, = wait(store, [j], poll=0.3)
-    assert job.status == "cancelled" and job.step < job.total
+    assert job.status == "cancelled", f"the job ended {job.status}, expected cancelled: {why(job)}"
+    assert job.step < job.total, f"the cancelled job ran all {job.total} steps"
     q = submit(store, "base", "retrain", {"preset": "smoke", "name": "q"}, deps=[j], launch=False)
     assert cancel(store, q) == "cancelled"
     with pytest.raises(StoreError, match="already cancelled"):
@@ -68,7 +73,9 @@ def test_idle_cores_are_lent_and_taken_back(searched):
     b = _retrain(store, "b", 400)  # b has to wait for cores: a gives back all but its share
     wait_until(lambda: store.job(b).step > 0)
     ja, jb = store.job(a), store.job(b)
-    assert ja.cores >= 1 and jb.cores >= 1 and ja.cores + jb.cores == total
+    assert ja.cores >= 1, f"job a holds {ja.cores} cores"
+    assert jb.cores >= 1, f"job b holds {jb.cores} cores"
+    assert ja.cores + jb.cores == total, f"a and b hold {ja.cores} + {jb.cores} cores of {total}"
     wait_until(lambda: f"{total} -> {ja.cores} threads" in log(a))  # the worker followed its grant
     assert cancel(store, b) == "cancel requested"
     assert wait(store, [b], poll=0.3)[0].status == "cancelled"
@@ -93,7 +100,8 @@ def test_sigkill_mid_epoch_then_resume(searched, monkeypatch):
     monkeypatch.delenv("NES_TEST_WRITE_DELAY")
     wait_until(lambda: reap(store) or store.job(j).status == "failed")
     job = store.job(j)
-    assert job.status == "failed" and "worker died" in job.error
+    assert job.status == "failed", f"the killed job is {job.status}, expected failed"
+    assert "worker died" in job.error, f"the error does not say the worker died: {job.error!r}"
     resume(store, j)
     job, = wait(store, [j], poll=0.3)
     assert job.status == "done", why(job)
@@ -136,7 +144,8 @@ def test_frozen_worker_is_reaped(searched, monkeypatch):
     try:
         wait_until(lambda: reap(store), timeout=60)
         job = store.job(j)
-        assert job.status == "failed" and "stopped answering" in job.error, job.error
+        assert job.status == "failed", f"the frozen job is {job.status}, expected failed: {job.error!r}"
+        assert "stopped answering" in job.error, f"the error does not say the worker stopped answering: {job.error!r}"
     finally:
         os.kill(pid, signal.SIGKILL)
 
@@ -170,19 +179,27 @@ def test_bad_input_messages(home, tmp_path):
     with pytest.raises(StoreError, match="no job 99"):
         store.job(99)
     r = nes("jobs", "list", "--run", "nope", env={"NES_HOME": str(home)})
-    assert r.returncode == 2 and "no run 'nope'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, f"jobs list --run nope: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "no run 'nope'" in r.stderr, f"jobs list --run nope does not say there is no such run:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"jobs list --run nope: a traceback instead of a message:\n{r.stderr}"
     r = nes("jobs", "resume", "99", env={"NES_HOME": str(home)})
-    assert r.returncode == 2 and "no job 99" in r.stderr
+    assert r.returncode == 2, f"jobs resume 99: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "no job 99" in r.stderr, f"jobs resume 99 does not say there is no such job:\n{r.stderr}"
     # a run folder with missing artifacts: the job fails with a message, other runs are untouched
     ok = submit(store, "good", "search", SMOKE)
     bad = submit(store, "broken", "hypernet", {"preset": "smoke"})
     jobs = wait(store, [ok, bad], poll=0.3)
     assert jobs[0].status == "done", why(jobs[0])
-    assert jobs[1].status == "failed" and "no finished search" in jobs[1].error
+    assert jobs[1].status == "failed", f"a hypernet job without a search is {jobs[1].status}, expected failed"
+    assert "no finished search" in jobs[1].error, \
+        f"the error does not say there is no finished search: {jobs[1].error!r}"
     dependent = submit(store, "broken", "retrain", {"name": "m", "sample_index": 0}, deps=[bad])
     second = submit(store, "broken", "evaluate", {}, deps=[dependent])
     assert [j.status for j in wait(store, [dependent, second], poll=0.3)] == ["failed", "failed"]
-    assert "dependency" in store.job(dependent).error and "dependency" in store.job(second).error
+    assert "dependency" in store.job(dependent).error, \
+        f"the dependent job's error does not name its dependency: {store.job(dependent).error!r}"
+    assert "dependency" in store.job(second).error, \
+        f"the second dependent job's error does not name its dependency: {store.job(second).error!r}"
     resume(store, bad, launch=False)  # the whole chain waits again
     assert [store.job(i).status for i in (bad, dependent, second)] == ["queued"] * 3
     assert Path(store.get_run("good"), "search", "genotype.json").exists()  # the other run is untouched
@@ -213,7 +230,8 @@ def test_corrupt_foreign_and_newer_databases(tmp_path):
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(newer)
     r = nes("jobs", "list", env={"NES_HOME": str(corrupt)})
-    assert r.returncode == 2 and "not a usable NES database" in r.stderr
+    assert r.returncode == 2, f"jobs list on a corrupt database: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "not a usable NES database" in r.stderr, f"jobs list on a corrupt database does not say so:\n{r.stderr}"
 
 
 def test_ray_executor_retrains_two_members(searched):
@@ -232,7 +250,8 @@ def test_ray_executor_retrains_two_members(searched):
     for i, j in enumerate(ids):
         job = store.job(j)
         assert job.status == "done", why(job)
-        assert job.result["name"] == f"ray{i}" and store.metrics(j)
+        assert job.result["name"] == f"ray{i}", f"ray job {j} trained member {job.result['name']!r}, expected ray{i}"
+        assert store.metrics(j), f"ray job {j} recorded no metrics"
         assert (Path(job.run_id) / "members" / f"ray{i}" / "weights.safetensors").exists()
 
 

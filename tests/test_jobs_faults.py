@@ -59,7 +59,8 @@ def test_stale_attempt_writes_nothing(searched, monkeypatch):
         os.kill(old_pid, signal.SIGCONT)
     assert old.wait(timeout=120) == EXIT_STALE
     job, = wait(store, [j], poll=0.3)
-    assert job.status == "done" and job.attempts == 2, why(job)
+    assert job.status == "done", f"the restarted job is {job.status}: {why(job)}"
+    assert job.attempts == 2, f"the job took {job.attempts} attempts, expected 2"
     d = Path(job.run_id) / "members" / "twice"
     for f in d.rglob("*.safetensors"):
         load_tensors(f)
@@ -81,7 +82,8 @@ def test_write_guard_refuses_stale_attempts_and_vanished_run_folders(home):
         assert store.start_attempt(j) == 2  # the job was started again elsewhere
         with pytest.raises(StaleAttempt, match="attempt 1 is no longer current"):
             write_json(run / "b.json", {"stale": 1})
-        assert not (run / "b.json").exists() and not temp_files(run)
+        assert not (run / "b.json").exists(), "a stale attempt wrote b.json"
+        assert not temp_files(run), f"a stale attempt left temp files {temp_files(run)}"
         with pytest.raises(StaleAttempt):
             att.report(1, 2, {})
         assert not att.record(status="done")
@@ -113,7 +115,8 @@ def test_run_folder_deleted_mid_job_fails(searched):
     run = Path(store.job(j).run_id)
     rmtree_retry(run)
     job, = wait(store, [j], poll=0.3)
-    assert job.status == "failed" and "was deleted" in job.error, why(job)
+    assert job.status == "failed", f"the job whose run folder was deleted is {job.status}: {why(job)}"
+    assert "was deleted" in job.error, f"the error does not say the run folder was deleted: {why(job)}"
     assert not (run / "members" / "gone" / "weights.safetensors").exists()
 
 
@@ -121,10 +124,14 @@ def test_run_with_a_bad_setting_queues_nothing(home):
     for bad, says in (("bogus=1", "unknown setting 'bogus'"), ("epochs=many", "epochs=many: expected int")):
         r = nes("run", "--preset", "smoke", "--run", "bad", "--members", "2", "--set", bad, "--detach",
                 env={"NES_HOME": str(home)})
-        assert r.returncode == 2 and says in r.stderr and "nothing was queued" in r.stderr, r.stderr
+        assert r.returncode == 2, f"--set {bad}: exit {r.returncode}, expected 2:\n{r.stderr}"
+        assert says in r.stderr, f"--set {bad}: the error does not say {says!r}:\n{r.stderr}"
+        assert "nothing was queued" in r.stderr, f"--set {bad}: the error does not say nothing was queued:\n{r.stderr}"
         assert "Traceback" not in r.stderr
     store = Store()
-    assert store.jobs() == [] and store.runs() == [] and not (home / "bad").exists()
+    assert store.jobs() == [], f"a refused run queued jobs {[j.id for j in store.jobs()]}"
+    assert store.runs() == [], f"a refused run registered runs {store.runs()}"
+    assert not (home / "bad").exists(), "a refused run made its folder"
 
 
 def test_resume_removes_stale_temp_files(searched, monkeypatch):
@@ -145,7 +152,10 @@ def test_resume_removes_stale_temp_files(searched, monkeypatch):
     resume(store, j)
     job, = wait(store, [j], poll=0.3)
     assert job.status == "done", why(job)
-    assert temp_files(d) == [live] and not any(p.exists() for p in left)
+    assert temp_files(d) == [live], \
+        f"temp files after resume {temp_files(d)}, expected only the live writer's {live.name}"
+    assert not any(p.exists() for p in left), \
+        f"resume left the killed attempt's temp files {[p.name for p in left if p.exists()]}"
     live.unlink()
 
 
@@ -197,10 +207,17 @@ def test_damaged_rows_and_pages(home):
     env = {"NES_HOME": str(home)}
     r = nes("jobs", "list", env=env)
     assert r.returncode == 0, r.stderr
-    assert f"job {bad}: damaged row: config is not valid JSON" in r.stdout and "result is not valid JSON" in r.stdout
+    assert f"job {bad}: damaged row: config is not valid JSON" in r.stdout, \
+        f"jobs list does not name job {bad}'s damaged config:\n{r.stdout}"
+    assert "result is not valid JSON" in r.stdout, f"jobs list does not name job {bad}'s damaged result:\n{r.stdout}"
     rows = json.loads(nes("jobs", "list", "--json", env=env).stdout)
-    assert [row["id"] for row in rows] == [good, bad] and rows[0]["damaged"] is None and rows[1]["damaged"]
+    assert [row["id"] for row in rows] == [good, bad], \
+        f"jobs list --json rows {[row['id'] for row in rows]}, expected {[good, bad]}"
+    assert rows[0]["damaged"] is None, f"the good job {good} is marked damaged: {rows[0]['damaged']!r}"
+    assert rows[1]["damaged"], f"the damaged job {bad} is not marked damaged"
     corrupt_page(home / "nes.db", "jobs")
     r = nes("jobs", "list", env=env)
-    assert r.returncode == 2 and str(home / "nes.db") in r.stderr and "damaged" in r.stderr, r.stderr
+    assert r.returncode == 2, f"jobs list on a damaged page: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert str(home / "nes.db") in r.stderr, f"the error does not name the database file:\n{r.stderr}"
+    assert "damaged" in r.stderr, f"the error does not say the database is damaged:\n{r.stderr}"
     assert "Traceback" not in r.stderr

@@ -48,7 +48,9 @@ def test_tensor_lambda_and_progress_give_the_float_results(name):
         r_f = arch.regularizer(lam, th_f, frac)
         torch.manual_seed(1)
         r_t = arch.regularizer(torch.tensor(lam), th_t, torch.tensor(frac))
-        assert torch.is_tensor(r_t) and r_t.dim() == 0
+        assert torch.is_tensor(r_t), \
+            f"{name} λ={lam}: the regularizer of a tensor λ is a {type(r_t).__name__}, not a tensor"
+        assert r_t.dim() == 0, f"{name} λ={lam}: the regularizer has shape {tuple(r_t.shape)}, not a scalar"
         assert torch.allclose(r_f, r_t, atol=1e-6), (lam, frac)
         g_f = torch.autograd.grad(r_f, arch.hyper.anchors)[0]
         g_t = torch.autograd.grad(r_t, arch.hyper.anchors)[0]

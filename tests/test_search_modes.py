@@ -33,10 +33,14 @@ def test_every_mode_learns_an_alpha_of_the_full_modes_shape(searched):
     for name, (run, res) in searched.items():
         art = load_search(run)
         assert art.layout == full_art.layout, name
-        assert art.theta.shape == full_art.theta.shape and torch.isfinite(art.theta).all(), name
+        assert art.theta.shape == full_art.theta.shape, \
+            f"{name}: θ shape {tuple(art.theta.shape)}, the darts mode's {tuple(full_art.theta.shape)}"
+        assert torch.isfinite(art.theta).all(), f"{name}: θ is not finite"
         assert not torch.allclose(art.theta, init), name  # the architecture step moved α
         art.star.validate(nodes=full_art.star.nodes)
-        assert len(res.history) == from_preset(SearchConfig, "smoke").epochs and res.steps > 0, name
+        assert len(res.history) == from_preset(SearchConfig, "smoke").epochs, \
+            f"{name}: {len(res.history)} epochs of history"
+        assert res.steps > 0, f"{name}: no step taken"
         assert all(0 <= row["kept_top_op"] <= 1 for row in res.history), name
 
 
@@ -45,17 +49,24 @@ def test_a_partial_channel_search_feeds_its_hypernetwork(searched):
     from nes.method.hypernet import load_hypernet
 
     out = hypernet_task(run, {"preset": "smoke", "regularizer": "edges"})  # inherits mode and partial_k
-    assert out["regularizer"] == "edges" and out["steps"] > 0
+    assert out["regularizer"] == "edges", f"the hypernetwork trained regularizer {out['regularizer']!r}"
+    assert out["steps"] > 0, "the hypernetwork took no step"
     hyper, meta = load_hypernet(run, "edges")
-    assert meta["config"]["mode"] == "pc" and meta["config"]["partial_k"] == 2 and meta["quality"]["distinct"] >= 1
+    assert meta["config"]["mode"] == "pc", f"the hypernetwork did not inherit mode pc: {meta['config']['mode']!r}"
+    assert meta["config"]["partial_k"] == 2, \
+        f"the hypernetwork did not inherit partial_k 2: {meta['config']['partial_k']}"
+    assert meta["quality"]["distinct"] >= 1, "the hypernetwork gives no genotype"
 
 
 def test_downsample_shrinks_images_and_crops_and_refuses_too_much():
     ds = load_dataset("digits", None, "cpu", 64, 16)
     small, info = downsample(ds, ds.info, 2)
-    assert small.train_x.shape[-2:] == (4, 4) and small.train_x.dtype == torch.uint8
+    assert small.train_x.shape[-2:] == (4, 4), f"downsampled images are {tuple(small.train_x.shape[-2:])}"
+    assert small.train_x.dtype == torch.uint8, f"downsampled images are {small.train_x.dtype}"
     assert (info.height, info.image_size, info.pad) == (4, 4, 0)
-    assert torch.equal(small.train_y, ds.train_y) and len(small.test_x) == len(ds.test_x)
+    assert torch.equal(small.train_y, ds.train_y), "downsampling changed the training labels"
+    assert len(small.test_x) == len(ds.test_x), \
+        f"downsampling changed the test set size: {len(small.test_x)} vs {len(ds.test_x)}"
     assert downsample(ds, ds.info, 1) == (ds, ds.info)
     with pytest.raises(DataError, match="downsample=8"):
         downsample(ds, ds.info, 8)
