@@ -111,3 +111,25 @@ def test_public_api_is_lazy_and_complete():
         import nes
 
         nes.no_such_name
+
+
+SIZED = SOURCES + sorted((ROOT / "pages").glob("*.py")) + [ROOT / "explorer_app.py"]
+
+
+@pytest.mark.parametrize("path", SIZED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_stay_small(path):
+    """A module reads in one sitting (≤ 450 lines), a function on one screen (≤ 60)."""
+    source = path.read_text()
+    lines = len(source.splitlines())
+    assert lines <= 450, f"{path.relative_to(ROOT)} has {lines} lines: split it by job"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            assert n <= 60, f"{path.relative_to(ROOT)}:{node.lineno} {node.name} is {n} lines: split it"
+
+
+def test_tests_import_helpers_not_conftest():
+    """conftest.py holds fixtures; what tests import lives in tests/helpers.py."""
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for line, target in imports_of(path.read_text(), "tests." + path.stem):
+            assert target != "conftest", f"tests/{path.name}:{line} imports from conftest: use helpers"

@@ -154,12 +154,17 @@ def score(members: MemberProbs, test: torch.Tensor | None = None, test_y: torch.
     per_member = {n: member_metrics(p, test_y) for n, p in zip(members.names, test)}
     vs_best = calibrated = None
     if members.val is not None:
-        if len(members) > 1:
-            i = best_member_index(members.val, members.val_y)
-            diff = paired_difference(test.to(torch.float64).mean(0), test[i], test_y)
-            vs_best = {"best_member": members.names[i], **{k: v.to_dict() for k, v in diff.items()}}
+        vs_best = vs_best_member(members, test, test_y) if len(members) > 1 else None
         calibrated = calibrated_metrics(members.val, members.val_y, test, test_y)
     return EnsembleReport(members.names, split, int(test_y.shape[0]), metrics, per_member, vs_best, calibrated)
+
+
+def vs_best_member(members: MemberProbs, test: torch.Tensor, test_y: torch.Tensor) -> dict:
+    """The ensemble of test [M, N, K] minus its best member, the one with the lowest validation
+    NLL (picking it on the test set would favour it): {"best_member", "accuracy", "nll"}."""
+    i = best_member_index(members.val, members.val_y)
+    diff = paired_difference(test.to(torch.float64).mean(0), test[i], test_y)
+    return {"best_member": members.names[i], **{k: v.to_dict() for k, v in diff.items()}}
 
 
 def compare(a: MemberProbs, b: MemberProbs) -> dict[str, Difference] | None:
