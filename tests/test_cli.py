@@ -25,9 +25,13 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_search_artifacts(run_dir):
     g = Genotype.from_dict(read_json(run_dir / "search" / "genotype.json")["genotype"])
-    assert g.cell_types == ("reduce",) and g.nodes == 4 and g.num_kept_edges() == 4
+    assert g.cell_types == ("reduce",), f"genotype* cell types {g.cell_types}"
+    assert g.nodes == 4, f"genotype* has {g.nodes} nodes"
+    assert g.num_kept_edges() == 4, f"genotype* keeps {g.num_kept_edges()} edges"
     tensors, meta = load_tensors(run_dir / "search" / "arch.safetensors")
-    assert tensors["theta"].shape == (14 * 7 + 14,) and meta["layout"]["nodes"] == 4
+    assert tensors["theta"].shape == (14 * 7 + 14,), \
+        f"θ shape {tuple(tensors['theta'].shape)}, expected 14 edges × 7 ops + 14 input weights"
+    assert meta["layout"]["nodes"] == 4, f"the saved layout has {meta['layout']['nodes']} nodes"
     sup, _ = load_tensors(run_dir / "search" / "supernet.safetensors")
     assert any(k.startswith("cells.0.edges.13.ops.sep_conv_5x5") for k in sup)
     hist = read_json(run_dir / "search" / "history.json")
@@ -51,18 +55,29 @@ def test_retrain_and_evaluate(run_dir, tmp_path):
     out = json.loads(r.stdout)
     assert [m["name"] for m in out["members"]] == ["m0", "m1"]
     ens = out["ensemble"]
-    assert ens["size"] == 2 and 0 <= ens["accuracy"] <= 1 and ens["oracle_nll"] <= ens["nll"] + 1e-9
+    assert ens["size"] == 2, f"ensemble size {ens['size']}"
+    assert 0 <= ens["accuracy"] <= 1, f"ensemble accuracy {ens['accuracy']}"
+    assert ens["oracle_nll"] <= ens["nll"] + 1e-9, f"oracle NLL {ens['oracle_nll']} above the ensemble's {ens['nll']}"
     assert 0 <= ens["disagreement"] <= 1
     vs = out["vs_best_member"]  # chosen by validation NLL; interval over the test images
-    assert vs["best_member"] in ("m0", "m1") and vs["accuracy"]["n"] == out["test_images"]
+    assert vs["best_member"] in ("m0", "m1"), f"best member {vs['best_member']!r} is not m0 or m1"
+    assert vs["accuracy"]["n"] == out["test_images"], \
+        f"the difference is measured on {vs['accuracy']['n']} images, the test set has {out['test_images']}"
     assert vs["accuracy"]["lo"] <= vs["accuracy"]["value"] <= vs["accuracy"]["hi"]
     r = nes("evaluate", "--run", str(run_dir))
-    assert r.returncode == 0 and "ensemble vs best member" in r.stdout and "95% CI" in r.stdout
+    assert r.returncode == 0, f"evaluate: exit {r.returncode}:\n{r.stderr}"
+    assert "ensemble vs best member" in r.stdout, f"evaluate does not show the ensemble vs its best member:\n{r.stdout}"
+    assert "95% CI" in r.stdout, f"evaluate shows no 95% interval:\n{r.stdout}"
     assert "temperature scaling (T fitted on the validation split)" in r.stdout
     cal = out["calibrated"]
-    assert cal["temperature"] > 0 and cal["accuracy"] == pytest.approx(ens["accuracy"]) and 0 <= cal["ece"] <= 1
+    assert cal["temperature"] > 0, f"temperature {cal['temperature']}"
+    assert cal["accuracy"] == pytest.approx(ens["accuracy"]), \
+        f"temperature scaling changed the accuracy: {cal['accuracy']} vs {ens['accuracy']}"
+    assert 0 <= cal["ece"] <= 1, f"calibrated ECE {cal['ece']}"
     r = nes("evaluate", "--run", str(run_dir), "--members", "m1")
-    assert r.returncode == 0 and "ensemble" in r.stdout and "m0" not in r.stdout
+    assert r.returncode == 0, f"evaluate --members m1: exit {r.returncode}:\n{r.stderr}"
+    assert "ensemble" in r.stdout, f"evaluate --members m1 shows no ensemble:\n{r.stdout}"
+    assert "m0" not in r.stdout, f"evaluate --members m1 shows m0:\n{r.stdout}"
     # members share the same test labels; probabilities are valid distributions
     probs, _ = load_tensors(run_dir / "members" / "m0" / "probs" / f"epoch_{epochs - 1:03d}.safetensors")
     assert torch.allclose(probs["test"].float().sum(1), torch.ones(len(probs["test"])), atol=1e-2)
@@ -113,7 +128,8 @@ def test_bad_input_exits_2_with_a_message(tmp_path, case):
 
 def test_evaluate_unknown_member(run_dir):
     r = nes("evaluate", "--run", str(run_dir), "--members", "m0,zz")
-    assert r.returncode == 2 and "unknown member(s) zz" in r.stderr
+    assert r.returncode == 2, f"evaluate --members m0,zz: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "unknown member(s) zz" in r.stderr, f"evaluate --members m0,zz does not name the unknown member:\n{r.stderr}"
 
 
 class Stop(Exception):
@@ -134,7 +150,8 @@ def test_search_resume_after_interruption_is_exact(tmp_path):
     with pytest.raises(Stop):  # killed in the middle of the second epoch
         search(cfg, tmp_path / "cut", "cpu", progress=_interrupt_at(steps_per_epoch + 2))
     meta = load_tensors(tmp_path / "cut" / "search" / "checkpoint.safetensors")[1]
-    assert meta["epoch"] == 0 and meta["steps"] == steps_per_epoch
+    assert meta["epoch"] == 0, f"the checkpoint is of epoch {meta['epoch']}, expected the first (0)"
+    assert meta["steps"] == steps_per_epoch, f"the checkpoint is at step {meta['steps']}, expected {steps_per_epoch}"
     resumed = search(cfg, tmp_path / "cut", "cpu")
     assert resumed.steps == full.steps == 3 * steps_per_epoch
     assert len(resumed.history) == 3
@@ -155,10 +172,13 @@ def test_retrain_resume_after_interruption(tmp_path):
         retrain(cfg, g, tmp_path, "cut", "cpu", progress=_interrupt_at(2 * per_epoch + 1))
     assert len(list((tmp_path / "members" / "cut" / "probs").glob("*.safetensors"))) == 2
     res = retrain(cfg, g, tmp_path, "cut", "cpu")
-    assert res.steps == full.steps and len(res.history) == 3
+    assert res.steps == full.steps, f"the resumed member took {res.steps} steps, the uninterrupted one {full.steps}"
+    assert len(res.history) == 3, f"the resumed member has {len(res.history)} epochs of history, expected 3"
     a = load_tensors(tmp_path / "members" / "full" / "weights.safetensors")[0]
     b = load_tensors(tmp_path / "members" / "cut" / "weights.safetensors")[0]
-    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert a.keys() == b.keys(), f"weights differ in names: {sorted(a.keys() ^ b.keys())}"
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), \
+        f"resumed weights differ: {[k for k in a if not torch.allclose(a[k].float(), b[k].float(), atol=1e-5)]}"
 
 
 def test_second_order_search(tmp_path):
@@ -166,5 +186,6 @@ def test_second_order_search(tmp_path):
     cfg1 = from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 64})
     cfg2 = from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 64, "second_order": "true"})
     first, second = search(cfg1, tmp_path / "a", "cpu"), search(cfg2, tmp_path / "b", "cpu")
-    assert torch.isfinite(second.theta).all() and second.steps == first.steps
+    assert torch.isfinite(second.theta).all(), "second-order θ is not finite"
+    assert second.steps == first.steps, f"second order took {second.steps} steps, first order {first.steps}"
     assert not torch.allclose(first.theta, second.theta)

@@ -13,23 +13,29 @@ G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_con
 
 
 def test_ops_and_positions():
-    assert len(OPS) == 7 and "none" not in OPS
+    assert len(OPS) == 7, f"{len(OPS)} candidate ops: {OPS}"
+    assert "none" not in OPS, "the op none is a candidate"
     assert reduction_positions(1) == (0,)
     assert reduction_positions(2) == (0, 1)
     assert reduction_positions(8) == (2, 5)
-    assert cell_types_for(1) == ("reduce",) and cell_types_for(2) == ("reduce",)
+    assert cell_types_for(1) == ("reduce",), f"1 layer: cell types {cell_types_for(1)}"
+    assert cell_types_for(2) == ("reduce",), f"2 layers: cell types {cell_types_for(2)}"
     assert cell_types_for(3) == ("normal", "reduce")
-    assert num_edges(4) == 14 and edge_index(3, 4) == 13
+    assert num_edges(4) == 14, f"4 nodes have {num_edges(4)} candidate edges, expected 2 + 3 + 4 + 5"
+    assert edge_index(3, 4) == 13, f"the last edge (node 3, input 4) has index {edge_index(3, 4)}"
 
 
 def test_genotype_json_round_trip_and_hash():
     g2 = Genotype.from_json(G.to_json())
-    assert g2 == G and hash(g2) == hash(G)
+    assert g2 == G, f"JSON round trip changed the genotype: {g2}"
+    assert hash(g2) == hash(G), "equal genotypes hash differently"
     assert len({G, g2}) == 1
-    assert G.num_kept_edges() == 4 and G.matched_edges(G) == 4
+    assert G.num_kept_edges() == 4, f"G keeps {G.num_kept_edges()} edges, expected 4"
+    assert G.matched_edges(G) == 4, f"G shares {G.matched_edges(G)} edges with itself, expected 4"
     assert "sep3(1)" in G.compact()
     both = Genotype(normal=G.reduce, reduce=G.reduce)
-    assert Genotype.from_json(both.to_json()) == both and both.num_kept_edges() == 8
+    assert Genotype.from_json(both.to_json()) == both, "JSON round trip changed a two-cell genotype"
+    assert both.num_kept_edges() == 8, f"a two-cell genotype keeps {both.num_kept_edges()} edges, expected 8"
 
 
 @pytest.mark.parametrize(
@@ -108,7 +114,8 @@ def test_layout_split_join_and_discretize():
     w = lay.weights(t)
     for ct in lay.cell_types:
         op_w, in_w = w[ct]
-        assert op_w.shape == (14, 7) and in_w.shape == (14,)
+        assert op_w.shape == (14, 7), f"{ct}: op weights shape {tuple(op_w.shape)}"
+        assert in_w.shape == (14,), f"{ct}: input weights shape {tuple(in_w.shape)}"
         assert torch.allclose(op_w.sum(-1), torch.ones(14))
     assert len(lay.distributions(t)) == lay.num_distributions
     with pytest.raises(ValueError, match="needs"):
@@ -126,7 +133,8 @@ def test_js_bounds_and_symmetry():
     q = torch.softmax(torch.randn(50, 7), -1)
     assert torch.allclose(js_divergence(p, p), torch.zeros(50), atol=1e-6)
     assert torch.allclose(js_divergence(p, q), js_divergence(q, p))
-    assert (js_divergence(p, q) <= math.log(2) + 1e-9).all() and (js_divergence(p, q) >= 0).all()
+    assert (js_divergence(p, q) <= math.log(2) + 1e-9).all(), f"JS above ln 2: {float(js_divergence(p, q).max())}"
+    assert (js_divergence(p, q) >= 0).all(), f"negative JS: {float(js_divergence(p, q).min())}"
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert abs(js_divergence(a, b).item() - math.log(2)) < 1e-6
     lay = ArchLayout()

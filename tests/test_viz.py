@@ -32,7 +32,9 @@ def test_cell_figure_labels_weights_and_highlights_differences():
     w = viz.edge_weights(alpha, betas, OTHER, "reduce")
     assert set(w) == {(i, inp) for i, node in enumerate(OTHER.reduce) for _, inp in node}
     for weight, probs in w.values():
-        assert 0.0 < weight <= 1.0 and abs(sum(probs.values()) - 1.0) < 1e-5 and set(probs) == set(OPS)
+        assert 0.0 < weight <= 1.0, f"edge weight {weight} outside (0, 1]"
+        assert abs(sum(probs.values()) - 1.0) < 1e-5, f"op probabilities sum to {sum(probs.values())}"
+        assert set(probs) == set(OPS), f"op probabilities for {sorted(probs)}, not the 7 ops"
     fig = viz.cell_figure(OTHER, "reduce", w, reference=STAR)
     assert len(_op_traces(fig)) == OTHER.num_kept_edges()
     n_diff = OTHER.num_kept_edges() - OTHER.matched_edges(STAR)
@@ -60,18 +62,25 @@ def test_probability_bars_and_alpha_heatmap_rows_sum_to_one():
     assert sum(label.startswith("★") for label in bars.data[0].y) == STAR.num_kept_edges()
     heat = viz.alpha_heatmap(alpha, 4, STAR)
     z = torch.tensor(heat.data[0].z)
-    assert z.shape == (14, len(OPS)) and torch.allclose(z.sum(1), torch.ones(14, dtype=z.dtype), atol=1e-5)
+    assert z.shape == (14, len(OPS)), f"heatmap shape {tuple(z.shape)}, expected 14 edges × {len(OPS)} ops"
+    assert torch.allclose(z.sum(1), torch.ones(14, dtype=z.dtype), atol=1e-5), \
+        f"heatmap rows sum to {z.sum(1).tolist()}"
 
 
 def test_js_heatmap_has_a_fixed_scale_and_checks_shapes():
     m = torch.tensor([[0.0, 0.2], [0.2, 0.0]])
     fig = viz.js_heatmap(m, ["a", "b"])
-    assert fig.data[0].zmin == 0.0 and math.isclose(fig.data[0].zmax, math.log(2))
+    assert fig.data[0].zmin == 0.0, f"colour scale starts at {fig.data[0].zmin}, expected 0"
+    assert math.isclose(fig.data[0].zmax, math.log(2)), f"colour scale ends at {fig.data[0].zmax}, expected ln 2"
     # fitted: the colours span the largest off-diagonal value, the title says so and what high means
     m3 = torch.tensor([[0.0, 0.02, 0.07], [0.02, 0.0, 0.01], [0.07, 0.01, 0.0]])
     fit = viz.js_heatmap(m3, ["a", "b", "c"], fit=True, high="they predict differently")
-    assert math.isclose(fit.data[0].zmax, 0.07, abs_tol=1e-6) and "fitted" in fit.layout.title.text
-    assert "they predict differently" in fit.layout.title.text and "ln 2" in fit.layout.title.text
+    assert math.isclose(fit.data[0].zmax, 0.07, abs_tol=1e-6), \
+        f"fitted colour scale ends at {fit.data[0].zmax}, expected the largest value 0.07"
+    assert "fitted" in fit.layout.title.text, f"the title does not say the scale is fitted: {fit.layout.title.text!r}"
+    assert "they predict differently" in fit.layout.title.text, \
+        f"the title does not say what high means: {fit.layout.title.text!r}"
+    assert "ln 2" in fit.layout.title.text, f"the title does not name the ln 2 maximum: {fit.layout.title.text!r}"
     assert math.isclose(viz.js_heatmap(torch.zeros(2, 2), ["a", "b"], fit=True).data[0].zmax, math.log(2))
     assert viz.js_heatmap(m3, ["a", "b", "c"], zmax=1.0).data[0].zmax == 1.0
     with pytest.raises(ValueError, match="n×n"):
@@ -90,18 +99,25 @@ def test_lambda_curve_and_metric_curves():
 
 def test_genotype_diff_marks_exactly_the_differing_nodes():
     rows = viz.genotype_diff(STAR, OTHER)
-    assert len(rows) == 4 and [r["same"] for r in rows] == ["✓", "✗", "✗", "✓"]
+    assert len(rows) == 4, f"{len(rows)} rows for 4 nodes"
+    assert [r["same"] for r in rows] == ["✓", "✗", "✗", "✓"], f"nodes marked same {[r['same'] for r in rows]}"
     assert all(r["same"] == "✓" for r in viz.genotype_diff(STAR, STAR))
-    assert "max_pool_3x3 ← c_{k-2}" in rows[1]["A"] and "avg_pool_3x3" in rows[1]["B"]
+    assert "max_pool_3x3 ← c_{k-2}" in rows[1]["A"], f"node 1 of A reads {rows[1]['A']!r}"
+    assert "avg_pool_3x3" in rows[1]["B"], f"node 1 of B reads {rows[1]['B']!r}"
 
 
 def test_join_curve_and_seed_summary():
     joins = [("m0", {"accuracy": 0.80, "nll": 0.6}), ("m1", {"accuracy": 0.82, "nll": 0.5})]
     fig = viz.join_curve(joins, ["m2"])
-    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].text) == ["+m0", "+m1"]
-    assert "m2" in fig.layout.title.text and "not in the ensemble" in fig.layout.title.text
+    assert list(fig.data[0].x) == [1, 2], f"join curve sizes {list(fig.data[0].x)}"
+    assert list(fig.data[0].text) == ["+m0", "+m1"], f"join curve labels {list(fig.data[0].text)}"
+    assert "m2" in fig.layout.title.text, f"the title does not name the left-out m2: {fig.layout.title.text!r}"
+    assert "not in the ensemble" in fig.layout.title.text, \
+        f"the title does not say m2 is not in the ensemble: {fig.layout.title.text!r}"
     recs = [{"method": "deepens", "ensemble": {"accuracy": a, "nll": 0.3, "ece": 0.02}} for a in (0.8, 0.9)]
     recs.append({"method": "darts", "ensemble": {"accuracy": 0.8, "nll": 0.3, "ece": 0.02}})
     rows = viz.seed_summary(recs)
-    assert [r["method"] for r in rows] == ["deepens"] and rows[0]["seeds"] == 2
+    assert [r["method"] for r in rows] == ["deepens"], \
+        f"summarized methods {[r['method'] for r in rows]}, expected only deepens (two seeds)"
+    assert rows[0]["seeds"] == 2, f"deepens summarizes {rows[0]['seeds']} seeds, expected 2"
     assert rows[0]["accuracy %"].startswith("85.00 ± 7.07")
