@@ -80,7 +80,8 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
             .some(gd => gd.layout && gd.layout.meta && gd.layout.meta.cell_type)""", timeout=90_000)
         page.get_by_text("Matched edges with α*").first.wait_for(timeout=30_000)
         before = _cell_meta(page)
-        assert before and all(m["edges_differing"] == 0 for m in before)  # diversity 0 is α*
+        assert before, "the Explore page shows no cell figure"
+        assert all(m["edges_differing"] == 0 for m in before), f"at diversity 0 the cells differ from α*: {before}"  # diversity 0 is α*
         page.screenshot(path=str(ARTIFACTS / "e2e_explore_alpha_star.png"), full_page=True)
 
         slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
@@ -90,7 +91,8 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
         time.sleep(1.0)  # let the rerun finish (stale elements are removed at its end)
         page.wait_for_function(SETTLED_DIFFERENT, timeout=60_000)
         after = _cell_meta(page)
-        assert after != before and sum(m["edges_differing"] for m in after) > 0
+        assert after != before, "moving the slider did not change the cell figures"
+        assert sum(m["edges_differing"] for m in after) > 0, f"at diversity 1 no edge differs from α*: {after}"
         page.wait_for_function("() => window.location.search.includes('div=')", timeout=30_000)
         assert "run=demo" in page.url
         page.screenshot(path=str(ARTIFACTS / "e2e_explore_lambda_0.png"), full_page=True)
@@ -127,5 +129,7 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
         import nes
 
         model = nes.load_ensemble(zpath)
-        assert len(model.member_names) == 3 and model.class_names[0] == "T-shirt/top"
+        assert len(model.member_names) == 3, f"the downloaded bundle holds members {model.member_names}, expected 3"
+        assert model.class_names[0] == "T-shirt/top", \
+            f"the downloaded bundle's first class is {model.class_names[0]!r}, expected T-shirt/top"
         browser.close()

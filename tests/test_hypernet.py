@@ -64,7 +64,8 @@ def test_pivots_stay_sorted_after_many_steps():
         opt.step()
     r = h.pivots().detach()
     assert (r[1:] > r[:-1]).all()
-    assert r[0] == pytest.approx(-0.2) and r[-1] == pytest.approx(4.2)
+    assert r[0] == pytest.approx(-0.2), f"the first pivot moved to {float(r[0])}, expected -0.2"
+    assert r[-1] == pytest.approx(4.2), f"the last pivot moved to {float(r[-1])}, expected 4.2"
 
 
 def test_bad_hypernet_input():
@@ -125,7 +126,8 @@ def test_regularizer_gradients_move_alpha_the_intended_way():
         assert sign * (s1 - s0) > 0
     # warm-up schedules run the right way
     w = Warmup()
-    assert w.at(0.0) == (0.3, 1.0) and w.at(1.0) == pytest.approx((3.0, 0.05))
+    assert w.at(0.0) == (0.3, 1.0), f"warm-up at the start {w.at(0.0)}, expected (0.3, 1.0)"
+    assert w.at(1.0) == pytest.approx((3.0, 0.05)), f"warm-up at the end {w.at(1.0)}, expected (3.0, 0.05)"
 
 
 def test_sampling_api_and_pairwise_js():
@@ -133,14 +135,20 @@ def test_sampling_api_and_pairwise_js():
     samples = sample_architectures(h, LAY, STAR, [0, 1, 2, 3, 4])
     assert [s.lam for s in samples] == [0, 1, 2, 3, 4]
     for s in samples:
-        assert 0 <= s.matched_edges <= 4 and 0 <= s.js_to_star <= math.log(2)
+        assert 0 <= s.matched_edges <= 4, f"λ={s.lam}: {s.matched_edges} matched edges, outside [0, 4]"
+        assert 0 <= s.js_to_star <= math.log(2), f"λ={s.lam}: JS to α* {s.js_to_star}, outside [0, ln 2]"
         assert s.matched_edges == s.genotype.matched_edges(STAR)
         json.dumps(s.to_dict())
     m = pairwise_arch_js(LAY, [s.theta for s in samples])
-    assert m.shape == (5, 5) and torch.allclose(m, m.T) and (m.diagonal() == 0).all()
-    assert (m >= 0).all() and (m <= math.log(2)).all()
+    assert m.shape == (5, 5), f"pairwise JS shape {tuple(m.shape)} for 5 samples"
+    assert torch.allclose(m, m.T), "pairwise JS is not symmetric"
+    assert (m.diagonal() == 0).all(), f"a sample's JS to itself is not 0: {m.diagonal().tolist()}"
+    assert (m >= 0).all(), f"negative pairwise JS: {float(m.min())}"
+    assert (m <= math.log(2)).all(), f"pairwise JS above ln 2: {float(m.max())}"
     u = unique_genotypes(samples + samples[:2])
-    assert sum(len(l) for _, l in u) == 7 and len({g for g, _ in u}) == len(u)
+    assert sum(len(l) for _, l in u) == 7, \
+        f"unique_genotypes lists {sum(len(l) for _, l in u)} λ values of the 7 sampled"
+    assert len({g for g, _ in u}) == len(u), "unique_genotypes lists a genotype twice"
     with pytest.raises(ValueError, match="outside"):
         sample_architectures(h, LAY, STAR, [9.0])
 
@@ -158,9 +166,12 @@ def hyper_run(tmp_path_factory):
 def test_hypernet_cli_and_sample_json(hyper_run):
     for reg in ("edges", "js"):
         d = hyper_run / "hypernet" / reg
-        assert (d / "hypernet.safetensors").exists() and (d / "curve.json").exists()
+        assert (d / "hypernet.safetensors").exists(), f"{reg}: no hypernet.safetensors"
+        assert (d / "curve.json").exists(), f"{reg}: no curve.json"
         hist = json.loads((d / "history.json").read_text())
-        assert hist and any(k.startswith("val_loss_lam_") for k in hist[-1])
+        assert hist, f"{reg}: empty history"
+        assert any(k.startswith("val_loss_lam_") for k in hist[-1]), \
+            f"{reg}: the last epoch records no validation loss per λ: {sorted(hist[-1])}"
     r = nes("sample", "--run", str(hyper_run), "--lam", "0", "1", "2", "3", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -170,14 +181,16 @@ def test_hypernet_cli_and_sample_json(hyper_run):
         assert Genotype.from_dict(o["genotype"]).num_kept_edges() == 4
         assert 0 <= o["js_to_star"] <= math.log(2)
     r = nes("sample", "--run", str(hyper_run), "--regularizer", "js", "--lam", "0.5")
-    assert r.returncode == 0 and "matched" in r.stdout
+    assert r.returncode == 0, f"sample --regularizer js: exit {r.returncode}:\n{r.stderr}"
+    assert "matched" in r.stdout, f"sample --regularizer js does not show matched edges:\n{r.stdout}"
 
 
 def test_fixed_lambda_cli(hyper_run):
     r = nes("fixed-lambda", "--run", str(hyper_run), "--lam", "2", "--preset", "smoke", "--set", "epochs=1")
     assert r.returncode == 0, r.stderr
     g = json.loads((hyper_run / "fixed_lambda" / "lam_2" / "genotype.json").read_text())
-    assert 0 <= g["matched_edges"] <= 4 and g["lam"] == 2
+    assert 0 <= g["matched_edges"] <= 4, f"{g['matched_edges']} matched edges, outside [0, 4]"
+    assert g["lam"] == 2, f"the genotype records λ {g['lam']}, asked for 2"
 
 
 def test_hypernet_bad_input(hyper_run, tmp_path):
@@ -190,10 +203,12 @@ def test_hypernet_bad_input(hyper_run, tmp_path):
     ]
     for args, msg in cases:
         r = nes(*args)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.returncode == 2, f"{args}: exit {r.returncode}, expected 2:\n{r.stderr}"
+        assert "Traceback" not in r.stderr, f"{args}: a traceback instead of a message:\n{r.stderr}"
         assert __import__("re").search(msg, r.stderr), (args, r.stderr)
     r = nes("hypernet", "--run", str(hyper_run), "--regularizer", "kl")
-    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert r.returncode == 2, f"hypernet --regularizer kl: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "invalid choice" in r.stderr, f"hypernet --regularizer kl does not say it is an invalid choice:\n{r.stderr}"
 
 
 def test_hypernet_checkpoint_that_does_not_fit(hyper_run, tmp_path):
@@ -212,7 +227,9 @@ def test_hypernet_checkpoint_that_does_not_fit(hyper_run, tmp_path):
     with pytest.raises(ValueError, match="do not fit the search space"):
         load_hypernet(run, "edges")
     r = nes("sample", "--run", str(run), "--regularizer", "edges")
-    assert r.returncode == 2 and "do not fit" in r.stderr
+    assert r.returncode == 2, \
+        f"sample with a hypernetwork that does not fit: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "do not fit" in r.stderr, f"sample does not say the hypernetwork does not fit:\n{r.stderr}"
 
 
 def test_renamed_edges_weight_settings_still_read():
@@ -223,4 +240,5 @@ def test_renamed_edges_weight_settings_still_read():
     cfg = from_preset(HypernetConfig, "smoke", {"c_start": "0.5", "target_weight_end": "4"})
     assert (cfg.target_weight_start, cfg.target_weight_end) == (0.5, 4.0)
     old = {("c_start" if k == "target_weight_start" else k): v for k, v in to_dict(cfg).items()}
-    assert "c_start" in old and from_dict(HypernetConfig, old) == cfg
+    assert "c_start" in old, f"the old-style config lacks c_start: {sorted(old)}"
+    assert from_dict(HypernetConfig, old) == cfg, "a config saved with c_start reads back differently"

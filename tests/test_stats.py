@@ -25,7 +25,10 @@ def test_identical_predictors_give_zero_inside_the_interval():
     p = torch.softmax(torch.randn(500, 10, generator=g), 1)
     diff = paired_difference(p, p.clone(), y)
     for d in diff.values():
-        assert d.value == 0.0 and d.lo == 0.0 and d.hi == 0.0 and d.within_noise
+        assert d.value == 0.0, f"{d.metric}: identical predictors differ by {d.value}"
+        assert d.lo == 0.0, f"{d.metric}: interval low end {d.lo}, expected 0"
+        assert d.hi == 0.0, f"{d.metric}: interval high end {d.hi}, expected 0"
+        assert d.within_noise, f"{d.metric}: a zero difference is not within noise"
     assert "within noise" in diff["accuracy"].text()
 
 
@@ -43,7 +46,8 @@ def test_intervals_cover_a_known_difference():
         assert d.lo < d.value < d.hi
         covered += d.lo <= 5.0 <= d.hi
         beyond += not d.within_noise
-    assert covered >= 34 and beyond >= 36
+    assert covered >= 34, f"the interval covered the true difference in {covered} of 40 test sets, expected at least 34"
+    assert beyond >= 36, f"the difference was beyond noise in {beyond} of 40 test sets, expected at least 36"
 
 
 def test_bootstrap_mean_checks_its_input_and_is_repeatable():
@@ -65,4 +69,5 @@ def test_difference_round_trips_through_json():
     d = paired_difference(torch.softmax(torch.randn(200, 10, generator=g), 1),
                           torch.softmax(torch.randn(200, 10, generator=g), 1), y)["nll"]
     back = Difference.from_dict(json.loads(json.dumps(d.to_dict())))
-    assert back == d and back.within_noise == d.to_dict()["within_noise"]
+    assert back == d, f"JSON round trip changed the difference: {back} vs {d}"
+    assert back.within_noise == d.to_dict()["within_noise"], "within_noise read back differs from the one written"
