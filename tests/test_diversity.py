@@ -114,10 +114,19 @@ def test_overconfidence_term_keeps_architectures_no_surer_than_alpha_star():
 
 def test_axis_ends_and_round_trip():
     assert set(AXES) == set(REGULARIZERS)
-    assert AXES["edges"].star_end == "hi" and AXES["js"].star_end == "lo" and AXES["js-target"].star_end == "lo"
+    assert AXES["edges"].star_end == "hi", f"edges: α* at the {AXES['edges'].star_end!r} end of λ, expected hi"
+    assert AXES["js"].star_end == "lo", f"js: α* at the {AXES['js'].star_end!r} end of λ, expected lo"
+    assert AXES["js-target"].star_end == "lo", \
+        f"js-target: α* at the {AXES['js-target'].star_end!r} end of λ, expected lo"
     lo, hi = 0.0, 4.0
-    assert diversity_lam("edges", 0.0, lo, hi) == 4.0 and diversity_lam("edges", 1.0, lo, hi) == 0.0
-    assert diversity_lam("js-target", 0.0, lo, hi) == 0.0 and diversity_lam("js", 1.0, lo, hi) == 4.0
+    assert diversity_lam("edges", 0.0, lo, hi) == 4.0, \
+        f"edges: diversity 0 at λ {diversity_lam('edges', 0.0, lo, hi)}, expected 4"
+    assert diversity_lam("edges", 1.0, lo, hi) == 0.0, \
+        f"edges: diversity 1 at λ {diversity_lam('edges', 1.0, lo, hi)}, expected 0"
+    assert diversity_lam("js-target", 0.0, lo, hi) == 0.0, \
+        f"js-target: diversity 0 at λ {diversity_lam('js-target', 0.0, lo, hi)}, expected 0"
+    assert diversity_lam("js", 1.0, lo, hi) == 4.0, \
+        f"js: diversity 1 at λ {diversity_lam('js', 1.0, lo, hi)}, expected 4"
     for reg in REGULARIZERS:
         for d in (0.0, 0.3, 1.0):
             assert lam_diversity(reg, diversity_lam(reg, d, lo, hi), lo, hi) == pytest.approx(d)
@@ -136,9 +145,11 @@ def test_pinned_end_is_exactly_alpha_star_and_does_not_move(pin):
         (h(end) ** 2).sum().backward()
         opt.step()
     assert torch.equal(h(end), ts)  # the pinned anchor got no update
-    assert not torch.equal(h(0.5), ts) and not h.pivot_logits.requires_grad
+    assert not torch.equal(h(0.5), ts), f"pin {pin}: training did not move the middle of the curve"
+    assert not h.pivot_logits.requires_grad, f"pin {pin}: train_pivots=False left the pivots trainable"
     samples = sample_architectures(h, LAY, STAR, [end], theta_star=ts)
-    assert samples[0].genotype == LAY.discretize(ts) and samples[0].distance == 0.0
+    assert samples[0].genotype == LAY.discretize(ts), f"pin {pin}: the pinned end's genotype is not α*'s"
+    assert samples[0].distance == 0.0, f"pin {pin}: the pinned end is at distance {samples[0].distance} from α*"
 
 
 def test_grid_quality_and_the_collapse_warning():
@@ -148,9 +159,13 @@ def test_grid_quality_and_the_collapse_warning():
     other = Genotype(normal=STAR.normal, reduce=((("max_pool_3x3", 0),),) + STAR.reduce[1:])
     collapsed = [sample(0.0, STAR, 0.0)] + [sample(d / 8, other, 0.3) for d in range(1, 9)]
     q = grid_quality(collapsed)
-    assert q["distinct"] == 2 and q["star_end_distance"] == 0.0 and q["star_end_matched"] == 8
+    assert q["distinct"] == 2, f"{q['distinct']} distinct genotypes, expected 2"
+    assert q["star_end_distance"] == 0.0, f"the α* end is at distance {q['star_end_distance']}"
+    assert q["star_end_matched"] == 8, f"the α* end matches {q['star_end_matched']} edges, expected 8"
     msg = collapse_warning(q, 3, "js")
-    assert msg and "only 2 distinct" in msg and "js-target" in msg
+    assert msg, "no warning for a collapsed grid"
+    assert "only 2 distinct" in msg, f"the warning does not count the 2 distinct genotypes: {msg!r}"
+    assert "js-target" in msg, f"the warning does not suggest js-target: {msg!r}"
     assert collapse_warning(q, 2, "js") is None
     assert spearman([0, 1, 2, 3], [0, 2, 4, 9]) == pytest.approx(1.0)
     assert spearman([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1.0)
@@ -161,12 +176,16 @@ def test_js_target_hypernet_cli_on_digits(tmp_path):
     assert nes("search", "--dataset", "digits", "--preset", "smoke", "--run", str(run)).returncode == 0
     r = nes("hypernet", "--run", str(run), "--regularizer", "js-target", "--preset", "smoke")
     assert r.returncode == 0, r.stderr
-    assert "js-target" in r.stdout and "distance at the α* end 0.0000" in r.stdout
+    assert "js-target" in r.stdout, f"hypernet does not name js-target:\n{r.stdout}"
+    assert "distance at the α* end 0.0000" in r.stdout, \
+        f"hypernet does not report distance 0 at the α* end:\n{r.stdout}"
     r = nes("sample", "--run", str(run), "--regularizer", "js-target", "--json")
     rows = json.loads(r.stdout)
     star = json.loads((run / "search" / "genotype.json").read_text())["genotype"]
     at_star = min(rows, key=lambda x: x["diversity"])
-    assert at_star["diversity"] == 0.0 and at_star["distance"] == 0.0 and at_star["genotype"] == star
+    assert at_star["diversity"] == 0.0, f"the sample nearest α* is at diversity {at_star['diversity']}"
+    assert at_star["distance"] == 0.0, f"the sample at diversity 0 is at distance {at_star['distance']}"
+    assert at_star["genotype"] == star, "the sample at diversity 0 is not genotype*"
     assert all(0.0 <= x["diversity"] <= 1.0 and x["distance"] >= 0.0 for x in rows)
 
 
@@ -178,13 +197,17 @@ def test_search_records_how_sure_it_is(tmp_path):
     assert confidence(LAY, torch.zeros(LAY.size)) == {"genotype": LAY.discretize(torch.zeros(LAY.size)).compact(),
                                                       "kept_top_op": pytest.approx(1 / 7), "input_margin": 0.0}
     sure = confidence(LAY, LAY.genotype_logits(STAR, 10.0))
-    assert sure["kept_top_op"] > 0.99 and sure["input_margin"] > 0.99
+    assert sure["kept_top_op"] > 0.99, f"sharp logits: kept top-op probability {sure['kept_top_op']}"
+    assert sure["input_margin"] > 0.99, f"sharp logits: input margin {sure['input_margin']}"
     search(from_preset(SearchConfig, "smoke", {"epochs": 2}), tmp_path / "r", "cpu")
     view = RunView(tmp_path / "r")
     hist = view.search_history()
     assert all({"genotype", "kept_top_op", "input_margin"} <= set(h) for h in hist)
     conf = view.search_confidence()
-    assert conf["epochs"] == 2 and 1 <= conf["stable_epochs"] <= 2 and conf["genotype"] == view.star.compact()
+    assert conf["epochs"] == 2, f"confidence over {conf['epochs']} epochs, expected 2"
+    assert 1 <= conf["stable_epochs"] <= 2, f"{conf['stable_epochs']} stable epochs, outside [1, 2]"
+    assert conf["genotype"] == view.star.compact(), \
+        f"confidence genotype {conf['genotype']} is not genotype* {view.star.compact()}"
     assert 1 / 7 - 1e-6 <= conf["kept_top_op"] <= 1.0
 
 
@@ -200,18 +223,25 @@ def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
     # diversity 0 … 1 over 9 samples: α*, then each op twice, reading input 1 (odd) or only input 0 (even)
     genos = [star] + [_reduce_only(i % 2, ops[(i + 1) // 2 % len(ops)]) for i in range(1, 9)]
     samples = [ArchSample(float(i), torch.zeros(1), g, 0, 0.0, float(i) / 8, i / 8) for i, g in enumerate(genos)]
-    assert unused_cells(genos[2], 2) == (1,) and unused_cells(genos[1], 2) == ()
+    assert unused_cells(genos[2], 2) == (1,), \
+        f"a genotype reading only input 0 leaves cells {unused_cells(genos[2], 2)} unused, expected (1,)"
+    assert unused_cells(genos[1], 2) == (), \
+        f"a genotype reading input 1 leaves cells {unused_cells(genos[1], 2)} unused"
     for n in (1, 2, 3, 4):
         picked = pick_members(samples, n, star, layers=2)
-        assert len(picked) == n and picked[0] is samples[0]
+        assert len(picked) == n, f"asked for {n} members, picked {len(picked)}"
+        assert picked[0] is samples[0], f"n={n}: the first member is not the α* end"
         rest = [p.genotype for p in picked[1:]]
-        assert len(set(rest)) == len(rest) and star not in rest
+        assert len(set(rest)) == len(rest), f"n={n}: a genotype picked twice"
+        assert star not in rest, f"n={n}: α* picked again after the α* end"
         assert all(unused_cells(g, 2) == () for g in rest)  # 4 usable genotypes other than α* exist
         assert [p.diversity for p in picked] == sorted(p.diversity for p in picked)
     assert pick_members(samples, 2, star, layers=2)[1].diversity == 7 / 8  # nearest usable to 1
     assert pick_members(samples, 2, star)[1].diversity == 1.0  # without layers: the far end itself
     # more members than usable genotypes: the rest come from those with an unused cell
     six = pick_members(samples, 6, star, layers=2)
-    assert len(six) == 6 and sum(1 for p in six[1:] if unused_cells(p.genotype, 2)) == 1
+    assert len(six) == 6, f"asked for 6 members, picked {len(six)}"
+    assert sum(1 for p in six[1:] if unused_cells(p.genotype, 2)) == 1, \
+        f"{sum(1 for p in six[1:] if unused_cells(p.genotype, 2))} members with an unused cell, expected 1"
     # a collapsed family gives what it has (α* end only)
     assert len(pick_members(samples[:1] * 5, 3, star, layers=2)) == 1
