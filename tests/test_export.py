@@ -33,7 +33,10 @@ def run(tmp_path_factory) -> Path:
 def bundle(run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "digits_ens"
     res = export_ensemble(run, MEMBERS, out, make_zip=True)
-    assert res.path == out and res.zip_path == out.with_name("digits_ens.zip") and res.zip_path.is_file()
+    assert res.path == out, f"the bundle was written to {res.path}, asked for {out}"
+    assert res.zip_path == out.with_name("digits_ens.zip"), \
+        f"the zip is {res.zip_path}, expected digits_ens.zip beside the folder"
+    assert res.zip_path.is_file(), f"no zip at {res.zip_path}"
     return out
 
 
@@ -61,36 +64,53 @@ def _edit_manifest(folder: Path, fn) -> None:
 
 def test_bundle_files_and_manifest(bundle, run):
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["schema"] == "nes-ensemble" and m["schema_version"] == SCHEMA_VERSION == 1
+    assert m["schema"] == "nes-ensemble", f"manifest schema {m['schema']!r}"
+    assert m["schema_version"] == SCHEMA_VERSION == 1, \
+        f"manifest schema_version {m['schema_version']}, the library's {SCHEMA_VERSION}, expected 1"
     assert [x["name"] for x in m["members"]] == MEMBERS
     assert {"nes", "torch", "safetensors", "python"} <= set(m["library"])
     ds = m["dataset"]
-    assert ds["name"] == "digits" and ds["num_classes"] == 10 and len(ds["class_names"]) == 10
+    assert ds["name"] == "digits", f"manifest dataset {ds['name']!r}"
+    assert ds["num_classes"] == 10, f"manifest num_classes {ds['num_classes']}"
+    assert len(ds["class_names"]) == 10, f"manifest class_names {ds['class_names']}"
     assert ds["input"] == {**ds["input"], "channels": 1, "height": 8, "width": 8}
     assert set(ds["preprocess"]) >= {"pad", "image_size", "mean", "std"}
     for x in m["members"]:
         f = bundle / x["file"]
-        assert f.is_file() and len(x["sha256"]) == 64 and x["bytes"] == f.stat().st_size
+        assert f.is_file(), f"member {x['name']}: no file {x['file']}"
+        assert len(x["sha256"]) == 64, f"member {x['name']}: sha256 {x['sha256']!r} is not 64 hex digits"
+        assert x["bytes"] == f.stat().st_size, \
+            f"member {x['name']}: manifest says {x['bytes']} bytes, the file has {f.stat().st_size}"
         assert {"genotype", "lam", "seed", "metrics", "network", "tensors"} <= set(x)
         assert x["metrics"]["test_accuracy"] == json.loads(
             (run / "members" / x["name"] / "metrics.json").read_text())["metrics"]["test_accuracy"]
     assert [x["seed"] for x in m["members"]] == [0, 1]
     for key in ("architecture_js", "predictive_js"):
         mat = torch.tensor(m["diversity"][key])
-        assert mat.shape == (2, 2) and torch.equal(mat, mat.T) and mat.diagonal().abs().max() == 0
-        assert 0 <= mat.min() and mat.max() <= math.log(2) + 1e-9
+        assert mat.shape == (2, 2), f"{key}: shape {tuple(mat.shape)} for 2 members"
+        assert torch.equal(mat, mat.T), f"{key}: not symmetric"
+        assert mat.diagonal().abs().max() == 0, f"{key}: a member's JS to itself is not 0: {mat.diagonal().tolist()}"
+        assert 0 <= mat.min(), f"{key}: negative JS {float(mat.min())}"
+        assert mat.max() <= math.log(2) + 1e-9, f"{key}: JS above ln 2: {float(mat.max())}"
     assert m["diversity"]["architecture_js"][0][1] > 0  # two different genotypes
-    assert m["verification"]["checked"] and m["verification"]["max_abs_diff_vs_run"] <= 5e-3
+    assert m["verification"]["checked"], "the bundle was not verified against the run"
+    assert m["verification"]["max_abs_diff_vs_run"] <= 5e-3, \
+        f"the bundle differs from the run by {m['verification']['max_abs_diff_vs_run']}"
     vs = m["ensemble"]["vs_best_member"]  # the ensemble's gain, with its paired bootstrap interval
     assert vs["best_member"] in MEMBERS
     for metric in ("accuracy", "nll"):
         d = vs[metric]
-        assert d["lo"] <= d["value"] <= d["hi"] and d["n"] == m["ensemble"]["test_images"]
+        assert d["lo"] <= d["value"] <= d["hi"], f"{metric} vs best member: {d['value']} outside [{d['lo']}, {d['hi']}]"
+        assert d["n"] == m["ensemble"]["test_images"], \
+            f"{metric} vs best member: measured on {d['n']} images, the ensemble on {m['ensemble']['test_images']}"
         assert d["within_noise"] == (d["lo"] <= 0 <= d["hi"])
     cal = m["ensemble"]["calibrated"]  # temperature scaling, fitted on the validation split
-    assert cal["temperature"] > 0 and cal["accuracy"] == pytest.approx(m["ensemble"]["metrics"]["accuracy"])
+    assert cal["temperature"] > 0, f"temperature {cal['temperature']}"
+    assert cal["accuracy"] == pytest.approx(m["ensemble"]["metrics"]["accuracy"]), \
+        f"temperature scaling changed the accuracy: {cal['accuracy']} vs {m['ensemble']['metrics']['accuracy']}"
     card = (bundle / "README.md").read_text()
-    assert "Against its best member" in card and "95% CI" in card
+    assert "Against its best member" in card, "the model card does not compare the ensemble with its best member"
+    assert "95% CI" in card, "the model card gives no 95% interval"
     assert f"T = {cal['temperature']:.3f}" in card
     for section in ("## Intended use", "## Data", "## Metrics", "## Limitations"):
         assert section in card
@@ -100,7 +120,9 @@ def test_bundle_files_and_manifest(bundle, run):
 
 def test_round_trip_reproduces_the_runs_members(bundle, run):
     model = nes.load_ensemble(bundle)
-    assert isinstance(model, nes.EnsembleModel) and isinstance(model, torch.nn.Module) and not model.training
+    assert isinstance(model, nes.EnsembleModel), f"load_ensemble gave a {type(model).__name__}, not an EnsembleModel"
+    assert isinstance(model, torch.nn.Module), "the loaded ensemble is not a torch.nn.Module"
+    assert not model.training, "the loaded ensemble is in training mode"
     x, y = _test_images(run)
     member_p = model.member_probs(x)
     saved = MemberProbs.load(run, MEMBERS)
@@ -135,7 +157,11 @@ def test_demo_bundle_reproduces_fashion_members(tmp_path):
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     res = export_ensemble(demo, names, tmp_path / "demo_bundle")
     v = res.manifest["verification"]
-    assert v["checked"] and v["images"] > 0 and v["max_abs_diff_vs_run"] < 2e-3 and v["argmax_agreement"] == 1.0
+    assert v["checked"], "the demo bundle was not verified against the run"
+    assert v["images"] > 0, "the demo bundle was verified on no images"
+    assert v["max_abs_diff_vs_run"] < 2e-3, f"the demo bundle differs from the run by {v['max_abs_diff_vs_run']}"
+    assert v["argmax_agreement"] == 1.0, \
+        f"the demo bundle agrees with the run on {v['argmax_agreement']:.2%} of the predictions"
     model = load_ensemble(res.path)
     assert (model.pad, model.image_size, model.channels, model.height) == (2, 28, 1, 28)
     assert res.manifest["ensemble"]["metrics"]["size"] == len(names)
@@ -149,7 +175,9 @@ def test_onnx_export_matches_pytorch(run, tmp_path):
     pytest.importorskip("onnxscript")
     res = export_ensemble(run, MEMBERS, tmp_path / "b", onnx=True, verify=False)
     o = res.manifest["onnx"]
-    assert (res.path / "ensemble.onnx").is_file() and o["max_abs_diff"] <= 1e-4 and o["opset"] > 0
+    assert (res.path / "ensemble.onnx").is_file(), "no ensemble.onnx in the bundle"
+    assert o["max_abs_diff"] <= 1e-4, f"ONNX differs from PyTorch by {o['max_abs_diff']}"
+    assert o["opset"] > 0, f"ONNX opset {o['opset']}"
     model = load_ensemble(res.path)
     x, _ = _test_images(run)
     for n in (1, 37, len(x)):  # the batch dimension is dynamic
@@ -165,7 +193,8 @@ def test_cli_export_and_predict(run, tmp_path):
     out = tmp_path / "cli_bundle"
     r = nes_cli("export", "--run", str(run), "--members", ",".join(MEMBERS), "--out", str(out), "--zip")
     assert r.returncode == 0, r.stderr
-    assert "matches the run" in r.stdout and (tmp_path / "cli_bundle.zip").is_file()
+    assert "matches the run" in r.stdout, f"export does not say the bundle matches the run:\n{r.stdout}"
+    assert (tmp_path / "cli_bundle.zip").is_file(), "export --zip wrote no cli_bundle.zip"
     x, _ = _test_images(run)
     np.savez(tmp_path / "imgs.npz", images=x[:7].numpy())
     r = nes_cli("predict", str(tmp_path / "cli_bundle.zip"), str(tmp_path / "imgs.npz"), "--json")
@@ -173,9 +202,11 @@ def test_cli_export_and_predict(run, tmp_path):
     out_json = json.loads(r.stdout)
     preds = out_json["predictions"]
     want = load_ensemble(out).predict(x[:7])
-    assert len(preds) == 7 and out_json["members"] == MEMBERS
+    assert len(preds) == 7, f"{len(preds)} predictions for 7 images"
+    assert out_json["members"] == MEMBERS, f"predict lists members {out_json['members']}, expected {MEMBERS}"
     for p, w in zip(preds, want):
-        assert abs(sum(p["probs"]) - 1) < 1e-4 and p["class"] == int(w.argmax())
+        assert abs(sum(p["probs"]) - 1) < 1e-4, f"predicted probabilities sum to {sum(p['probs'])}"
+        assert p["class"] == int(w.argmax()), f"predict says class {p['class']}, the library {int(w.argmax())}"
         assert p["label"] == out_json["classes"][p["class"]]
     # a folder of PNGs gives the same answers as the array
     from PIL import Image
@@ -188,18 +219,26 @@ def test_cli_export_and_predict(run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [p["class"] for p in json.loads(r.stdout)["predictions"]] == [p["class"] for p in preds[:3]]
     r = nes_cli("predict", str(out), str(folder))
-    assert r.returncode == 0 and "img0.png" in r.stdout
+    assert r.returncode == 0, f"predict on a folder: exit {r.returncode}:\n{r.stderr}"
+    assert "img0.png" in r.stdout, f"predict on a folder does not name img0.png:\n{r.stdout}"
     # errors: exit 2, one message, no traceback
     r = nes_cli("export", "--run", str(run), "--members", "m0,nope", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, f"export of an unknown member: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "nope" in r.stderr, f"export does not name the unknown member nope:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, f"export of an unknown member: a traceback instead of a message:\n{r.stderr}"
     r = nes_cli("export", "--run", str(run), "--members", "m0", "--out", str(out))
-    assert r.returncode == 2 and "already exists" in r.stderr and "--force" in r.stderr
+    assert r.returncode == 2, f"export over a bundle: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "already exists" in r.stderr, f"export over a bundle does not say it already exists:\n{r.stderr}"
+    assert "--force" in r.stderr, f"export over a bundle does not offer --force:\n{r.stderr}"
     r = nes_cli("export", "--run", str(run), "--members", "m0", "--out", str(out), "--force", "--no-verify")
     assert r.returncode == 0, r.stderr
     assert [m["name"] for m in json.loads((out / "manifest.json").read_text())["members"]] == ["m0"]
     (folder / "notes.txt").write_text("hello")
     r = nes_cli("predict", str(out), str(folder))
-    assert r.returncode == 2 and "notes.txt" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, f"predict on a folder with a text file: exit {r.returncode}, expected 2:\n{r.stderr}"
+    assert "notes.txt" in r.stderr, f"predict does not name notes.txt:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, \
+        f"predict on a folder with a text file: a traceback instead of a message:\n{r.stderr}"
 
 
 # ----------------------------------------------------------------------------- bad bundles
@@ -239,7 +278,8 @@ def test_manifest_with_missing_keys_names_them(bundle, tmp_path):
     _edit_manifest(b, cut)
     with pytest.raises(BundleError, match="missing or malformed") as e:
         load_ensemble(b)
-    assert "members[1].sha256" in str(e.value) and "dataset.input" in str(e.value)
+    assert "members[1].sha256" in str(e.value), f"the error does not name members[1].sha256: {e.value}"
+    assert "dataset.input" in str(e.value), f"the error does not name dataset.input: {e.value}"
     (b / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_ensemble(b)
@@ -328,7 +368,9 @@ def test_image_folder_and_npz_errors(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mixed / "e.png")  # gray saved as RGB is fine
     Image.fromarray(np.full((8, 8), 7, np.uint8)).save(mixed / "f.jpg")
     arr, names = load_images(mixed, 1, 8, 8)
-    assert arr.shape == (3, 1, 8, 8) and arr.dtype == np.uint8 and names == ["a.png", "e.png", "f.jpg"]
+    assert arr.shape == (3, 1, 8, 8), f"images array shape {arr.shape}"
+    assert arr.dtype == np.uint8, f"images array dtype {arr.dtype}"
+    assert names == ["a.png", "e.png", "f.jpg"], f"image names {names}"
     np.savez(tmp_path / "wrong.npz", pictures=np.zeros((2, 8, 8), np.uint8))
     with pytest.raises(ValueError, match="no array named 'images' .*pictures"):
         load_images(tmp_path / "wrong.npz", 1, 8, 8)
