@@ -51,9 +51,12 @@ def test_first_visit_shows_the_demo_graphs_at_once(home):
     assert Path(home, "demo", "search", "genotype.json").exists()  # the demo was copied into the store
     assert at.sidebar.selectbox[0].value == "demo"
     badge = " ".join(m.value for m in at.sidebar.markdown)
-    assert any(k in badge for k in ("CPU", "CUDA", "MPS")) and nes.__version__ in " ".join(c.value for c in at.sidebar.caption)
+    assert any(k in badge for k in ("CPU", "CUDA", "MPS")), f"the sidebar names no device: {badge!r}"
+    assert nes.__version__ in " ".join(c.value for c in at.sidebar.caption), \
+        f"the sidebar does not show version {nes.__version__}"
     cells = cell_specs(at)
-    assert cells and not at.error
+    assert cells, "the first visit shows no cell figure"
+    assert not at.error, f"the first visit shows errors: {[e.value for e in at.error]}"
     assert {m.label for m in at.metric} >= {"Matched edges with α*", "Distance to α*"}
     assert any(s["data"][0]["type"] == "heatmap" for s in specs(at))  # the pairwise JS heatmap
 
@@ -61,7 +64,8 @@ def test_first_visit_shows_the_demo_graphs_at_once(home):
 def test_slider_changes_the_cell_figure(home):
     at = app()
     before = cell_specs(at)
-    assert at.radio[0].value == "edges" and at.slider[0].value == 0.0  # the diversity axis starts at α*
+    assert at.radio[0].value == "edges", f"the first hypernetwork shown is {at.radio[0].value!r}, expected edges"
+    assert at.slider[0].value == 0.0, f"the diversity slider starts at {at.slider[0].value}, expected 0 (α*)"  # the diversity axis starts at α*
     assert all(s["layout"]["meta"]["edges_differing"] == 0 for s in before)
     at.slider[0].set_value(1.0).run()  # the most diverse end (edges: λ = 0, no edge shared is asked for)
     assert not at.exception
@@ -74,20 +78,26 @@ def test_slider_changes_the_cell_figure(home):
 
 def test_url_reproduces_the_view_and_bad_links_get_messages(home):
     at = app({"reg": "js", "div": "0.5", "sel": ["0.0", "1.0"]})
-    assert at.radio[0].value == "js" and at.slider[0].value == 0.5 and at.multiselect[0].value == [0.0, 1.0]
+    assert at.radio[0].value == "js", f"?reg=js shows {at.radio[0].value!r}"
+    assert at.slider[0].value == 0.5, f"?div=0.5 shows diversity {at.slider[0].value}"
+    assert at.multiselect[0].value == [0.0, 1.0], f"?sel=0.0&sel=1.0 selects {at.multiselect[0].value}"
     old = app({"reg": "js", "lam": "1.0"})  # a link from before the diversity axis: js λ ∈ [0, 4]
     assert old.slider[0].value == 0.25
     bad = app({"run": "nope", "lam": "abc"})
     warnings = " ".join(w.value for w in bad.warning)
-    assert "no run **nope**" in warnings and "'abc'" in warnings
+    assert "no run **nope**" in warnings, f"no warning names the missing run nope: {warnings!r}"
+    assert "'abc'" in warnings, f"no warning names the bad value 'abc': {warnings!r}"
     assert cell_specs(bad)  # still shows the demo
 
 
 def test_search_page_validates_and_queues_a_job(home):
     at = app(page="pages/search.py")
-    assert len(cell_specs(at)) >= 1 and any(s["data"][0]["type"] == "heatmap" for s in specs(at))
+    assert len(cell_specs(at)) >= 1, "the Search page shows no cell figure"
+    assert any(s["data"][0]["type"] == "heatmap" for s in specs(at)), "the Search page shows no heatmap"
     at.button[0].click().run()  # no run name
-    assert not at.exception and any("give the run a name" in e.value for e in at.error)
+    assert not at.exception, f"submitting without a run name raised {[e.value for e in at.exception]}"
+    assert any("give the run a name" in e.value for e in at.error), \
+        f"no error asks for a run name: {[e.value for e in at.error]}"
     at.text_input[0].set_value("s1")
     sel = {s.label: s for s in at.selectbox}
     sel["Dataset"].set_value("digits")
@@ -97,8 +107,12 @@ def test_search_page_validates_and_queues_a_job(home):
     assert not at.exception, [e.value for e in at.exception]
     store = Store()
     jobs = store.jobs(store.get_run("s1"))
-    assert [j.kind for j in jobs] == ["search", "hypernet"] and jobs[1].deps == [jobs[0].id]
-    assert jobs[0].config["set"]["dataset"] == "digits" and jobs[0].config["set"]["mode"] == "gdas"
+    assert [j.kind for j in jobs] == ["search", "hypernet"], \
+        f"queued jobs {[j.kind for j in jobs]}, expected a search then a hypernet"
+    assert jobs[1].deps == [jobs[0].id], f"the hypernet job depends on {jobs[1].deps}, expected the search {jobs[0].id}"
+    assert jobs[0].config["set"]["dataset"] == "digits", \
+        f"the search job's dataset is {jobs[0].config['set']['dataset']!r}"
+    assert jobs[0].config["set"]["mode"] == "gdas", f"the search job's mode is {jobs[0].config['set']['mode']!r}"
     for j in jobs[::-1]:
         if store.job(j.id).status in ("queued", "running"):
             cancel(store, j.id)
@@ -124,9 +138,13 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert any("Greedy selection" in m.value for m in at.markdown)
     # the gain over the best member comes with its interval and says whether it is within noise
     gain = [c.value for c in at.caption if "best member" in c.value]
-    assert gain and "95% CI" in gain[0] and ("within noise" in gain[0] or "beyond noise" in gain[0])
+    assert gain, "no caption states the gain over the best member"
+    assert "95% CI" in gain[0], f"the gain has no 95% interval: {gain[0]!r}"
+    assert "within noise" in gain[0] or "beyond noise" in gain[0], \
+        f"the gain does not say whether it is within noise: {gain[0]!r}"
     heat = {json.dumps(s["layout"]["title"], ensure_ascii=False): s for s in specs(at) if "heatmap" in json.dumps(s["data"])}
-    assert any("disagreement" in t for t in heat) and all("fitted" in t for t in heat)
+    assert any("disagreement" in t for t in heat), f"no heatmap shows disagreement: {list(heat)}"
+    assert all("fitted" in t for t in heat), f"a heatmap's colour scale is not fitted: {list(heat)}"
     at.toggle[0].set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     zmax = [s["data"][0]["zmax"] for s in specs(at) if "heatmap" in json.dumps(s["data"])]
@@ -138,7 +156,9 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert not at.exception, [e.value for e in at.exception]
     store = Store()
     jobs = [j for j in store.jobs(store.get_run("demo")) if j.kind == "retrain"]
-    assert len(jobs) == 1 and jobs[0].config["lam"] == float(lam) and "genotype" in jobs[0].config
+    assert len(jobs) == 1, f"{len(jobs)} retrain jobs queued, expected 1"
+    assert jobs[0].config["lam"] == float(lam), f"the member job is at λ {jobs[0].config['lam']}, picked {lam}"
+    assert "genotype" in jobs[0].config, "the member job carries no genotype"
     assert any("Started" in s.value for s in at.success)
     cancel(store, jobs[0].id) if store.job(jobs[0].id).status in ("queued", "running") else None
     assert wait(store, [jobs[0].id], poll=0.3)[0].status in ("cancelled", "done", "failed")
@@ -164,7 +184,8 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
     assert not at.exception, [e.value for e in at.exception]
     store = Store()
     job, = [j for j in store.jobs(store.get_run("demo")) if j.kind == "baseline"]
-    assert job.config["method"] == "random" and job.config["members"] == 3
+    assert job.config["method"] == "random", f"the baseline job runs {job.config['method']!r}, picked random"
+    assert job.config["members"] == 3, f"the baseline job trains {job.config['members']} members, expected 3"
     if store.job(job.id).status in ("queued", "running"):
         cancel(store, job.id)
     wait(store, [job.id], poll=0.3)
@@ -178,11 +199,16 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
     run_baseline(run, "random", members=2, n_edges=1, preset="smoke")
     at = app({"run": "tiny"}, page="pages/compare.py")
     table = at.dataframe[0].value
-    assert sorted(table["method"]) == ["deepens", "random"] and list(table["members"]) == [2, 2]
+    assert sorted(table["method"]) == ["deepens", "random"], f"the table shows methods {sorted(table['method'])}"
+    assert list(table["members"]) == [2, 2], f"the table shows member counts {list(table['members'])}"
     titles = [json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at)]
-    assert sum("vs ensemble size" in t for t in titles) == 3 and any("accuracy vs cost" in t for t in titles)
+    assert sum("vs ensemble size" in t for t in titles) == 3, \
+        f"{sum('vs ensemble size' in t for t in titles)} figures against ensemble size, expected 3"
+    assert any("accuracy vs cost" in t for t in titles), "no accuracy vs cost figure"
     diffs = at.dataframe[1].value  # each method against DeepEns of the same seed, with its interval
-    assert list(diffs["method"]) == ["random"] and "95% CI" in diffs["Δ accuracy vs deepens"][0]
+    assert list(diffs["method"]) == ["random"], f"differences shown for {list(diffs['method'])}, expected random only"
+    assert "95% CI" in diffs["Δ accuracy vs deepens"][0], \
+        f"the difference has no 95% interval: {diffs['Δ accuracy vs deepens'][0]!r}"
     assert any("Paired bootstrap" in c.value for c in at.caption)
 
 
@@ -205,7 +231,9 @@ def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(ho
         assert all(j.status == "done" for j in done), [j.error for j in done]
         at.run()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Finished members"] == "2" and "%" in metrics["Ensemble accuracy"]
+    assert metrics["Finished members"] == "2", f"finished members {metrics['Finished members']!r}, expected 2"
+    assert "%" in metrics["Ensemble accuracy"], \
+        f"ensemble accuracy {metrics['Ensemble accuracy']!r} is not a percentage"
     assert any("predictive JS" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
     # a member still training (saved epochs, no final weights) stays out of the headline, marked
     RunDir(run).member(jobs[1].config["name"]).weights.unlink()
@@ -213,7 +241,9 @@ def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(ho
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Finished members"] == "1"
     table = at.dataframe[-1].value
-    assert list(table["member"]) == [jobs[1].config["name"]] and "training" in table["status"][0]
+    assert list(table["member"]) == [jobs[1].config["name"]], \
+        f"members outside the headline {list(table['member'])}, expected {jobs[1].config['name']}"
+    assert "training" in table["status"][0], f"the unfinished member is marked {table['status'][0]!r}"
     assert any("still training" in json.dumps(s["layout"].get("title", ""), ensure_ascii=False) for s in specs(at))
 
 
@@ -222,16 +252,21 @@ def test_export_page_previews_writes_and_offers_the_bundle(home):
     members = at.multiselect[0].value
     demo = RunView(DEMO_DIR)
     greedy = demo.greedy_selection(demo.member_names(), size=3)  # on validation, never the test set
-    assert sorted(members) == sorted(greedy) and len(members) == 3
+    assert sorted(members) == sorted(greedy), \
+        f"preselected members {sorted(members)}, the greedy selection {sorted(greedy)}"
+    assert len(members) == 3, f"{len(members)} members preselected, expected 3"
     pair = sorted(greedy)[:2]
     assert {m.label for m in at.metric} >= {"Ensemble accuracy", "NLL", "ECE"}
     assert len(at.dataframe[0].value) == 3
     assert "None yet." in [c.value for c in at.caption]
     at.multiselect[0].set_value(pair).run()
-    assert len(at.dataframe[0].value) == 2 and not at.exception
+    assert len(at.dataframe[0].value) == 2, f"the preview lists {len(at.dataframe[0].value)} members, picked 2"
+    assert not at.exception, f"picking two members raised {[e.value for e in at.exception]}"
     at.text_input[0].set_value("../escape")  # form fields are sent with the submit click
     at.button[0].click().run()
-    assert any("bundle name" in e.value for e in at.error) and not (home / "escape").exists()
+    assert any("bundle name" in e.value for e in at.error), \
+        f"no error about the bundle name ../escape: {[e.value for e in at.error]}"
+    assert not (home / "escape").exists(), "a bundle was written outside the run: ../escape"
     at.text_input[0].set_value("two")
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -255,4 +290,6 @@ def test_ensemble_page_hands_its_members_to_the_export_page(home):
     button.click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == "Export an ensemble"
-    assert at.multiselect[0].value == picked and len(at.dataframe[0].value) == 2
+    assert at.multiselect[0].value == picked, \
+        f"the Export page selects {at.multiselect[0].value}, the Ensemble page handed {picked}"
+    assert len(at.dataframe[0].value) == 2, f"the preview lists {len(at.dataframe[0].value)} members, handed 2"
