@@ -34,19 +34,26 @@ def test_run_dir_paths_members_and_baselines(tmp_path):
     assert run.fixed_lambda(2.0).path.name == "lam_2"
     assert run.member("m0").probs(3).name == "epoch_003.safetensors"
     assert run.baseline("deepens", 1).path == tmp_path / "r" / "baselines" / "deepens_s1"
-    assert run.info() == {} and run.list_members() == [] and not run.has_search
+    assert run.info() == {}, f"a new run folder has info {run.info()}"
+    assert run.list_members() == [], f"a new run folder has members {run.list_members()}"
+    assert not run.has_search, "a new run folder has a search"
     with pytest.raises(ValueError):
         run.member("../escape")
     for name in ("b", "a", ".tmp_partial"):
         (run.path / "members" / name).mkdir(parents=True)
     run.member("a").weights.write_bytes(b"")
-    assert run.list_members() == ["a", "b"] and run.finished_members() == ["a"]
+    assert run.list_members() == ["a", "b"], \
+        f"members {run.list_members()}, expected a and b (not the hidden .tmp_partial)"
+    assert run.finished_members() == ["a"], \
+        f"finished members {run.finished_members()}, expected only a (it has weights)"
     write_json(run.member("b").metrics, {"seconds": 2.5})
-    assert run.member("b").seconds() == 2.5 and run.member("a").seconds() == 0.0
+    assert run.member("b").seconds() == 2.5, f"member b took {run.member('b').seconds()} s by its metrics, expected 2.5"
+    assert run.member("a").seconds() == 0.0, f"member a (no metrics) took {run.member('a').seconds()} s, expected 0"
     run.update_info(preset="smoke")
     run.write_dataset_info("digits", {"num_classes": 10})
     run.write_dataset_info("other", {})  # written once: the first dataset stays
-    assert run.info()["dataset"] == "digits" and run.info()["preset"] == "smoke"
+    assert run.info()["dataset"] == "digits", f"run dataset {run.info()['dataset']!r}, the first one written was digits"
+    assert run.info()["preset"] == "smoke", f"run preset {run.info()['preset']!r}"
     before = run.stamp()
     run.search.arch.parent.mkdir(parents=True)
     run.search.arch.write_bytes(b"x")
@@ -60,9 +67,11 @@ def test_start_search_checks_name_and_settings_before_queueing(tmp_path):
             start_search(store, bad, "digits", "smoke", {})
     with pytest.raises(ValueError, match="epochs"):
         start_search(store, "ok", "digits", "smoke", {"epochs": "zero"})
-    assert store.jobs() == [] and store.runs() == []
+    assert store.jobs() == [], f"refused searches queued jobs {[j.id for j in store.jobs()]}"
+    assert store.runs() == [], f"refused searches registered runs {store.runs()}"
 
 
 def test_default_bundle_name_is_a_valid_name(tmp_path):
     name = default_bundle_name(tmp_path / "my run", ["alpha_star", "lam 2/50"])
-    assert check_name(name, "bundle") and "alpha_star" in name
+    assert check_name(name, "bundle"), f"default bundle name {name!r} is not a valid name"
+    assert "alpha_star" in name, f"default bundle name {name!r} does not name its first member"
