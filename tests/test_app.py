@@ -65,7 +65,7 @@ def test_slider_changes_the_cell_figure(home):
     at = app()
     before = cell_specs(at)
     assert at.radio[0].value == "edges", f"the first hypernetwork shown is {at.radio[0].value!r}, expected edges"
-    assert at.slider[0].value == 0.0, f"the diversity slider starts at {at.slider[0].value}, expected 0 (α*)"  # the diversity axis starts at α*
+    assert at.slider[0].value == 0.0, f"the diversity slider starts at {at.slider[0].value}, expected 0 (α*)"
     assert all(s["layout"]["meta"]["edges_differing"] == 0 for s in before)
     at.slider[0].set_value(1.0).run()  # the most diverse end (edges: λ = 0, no edge shared is asked for)
     assert not at.exception

@@ -56,8 +56,9 @@ def test_regularized_evolution_keeps_its_population_and_budget():
         return Trained(name, g, float(g.num_kept_edges() - g.matched_edges(target)), 1.0)
 
     hist = regularized_evolution(evaluate, layout, random.Random(0), population=5, tournament=3, budget=40)
+    # (regularized_evolution asserts the population size inside)
     assert len(hist) == 40 == len(calls), f"{len(hist)} in the history, {len(calls)} evaluations, budget 40"
-    assert len(set(calls)) == 40, f"{40 - len(set(calls))} evaluations reused a name"  # asserts the population size inside
+    assert len(set(calls)) == 40, f"{40 - len(set(calls))} evaluations reused a name"
     assert min(t.val_nll for t in hist[20:]) <= min(t.val_nll for t in hist[:5])  # evolution does not get worse
     with pytest.raises(ValueError, match="tournament"):
         regularized_evolution(evaluate, layout, random.Random(0), population=5, tournament=6, budget=40)
@@ -111,7 +112,7 @@ def test_each_baseline_produces_valid_distinct_members(run, method):
     if method in ("nes-rs", "nes-re"):
         assert c["search_seconds"] == 0, \
             f"{method}: search seconds {c['search_seconds']}, expected 0 (the pool's training is its search)"
-        assert len(c["train"]) == 3, f"{method}: training costs for {sorted(c['train'])}, expected the pool of 3"  # their search is the pool's training
+        assert len(c["train"]) == 3, f"{method}: training costs for {sorted(c['train'])}, expected the pool of 3"
     again = run_baseline(run, method, members=2, budget=3, population=2, tournament=1, n_edges=1, preset="smoke")
     assert again["members"] == rec["members"]  # resumable: the same, nothing retrained differently
 

@@ -81,7 +81,7 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
         page.get_by_text("Matched edges with α*").first.wait_for(timeout=30_000)
         before = _cell_meta(page)
         assert before, "the Explore page shows no cell figure"
-        assert all(m["edges_differing"] == 0 for m in before), f"at diversity 0 the cells differ from α*: {before}"  # diversity 0 is α*
+        assert all(m["edges_differing"] == 0 for m in before), f"at diversity 0 the cells differ from α*: {before}"
         page.screenshot(path=str(ARTIFACTS / "e2e_explore_alpha_star.png"), full_page=True)
 
         slider = page.locator('[data-testid="stSlider"] input[type="range"]').first

@@ -35,7 +35,7 @@ def test_supernet_shapes_and_every_parameter_gets_a_gradient(layers, cl):
     assert not missing
     assert theta.grad is not None, f"layers {layers}, channels_last {cl}: θ got no gradient"
     assert (theta.grad != 0).all(), \
-        f"layers {layers}, channels_last {cl}: θ entries with zero gradient at {(theta.grad == 0).nonzero().flatten().tolist()}"
+        f"layers {layers}, channels_last {cl}: some θ entries got a zero gradient"
 
 
 @pytest.mark.parametrize("genotype, layers, k", [(G, 1, 1), (G, 2, 1), (G2, 3, 2)])
