@@ -1,7 +1,7 @@
 """Member retraining on CPU: step throughput, time to 90 % test accuracy, worker start-up.
 
 (a) img/s of training steps of the `quick` member (the bundled demo's genotype* by default), ours
-    (channels-last, the CPU kernels of `nes.method.ops`) against the plain path (NCHW, stock
+    (channels-last, the CPU kernels of `nes.method.kernels`) against the plain path (NCHW, stock
     PyTorch kernels), interleaved in one run, median of `--repeats`;
 (b) one `quick` member trained by `nes.method.train.retrain` on the full Fashion-MNIST training
     set, scored after every epoch on the full 10 000-image test set: the training seconds (evaluation
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import nes.method.ops as ops  # noqa: E402
+import nes.method.kernels as kernels  # noqa: E402
 from nes.config import TrainConfig, from_preset  # noqa: E402
 from nes.data import DeviceLoader, load_dataset  # noqa: E402
 from nes.method.interop_nni import load_genotype  # noqa: E402
@@ -63,7 +63,7 @@ def img_per_s(cfg: TrainConfig, genotype, ds, channels_last: bool, steps: int) -
     """Training steps of the member network (forward, backward, SGD) on real batches."""
     info = ds.info.with_crop(cfg.image_size, cfg.pad)
     torch.manual_seed(0)
-    net = Network(genotype, cfg.c, info.num_classes, cfg.layers, info.channels)
+    net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -84,12 +84,12 @@ def throughput(cfg: TrainConfig, genotype, repeats: int, steps: int) -> tuple[fl
     ds = load_dataset(cfg.dataset, cfg.data_dir, "cpu", cfg.batch_size * (steps + 3), 10, download=False)
     ours, plain = [], []
     for _ in range(repeats):
-        ops.FAST_CPU_KERNELS = True
+        kernels.FAST_CPU_KERNELS = True
         ours.append(img_per_s(cfg, genotype, ds, True, steps))
-        ops.FAST_CPU_KERNELS = False
+        kernels.FAST_CPU_KERNELS = False
         plain.append(img_per_s(cfg, genotype, ds, False, steps))
-    ops.FAST_CPU_KERNELS = True
-    print(f"(a) step throughput, batch {cfg.batch_size}, C={cfg.c}, {cfg.layers} cells: ours {[round(v) for v in ours]} "
+    kernels.FAST_CPU_KERNELS = True
+    print(f"(a) step throughput, batch {cfg.batch_size}, C={cfg.channels}, {cfg.layers} cells: ours {[round(v) for v in ours]} "
           f"img/s, plain NCHW {[round(v) for v in plain]} img/s")
     return statistics.median(ours), statistics.median(plain)
 

@@ -3,7 +3,7 @@
 Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 cell, 4 nodes,
 1 input per node, batch 64, first-order DARTS; `--threads` torch threads (default 2).
 
-(a) ours: `nes.method.bilevel.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.method.ops`,
+(a) ours: `nes.method.bilevel.train_bilevel` — channels_last, the CPU depthwise/BN kernels of `nes.method.kernels`,
     the cell evaluated source by source (shared pools, one matmul for a source's FactorizedReduce
     convs), an architecture step that asks autograd for ∇θ only (no weight gradients), and on
     CUDA bf16 autocast and CUDA-graph replay of whole steps.
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nes.method.ops as ops  # noqa: E402
+import nes.method.kernels as kernels  # noqa: E402
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, downsample, load_dataset, split_indices  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
@@ -152,7 +152,7 @@ def quality(preset: str, device, seeds: int, member_sets: dict[str, str]) -> dic
 
 def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
     """Textbook first-order DARTS step on an NCHW supernet with stock kernels, fp32."""
-    ops.FAST_CPU_KERNELS = False
+    kernels.FAST_CPU_KERNELS = False
     MixedCell.edge_by_edge = True
     try:
         import nes.method.bilevel as search_mod
@@ -187,7 +187,7 @@ def plain_step_ms(cfg: SearchConfig, ds, device, steps: int) -> float:
             times.append(time.perf_counter() - t)
         return 1000 * statistics.median(times[1:])
     finally:
-        ops.FAST_CPU_KERNELS = True
+        kernels.FAST_CPU_KERNELS = True
         MixedCell.edge_by_edge = False
 
 
@@ -291,7 +291,7 @@ def main() -> None:
     cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
     ds = load_dataset("fashion-mnist", a.data_dir, device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"config C={cfg.c} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
+          f"config C={cfg.channels} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
 
     cuda = device.type == "cuda"
     ours, theta = ours_step_ms(cfg, ds, device, a.steps, channels_last=True)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .ops import BatchNorm2d, ConvOp, FactorizedReduce, relu_conv_bn
+from .kernels import BatchNorm2d
+from .ops import ConvOp, FactorizedReduce, relu_conv_bn
 from .space import reduction_positions
 
 

@@ -15,7 +15,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from .kernels import BatchNorm2d, DepthwiseConv2d, factorized_convs, phase_gather_ok
-from .kernels import factorized_reduce_many  # noqa: F401  (re-exported: supernet.py imports it from here)
 
 # name → (c channels, stride, affine BN) → op; the keys are `space.OPS` (tests/test_kernels.py).
 OP_TABLE: dict[str, Callable[[int, int, bool], nn.Module]] = {

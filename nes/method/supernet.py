@@ -12,7 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from .backbone import CellBase, CellStack
-from .ops import FactorizedReduce, Identity, PoolBN, factorized_reduce_many, make_op
+from .kernels import factorized_reduce_many
+from .ops import FactorizedReduce, Identity, PoolBN, make_op
 from .space import OPS, ArchWeights, edge_index, num_edges
 
 
@@ -31,7 +32,7 @@ class MixedEdge(nn.Module):
         super().__init__()
         if c % partial_k or (stride == 2 and (c // partial_k) % 2):
             raise ValueError(f"partial_k={partial_k} must divide the cell's {c} channels into an even number "
-                             f"(stride-2 edges halve them); pick another partial_k (--set partial_k=2) or c")
+                             f"(stride-2 edges halve them); pick another partial_k (--set partial_k=2) or channels")
         self.stride, self.partial_k = stride, partial_k
         self.sparse = False  # skip ops of weight exactly 0 (GDAS samples; a host read per op)
         self.ops = nn.ModuleDict({name: make_op(name, c // partial_k, stride, affine) for name in OPS})
