@@ -9,6 +9,7 @@
     RUN/members/<name>/          config.json, genotype.json, labels.safetensors,
                                  probs/epoch_XXX.safetensors, checkpoint.safetensors,
                                  weights.safetensors, history.json, metrics.json
+                                 (<name> from `member_name`: alpha_star, edges_lam_1_00_s1, ...)
     RUN/ensemble.json            the `evaluate` step's metrics
     RUN/baselines/<method>_s<seed>/   a baseline: a run folder of its own (members/, baseline.json)
     RUN/exports/<bundle>/        exported bundles;  RUN/logs/job_<id>.log  worker logs
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,11 +40,55 @@ def check_name(name: Any, what: str = "member") -> str:
     return name
 
 
-def member_name(lam: float | None = None, seed: int = 0, prefix: str = "") -> str:
-    """The member name for α* (`alpha_star`) or α(λ) (`lam_2_50`, with `prefix`: `edges_lam_2_50`),
-    with `_s<seed>` appended for a seed other than 0."""
-    base = "alpha_star" if lam is None else f"{prefix}{'_' if prefix else ''}lam_{lam:.2f}".replace(".", "_")
-    return base + (f"_s{seed}" if seed else "")
+STAR = "alpha_star"  # the name of α* retrained (with `_s<seed>` for another seed)
+
+
+def member_name(origin: str = STAR, lam: float | None = None, seed: int = 0) -> str:
+    """The folder name of a member, saying where its architecture came from: `origin` is
+    `alpha_star` (α*), the regularizer of the hypernetwork it was sampled from (`edges`, `js`,
+    `js-target`: then `lam` is its λ), or the baseline generator that made it (`darts`, `dev2`,
+    `rs`, `re`, `per-lambda`); `_lam_<λ>` (two decimals) follows when `lam` is given and
+    `_s<seed>` for a seed other than 0: `alpha_star`, `edges_lam_1_00`, `js-target_lam_0_25_s1`.
+
+    The one place names are built, so that two members differ in name exactly when they differ
+    in origin, λ or seed. Runs named before (`lam_1_50`, `star_seed0`) still load: nothing parses
+    a name back; a member's λ, regularizer and seed are read from its record (`MemberDir.record`)."""
+    if origin == STAR and lam is not None:
+        raise ValueError(f"member_name: λ = {lam:g} needs the hypernetwork it was sampled from (origin='edges', ...)")
+    lam_part = "" if lam is None else f"_lam_{lam:.2f}".replace(".", "_")
+    return check_name(f"{origin}{lam_part}{f'_s{seed}' if seed else ''}")
+
+
+def fixed_lambda_name(lam: float) -> str:
+    """The folder of the per-λ search at `lam` (RUN/fixed_lambda/lam_<λ>), also its cost key."""
+    return f"lam_{lam:g}"
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """Where a member came from, as its files record it: the regularizer and λ of the α(λ) it was
+    retrained from (None for α* and baselines; a member of a run from before the regularizer was
+    recorded has lam but no regularizer) and its training seed (None when not recorded)."""
+
+    name: str
+    regularizer: str | None
+    lam: float | None
+    seed: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "MemberRecord":
+        """The record a retrain job's config asks for (name, regularizer, lam, seed)."""
+        lam, seed = config.get("lam"), config.get("seed")
+        return cls(str(config.get("name") or ""), config.get("regularizer"), None if lam is None else float(lam),
+                   None if seed is None else int(seed))
+
+    def same_member(self, other: "MemberRecord") -> bool:
+        """The same name, or the same α(λ) of the same hypernetwork trained with the same seed."""
+        if self.name and self.name == other.name:
+            return True
+        return (self.lam is not None and self.regularizer is not None and self.seed is not None
+                and (self.regularizer, round(self.lam, 6), self.seed)
+                == (other.regularizer, None if other.lam is None else round(other.lam, 6), other.seed))
 
 
 class StepDir:
@@ -107,6 +153,12 @@ class MemberDir(StepDir):
     def finished(self) -> bool:
         """The training ended (final weights written)."""
         return self.weights.exists()
+
+    def record(self) -> MemberRecord:
+        """Where this member came from: λ and regularizer from genotype.json, seed from config.json."""
+        g, cfg = self.read("genotype.json", {}), self.read("config.json", {})
+        return MemberRecord.from_config({"name": self.name, "lam": g.get("lam"), "regularizer": g.get("regularizer"),
+                                         "seed": cfg.get("seed")})
 
     def seconds(self) -> float:
         m = self.read("metrics.json")
@@ -174,7 +226,7 @@ class RunDir:
         return StepDir(self.path / "hypernet" / regularizer)
 
     def fixed_lambda(self, lam: float) -> StepDir:
-        return StepDir(self.path / "fixed_lambda" / f"lam_{lam:g}")
+        return StepDir(self.path / "fixed_lambda" / fixed_lambda_name(lam))
 
     def stamp(self) -> tuple[tuple[str, float], ...]:
         """Modification times of α* and every hypernetwork: changes when one is (re)written."""

@@ -10,6 +10,7 @@ import os
 
 import streamlit as st
 
+from nes.explorer import urlstate
 from nes.explorer.demo import DEMO_RUN, install_demo
 from nes.explorer.runview import RunView
 from nes.layout import RunDir
@@ -63,19 +64,23 @@ def select_run() -> str | None:
                         "`python -m nes demo --rebuild`.")
         return None
     names = [r["name"] for r in runs]
-    wanted = st.query_params.get("run")
-    if wanted is not None and wanted not in names:
-        st.warning(f"There is no run **{wanted}** in {s.home}. Showing "
-                   f"**{DEMO_RUN if DEMO_RUN in names else names[0]}** instead; pick another run in the sidebar.")
-        wanted = None
-    default = wanted or st.session_state.get("run") or (DEMO_RUN if DEMO_RUN in names else names[-1])
-    if default not in names:
-        default = names[0]
-    name = st.sidebar.selectbox("Run", names, index=names.index(default), key="run_picker",
+    choice = urlstate.read_run(st.query_params, names, st.session_state.get("run"), DEMO_RUN)
+    if choice.warning:
+        st.warning(choice.warning)
+    if st.session_state.get("_show_run") in names:  # a page asked for this run (`show_run`)
+        choice = urlstate.RunChoice(st.session_state.pop("_show_run"))
+        st.session_state.pop("run_picker", None)  # the picker starts again, at `choice`
+    name = st.sidebar.selectbox("Run", names, index=names.index(choice.name), key="run_picker",
                                 help="Runs in the store (NES_HOME). The bundled demo is copied in on first start.")
     st.session_state["run"] = name
-    st.query_params["run"] = name
+    urlstate.apply(st.query_params, urlstate.run_fixes(name))
     return s.get_run(name)
+
+
+def show_run(name: str) -> None:
+    """Make run `name` the selected one from the next script run on (the sidebar picker's value
+    can only be set before the picker is drawn; pages call this, then st.rerun())."""
+    st.session_state["_show_run"] = name
 
 
 def run_view(run_id: str) -> RunView:

@@ -12,11 +12,9 @@ from typing import Iterator
 import streamlit as st
 import torch
 
-from nes.artifacts import ArtifactError
 from nes.explorer import viz
 from nes.explorer.runview import RunView
 from nes.method.space import Genotype
-from nes.runs.store import StoreError
 from pages._state import active_jobs, refresh_jobs, run_view, store
 
 POLL_SECONDS = 2.0  # how often live panels re-read the store
@@ -35,15 +33,29 @@ def friendly(what: str) -> Iterator[None]:
     """Show a failure as a message (with the detail in an expander), never as a raw traceback."""
     try:
         yield
-    except (ArtifactError, StoreError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # ArtifactError, StoreError, DataError, BundleError are ValueErrors
         st.error(f"Could not {what}: {e}")
-        with st.expander("Details"):
-            st.code(traceback.format_exc())
+        if type(e) is not ValueError:  # a plain ValueError is a setting or choice, named in the message
+            with st.expander("Details"):
+                st.code(traceback.format_exc())
     except Exception as e:  # an unexpected bug: still no raw traceback on the page
         st.error(f"Something went wrong while trying to {what} ({type(e).__name__}). "
                  "The details below help when reporting it.")
         with st.expander("Details"):
             st.code(traceback.format_exc())
+
+
+def flash(page: str, message: str) -> None:
+    """Keep a success message for the next script run of `page` (a page that calls st.rerun()
+    right after an action would otherwise wipe the message before anyone sees it)."""
+    st.session_state[f"_flash_{page}"] = message
+
+
+def show_flash(page: str) -> None:
+    """Show (once) the message `flash` kept for `page`."""
+    message = st.session_state.pop(f"_flash_{page}", None)
+    if message:
+        st.success(message)
 
 
 def teach(title: str, body: str) -> None:

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from nes.explorer import viz
-from nes.explorer.actions import submit_members
+from nes.explorer.actions import member_choice, member_options, submit_members
+from nes.explorer.notes import ensemble_note
 from nes.method.regularizers import lam_diversity
 from nes.method.stats import Difference
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
@@ -12,9 +13,13 @@ route_through_app()
 
 st.header("Ensemble: retrain members, watch the ensemble")
 teach("Why an ensemble of different architectures?", r"""
-Averaging the predicted probabilities of several networks (an **ensemble**) is more accurate and
-better calibrated than any single one — *if the members make different mistakes*. Retraining α\*
-with different seeds gives some diversity; **architectures sampled at different λ** give more.
+Averaging the predicted probabilities of several networks (an **ensemble**) makes fewer mistakes
+than its members — *if the members make different mistakes*. Retraining α\* with different seeds
+gives some diversity; **architectures sampled at different λ** give more. Averaging does not make
+the probabilities honest by itself: members trained with label smoothing are underconfident, and
+averaging members that disagree makes the ensemble more so, so its NLL and ECE can be worse than its
+best member's. Temperature scaling (one T fitted on the validation split) corrects that; the note
+under the headline says what this run's numbers show.
 
 Each chosen member is **retrained from scratch** in a background worker. After every epoch it saves
 its test probabilities, and the curves below update: each member's accuracy, and the ensemble's
@@ -36,17 +41,21 @@ with friendly("list the members"):
     members = view.members()
     regs = view.regularizers()
 
-with st.form("new_members"):
-    st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
-    c1, c2, c3 = st.columns([1, 3, 1])
-    reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs)
+st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
+c1, c2 = st.columns([1, 4])
+reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs, key=f"member_reg_{run_id}",
+                   help="The hypernetwork α(λ) the members' architectures are sampled from; the λ list follows it.")
+with c2.form("new_members"):
+    f1, f2 = st.columns([4, 1])
     grid = [round(x, 4) for x in view.axis_grid(reg)] if regs else []
-    lams = c2.multiselect("Diversity (λ)", grid, default=[], format_func=lambda x: (
-        f"{lam_diversity(reg, x, *view.lam_bounds(reg)):.3g} (λ={x:.3g})"),
+    lams = f1.multiselect("Diversity (λ)", grid, default=[], key=f"member_lams_{run_id}_{reg}", format_func=lambda x: (
+        f"{lam_diversity(reg, x, *view.lam_range(reg).target):.3g} (λ={x:.3g})"),
         help="One member per position on the diversity axis (0 = α*, 1 = most diverse): the architecture "
              "α(λ), discretized.")
-    seed = c3.number_input("Seed", min_value=0, max_value=10_000, value=0)
-    star = st.checkbox("Also α* itself", value=False)
+    seed = f2.number_input("Seed", min_value=0, max_value=10_000, value=0,
+                           help="The member's training seed (initial weights, data order). The same λ with "
+                                "another seed trains another member.")
+    star = st.checkbox("Also α* itself", value=False, help="Retrain the searched architecture α* with this seed too.")
     go = st.form_submit_button("Start training", type="primary")
 
 if go:
@@ -57,14 +66,11 @@ if go:
         if res.skipped:
             st.warning(f"Already trained or training: {', '.join(res.skipped)} (pick another seed to train them again).")
 
-names = [m.name for m in members] + [j.config["name"] for j in active_jobs(run_id, ("retrain",))
-                                      if j.config.get("name") not in {m.name for m in members}]
+names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
 key = f"members_{run_id}"
-known = st.session_state.get(f"{key}_known", [])
-if key in st.session_state:  # keep the user's choice, drop vanished names, add members that are new
-    st.session_state[key] = [n for n in st.session_state[key] if n in names] + [n for n in names if n not in known]
+st.session_state[key] = member_choice(st.session_state.get(key), st.session_state.get(f"{key}_known", []), names)
 st.session_state[f"{key}_known"] = names
-chosen = st.multiselect("Members in the ensemble", names, default=None if key in st.session_state else names, key=key,
+chosen = st.multiselect("Members in the ensemble", names, key=key,
                         help="The ensemble averages these members' probabilities; new members join it.")
 done = set(view.finished_members())
 finished = [n for n in chosen if n in done]
@@ -99,6 +105,9 @@ def headline(ens) -> None:
         st.caption(f"Against the best member (**{vs['best_member']}**, chosen by validation NLL, not on the test "
                    f"set): accuracy {acc.text()}; NLL {nll.text()}. Paired bootstrap over the {acc.n} test images; "
                    "*within noise* means this test set cannot tell the ensemble from its best member.")
+    note = ensemble_note(ens.report, run_id)
+    if note:
+        st.info(note, icon=":material/school:")
     if ens.training:
         st.dataframe([{"member": n, "status": "training: not in the ensemble", "epochs saved": k,
                        "latest test accuracy %": round(100 * m["accuracy"], 2)} for n, k, m in ens.training],

@@ -1,8 +1,8 @@
 """Explore: move λ and watch the architecture α(λ) leave α*; compare architectures pairwise."""
 import streamlit as st
 
-from nes.explorer import viz
-from nes.method.regularizers import AXES, diversity_lam, lam_diversity
+from nes.explorer import urlstate, viz
+from nes.method.regularizers import AXES, diversity_lam
 from pages._state import route_through_app, selected_run
 from pages._widgets import cell_panel, friendly, load_view, teach
 
@@ -45,27 +45,16 @@ with friendly("show the architecture at this λ"):
             st.plotly_chart(viz.cell_figure(view.star, ct, title=f"α* — {ct} cell"), key=f"star_{ct}")
         st.stop()
 
+    url = urlstate.read_explore(st.query_params, regs, lambda r: view.lam_range(r).target)
+    for w in url.warnings:
+        st.warning(w)
+    urlstate.apply(st.query_params, url.fixes)
+    st.session_state.update(url.widget_fixes())
     c1, c2 = st.columns([1, 3])
     reg = c1.radio("Regularizer", regs, key="reg", bind="query-params", horizontal=True,
                    help=" ".join(f"{r}: {AXES[r].lam}." for r in regs))
-    lo, hi = view.lam_bounds(reg)
-    old_lam = st.query_params.get("lam")
-    if old_lam is not None and "div" not in st.query_params:  # a link from before the diversity axis
-        try:
-            d = min(max(lam_diversity(reg, float(old_lam), lo, hi), 0.0), 1.0)
-            st.session_state.setdefault("div", round(d / 0.025) * 0.025)  # on the slider's steps
-        except ValueError:
-            st.warning(f"λ = {old_lam!r} from the link is not a number; showing α* (diversity 0).")
-    raw = st.query_params.get("div")
-    if raw is not None:
-        try:
-            bad = not 0.0 <= float(raw) <= 1.0
-        except ValueError:
-            bad = True
-        if bad:
-            st.warning(f"diversity = {raw!r} from the link is not a number from 0 to 1; showing α* (0).")
-            st.query_params["div"] = "0.0"
-    div = c2.slider("Diversity (0 = α*, 1 = most diverse)", min_value=0.0, max_value=1.0, step=0.025,
+    lo, hi = view.lam_range(reg).target
+    div = c2.slider("Diversity (0 = α*, 1 = most diverse)", min_value=0.0, max_value=1.0, step=urlstate.DIVERSITY_STEP,
                     key="div", bind="query-params", help=AXES[reg].lam + f". Trained λ range [{lo:g}, {hi:g}].")
     lam = diversity_lam(reg, div, lo, hi)
     c2.caption(f"λ = {lam:.3g} ({reg}: {AXES[reg].lam}); control {AXES[reg].strength}.")
@@ -88,7 +77,7 @@ with friendly("show the architecture at this λ"):
 
 st.subheader("Pairwise architecture divergence")
 with friendly("compare architectures"):
-    grid = [i / 8 for i in range(9)]
+    grid = list(urlstate.POSITIONS)
     sel = st.multiselect("Diversity positions to compare", grid, default=[grid[0], grid[4], grid[-1]], key="sel",
                          bind="query-params",
                          help="Each position gives one architecture: left, the continuous architecture JS "

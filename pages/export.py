@@ -2,9 +2,11 @@
 import streamlit as st
 
 from nes.explorer import viz
+from nes.explorer.notes import member_origin
 from nes.export.onnx import onnx_missing
 from nes.export.write import bundle_summary, default_bundle_name, export_into_run, list_bundles, plan_export
 from nes.layout import RunDir
+from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run
 from pages._widgets import friendly, load_view, teach
 
@@ -64,15 +66,20 @@ with friendly("prepare the bundle"):
 if manifest is None:
     st.stop()
 
-ens = manifest["ensemble"]["metrics"]
+ens, vs = manifest["ensemble"]["metrics"], manifest["ensemble"].get("vs_best_member")
+gain = Difference.from_dict(vs["accuracy"]) if vs else None
 c = st.columns(4)
 c[0].metric("Ensemble accuracy", f"{100 * ens['accuracy']:.2f} %",
-            f"{100 * (ens['accuracy'] - max(m['metrics'].get('test_accuracy', 0) for m in manifest['members'])):+.2f} "
-            "vs best member")
+            f"{gain.value:+.2f} pts vs best member" if gain else None,
+            help="The best member is the one with the lowest validation NLL (chosen without the test set).")
 c[1].metric("NLL", f"{ens['nll']:.4f}")
 c[2].metric("ECE", f"{ens['ece']:.4f}")
 c[3].metric("Members", len(names), help=f"{manifest['ensemble']['test_images']} test images")
-st.dataframe([{"member": m["name"], "λ": "–" if m.get("lam") is None else f"{m['lam']:g}", "seed": m.get("seed"), "genotype": m["compact"],
+if gain:
+    st.caption(f"Against its best member (**{vs['best_member']}**, chosen by validation NLL): accuracy {gain.text()}, "
+               f"NLL {Difference.from_dict(vs['nll']).text()}; paired bootstrap over the {gain.n} test images.")
+st.dataframe([{"member": m["name"], "hypernetwork, λ": member_origin(m.get("lam"), m.get("regularizer")),
+               "seed": m.get("seed"), "genotype": m["compact"],
                "test accuracy %": round(100 * m["metrics"].get("test_accuracy", float("nan")), 2),
                "test NLL": round(m["metrics"].get("test_nll", float("nan")), 4),
                "parameters": m["num_parameters"]} for m in manifest["members"]], hide_index=True, width="stretch")

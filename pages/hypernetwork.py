@@ -5,9 +5,9 @@ from nes.config import HYPERNET_PRESETS
 from nes.explorer import viz
 from nes.method.diversity import collapse_warning
 from nes.method.regularizers import AXES, REGULARIZERS
-from nes.runs.jobs import submit
+from nes.explorer.actions import start_hypernet
 from pages._state import active_jobs, route_through_app, selected_run, store
-from pages._widgets import friendly, live, load_view, running_curve, teach
+from pages._widgets import flash, friendly, live, load_view, running_curve, show_flash, teach
 
 route_through_app()
 
@@ -36,9 +36,13 @@ with friendly("prepare the hypernetwork form"):
     with st.form("new_hypernet"):
         st.markdown("**Train a hypernetwork** on this run (background worker)")
         c1, c2, c3, c4 = st.columns(4)
-        reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"))
+        reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"),
+                           help="What λ asks of α(λ): " + "; ".join(f"{r}: {AXES[r].lam}" for r in REGULARIZERS)
+                                + ". The run keeps one hypernetwork per regularizer.")
         preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
-        epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0)
+        epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
+                                 help="Passes over the training data, λ drawn at random every step. Too few "
+                                      "leave the curve below flat; 0 keeps the preset's.")
         pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
                                  help="Number of anchors of the piecewise-linear map (end pivots fixed).")
         go = st.form_submit_button("Train hypernetwork", type="primary")
@@ -46,10 +50,11 @@ with friendly("prepare the hypernetwork form"):
         sets = {"pivots": str(pivots)}
         if epochs:
             sets["epochs"] = str(epochs)
-        job = submit(store(), run_id, "hypernet", {"preset": preset, "regularizer": reg, "set": sets},
-                     [j.id for j in searching])
-        st.success(f"Hypernetwork job #{job} queued" + (" (it starts when the search ends)." if searching else "."))
+        job = start_hypernet(store(), run_id, reg, preset, sets, [j.id for j in searching])
+        flash("hypernetwork", f"Hypernetwork job #{job} ({reg}) queued"
+              + (" (it starts when the search ends)." if searching else "."))
         st.rerun()
+    show_flash("hypernetwork")
 
 
 def hyper_panel() -> None:
@@ -65,7 +70,7 @@ with friendly("show the trained hypernetworks"):
         st.info("No trained hypernetwork in this run yet.")
     cols = st.columns(max(1, len(regs)))
     for col, r in zip(cols, regs):
-        lo, hi = view.lam_bounds(r)
+        lo, hi = view.lam_range(r).target
         col.plotly_chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer along the diversity axis"),
                          key=f"curve_{r}")
         q = view.quality(r)

@@ -5,8 +5,8 @@ from nes.config import SEARCH_MODES, SEARCH_PRESETS
 from nes.data import DATASETS
 from nes.explorer import viz
 from nes.explorer.actions import start_search
-from pages._state import route_through_app, store
-from pages._widgets import cell_panel, friendly, live, load_view, running_curve, teach
+from pages._state import route_through_app, show_run, store
+from pages._widgets import cell_panel, flash, friendly, live, load_view, running_curve, show_flash, teach
 
 route_through_app()
 
@@ -35,9 +35,15 @@ with st.form("new_search"):
                           help="smoke: seconds (digits-sized); quick: a few minutes on 2 CPU cores; "
                                "paper: the original experiment (50 epochs, needs a GPU to be pleasant).")
     d1, d2, d3, d4 = st.columns(4)
-    epochs = d1.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0)
-    c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0)
-    nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4)
+    epochs = d1.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
+                             help="Passes over the search's training data, each alternating weight steps and α steps. "
+                                  "More epochs give a surer α*, at proportional cost. 0 keeps the preset's.")
+    c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0,
+                        help="Channels of the first cell of the supernet (doubled at each reduction). More is "
+                             "slower and closer to the members' network. 0 keeps the preset's.")
+    nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4,
+                            help="Intermediate nodes of a cell; each picks its input(s) and an operation. "
+                                 "4 as in DARTS; fewer is faster and a smaller search space.")
     k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
     e1, e2 = st.columns(2)
     mode = e1.selectbox("Search mode", list(SEARCH_MODES), index=0, format_func=lambda m: f"{m}: {SEARCH_MODES[m]}",
@@ -45,7 +51,9 @@ with st.form("new_search"):
                              "(benchmarks/bench_search.py measures their step time and α* quality).")
     low = e2.selectbox("Search resolution", [1, 2], index=0, format_func=lambda f: "full" if f == 1 else f"1/{f}",
                        help="Search on images shrunk by this factor (members still train at full resolution).")
-    chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True)
+    chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True,
+                        help="Queue the edges hypernetwork α(λ) to start when the search ends (other "
+                             "regularizers: the Hypernetwork page).")
     go = st.form_submit_button("Start search", type="primary")
 
 if go:
@@ -54,12 +62,12 @@ if go:
         if epochs:
             sets["epochs"] = str(epochs)
         if c:
-            sets["c"] = str(c)
+            sets["channels"] = str(c)
         job = start_search(store(), name, dataset, preset, sets, then_hypernet=chain)
-        st.session_state["run"] = name.strip()
-        st.query_params["run"] = name.strip()
-        st.success(f"Search job #{job} queued for run **{name.strip()}**; it is now the selected run.")
+        show_run(name.strip())
+        flash("search", f"Search job #{job} queued for run **{name.strip()}**; it is now the selected run.")
         st.rerun()
+show_flash("search")
 
 if not run_id:
     st.stop()

@@ -2,6 +2,7 @@
 import json
 import math
 import time
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import nes
 from nes.layout import RunDir
 from nes.explorer.demo import DEMO_DIR
 from nes.explorer.runview import RunView
+from nes.export.write import plan_export
+from nes.method.stats import Difference
 from nes.runs.jobs import cancel, wait
 from nes.runs.store import Store
 
@@ -83,6 +86,7 @@ def test_url_reproduces_the_view_and_bad_links_get_messages(home):
     assert at.multiselect[0].value == [0.0, 1.0], f"?sel=0.0&sel=1.0 selects {at.multiselect[0].value}"
     old = app({"reg": "js", "lam": "1.0"})  # a link from before the diversity axis: js λ ∈ [0, 4]
     assert old.slider[0].value == 0.25
+    assert "lam" not in old.query_params, f"the old λ stays in the URL: {old.query_params}"
     bad = app({"run": "nope", "lam": "abc"})
     warnings = " ".join(w.value for w in bad.warning)
     assert "no run **nope**" in warnings, f"no warning names the missing run nope: {warnings!r}"
@@ -105,6 +109,8 @@ def test_search_page_validates_and_queues_a_job(home):
     sel["Search mode"].set_value("gdas")
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
+    shown = [s.value for s in at.success]
+    assert any("queued for run **s1**" in v for v in shown), f"the queued message is gone after the rerun: {shown}"
     store = Store()
     jobs = store.jobs(store.get_run("s1"))
     assert [j.kind for j in jobs] == ["search", "hypernet"], \
@@ -117,6 +123,8 @@ def test_search_page_validates_and_queues_a_job(home):
         if store.job(j.id).status in ("queued", "running"):
             cancel(store, j.id)
     assert all(j.status in ("cancelled", "done", "failed") for j in wait(store, [j.id for j in jobs], poll=0.3))
+    at.switch_page("explorer_app.py").run()  # the sidebar (drawn by the entry script) picked the new run
+    assert at.sidebar.selectbox[0].value == "s1", f"the selected run is {at.sidebar.selectbox[0].value!r}, not s1"
 
 
 def test_hypernetwork_page_shows_every_hypernetworks_curve(home):
@@ -126,6 +134,46 @@ def test_hypernetwork_page_shows_every_hypernetworks_curve(home):
     for c in curves:
         matched = c["data"][0]["y"]
         assert len(matched) == 9
+
+
+def test_hypernetwork_page_queues_a_checked_job_and_says_so(home):
+    at = app(page="pages/hypernetwork.py")
+    sel = {s.label: s for s in at.selectbox}
+    sel["Regularizer"].set_value("js")
+    sel["Preset"].set_value("smoke")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [s.value for s in at.success]
+    assert any("Hypernetwork job #" in v and "(js) queued" in v for v in shown), f"no queued message: {shown}"
+    store = Store()
+    job, = [j for j in store.jobs(store.get_run("demo")) if j.kind == "hypernet"]
+    assert job.config["regularizer"] == "js", f"queued {job.config}"
+    if store.job(job.id).status in ("queued", "running"):
+        cancel(store, job.id)
+    wait(store, [job.id], poll=0.3)
+
+
+def test_ensemble_page_lambda_list_follows_the_hypernetwork(home):
+    """Choosing js-target, then one of its λ values, then Start queues a js-target member."""
+    at = app(page="pages/ensemble.py")
+    at.selectbox(key="member_reg_" + str(Store().get_run("demo"))).set_value("js-target").run()
+    assert not at.exception, [e.value for e in at.exception]
+    grid = [round(x, 4) for x in RunView(Store().get_run("demo")).axis_grid("js-target")]
+    lams = next(m for m in at.multiselect if m.label == "Diversity (λ)")
+    offered = [o.split("λ=")[-1].rstrip(")") for o in lams.options]
+    assert offered == [f"{x:.3g}" for x in grid], f"λ offered {offered}, js-target's grid {grid}"
+    lams.set_value([grid[4]])
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, f"errors: {[e.value for e in at.error]}"
+    store = Store()
+    job, = [j for j in store.jobs(store.get_run("demo")) if j.kind == "retrain"]
+    assert job.config["regularizer"] == "js-target", f"queued {job.config}"
+    assert job.config["lam"] == grid[4], f"queued λ {job.config['lam']}, picked {grid[4]}"
+    assert job.config["name"].startswith("js-target_lam_"), f"the name hides the hypernetwork: {job.config['name']}"
+    if store.job(job.id).status in ("queued", "running"):
+        cancel(store, job.id)
+    wait(store, [job.id], poll=0.3)
 
 
 def test_ensemble_page_live_metrics_and_member_job(home):
@@ -142,6 +190,14 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert "95% CI" in gain[0], f"the gain has no 95% interval: {gain[0]!r}"
     assert "within noise" in gain[0] or "beyond noise" in gain[0], \
         f"the gain does not say whether it is within noise: {gain[0]!r}"
+    # the note under the headline says what the numbers show: here, whether NLL and ECE beat the best member's
+    report = RunView(DEMO_DIR).live_ensemble(RunDir(DEMO_DIR).finished_members()).report
+    best = report.members[report.vs_best["best_member"]]
+    note = " ".join(i.value for i in at.info if "best member" in i.value)
+    worse = report.metrics["nll"] > best["nll"] or report.metrics["ece"] > best["ece"]
+    assert ("worse than the best member's" in note) == worse, f"the note contradicts the headline: {note!r}"
+    teaching = " ".join(m.value for m in at.markdown)
+    assert "better calibrated than any single one" not in teaching, "the teaching note promises better calibration"
     heat = {json.dumps(s["layout"]["title"], ensure_ascii=False): s for s in specs(at) if "heatmap" in json.dumps(s["data"])}
     assert any("disagreement" in t for t in heat), f"no heatmap shows disagreement: {list(heat)}"
     assert all("fitted" in t for t in heat), f"a heatmap's colour scale is not fitted: {list(heat)}"
@@ -276,10 +332,38 @@ def test_export_page_previews_writes_and_offers_the_bundle(home):
     model = nes.load_ensemble(bundle.with_name("two.zip"))
     assert model.member_names == pair
     assert len(at.get("download_button")) == 1
+    card = " ".join(m.value for m in at.markdown if "Ensemble model card" in m.value)
+    assert "Trained on all the training images of fashion-mnist" in card, f"the model card's data line: {card[:2000]}"
+    assert "None images" not in card, "the model card says 'Trained on None images'"
     at.text_input[0].set_value("two")
     at.button[0].click().run()  # the same name again: a message, the bundle is kept
     assert any("already exists" in e.value for e in at.error)
     assert nes.load_ensemble(bundle).member_names == pair
+
+
+def _pair_whose_best_members_differ() -> tuple[list[str], dict]:
+    """Two demo members whose best by validation NLL is not their best by test accuracy, and
+    their manifest as `plan_export` computes it."""
+    for pair in combinations(RunDir(DEMO_DIR).finished_members(), 2):
+        manifest = plan_export(DEMO_DIR, list(pair)).manifest
+        by_test = max(manifest["members"], key=lambda m: m["metrics"]["test_accuracy"])["name"]
+        if by_test != manifest["ensemble"]["vs_best_member"]["best_member"]:
+            return list(pair), manifest
+    pytest.skip("no demo pair whose best member by validation NLL differs from the one by test accuracy")
+
+
+def test_export_page_shows_the_validation_nll_best_member_with_its_interval(home):
+    pair, manifest = _pair_whose_best_members_differ()
+    vs = manifest["ensemble"]["vs_best_member"]
+    at = app(page="pages/export.py")
+    at.multiselect[0].set_value(pair).run()
+    assert not at.exception, [e.value for e in at.exception]
+    gain = Difference.from_dict(vs["accuracy"])
+    acc = next(m for m in at.metric if m.label == "Ensemble accuracy")
+    assert acc.delta == f"{gain.value:+.2f} pts vs best member", f"delta {acc.delta!r}, manifest {gain.value:+.2f}"
+    said = [c.value for c in at.caption if "best member" in c.value]
+    assert any(f"**{vs['best_member']}**" in c for c in said), f"the validation-NLL best {vs['best_member']}: {said}"
+    assert any(gain.text() in c for c in said), f"no interval {gain.text()!r} in {said}"
 
 
 def test_ensemble_page_hands_its_members_to_the_export_page(home):

@@ -1,10 +1,10 @@
-"""RunDir (every path of a run folder), member names, name checks, and the app's actions."""
+"""RunDir (every path of a run folder), member names and records, name checks, and the app's actions."""
 import pytest
 
 from nes.artifacts import write_json
 from nes.explorer.actions import start_search
 from nes.export.write import default_bundle_name
-from nes.layout import RunDir, check_name, member_name
+from nes.layout import MemberRecord, RunDir, check_name, fixed_lambda_name, member_name
 from nes.runs.store import Store
 
 
@@ -19,12 +19,39 @@ def test_check_name_rejects_with_the_rule(name):
         check_name(name, "run")
 
 
-def test_member_names_round_trip_lambda_and_seed():
-    assert member_name() == "alpha_star" and member_name(seed=2) == "alpha_star_s2"
-    assert member_name(2.5) == "lam_2_50" and member_name(3.0, 1) == "lam_3_00_s1"
-    assert member_name(0.25, prefix="edges") == "edges_lam_0_25"
+def test_member_names_say_hypernetwork_lambda_and_seed():
+    assert member_name() == "alpha_star", "α* of seed 0"
+    assert member_name(seed=2) == "alpha_star_s2", "α* of another seed"
+    assert member_name("edges", 1.0) == "edges_lam_1_00", "edges member at λ = 1"
+    assert member_name("js", 1.0, 1) == "js_lam_1_00_s1", "js member at λ = 1, seed 1"
+    assert member_name("js-target", 0.255) == "js-target_lam_0_26", "λ is written with two decimals"
+    assert member_name("edges", 1.0) != member_name("js", 1.0), "two hypernetworks at one λ share a name"
+    assert member_name("rs", seed=1003) == "rs_s1003", "a baseline's member names its generator and seed"
     for lam in (0.0, 1.25, 3.5, 10.0):
-        assert check_name(member_name(lam, 7))
+        assert check_name(member_name("edges", lam, 7)), f"λ = {lam} gives an unsafe folder name"
+    with pytest.raises(ValueError, match="hypernetwork"):
+        member_name(lam=1.0)  # α(λ) without the hypernetwork it came from
+    assert fixed_lambda_name(2.0) == "lam_2", f"per-λ search folder for λ = 2: {fixed_lambda_name(2.0)!r}"
+    assert fixed_lambda_name(0.5) == "lam_0.5", f"per-λ search folder for λ = 0.5: {fixed_lambda_name(0.5)!r}"
+
+
+def test_member_record_carries_regularizer_lambda_and_seed(tmp_path):
+    run = RunDir(tmp_path / "r")
+    m = run.member("edges_lam_1_00_s3")
+    write_json(m.genotype, {"genotype": {}, "lam": 1.0, "regularizer": "edges"})
+    write_json(m.config, {"seed": 3, "epochs": 1})
+    rec = m.record()
+    assert rec == MemberRecord("edges_lam_1_00_s3", "edges", 1.0, 3), f"record read from the files: {rec}"
+    old = run.member("lam_1_00")  # a member named before the regularizer was in names (the demo's)
+    write_json(old.genotype, {"genotype": {}, "lam": 1.0, "regularizer": "edges"})
+    write_json(old.config, {"seed": 3})
+    asked = MemberRecord.from_config({"name": member_name("edges", 1.0, 3), "lam": 1.0, "regularizer": "edges",
+                                      "seed": 3})
+    assert asked.same_member(old.record()), "an old-named member of the same hypernetwork, λ and seed"
+    other = MemberRecord.from_config({"name": member_name("js", 1.0, 3), "lam": 1.0, "regularizer": "js", "seed": 3})
+    assert not other.same_member(old.record()), "a js member at λ = 1 taken for the edges one"
+    assert not MemberRecord.from_config({"name": "edges_lam_1_00", "lam": 1.0, "regularizer": "edges",
+                                         "seed": 0}).same_member(rec), "another seed is another member"
 
 
 def test_run_dir_paths_members_and_baselines(tmp_path):

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..config import SearchConfig, from_preset
-from ..layout import check_name, member_name
+from ..config import HypernetConfig, SearchConfig, from_preset
+from ..layout import MemberRecord, check_name, member_name
 from ..runs.jobs import submit
 from ..runs.store import Store
 from .runview import RunView
@@ -25,24 +25,44 @@ class Submitted:
 
 def submit_members(store: Store, run_id: str, view: RunView, regularizer: str | None, lams: Sequence[float],
                    seed: int = 0, star: bool = False) -> Submitted:
-    """Retrain α* (with `star`) and α(λ) for every λ of `lams` as background jobs. A member that
-    exists or has a retrain job already is skipped (another seed trains it again)."""
-    existing = set(view.member_names()) | {j.config.get("name") for j in store.jobs(run_id) if j.kind == "retrain"}
-    todo: list[tuple[str, dict]] = []
+    """Retrain α* (with `star`) and α(λ) of the `regularizer` hypernetwork for every λ of `lams`
+    as background jobs. A member that exists or has a retrain job already (the same name, or the
+    same hypernetwork, λ and seed) is skipped: another seed trains it again."""
+    todo: list[dict] = []
     if star:
-        todo.append((member_name(seed=seed), {}))
+        todo.append({"name": member_name(seed=seed)})
     for s in view.sample(regularizer, list(lams)) if lams and regularizer else []:
-        todo.append((member_name(s.lam, seed), {"genotype": s.genotype.to_dict(), "lam": s.lam,
-                                               "regularizer": regularizer}))
+        todo.append({"name": member_name(regularizer, s.lam, seed), "genotype": s.genotype.to_dict(), "lam": s.lam,
+                     "regularizer": regularizer})
     if not todo:
         raise ValueError("choose at least one λ value (or α*)")
+    existing = [view.run.member(n).record() for n in view.member_names()]
+    existing += [MemberRecord.from_config(j.config) for j in store.jobs(run_id) if j.kind == "retrain"]
     out = Submitted()
-    for name, extra in todo:
-        if name in existing:
-            out.skipped.append(name)
+    for cfg in todo:
+        cfg["seed"] = int(seed)
+        same = next((e for e in existing if MemberRecord.from_config(cfg).same_member(e)), None)
+        if same is not None:  # named as it is in the run (a run named before may call it lam_1_00)
+            out.skipped.append(same.name or cfg["name"])
             continue
-        out.started.append((submit(store, run_id, "retrain", {"name": name, "seed": int(seed), **extra}), name))
+        out.started.append((submit(store, run_id, "retrain", cfg), cfg["name"]))
     return out
+
+
+def member_options(members: Sequence[str], jobs: Sequence) -> list[str]:
+    """What the Ensemble page offers: the run's members, then the queued or running retrain jobs'
+    members that have no folder yet (a pipeline's member is named when it starts: left out until then)."""
+    pending = [j.config.get("name") for j in jobs if j.kind == "retrain"]
+    return list(members) + [n for n in dict.fromkeys(pending) if n and n not in members]
+
+
+def member_choice(previous: Sequence[str] | None, known: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The Ensemble page's member choice after the run's members changed from `known` to `names`:
+    the user's `previous` choice kept (in its order) less the names that vanished, plus the members
+    that are new since; every member on a first visit (`previous` None)."""
+    if previous is None:
+        return list(names)
+    return [n for n in previous if n in names] + [n for n in names if n not in known and n not in previous]
 
 
 def start_search(store: Store, name: str, dataset: str, preset: str, sets: dict[str, str],
@@ -56,6 +76,16 @@ def start_search(store: Store, name: str, dataset: str, preset: str, sets: dict[
     if then_hypernet:
         submit(store, name, "hypernet", {"preset": preset, "regularizer": "edges"}, [job])
     return job
+
+
+def start_hypernet(store: Store, run_id: str, regularizer: str, preset: str, sets: dict[str, str],
+                   after: Sequence[int] = ()) -> int:
+    """Queue a hypernetwork of `regularizer` on the run, after the jobs `after` (a running search).
+    The settings are validated first, as for a search: a bad one is a ValueError naming it and
+    nothing is queued. Returns the job."""
+    from_preset(HypernetConfig, preset, {**sets, "regularizer": regularizer})  # ValueError naming a bad setting
+    return submit(store, run_id, "hypernet", {"preset": preset, "regularizer": regularizer, "set": dict(sets)},
+                  list(after))
 
 
 def start_baseline(store: Store, run_id: str, view: RunView, method: str, members: int, seed: int = 0,

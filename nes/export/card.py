@@ -19,13 +19,30 @@ def num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) else "–"
 
 
+def _origin(m: dict[str, Any]) -> str:
+    """A member's λ with the hypernetwork (regularizer) it was sampled from: λ values of different
+    regularizers mean different things."""
+    lam, reg = m.get("lam"), m.get("regularizer")
+    if lam is None:
+        return "–"
+    return f"{lam:g} ({reg})" if reg else f"{lam:g}"
+
+
 def _member_rows(man: dict[str, Any]) -> str:
     """The metrics table's rows, one per member."""
     return "\n".join(
-        f"| {m['name']} | {m.get('lam') if m.get('lam') is not None else '–'} | {m.get('seed', '–')} | "
+        f"| {m['name']} | {_origin(m)} | {m.get('seed', '–')} | "
         f"{_cell(m.get('compact', ''))} | {pct(m.get('metrics', {}).get('test_accuracy'))} | "
         f"{num(m.get('metrics', {}).get('test_nll'))} | {m.get('num_parameters', '–')} |"
         for m in man["members"])
+
+
+def _training_data(ds: dict[str, Any]) -> str:
+    """How many training images the members saw: the run's `limit`, or all of the training set."""
+    n = ds.get("train_images")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return f"{n} training images of {ds['name']} (a fixed subset, part of it held out for validation)"
+    return f"all the training images of {ds['name']} (part of them held out for validation)"
 
 
 def _onnx_line(man: dict[str, Any]) -> str:
@@ -94,11 +111,11 @@ of PNG/JPEG files). Preprocessing inside the model: zero pad {pre['pad']}, cente
 normalize with mean {pre['mean']} and std {pre['std']}{tta}.
 {onnx_line}
 ## Data
-Trained on {ds.get('train_images', '?')} images of {ds['name']} (the run's member settings); the
+Trained on {_training_data(ds)}, with the run's member settings; the
 metrics below are on {ens.get('test_images', '?')} held-out test images ({ens.get('split', 'test')} split).
 
 ## Metrics
-| member | λ | seed | genotype | test accuracy | test NLL | parameters |
+| member | λ (regularizer) | seed | genotype | test accuracy | test NLL | parameters |
 |---|---|---|---|---|---|---|
 {rows}
 

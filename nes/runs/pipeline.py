@@ -41,7 +41,7 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
     sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset}, [h],
                 launch=False)
-    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "name": f"member_{i}", "seed": i,
+    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "regularizer": regularizer, "seed": i,
                                         **(member_resources or {})},
                 [sm], executor=executor, launch=False) for i in range(members)]
     e = submit(store, run, "evaluate", {}, m, launch=False)

@@ -1,0 +1,72 @@
+"""What the pages say about a run's own numbers, as plain text (no Streamlit).
+
+A teaching note above a headline must not contradict it: an ensemble is not automatically better
+calibrated than its members. With label smoothing every member is trained to be less sure than it
+could be (underconfident), and averaging members that disagree spreads the probabilities further,
+so the ensemble can be more accurate and still have a worse NLL and ECE than its best member;
+one temperature fitted on the validation split (T < 1 sharpens) removes most of that. The note
+below is built from the numbers the page shows, so it says which of these happened.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..layout import RunDir
+from ..method.stats import Difference
+
+
+def member_origin(lam: float | None, regularizer: str | None) -> str:
+    """Where a member's architecture came from, for a table: "edges, λ = 1"; "α* or a given
+    genotype" without λ; "λ = 1 (hypernetwork not recorded)" for members of runs older than that record."""
+    if lam is None:
+        return "α* or a given genotype"
+    return f"{regularizer}, λ = {lam:g}" if regularizer else f"λ = {lam:g} (hypernetwork not recorded)"
+
+
+def _label_smoothing(run_dir: str | Path, name: str) -> float:
+    cfg = RunDir(run_dir).member(name).read("config.json", {}) or {}
+    return float(cfg.get("label_smoothing") or 0.0)
+
+
+def _accuracy_sentence(acc: Difference, best: str) -> str:
+    if acc.within_noise:
+        return (f"Against its best member ({best}) the ensemble's accuracy differs by {acc.text()}: this test "
+                "set cannot tell the two apart.")
+    more = "more" if acc.value > 0 else "less"
+    return f"The ensemble is {more} accurate than its best member ({best}): {acc.text()}."
+
+
+def _calibration_sentence(ens: Mapping[str, float], best: Mapping[str, float], cal: Mapping[str, float] | None,
+                          smoothing: float) -> str:
+    """Whether the ensemble's NLL and ECE beat the best member's, and why not when they do not."""
+    worse = [k.upper() for k in ("nll", "ece") if ens[k] > best[k]]
+    figures = f"NLL {ens['nll']:.3f} vs {best['nll']:.3f}, ECE {ens['ece']:.3f} vs {best['ece']:.3f}"
+    if not worse:
+        return f"Its NLL and ECE are as good as the best member's or better ({figures})."
+    under = cal is not None and cal["temperature"] < 1.0
+    why = ""
+    if under:
+        why = (" The ensemble is underconfident: " + (f"label smoothing ({smoothing:g}) trains each member to be "
+               "less sure than it could be, and " if smoothing > 0 else "")
+               + "averaging members that disagree spreads the probabilities further.")
+    fix = (f" Temperature scaling (T = {cal['temperature']:.2f}, fitted on the validation split) brings the ensemble "
+           f"to NLL {cal['nll']:.3f} and ECE {cal['ece']:.3f}." if cal else "")
+    verb = "are" if len(worse) > 1 else "is"
+    return f"Its {' and '.join(worse)} {verb} worse than the best member's ({figures}).{why}{fix}"
+
+
+def ensemble_note(report: Any, run_dir: str | Path) -> str | None:
+    """What the headline ensemble's numbers show against its best member (chosen by validation
+    NLL), and why its calibration is what it is; None without a best member to compare with.
+
+    `report` is the scoring report of the finished members (`metrics`, `vs_best`, `members`:
+    each member's test metrics, `calibrated`)."""
+    vs = getattr(report, "vs_best", None)
+    if not vs or vs.get("best_member") not in (getattr(report, "members", None) or {}):
+        return None
+    best_name = vs["best_member"]
+    acc = Difference.from_dict(vs["accuracy"])
+    return " ".join([_accuracy_sentence(acc, best_name),
+                     _calibration_sentence(report.metrics, report.members[best_name], report.calibrated,
+                                           _label_smoothing(run_dir, best_name))])
