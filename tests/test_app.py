@@ -61,6 +61,9 @@ def test_first_visit_shows_the_demo_graphs_at_once(home):
     assert cells, "the first visit shows no cell figure"
     assert not at.error, f"the first visit shows errors: {[e.value for e in at.error]}"
     assert {m.label for m in at.metric} >= {"Matched edges with α*", "Distance to α*"}
+    control = [c.value for c in at.caption if "control" in c.value]
+    assert control, "no caption says how well λ controls the architecture"
+    assert "control exact" not in control[0], f"the edges count follows λ within about 2 edges: {control[0]!r}"
     assert any(s["data"][0]["type"] == "heatmap" for s in specs(at))  # the pairwise JS heatmap
 
 
@@ -364,6 +367,20 @@ def test_export_page_shows_the_validation_nll_best_member_with_its_interval(home
     said = [c.value for c in at.caption if "best member" in c.value]
     assert any(f"**{vs['best_member']}**" in c for c in said), f"the validation-NLL best {vs['best_member']}: {said}"
     assert any(gain.text() in c for c in said), f"no interval {gain.text()!r} in {said}"
+    for m in manifest["members"]:  # the demo's members were sampled from the edges hypernetwork
+        assert m["lam"] is None or m["regularizer"] == "edges", f"{m['name']}: regularizer {m['regularizer']!r}"
+    origins = list(at.dataframe[0].value["hypernetwork, λ"])
+    assert all(o.startswith("edges, λ = ") or "α*" in o for o in origins), f"the table's λ column: {origins}"
+
+
+@pytest.mark.parametrize("page", ["pages/search.py", "pages/hypernetwork.py", "pages/compare.py"])
+def test_every_setting_explains_itself(home, page):
+    at = app(page=page)
+    kinds = ("number_input", "selectbox", "text_input", "checkbox", "multiselect", "toggle", "radio")
+    inputs = [w for kind in kinds for w in at.main.get(kind)]
+    assert inputs, f"{page} shows no settings"
+    for w in inputs:
+        assert w.help, f"{page}: the setting {w.label!r} has no help text"
 
 
 def test_ensemble_page_hands_its_members_to_the_export_page(home):

@@ -108,6 +108,12 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
             time.sleep(0.5)
         assert seen == after, (fresh.url, seen, after)
 
+        # a link from before the diversity axis: js λ = 1 of [0, 4] becomes diversity 0.25, lam leaves the URL
+        fresh.goto(f"{server}/explore?run=demo&reg=js&lam=1.0", wait_until="domcontentloaded")
+        fresh.wait_for_function("() => { const q = new URLSearchParams(window.location.search); "
+                                "return q.get('div') === '0.25' && !q.has('lam'); }", timeout=60_000)
+        fresh.get_by_text("Genotype at diversity 0.25").first.wait_for(timeout=60_000)
+
         for name in ("ensemble", "search", "hypernetwork", "compare"):
             page.goto(f"{server}/{name}", wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot", timeout=90_000)
