@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.method.darts import confidence, load_search, search  # noqa: E402
 from nes.method.diversity import grid_quality  # noqa: E402
-from nes.method.hypernet import (fixed_lambda_search, hypernet_config, lam_range, load_hypernet,  # noqa: E402
-                                 sample_trained, train_hypernet)
-from nes.method.regularizers import diversity_lam  # noqa: E402
+from nes.method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet  # noqa: E402
+from nes.method.regularizers import LamRange, diversity_lam  # noqa: E402
 from nes.runtime import resolve_device  # noqa: E402
 
 REGS = ("edges", "js-target", "js")
@@ -49,10 +48,10 @@ def one_seed(run: Path, seed: int, a, device) -> dict:
     for reg in REGS:
         cfg = hypernet_config(run, a.preset, {**dict(kv.split("=", 1) for kv in a.set), "regularizer": reg,
                                               "seed": str(seed)})
-        hyper, res = train_hypernet(cfg, run, device)
-        meta = load_hypernet(run, reg)[1]
-        grid = [diversity_lam(reg, i / 8, meta["lam_min"], meta["lam_max"]) for i in range(9)]
-        samples = sample_trained(hyper, meta, s, grid)
+        _, res = train_hypernet(cfg, run, device)
+        trained = load_hypernet(run, reg)
+        grid = [diversity_lam(reg, i / 8, *trained.lam_range.target) for i in range(9)]
+        samples = trained.sample(s, grid)
         q = grid_quality(samples)
         out[reg] = {"quality": q, "seconds": res.seconds, "steps": res.steps, "cfg": cfg}
         print(f"  {reg}: {res.steps} steps in {res.seconds:.1f} s; {q['distinct']} distinct of 9, "
@@ -66,7 +65,7 @@ def one_seed(run: Path, seed: int, a, device) -> dict:
 def per_lambda(run: Path, r: dict, n: int, device) -> float:
     cfg = r["edges"]["cfg"]
     star = load_search(run).star
-    lo, hi = lam_range(cfg, star)
+    lo, hi = LamRange.from_config(cfg, star).target
     total = 0.0
     print(f"\nper-λ searches ({n}, edges regularizer, same settings):")
     for i in range(n):

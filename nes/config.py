@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
-REGULARIZERS = ("js", "edges", "js-target")  # what their λ means: nes.method.regularizers.AXES
+REGULARIZER_NAMES = ("js", "edges", "js-target")  # their classes and what λ means: nes.method.regularizers
 SCHEDULES = ("cosine", "onecycle")  # TrainConfig.schedule
 SEARCH_MODES = {  # SearchConfig.mode → what it does (shown by the Search page and `search --help`)
     "darts": "every op on every edge, mixed by softmax(α): full fidelity (the paper's)",
@@ -31,7 +31,7 @@ class SearchConfig:
     test_limit: int | None = None  # test images used for reports (None = all)
     image_size: int | None = None  # network input size (None = dataset default; 32 for Fashion-MNIST)
     pad: int | None = None  # zero padding before the random crop (None = dataset default: 4, digits 1)
-    c: int = 10  # initial channels (the cell works on 2·C after the first reduction)
+    channels: int = 10  # initial channels C (the cell works on 2·C after the first reduction)
     layers: int = 1  # cells; 1 = a single reduction cell, as in the original experiments
     nodes: int = 4  # intermediate nodes per cell
     inputs_per_node: int = 1  # k inputs kept per node when discretizing (2 = classic DARTS)
@@ -62,9 +62,11 @@ class SearchConfig:
 class HypernetConfig(SearchConfig):
     """Hypernetwork α(λ) training (and the per-λ search): the search loop's settings plus these.
 
-    The data and supernet fields (dataset … inputs_per_node) are taken from the run's search."""
+    The data and supernet fields (`INHERITED_FROM_SEARCH`) are taken from the run's search."""
 
-    regularizer: str = "edges"  # "edges" (c·(λ − S)²), "js-target" (c·s²·(λ − JS_g)²) or "js" (−λ·JS)
+    # "edges": c·(λ − S)²; "js-target": c·s²·(√λ − √JS_g)² + c·s²·w·overconfidence; "js": −λ·JS
+    # (nes.method.regularizers)
+    regularizer: str = "edges"
     pivots: int = 5  # K anchors of the piecewise-linear hypernetwork
     train_pivots: bool = False  # move the interior pivots in training (else evenly spaced)
     pin_star: bool = True  # the anchor at the α* end of the λ range stays α*'s logits
@@ -92,7 +94,7 @@ class TrainConfig:
     image_size: int | None = None
     pad: int | None = None
     val_fraction: float = 0.1  # held out from the training images for ensemble selection
-    c: int = 16  # initial channels
+    channels: int = 16  # initial channels C
     layers: int = 2  # cells (2 = two reduction cells, as in the original experiments)
     batch_size: int = 64
     epochs: int = 50
@@ -115,16 +117,16 @@ class TrainConfig:
 
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # seconds on 2 CPU cores: tests and the CLI's end-to-end check
-    "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, nodes=4, batch_size=32, epochs=2,
+    "smoke": dict(dataset="digits", limit=256, test_limit=128, channels=4, nodes=4, batch_size=32, epochs=2,
                   a_lr=3e-3, log_every=2),
     # one minute on 2 CPU cores: a Fashion-MNIST subset searched at half resolution (14×14; the
-    # fastest search mode whose α* holds, benchmarks/bench_search.py --quality quick); 8 epochs at
-    # a_lr 0.03 give an α* whose kept edges have a top-op probability ≈ 0.8 and whose genotype holds
-    # over the last third (3 epochs at 3e-3: ≈ 0.22, near uniform, a different genotype every epoch)
-    "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, pad=2, c=8,
+    # fastest search mode whose α* holds, benchmarks/bench_search.py --quality quick); a_lr 0.03 for
+    # 8 epochs so that α* is confident on its kept edges and its genotype settles before the end
+    # (figures: benchmarks/results/README.md)
+    "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, pad=2, channels=8,
                   batch_size=64, epochs=8, a_lr=0.03, downsample=2),
     # the original experiment: 1 searched cell, C=10, 4 nodes, 1 input per node, batch 64, 50 epochs
-    "paper": dict(dataset="fashion-mnist", c=10, layers=1, nodes=4, inputs_per_node=1, batch_size=64,
+    "paper": dict(dataset="fashion-mnist", channels=10, layers=1, nodes=4, inputs_per_node=1, batch_size=64,
                   epochs=50),
 }
 
@@ -135,26 +137,27 @@ HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(dataset="digits", limit=256, test_limit=128, c=4, batch_size=32, epochs=2, log_every=2),
+    "smoke": dict(dataset="digits", limit=256, test_limit=128, channels=4, batch_size=32, epochs=2, log_every=2),
     # ≥ 90 % on the full Fashion-MNIST test set in under 3 minutes on 2 CPU cores
-    # (benchmarks/bench_retrain.py): all 54k training images for 3 epochs, a per-step one-cycle
-    # schedule peaking at 0.2, Nesterov momentum, label smoothing 0.1, flip test-time augmentation of
-    # the final scores. Label smoothing lifted a pooling-heavy genotype* (sep5 | max | max | max)
-    # from 87.3 % to 90.9 % (91.2 % with the 0.2 peak; 1 thread each, one run)
-    "quick": dict(dataset="fashion-mnist", limit=None, image_size=28, pad=2, c=12, batch_size=128,
+    # (benchmarks/bench_retrain.py; figures: benchmarks/results/README.md): all 54k training images
+    # for 3 epochs, a per-step one-cycle schedule peaking at 0.2, Nesterov momentum, label smoothing
+    # 0.1 (pooling-heavy genotypes reach 90 % in 3 epochs only with it), flip test-time augmentation
+    # of the final scores
+    "quick": dict(dataset="fashion-mnist", limit=None, image_size=28, pad=2, channels=12, batch_size=128,
                   epochs=3, lr=0.2, nesterov=True, schedule="onecycle", weight_decay=5e-4, tta_flip=True,
                   label_smoothing=0.1),
     # the original experiment: 2 cells, C=16, 50 epochs
-    "paper": dict(dataset="fashion-mnist", c=16, layers=2, batch_size=64, epochs=50),
+    "paper": dict(dataset="fashion-mnist", channels=16, layers=2, batch_size=64, epochs=50),
 }
 
 PRESETS = {SearchConfig: SEARCH_PRESETS, HypernetConfig: HYPERNET_PRESETS, TrainConfig: TRAIN_PRESETS}
 # Fields a hypernetwork / per-λ search takes from the run's search (data and supernet shape).
-INHERITED_FROM_SEARCH = ("dataset", "data_dir", "limit", "test_limit", "image_size", "pad", "c", "layers",
+INHERITED_FROM_SEARCH = ("dataset", "data_dir", "limit", "test_limit", "image_size", "pad", "channels", "layers",
                          "nodes", "inputs_per_node", "batch_size", "mode", "partial_k", "downsample")
 
 
-def _parse_value(cls: type, name: str, text: str) -> Any:
+def _parse_value(cls: type, name: str, text: str, typed: str | None = None) -> Any:
+    """`text` as a value of field `name`; the message of a bad value names the setting as `typed`."""
     ftype = {f.name: f.type for f in fields(cls)}[name]
     t = str(ftype)
     if text.lower() in ("none", "null") and "None" in t:
@@ -171,12 +174,12 @@ def _parse_value(cls: type, name: str, text: str) -> Any:
         if t.startswith("float"):
             return float(text)
     except ValueError:
-        raise ValueError(f"--set {name}={text}: expected {t.split(' ')[0]}") from None
+        raise ValueError(f"--set {typed or name}={text}: expected {t.split(' ')[0]}") from None
     return text
 
 
 # Settings renamed since an earlier version: old name → new name (read from old files and --set).
-RENAMED = {"c_start": "target_weight_start", "c_end": "target_weight_end"}
+RENAMED = {"c_start": "target_weight_start", "c_end": "target_weight_end", "c": "channels"}
 
 
 def upgrade_keys(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,10 +194,11 @@ def from_preset(cls: type[T], preset: str = "paper", overrides: Mapping[str, Any
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     values = dict(presets[preset])
     names = {f.name for f in fields(cls)}
-    for k, v in upgrade_keys(overrides or {}).items():
+    for typed, v in (overrides or {}).items():
+        k = RENAMED.get(typed, typed)
         if k not in names:
-            raise ValueError(f"unknown setting {k!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
-        values[k] = _parse_value(cls, k, v) if isinstance(v, str) else v
+            raise ValueError(f"unknown setting {typed!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
+        values[k] = _parse_value(cls, k, v, typed) if isinstance(v, str) else v
     cfg = cls(**values)
     validate(cfg)
     return cfg
@@ -217,7 +221,7 @@ _POSITIVE = (lambda v: v > 0, "> 0")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 RANGES: dict[str, tuple[Any, str]] = {
-    **{k: _AT_LEAST_1 for k in ("c", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size",
+    **{k: _AT_LEAST_1 for k in ("channels", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size",
                                 "partial_k", "downsample")},
     **{k: (lambda v: v >= 2, ">= 2 (or none)") for k in ("limit", "test_limit")},
     "inputs_per_node": (lambda v: v in (1, 2), "1 or 2"),
@@ -263,8 +267,8 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"unknown search mode {cfg.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
     if getattr(cfg, "schedule", "cosine") not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZERS:
-        raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZERS)}")
+    if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZER_NAMES:
+        raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZER_NAMES)}")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
 

@@ -54,7 +54,8 @@ def test_hypernetwork_steps_replayed_as_cuda_graphs(tmp_path, monkeypatch, regul
     (no noise) follows the eager trajectory; the edges one (Gumbel noise drawn inside the graph)
     trains with every step after the warm-up replayed."""
     from nes.method.darts import load_search
-    from nes.method.hypernet import PiecewiseLinearHypernet, hypernet_config, lam_range, train_hypernet
+    from nes.method.hypernet import PiecewiseLinearHypernet, hypernet_config, train_hypernet
+    from nes.method.regularizers import LamRange
 
     run = tmp_path / "run"
     search(from_preset(SearchConfig, "smoke", {"epochs": 1, "limit": 1024}), run, "cuda")
@@ -72,8 +73,7 @@ def test_hypernetwork_steps_replayed_as_cuda_graphs(tmp_path, monkeypatch, regul
     assert any(k.startswith("val_loss_lam_") for k in r_graph.history[-1])
     if regularizer == "js":  # the anchors move the same way (to 10 % of how far they moved)
         _, _, theta_star, star = load_search(run)
-        lo, hi = lam_range(cfg, star)
-        start = PiecewiseLinearHypernet(theta_star, lo - cfg.lam_eps, hi + cfg.lam_eps, cfg.pivots,
+        start = PiecewiseLinearHypernet(theta_star, LamRange.from_config(cfg, star), cfg.pivots,
                                         cfg.init_noise, torch.Generator().manual_seed(cfg.seed)).anchors.detach()
         moved_eager, moved_graph = h_eager.anchors.detach() - start, h_graph.anchors.detach() - start
         assert moved_eager.norm() > 0

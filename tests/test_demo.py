@@ -71,7 +71,7 @@ def test_run_view_samples_members_and_live_ensemble(demo):
     out, _ = demo
     view = RunView(out)
     assert set(view.regularizers()) == {"edges", "js-target", "js"}
-    lo, hi = view.lam_bounds("edges")
+    lo, hi = view.lam_range("edges").target
     s = view.sample("edges", [lo, hi])
     assert [x.lam for x in s] == [lo, hi], f"sampled λ {[x.lam for x in s]}, asked for {[lo, hi]}"
     assert all(0.0 <= x.js_to_star <= math.log(2) + 1e-6 for x in s), \

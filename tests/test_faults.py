@@ -46,7 +46,8 @@ def test_bad_float_and_int_settings_exit_2_and_leave_no_folder(tmp_path, setting
 def test_nan_lambda_is_refused(run, tmp_path):
     with pytest.raises(ValueError, match="finite"):
         from nes.method.hypernet import PiecewiseLinearHypernet
-        PiecewiseLinearHypernet(torch.zeros(4), 0.0, 1.0)(float("nan"))
+        from nes.method.regularizers import LamRange
+        PiecewiseLinearHypernet(torch.zeros(4), LamRange.exact(0.0, 1.0))(float("nan"))
 
 
 def test_diverging_training_stops_with_the_setting_to_lower(run):

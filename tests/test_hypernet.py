@@ -10,7 +10,7 @@ from nes.artifacts import load_tensors, save_tensors
 from nes.method.divergence import pairwise_arch_js
 from nes.method.diversity import sample_architectures, unique_genotypes
 from nes.method.hypernet import PiecewiseLinearHypernet, load_hypernet
-from nes.method.regularizers import Regularizer, SharedEdges, Warmup, check_regularizer, js_to_star
+from nes.method.regularizers import JsRegularizer, LamRange, SharedEdges, Warmup, check_regularizer, js_to_star
 from nes.method.space import ArchLayout, Genotype
 from helpers import nes
 
@@ -20,7 +20,7 @@ STAR = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_
 
 
 def make_hyper(k=5, seed=0):
-    return PiecewiseLinearHypernet(torch.randn(LAY.size), -0.2, 4.2, k, init_noise=0.5,
+    return PiecewiseLinearHypernet(torch.randn(LAY.size), LamRange.exact(-0.2, 4.2), k, init_noise=0.5,
                                    generator=torch.Generator().manual_seed(seed))
 
 
@@ -70,7 +70,7 @@ def test_pivots_stay_sorted_after_many_steps():
 
 def test_bad_hypernet_input():
     with pytest.raises(ValueError, match="pivots must be >= 2"):
-        PiecewiseLinearHypernet(torch.zeros(LAY.size), 0, 1, pivots=1)
+        PiecewiseLinearHypernet(torch.zeros(LAY.size), LamRange.exact(0, 1), pivots=1)
     h = make_hyper()
     with pytest.raises(ValueError, match="outside the range this hypernetwork was trained on"):
         h(7.0)
@@ -110,7 +110,7 @@ def test_regularizer_gradients_move_alpha_the_intended_way():
     torch.manual_seed(0)
     theta0 = LAY.genotype_logits(STAR, 2.0) + 0.1 * torch.randn(LAY.size)
     # js: a gradient step on −λ·JS increases JS(α*, α)
-    reg = Regularizer("js", LAY, STAR)
+    reg = JsRegularizer(LAY, STAR)
     th = theta0.clone().requires_grad_()
     reg(2.0, th, 0.5).backward()
     after = theta0 - 0.5 * th.grad

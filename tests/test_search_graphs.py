@@ -6,7 +6,7 @@ import torch
 
 from nes.config import SearchConfig, from_preset
 from nes.method.hypernet import FixedLambdaArch, HypernetArch, PiecewiseLinearHypernet
-from nes.method.regularizers import Regularizer
+from nes.method.regularizers import REGULARIZERS, EdgesRegularizer, LamRange
 from nes.method.bilevel import ArchModule
 from nes.method.cuda_graphs import use_cuda_graphs
 from nes.method.darts import DartsArch
@@ -24,8 +24,8 @@ def test_which_arch_modules_are_graphed(monkeypatch):
     cfg = from_preset(SearchConfig, "smoke")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     darts = DartsArch(LAYOUT)
-    reg = Regularizer("edges", LAYOUT, STAR)
-    hyper = HypernetArch(LAYOUT, PiecewiseLinearHypernet(LAYOUT.init_theta(), -0.2, 4.2), reg, 0.0, 4.0)
+    reg = EdgesRegularizer(LAYOUT, STAR)
+    hyper = HypernetArch(LAYOUT, PiecewiseLinearHypernet(LAYOUT.init_theta(), LamRange(0.0, 4.0, -0.2, 4.2)), reg)
     for arch in (darts, hyper, FixedLambdaArch(LAYOUT, LAYOUT.init_theta(), reg, 1.0)):
         assert use_cuda_graphs(cfg, arch, cuda)
         assert not use_cuda_graphs(cfg, arch, cpu)
@@ -38,9 +38,9 @@ def test_which_arch_modules_are_graphed(monkeypatch):
 @pytest.mark.parametrize("name", ["js", "edges"])
 def test_tensor_lambda_and_progress_give_the_float_results(name):
     torch.manual_seed(0)
-    reg = Regularizer(name, LAYOUT, STAR)
+    reg = REGULARIZERS[name](LAYOUT, STAR)
     theta_star = LAYOUT.genotype_logits(STAR, scale=3.0)
-    arch = HypernetArch(LAYOUT, PiecewiseLinearHypernet(theta_star, -0.2, 4.2, init_noise=0.5), reg, 0.0, 4.0)
+    arch = HypernetArch(LAYOUT, PiecewiseLinearHypernet(theta_star, LamRange(0.0, 4.0, -0.2, 4.2), init_noise=0.5), reg)
     for lam, frac in [(0.3, 0.0), (2.5, 0.4), (4.1, 0.97)]:
         th_f, th_t = arch.theta(lam), arch.theta(torch.tensor(lam))
         assert torch.allclose(th_f, th_t)

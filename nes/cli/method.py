@@ -12,7 +12,7 @@ from ..layout import RunDir
 from ..method.baselines import METHODS
 from ..method.darts import load_search
 from ..method.diversity import collapse_warning, lam_grid
-from ..method.hypernet import load_hypernet, sample_trained
+from ..method.hypernet import load_hypernet
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
 from ..method.space import Genotype, unused_cells_mark, unused_cells_note
@@ -138,7 +138,7 @@ def cmd_hypernet(a: argparse.Namespace) -> int:
     res = run_task(f"hypernet ({a.regularizer})", hypernet_task, run.path, config, a.device)
     print(f"hypernetwork ({a.regularizer}): {res['steps']} steps in {res['seconds']:.1f} s")
     _print_samples(run, a.regularizer, None)
-    q = load_hypernet(run.path, a.regularizer)[1].get("quality") or {}
+    q = load_hypernet(run.path, a.regularizer).meta.get("quality") or {}
     if q:
         print(f"9-point grid: {q['distinct']} distinct genotypes, Spearman ρ(distance, diversity) = {q['rho']}, "
               f"distance at the α* end {q['star_end_distance']:.4f}")
@@ -149,12 +149,12 @@ def cmd_hypernet(a: argparse.Namespace) -> int:
 
 
 def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | None, as_json: bool = False) -> None:
-    hyper, meta = load_hypernet(run.path, regularizer)
+    trained = load_hypernet(run.path, regularizer)
     s = load_search(run.path)
     if lams is None:
-        lams = lam_grid(meta["lam_min"], meta["lam_max"], 5)
-    reg = meta["regularizer"]
-    samples = sample_trained(hyper, meta, s, lams)
+        lams = lam_grid(*trained.lam_range.target, 5)
+    reg = trained.regularizer
+    samples = trained.sample(s, lams)
     if as_json:
         print(json.dumps([x.to_dict() for x in samples], indent=2))
         return

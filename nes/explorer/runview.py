@@ -21,8 +21,8 @@ from ..method.baselines import method_differences
 from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, grid_quality, lam_grid
-from ..method.regularizers import diversity_lam
-from ..method.hypernet import load_hypernet, sample_trained, trained_regularizers
+from ..method.regularizers import LamRange, diversity_lam
+from ..method.hypernet import TrainedHypernet, load_hypernet, trained_regularizers
 from ..method.space import ArchLayout, Genotype, unused_cells_note
 from ..runs.tasks import member_config
 
@@ -104,46 +104,41 @@ class RunView:
         return trained_regularizers(self.dir)
 
     @cached_property
-    def _hypers(self) -> dict[str, tuple[torch.nn.Module, dict]]:
+    def _hypers(self) -> dict[str, TrainedHypernet]:
         return {}
 
-    def hypernet(self, regularizer: str) -> tuple[torch.nn.Module, dict]:
+    def hypernet(self, regularizer: str) -> TrainedHypernet:
         if regularizer not in self._hypers:
             self._hypers[regularizer] = load_hypernet(self.dir, regularizer)
         return self._hypers[regularizer]
 
-    def lam_bounds(self, regularizer: str) -> tuple[float, float]:
-        """The λ range the hypernetwork was trained for (its end pivots sit ε beyond it)."""
-        meta = self.hypernet(regularizer)[1]
-        return float(meta["lam_min"]), float(meta["lam_max"])
-
-    def star_lam(self, regularizer: str) -> float:
-        """The λ meant to reproduce α*: the end of the diversity axis at 0 (`AXES`)."""
-        return diversity_lam(regularizer, 0.0, *self.lam_bounds(regularizer))
+    def lam_range(self, regularizer: str) -> LamRange:
+        """The hypernetwork's λ ranges: `.target` [λ_min, λ_max] is the diversity axis (its end
+        pivots sit ε beyond it, on `.trained`)."""
+        return self.hypernet(regularizer).lam_range
 
     def axis_grid(self, regularizer: str, n: int = 9) -> list[float]:
         """λ of n evenly spaced positions on the diversity axis, from α* (0) to the most diverse (1)."""
-        lo, hi = self.lam_bounds(regularizer)
+        lo, hi = self.lam_range(regularizer).target
         return [diversity_lam(regularizer, i / (n - 1), lo, hi) for i in range(n)]
 
     def quality(self, regularizer: str) -> dict[str, Any]:
         """How well the hypernetwork controls diversity on a 9-point grid (recorded after training,
         measured now for hypernetworks of earlier versions)."""
-        meta = self.hypernet(regularizer)[1]
+        meta = self.hypernet(regularizer).meta
         if not meta.get("quality"):  # measured once per loaded hypernetwork, not on every page rerun
             meta["quality"] = grid_quality(self.sample(regularizer, self.axis_grid(regularizer)))
         return meta["quality"]
 
     def sample(self, regularizer: str, lams: list[float]) -> list[ArchSample]:
-        hyper, meta = self.hypernet(regularizer)
-        return sample_trained(hyper, meta, self._search, lams)
+        return self.hypernet(regularizer).sample(self._search, lams)
 
     def pairwise_js(self, samples: list[ArchSample]) -> torch.Tensor:
         return pairwise_arch_js(self.layout, [s.theta for s in samples])
 
     def curve(self, regularizer: str) -> list[dict[str, Any]]:
         p = self.run.hypernet(regularizer).curve
-        return read_json(p) if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_bounds(regularizer), 9))]
+        return read_json(p) if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_range(regularizer).target, 9))]
 
     # -- baselines -----------------------------------------------------------------------------
     def baselines(self) -> list[dict[str, Any]]:

@@ -32,8 +32,9 @@ from ..config import SearchConfig, TrainConfig, from_dict, from_preset, to_dict
 from ..layout import STAR, MemberDir, RunDir, fixed_lambda_name, member_name
 from .darts import load_search, search
 from .diversity import collapse_warning, lam_grid, unique_genotypes
-from .hypernet import fixed_lambda_search, hypernet_config, lam_range, load_hypernet, sample_trained
+from .hypernet import fixed_lambda_search, hypernet_config, load_hypernet
 from .loop import Progress
+from .regularizers import LamRange
 from .scoring import MemberProbs, compare, greedy_names, score, size_curve
 from .space import OPS, ArchLayout, Genotype
 from .train import retrain
@@ -219,7 +220,7 @@ def _per_lambda(b: BaselineRun) -> list[Trained]:
     b.count_search()
     hcfg = hypernet_config(b.run.path, b.preset, {"regularizer": "edges"})
     out = []
-    for i, lam in enumerate(lam_grid(*lam_range(hcfg, b.star), b.members)):
+    for i, lam in enumerate(lam_grid(*LamRange.from_config(hcfg, b.star).target, b.members)):
         res = fixed_lambda_search(hcfg, b.run.path, lam, b.device, b.sub)
         b.search_seconds[fixed_lambda_name(lam)] = res.seconds
         b.tick(fixed_lambda_name(lam))
@@ -238,8 +239,8 @@ def _nes_re(b: BaselineRun, population: int, tournament: int) -> list[Trained]:
 
 def _edgenes(b: BaselineRun, regularizer: str) -> list[Trained]:
     b.count_search()
-    hyper, meta = load_hypernet(b.run.path, regularizer)
-    samples = sample_trained(hyper, meta, b.search, lam_grid(meta["lam_min"], meta["lam_max"], b.budget))
+    trained = load_hypernet(b.run.path, regularizer)
+    samples = trained.sample(b.search, lam_grid(*trained.lam_range.target, b.budget))
     b.search_seconds[f"hypernet_{regularizer}"] = b.run.hypernet(regularizer).seconds()
     pool = unique_genotypes(samples)
     warning = collapse_warning({"distinct": len(pool), "samples": len(samples)}, b.members, regularizer)

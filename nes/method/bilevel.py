@@ -26,6 +26,13 @@ from .loop import EpochLoop, Progress
 from .space import ArchLayout, ArchWeights, Genotype, cell_types_for
 from .supernet import Supernet
 
+Draw = float | torch.Tensor | None
+"""The step's draw: what `ArchModule.draw` picks once per step, and that step's θ, mixing and
+regularizer read — λ for a hypernetwork, the search progress for GDAS's temperature, None for
+DARTS. A float when drawn; a 0-d device tensor when a CUDA graph replays the step (it reads the
+draw from a buffer that each replay refills)."""
+
+
 class ArchModule(nn.Module):
     """Produces the architecture vector θ for each step. Subclasses: `DartsArch`, hypernetworks."""
 
@@ -33,25 +40,24 @@ class ArchModule(nn.Module):
     weight_decay: float | None = None  # the architecture optimizer's; None: the config's a_weight_decay
     graph_safe = False
     """True when a step may be replayed as a CUDA graph: `theta`, `mixing` and `regularizer` also
-    accept the drawn context (a float such as λ, or None) and the progress as 0-d device tensors
-    (the graph reads them from static buffers that each replay refills), do no host sync, and keep
+    accept the draw and the progress as 0-d device tensors (see `Draw`), do no host sync, and keep
     no step tensor beyond what `step_metrics` is handed."""
 
-    def draw(self, generator: torch.Generator, progress: float) -> Any:
-        """Per-step random context (λ for a hypernetwork); `progress` ∈ [0, 1) over training."""
+    def draw(self, generator: torch.Generator, progress: float) -> Draw:
+        """The step's draw (λ for a hypernetwork); `progress` ∈ [0, 1) over training."""
         return None
 
-    def theta(self, lam: Any) -> torch.Tensor:  # [layout.size]
+    def theta(self, drawn: Draw) -> torch.Tensor:  # [layout.size]
         raise NotImplementedError
 
-    def mixing(self, lam: Any, theta: torch.Tensor) -> ArchWeights:
+    def mixing(self, drawn: Draw, theta: torch.Tensor) -> ArchWeights:
         """The supernet's mixing weights for θ (softmax relaxation by default)."""
         return self.layout.weights(theta)
 
-    def regularizer(self, lam: Any, theta: torch.Tensor, progress: float) -> torch.Tensor | None:
+    def regularizer(self, drawn: Draw, theta: torch.Tensor, progress: float) -> torch.Tensor | None:
         return None
 
-    def step_metrics(self, lam: Any, val_loss: torch.Tensor) -> dict[str, Any]:
+    def step_metrics(self, drawn: Draw, val_loss: torch.Tensor) -> dict[str, Any]:
         """Extra per-step values (e.g. the λ drawn; device tensors are fine: they are only read
         at the end of the epoch, by `epoch_metrics`)."""
         return {}
@@ -89,14 +95,14 @@ def prepare_search_data(cfg: SearchConfig, device: torch.device) -> tuple[Datase
 
 def build_supernet(cfg: SearchConfig, ds: Dataset, device: torch.device) -> tuple[Supernet, ArchLayout]:
     layout = ArchLayout(cfg.nodes, cell_types_for(cfg.layers), cfg.inputs_per_node)
-    net = Supernet(cfg.c, ds.info.num_classes, cfg.layers, cfg.nodes, ds.info.channels,
+    net = Supernet(cfg.channels, ds.info.num_classes, cfg.layers, cfg.nodes, ds.info.channels,
                    partial_k=cfg.partial_k if cfg.mode == "pc" else 1).to(device)
     if use_channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     return net, layout
 
 
-def _arch_grads_second_order(net, arch, lam, xt, yt, xv, yv, w_opt, cfg, progress_frac, device):
+def _arch_grads_second_order(net, arch, drawn, xt, yt, xv, yv, w_opt, cfg, progress_frac, device):
     """Unrolled DARTS: ∇θ L_val(w', θ) − ξ·(∇θ L_train(w⁺) − ∇θ L_train(w⁻)) / 2r, with
     w' = w − ξ∇w L_train(w, θ) (one virtual SGD step at the current lr ξ), w± = w ± r·∇w' L_val."""
     params = [p for p in net.parameters() if p.requires_grad]
@@ -104,16 +110,16 @@ def _arch_grads_second_order(net, arch, lam, xt, yt, xv, yv, w_opt, cfg, progres
     xi = w_opt.param_groups[0]["lr"]
     backup = [p.detach().clone() for p in params]
     with autocast(device):
-        theta = arch.theta(lam)
-        loss_t = F.cross_entropy(net(xt, arch.mixing(lam, theta.detach())), yt)
+        theta = arch.theta(drawn)
+        loss_t = F.cross_entropy(net(xt, arch.mixing(drawn, theta.detach())), yt)
     gw = torch.autograd.grad(loss_t, params)
     with torch.no_grad():
         for p, g in zip(params, gw):
             p.sub_(xi * (g + cfg.w_weight_decay * p))
     with autocast(device):
-        theta = arch.theta(lam)
-        loss_v = F.cross_entropy(net(xv, arch.mixing(lam, theta)), yv)
-        reg = arch.regularizer(lam, theta, progress_frac)
+        theta = arch.theta(drawn)
+        loss_v = F.cross_entropy(net(xv, arch.mixing(drawn, theta)), yv)
+        reg = arch.regularizer(drawn, theta, progress_frac)
         if reg is not None:
             loss_v = loss_v + reg
     grads = torch.autograd.grad(loss_v, a_params + params, allow_unused=True)
@@ -126,7 +132,7 @@ def _arch_grads_second_order(net, arch, lam, xt, yt, xv, yv, w_opt, cfg, progres
             for p, b, g in zip(params, backup, dw):
                 p.copy_(b + sign * r * g)
         with autocast(device):
-            loss = F.cross_entropy(net(xt, arch.mixing(lam, arch.theta(lam))), yt)
+            loss = F.cross_entropy(net(xt, arch.mixing(drawn, arch.theta(drawn))), yt)
         hess.append(torch.autograd.grad(loss, a_params, allow_unused=True))
     with torch.no_grad():
         for p, b in zip(params, backup):
@@ -142,8 +148,8 @@ def _arch_grads_second_order(net, arch, lam, xt, yt, xv, yv, w_opt, cfg, progres
 
 class BilevelStep:
     """One step: the architecture step on a validation batch, then the weight step on a training
-    batch with the same λ; adds the batch metrics to `sums` (train loss, train correct, val loss,
-    val correct) without a host sync. Called as `step(xt, yt, xv, yv, lam, frac, sums)`."""
+    batch with the same draw (λ); adds the batch metrics to `sums` (train loss, train correct, val
+    loss, val correct) without a host sync. Called as `step(xt, yt, xv, yv, drawn, frac, sums)`."""
 
     def __init__(self, cfg: SearchConfig, net: Supernet, arch: ArchModule, device: torch.device) -> None:
         self.cfg, self.net, self.arch, self.device = cfg, net, arch, device
@@ -153,25 +159,25 @@ class BilevelStep:
         wd = cfg.a_weight_decay if arch.weight_decay is None else arch.weight_decay
         self.a_opt = torch.optim.Adam(self.a_params, cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=wd)
 
-    def _arch_step(self, xt, yt, xv, yv, lam, frac):
+    def _arch_step(self, xt, yt, xv, yv, drawn, frac):
         """(1) Only θ's gradient is asked for, so autograd skips every weight gradient and every
         op whose input does not depend on θ. Returns (validation logits or None, loss)."""
         arch, net, device = self.arch, self.net, self.device
         if not self.a_params:
             with torch.no_grad(), autocast(device):
-                logits_v = net(xv, arch.mixing(lam, arch.theta(lam)))
+                logits_v = net(xv, arch.mixing(drawn, arch.theta(drawn)))
                 return logits_v, F.cross_entropy(logits_v, yv)
         self.a_opt.zero_grad(set_to_none=True)
         if self.cfg.second_order:
-            grads, loss_v = _arch_grads_second_order(net, arch, lam, xt, yt, xv, yv, self.w_opt, self.cfg, frac,
+            grads, loss_v = _arch_grads_second_order(net, arch, drawn, xt, yt, xv, yv, self.w_opt, self.cfg, frac,
                                                      device)
             logits_v = None
         else:
             with autocast(device):
-                theta = arch.theta(lam)
-                logits_v = net(xv, arch.mixing(lam, theta))
+                theta = arch.theta(drawn)
+                logits_v = net(xv, arch.mixing(drawn, theta))
                 loss_v = F.cross_entropy(logits_v, yv)
-                reg = arch.regularizer(lam, theta, frac)
+                reg = arch.regularizer(drawn, theta, frac)
                 total_v = loss_v + reg if reg is not None else loss_v
             grads = torch.autograd.grad(total_v, self.a_params, allow_unused=True)
         for p, gr in zip(self.a_params, grads):
@@ -179,11 +185,11 @@ class BilevelStep:
         self.a_opt.step()
         return logits_v, loss_v
 
-    def __call__(self, xt, yt, xv, yv, lam, frac, sums) -> torch.Tensor:
-        logits_v, loss_v = self._arch_step(xt, yt, xv, yv, lam, frac)
+    def __call__(self, xt, yt, xv, yv, drawn, frac, sums) -> torch.Tensor:
+        logits_v, loss_v = self._arch_step(xt, yt, xv, yv, drawn, frac)
         # (2) weight step with the updated architecture, same draw
         with torch.no_grad():
-            mix = self.arch.mixing(lam, self.arch.theta(lam))
+            mix = self.arch.mixing(drawn, self.arch.theta(drawn))
         self.w_opt.zero_grad(set_to_none=True)
         with autocast(self.device):
             logits_t = self.net(xt, mix)
@@ -215,13 +221,13 @@ def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epo
     for i, ((xt, yt), (xv, yv)) in enumerate(zip(train_loader.epoch(gen), val_loader.epoch(gen))):
         done = epoch * steps_per_epoch + i
         frac = done / max(1, total)
-        lam = arch.draw(gen, frac)
+        drawn = arch.draw(gen, frac)
         if graphed is not None and graphed.ok:
-            loss_v = graphed(xt, yt, xv, yv, lam, frac)
+            loss_v = graphed(xt, yt, xv, yv, drawn, frac)
         else:
-            loss_v = step(xt, yt, xv, yv, lam, frac, sums)
+            loss_v = step(xt, yt, xv, yv, drawn, frac, sums)
         count += len(yt)
-        for k, v in arch.step_metrics(lam, loss_v).items():
+        for k, v in arch.step_metrics(drawn, loss_v).items():
             extra.setdefault(k, []).append(v)
         if progress is not None and ((done + 1) % log_every == 0 or i == steps_per_epoch - 1):
             progress(done + 1, total, {"epoch": epoch, **_epoch_metrics(sums, count)})

@@ -31,9 +31,9 @@ def set_capturable(opt: torch.optim.Optimizer, on: bool, device: torch.device) -
             st["step"] = st["step"].to(device if on else "cpu", torch.float32)
 
 class GraphedStep:
-    """`step(xt, yt, xv, yv, lam, frac, sums)` run eagerly for a few warm-up steps on a side
+    """`step(xt, yt, xv, yv, drawn, frac, sums)` run eagerly for a few warm-up steps on a side
     stream, then captured once and replayed with the batch copied into static inputs and the
-    drawn context (float or None) and progress written into static 0-d device tensors. A batch of
+    step's draw (`bilevel.Draw`: a float or None) and progress written into static 0-d device tensors. A batch of
     another shape (a last partial batch) runs eagerly. If capture fails, `ok` turns False after a
     warning and the caller goes on eagerly."""
 
@@ -44,23 +44,23 @@ class GraphedStep:
         self.done, self.replays = 0, 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: list[torch.Tensor] = []
-        self.lam: torch.Tensor | None = None
+        self.drawn: torch.Tensor | None = None
         self.frac: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
 
-    def _scalars(self, lam, frac) -> None:
-        if self.lam is not None:
-            self.lam.fill_(lam)
+    def _scalars(self, drawn, frac) -> None:
+        if self.drawn is not None:
+            self.drawn.fill_(drawn)
         self.frac.fill_(frac)
 
-    def __call__(self, xt, yt, xv, yv, lam, frac) -> torch.Tensor:
+    def __call__(self, xt, yt, xv, yv, drawn, frac) -> torch.Tensor:
         batch = (xt, yt, xv, yv)
         if self.graph is not None:
             if any(b.shape != s.shape for b, s in zip(batch, self.static)):
-                return self.step(*batch, lam, frac, self.sums)
+                return self.step(*batch, drawn, frac, self.sums)
             for s, b in zip(self.static, batch):
                 s.copy_(b, non_blocking=True)
-            self._scalars(lam, frac)
+            self._scalars(drawn, frac)
             self.graph.replay()
             self.replays += 1
             return self.out.clone()
@@ -69,25 +69,25 @@ class GraphedStep:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                out = self.step(*batch, lam, frac, self.sums)
+                out = self.step(*batch, drawn, frac, self.sums)
             torch.cuda.current_stream().wait_stream(side)
             return out
         try:
-            if not (lam is None or isinstance(lam, (int, float))):
-                raise RuntimeError(f"a step context of type {type(lam).__name__} cannot be replayed")
+            if not (drawn is None or isinstance(drawn, (int, float))):
+                raise RuntimeError(f"a step's draw of type {type(drawn).__name__} cannot be replayed")
             self.static = [b.clone() for b in batch]
-            self.lam = None if lam is None else torch.tensor(float(lam), device=xt.device)
+            self.drawn = None if drawn is None else torch.tensor(float(drawn), device=xt.device)
             self.frac = torch.tensor(float(frac), device=xt.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self.out = self.step(*self.static, self.lam, self.frac, self.sums)
+                self.out = self.step(*self.static, self.drawn, self.frac, self.sums)
             self.graph = graph
         except RuntimeError as e:  # e.g. an op that cannot be captured
             warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); going on without graphs "
                           f"(set NES_CUDA_GRAPHS=0 to skip the attempt)")
             self.ok, self.graph, self.static = False, None, []
             torch.cuda.synchronize()
-            return self.step(*batch, lam, frac, self.sums)
+            return self.step(*batch, drawn, frac, self.sums)
         self.graph.replay()
         self.replays += 1
         return self.out.clone()

@@ -17,7 +17,7 @@ from ..artifacts import ArtifactError, load_tensors, read_json, save_tensors, wr
 from ..config import SearchConfig, from_dict, to_dict
 from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
-from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
+from .bilevel import ArchModule, Draw, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
 from .space import ArchLayout, ArchWeights, Genotype, edge_index
 
 
@@ -27,7 +27,8 @@ class DartsArch(ArchModule):
     With `gumbel` = (t_start, t_end) (the `gdas` search mode) every step samples one op per edge
     from Gumbel-softmax(α / t), t falling linearly over the search, as a straight-through one-hot:
     the supernet runs only the sampled ops, and α's gradient flows through the soft sample. The
-    inputs of each node keep their softmax(β) weights."""
+    inputs of each node keep their softmax(β) weights. The step's draw is then the search progress
+    (it sets t); without `gumbel` it is None."""
 
     def __init__(self, layout: ArchLayout, theta0: torch.Tensor | None = None,
                  gumbel: tuple[float, float] | None = None):
@@ -38,17 +39,17 @@ class DartsArch(ArchModule):
         self.gumbel = gumbel
         self.graph_safe = gumbel is None  # a sample decides which ops run: no CUDA-graph replay
 
-    def draw(self, generator: torch.Generator, progress: float) -> Any:
+    def draw(self, generator: torch.Generator, progress: float) -> Draw:
         return progress if self.gumbel is not None else None
 
-    def theta(self, ctx: Any) -> torch.Tensor:
+    def theta(self, progress: Draw) -> torch.Tensor:
         return self.alpha
 
-    def mixing(self, ctx: Any, theta: torch.Tensor) -> ArchWeights:
+    def mixing(self, progress: Draw, theta: torch.Tensor) -> ArchWeights:
         if self.gumbel is None:
             return self.layout.weights(theta)
         t0, t1 = self.gumbel
-        t = t0 + (t1 - t0) * float(ctx or 0.0)
+        t = t0 + (t1 - t0) * float(progress or 0.0)
         return {ct: (F.gumbel_softmax(alpha, tau=t, hard=True, dim=-1),
                      torch.cat([torch.softmax(b, dim=-1) for b in betas], dim=-1))
                 for ct, (alpha, betas) in self.layout.split(theta).items()}

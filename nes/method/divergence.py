@@ -108,18 +108,12 @@ class StarDistance:
         gap = self._per_distribution(theta, lambda q, p: entropy(p) - entropy(q))
         return torch.relu(gap).pow(2).mean(-1)
 
-    def maximum(self) -> float:
-        """The largest JS_g any θ can reach: per distribution, JS to the one-hot vertex farthest
-        from θ* (JS is convex in each argument, so its maximum sits at a vertex)."""
-        return self._mean_over_distributions(
-            lambda p: max(float(js_divergence(p, torch.eye(len(p), device=p.device)[k])) for k in range(len(p))))
-
     def reachable(self) -> float:
-        """The distance of the farthest architecture as confident as α*: per distribution, JS to
-        α*'s own probabilities in reverse order (its strongest op or input on its weakest). The
-        vertex bound `maximum()` needs infinite logits; sampled architectures stay about as
-        confident as α*, and on quick-preset runs they reached ≈ 0.43 against a vertex bound of
-        0.63, so a λ range up to the vertex left the far third of the axis on one genotype."""
+        """JS_max: the distance of the farthest architecture as confident as α* — per distribution,
+        JS to α*'s own probabilities in reverse order (its strongest op or input on its weakest).
+        The js-target range ends here rather than at the one-hot vertices (which need infinite
+        logits) because trained architectures stay about as confident as α* (the overconfidence
+        term keeps them so), so a farther target would not be reached."""
         def reversed_js(p: torch.Tensor) -> float:
             order = torch.argsort(p)
             q = torch.empty_like(p)

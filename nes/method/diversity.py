@@ -41,18 +41,18 @@ def sample_architectures(hyper: torch.nn.Module, layout: ArchLayout, star: Genot
                          regularizer: str | None = None) -> list[ArchSample]:
     """α(λ) for every λ (ValueError if a λ lies outside the trained range). With α*'s logits,
     each sample also gets its distance to α*; with the regularizer, its place on the diversity
-    axis (over the hypernetwork's [λ_min, λ_max] = its range less the ε margins)."""
+    axis (over the hypernetwork's target range [λ_min, λ_max], `LamRange.target`)."""
     lams = [float(x) for x in lams]
     if not lams:
         raise ValueError("no λ values given")
     thetas = hyper(torch.tensor(lams)).float().cpu()  # [n, s]
     star_d = layout.smoothed_distributions(star, tau)
     dist = StarDistance(layout, star, theta_star) if theta_star is not None else None
-    bounds = getattr(hyper, "lam_bounds", None)
+    lam_range = getattr(hyper, "lam_range", None)
     out = []
     for lam, th in zip(lams, thetas):
         g = layout.discretize(th)
-        div = lam_diversity(regularizer, lam, *bounds) if regularizer and bounds else None
+        div = lam_diversity(regularizer, lam, *lam_range.target) if regularizer and lam_range else None
         out.append(ArchSample(lam, th, g, g.matched_edges(star), float(arch_js(layout.distributions(th), star_d)),
                               float(dist(th)) if dist is not None else None, div))
     return out

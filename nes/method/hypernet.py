@@ -1,20 +1,22 @@
 """The piecewise-linear hypernetwork α(λ), its training, and the per-λ search.
 
 α(λ): K anchors a_0..a_{K−1} ∈ R^s and pivots r_0 < … < r_{K−1}; r_0 and r_{K−1} are fixed at
-the ends of the trained λ range [λ_min − ε, λ_max + ε], the interior pivots are trainable and stay
-sorted (cumulative softplus increments). For λ ∈ [r_k, r_{k+1}], t = (λ − r_k)/(r_{k+1} − r_k) and
-α(λ) = (1 − t)·a_k + t·a_{k+1}, so α(r_k) = a_k exactly.
+the ends of the trained λ range (`LamRange.trained`: the target range [λ_min, λ_max] widened by ε),
+the interior pivots are trainable and stay sorted (cumulative softplus increments). For
+λ ∈ [r_k, r_{k+1}], t = (λ − r_k)/(r_{k+1} − r_k) and α(λ) = (1 − t)·a_k + t·a_{k+1}, so
+α(r_k) = a_k exactly.
 
-Training reuses `nes.method.bilevel.train_bilevel`: each step draws λ ~ U(λ_min − ε, λ_max + ε), takes an
-architecture step on L_val(w, α(λ)) + R(λ, α(λ)) w.r.t. the hypernetwork and a weight step on
-L_train(w, α(λ)) with the same λ. Files: RUN/hypernet/{js,edges}/ (hypernet.safetensors,
-checkpoint.safetensors, config.json, history.json, curve.json); the per-λ search writes
-RUN/fixed_lambda/lam_X/ (arch.safetensors, genotype.json, ...).
+Training reuses `nes.method.bilevel.train_bilevel`: each step draws λ uniformly over the trained
+range, takes an architecture step on L_val(w, α(λ)) + R(λ, α(λ)) w.r.t. the hypernetwork and a
+weight step on L_train(w, α(λ)) with the same λ. Files: RUN/hypernet/<regularizer>/
+(hypernet.safetensors, checkpoint.safetensors, config.json, history.json, curve.json); the per-λ
+search writes RUN/fixed_lambda/lam_X/ (arch.safetensors, genotype.json, ...).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -22,31 +24,33 @@ import torch.nn.functional as F
 
 from ..artifacts import ArtifactError, load_tensors, save_tensors, write_json
 from ..config import INHERITED_FROM_SEARCH, HypernetConfig, from_preset, to_dict
+from ..data import DeviceLoader
 from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
-from .bilevel import ArchModule, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
+from .bilevel import ArchModule, Draw, Progress, SearchResult, build_supernet, prepare_search_data, train_bilevel
 from .darts import DartsArch, SearchArtifacts, load_search
 from .diversity import ArchSample, grid_quality, lam_grid, sample_architectures
-from .regularizers import AXES, REGULARIZERS, Regularizer, Warmup, check_regularizer
-from .space import ArchLayout, Genotype
+from .regularizers import REGULARIZERS, LamRange, Regularizer, check_regularizer, pinned_end
+from .space import ArchLayout
+from .supernet import Supernet
+
+# The key of the trained range's ends [2] in hypernet.safetensors and checkpoints (every version).
+TRAINED_ENDS_KEY = "lam_range"
 
 
 class PiecewiseLinearHypernet(nn.Module):
     """α(λ) = (1 − t)·a_k + t·a_{k+1} on the segment [r_k, r_{k+1}] that holds λ."""
 
-    def __init__(self, theta_star: torch.Tensor, lam_lo: float, lam_hi: float, pivots: int = 5,
+    def __init__(self, theta_star: torch.Tensor, lam_range: LamRange, pivots: int = 5,
                  init_noise: float = 1e-3, generator: torch.Generator | None = None,
-                 pin: str | None = None, train_pivots: bool = True,
-                 bounds: tuple[float, float] | None = None):
-        """`pin` ("lo" / "hi"): the anchor at that end is α*'s logits θ* and stays there (its
-        gradient is zeroed), so α(λ) at that end is exactly α*. `train_pivots`: whether the
-        interior pivots move in training (else they stay evenly spaced). `bounds`: [λ_min, λ_max],
-        the range less its ε margins (the ends of the diversity axis; default the whole range)."""
+                 pin: str | None = None, train_pivots: bool = True):
+        """`lam_range`: the outer pivots sit on its trained ends; its target range is the
+        diversity axis. `pin` ("lo" / "hi"): the anchor at that end is α*'s logits θ* and stays
+        there (its gradient is zeroed), so α(λ) at that end is exactly α*. `train_pivots`: whether
+        the interior pivots move in training (else they stay evenly spaced)."""
         super().__init__()
         if pivots < 2:
             raise ValueError(f"pivots must be >= 2 (a piecewise-linear map needs two anchors), got {pivots}")
-        if not lam_hi > lam_lo:
-            raise ValueError(f"empty λ range [{lam_lo}, {lam_hi}]")
         if pin not in (None, "lo", "hi"):
             raise ValueError(f"pin must be 'lo', 'hi' or None, got {pin!r}")
         s = theta_star.numel()
@@ -63,26 +67,35 @@ class PiecewiseLinearHypernet(nn.Module):
             self.anchors.register_hook(lambda g: g * self.grad_mask)
         # equal logits → equal softplus increments → evenly spaced interior pivots
         self.pivot_logits = nn.Parameter(torch.zeros(pivots - 1), requires_grad=train_pivots)  # [K − 1]
-        self.register_buffer("lam_range", torch.tensor([float(lam_lo), float(lam_hi)]))
-        self.lam_lo, self.lam_hi = float(lam_lo), float(lam_hi)  # host copies: checks need no device sync
-        self.lam_bounds = tuple(map(float, bounds)) if bounds is not None else (self.lam_lo, self.lam_hi)
+        self.lam_range = lam_range  # host copy: λ checks need no device sync
+        self.register_buffer("trained_ends", torch.tensor(lam_range.trained))  # [2], on the module's device
+
+    # state dicts keep the trained ends under their file key (torch's hooks for a renamed entry)
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + TRAINED_ENDS_KEY] = destination.pop(prefix + "trained_ends")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if prefix + TRAINED_ENDS_KEY in state_dict:
+            state_dict[prefix + "trained_ends"] = state_dict.pop(prefix + TRAINED_ENDS_KEY)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def pivots(self) -> torch.Tensor:
         """[K] sorted pivots; the two ends fixed, the interior ones differentiable."""
         inc = F.softplus(self.pivot_logits)  # [K−1] > 0 keeps the pivots strictly sorted
         frac = torch.cumsum(inc, 0)[:-1] / inc.sum()  # [K−2] in (0, 1)
-        lo, hi = self.lam_range[0:1], self.lam_range[1:2]
+        lo, hi = self.trained_ends[0:1], self.trained_ends[1:2]
         return torch.cat([lo, lo + (hi - lo) * frac, hi])
 
     def check_lams(self, lam: torch.Tensor) -> None:
-        tol = 1e-6 * max(1.0, self.lam_hi - self.lam_lo)
+        lo, hi = self.lam_range.trained
+        tol = 1e-6 * max(1.0, hi - lo)
         if not bool(torch.isfinite(lam).all()):
             raise ValueError(f"λ must be a finite number, got {float(lam[~torch.isfinite(lam)][0])}")
-        bad = (lam < self.lam_lo - tol) | (lam > self.lam_hi + tol)
+        bad = (lam < lo - tol) | (lam > hi + tol)
         if bool(bad.any()):
             v = float(lam[bad][0])
-            raise ValueError(f"λ={v:g} is outside the range this hypernetwork was trained on "
-                             f"[{self.lam_lo:g}, {self.lam_hi:g}]")
+            raise ValueError(f"λ={v:g} is outside the range this hypernetwork was trained on [{lo:g}, {hi:g}]")
 
     def forward(self, lam: float | torch.Tensor) -> torch.Tensor:
         """λ scalar → θ [s]; λ [n] → θ [n, s]. ValueError outside the trained range."""
@@ -100,38 +113,36 @@ class PiecewiseLinearHypernet(nn.Module):
 
 
 class HypernetArch(ArchModule):
-    """The search loop's view of a hypernetwork: draw λ, θ = h(λ), regularizer R(λ, θ)."""
+    """The search loop's view of a hypernetwork: the step's draw is λ, θ = h(λ), regularizer R(λ, θ)."""
 
     graph_safe = True  # λ and the progress may come as device tensors (see ArchModule.graph_safe)
     weight_decay = 0.0  # decay would pull the anchors toward uniform logits, not toward anything meant
 
-    def __init__(self, layout: ArchLayout, hyper: PiecewiseLinearHypernet, reg: Regularizer,
-                 lam_min: float, lam_max: float):
+    def __init__(self, layout: ArchLayout, hyper: PiecewiseLinearHypernet, reg: Regularizer):
         super().__init__()
         self.layout, self.hyper, self.reg = layout, hyper, reg
-        self.lam_min, self.lam_max = lam_min, lam_max
 
     def draw(self, generator: torch.Generator, progress: float) -> float:
-        """λ ~ U over the hypernetwork's whole range (ε beyond [λ_min, λ_max], none at a pinned end)."""
-        lo, hi = self.hyper.lam_lo, self.hyper.lam_hi
+        """λ ~ U over the trained range (ε beyond [λ_min, λ_max], none at a pinned end)."""
+        lo, hi = self.hyper.lam_range.trained
         return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
-    def theta(self, lam: float) -> torch.Tensor:
+    def theta(self, lam: Draw) -> torch.Tensor:
         return self.hyper(lam)
 
-    def regularizer(self, lam: float, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def regularizer(self, lam: Draw, theta: torch.Tensor, progress: float) -> torch.Tensor:
         return self.reg(lam, theta, progress)
 
-    def step_metrics(self, lam: float, val_loss: torch.Tensor) -> dict[str, Any]:
+    def step_metrics(self, lam: Draw, val_loss: torch.Tensor) -> dict[str, Any]:
         return {"lam": lam, "val_loss": val_loss}
 
     def epoch_metrics(self, extra: dict[str, list]) -> dict[str, float]:
-        """Mean validation loss per λ bucket (4 equal buckets over [λ_min, λ_max])."""
+        """Mean validation loss per λ bucket (4 equal buckets over the target range [λ_min, λ_max])."""
         if not extra.get("lam"):
             return {}
         lams = torch.tensor(extra["lam"])
         losses = torch.stack([v.float() for v in extra["val_loss"]]).cpu()
-        edges = torch.linspace(self.lam_min, self.lam_max, 5)
+        edges = torch.linspace(*self.hyper.lam_range.target, 5)
         idx = (torch.bucketize(lams, edges[1:-1]))
         out = {}
         for b in range(4):
@@ -141,7 +152,8 @@ class HypernetArch(ArchModule):
         return out
 
     def final_theta(self) -> torch.Tensor:
-        return self.hyper((self.lam_min + self.lam_max) / 2).detach()
+        lam_min, lam_max = self.hyper.lam_range.target
+        return self.hyper((lam_min + lam_max) / 2).detach()
 
 
 class FixedLambdaArch(DartsArch):
@@ -151,7 +163,7 @@ class FixedLambdaArch(DartsArch):
         super().__init__(layout, theta0)
         self.reg, self.lam = reg, lam
 
-    def regularizer(self, lam: Any, theta: torch.Tensor, progress: float) -> torch.Tensor:
+    def regularizer(self, drawn: Draw, theta: torch.Tensor, progress: float) -> torch.Tensor:
         return self.reg(self.lam, theta, progress)
 
 
@@ -165,48 +177,40 @@ def hypernet_config(run_dir: str | Path, preset: str = "paper", sets: dict[str, 
     return from_preset(HypernetConfig, preset, {**inherited, **(sets or {})})
 
 
-def lam_range(cfg: HypernetConfig, star: Genotype, distance_max: float | None = None) -> tuple[float, float]:
-    """[λ_min, λ_max] of the regularizer: λ_max defaults to Λ (edges, js) or JS_max (js-target,
-    the farthest distance to α* an architecture as confident as α* reaches — `distance_max`, `StarDistance.reachable()`)."""
-    if cfg.lam_max is not None:
-        return cfg.lam_min, cfg.lam_max
-    if cfg.regularizer == "js-target":
-        if distance_max is None:
-            raise ValueError("js-target: the λ range needs the largest distance to α* (StarDistance.reachable())")
-        return cfg.lam_min, float(distance_max)
-    return cfg.lam_min, float(star.num_kept_edges())
+@dataclass(frozen=True)
+class HypernetSetup:
+    """What a hypernetwork's training and a per-λ search start from: the run's search, the data
+    loaders over its train/val halves, the supernet (warm-started from the search's weights), the
+    regularizer, the λ ranges and the end pinned to α*."""
+
+    search: SearchArtifacts
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    net: Supernet
+    reg: Regularizer
+    lam_range: LamRange
+    pin: str | None  # "lo" / "hi": the end of the λ range whose anchor stays α*'s logits
 
 
-def hyper_range(cfg: HypernetConfig, star: Genotype, reg: Regularizer) -> tuple[float, float, float, float, str | None]:
-    """(λ_min, λ_max, lo, hi, pin): the trained range [lo, hi] reaches ε beyond [λ_min, λ_max]
-    (ε = lam_eps as a fraction Λ of the range, as for `edges`) except at the end that is α*, which
-    is pinned there (with `pin_star`)."""
-    lam_min, lam_max = lam_range(cfg, star, reg.distance.reachable() if reg.distance is not None else None)
-    eps = cfg.lam_eps * (lam_max - lam_min) / star.num_kept_edges()
-    pin = AXES[cfg.regularizer].star_end if cfg.pin_star else None
-    return lam_min, lam_max, lam_min - (0.0 if pin == "lo" else eps), lam_max + (0.0 if pin == "hi" else eps), pin
-
-
-def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device):
+def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device) -> HypernetSetup:
     configure_threads()
     torch.manual_seed(cfg.seed)
-    _, layout, theta_star, star = load_search(run_dir)
+    search = load_search(run_dir)
     ds, tl, vl = prepare_search_data(cfg, device)
     net, net_layout = build_supernet(cfg, ds, device)
-    if net_layout != layout:
+    if net_layout != search.layout:
         raise ArtifactError(f"the settings {net_layout.to_dict()} do not fit the run's search space "
-                            f"{layout.to_dict()}; keep c, layers, nodes and inputs_per_node of the search")
+                            f"{search.layout.to_dict()}; keep channels, layers, nodes and inputs_per_node of the search")
     if cfg.warm_start:
         state, _ = load_tensors(RunDir(run_dir).search.supernet, device)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
             raise ArtifactError(f"search supernet weights do not fit: {str(e).splitlines()[0]}; "
-                                "keep the search's c/layers/nodes or --set warm_start=false") from None
-    reg = Regularizer(cfg.regularizer, layout, star, cfg.tau,
-                      Warmup(cfg.target_weight_start, cfg.target_weight_end, cfg.t_start, cfg.t_end),
-                      theta_star, cfg.overconfidence_weight).to(device)
-    return layout, theta_star, star, ds, tl, vl, net, reg
+                                "keep the search's channels/layers/nodes or --set warm_start=false") from None
+    reg = REGULARIZERS[check_regularizer(cfg.regularizer)].from_config(cfg, search.layout, search.star, search.theta)
+    lam_range = LamRange.from_config(cfg, search.star, reg.default_lam_max())
+    return HypernetSetup(search, tl, vl, net, reg.to(device), lam_range, pinned_end(cfg))
 
 
 def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch.device | None = None,
@@ -214,24 +218,23 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
     """Train (or resume) α(λ) with `cfg.regularizer` → RUN/hypernet/<regularizer>/."""
     check_regularizer(cfg.regularizer)
     device = resolve_device(device)
-    layout, theta_star, star, ds, tl, vl, net, reg = _setup(cfg, run_dir, device)
-    lam_min, lam_max, lo, hi, pin = hyper_range(cfg, star, reg)
-    hyper = PiecewiseLinearHypernet(theta_star, lo, hi, cfg.pivots, cfg.init_noise,
-                                    torch.Generator().manual_seed(cfg.seed), pin, cfg.train_pivots, (lam_min, lam_max))
-    arch = HypernetArch(layout, hyper, reg, lam_min, lam_max).to(device)
+    setup = _setup(cfg, run_dir, device)
+    s, lam_range = setup.search, setup.lam_range
+    hyper = PiecewiseLinearHypernet(s.theta, lam_range, cfg.pivots, cfg.init_noise,
+                                    torch.Generator().manual_seed(cfg.seed), setup.pin, cfg.train_pivots)
+    arch = HypernetArch(s.layout, hyper, setup.reg).to(device)
     out = RunDir(run_dir).hypernet(cfg.regularizer)
     write_json(out.config, to_dict(cfg))
-    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)
+    res = train_bilevel(cfg, setup.net, arch, setup.train_loader, setup.val_loader, out.path, device, progress)
     hyper = hyper.cpu()
-    curve = sample_architectures(hyper, layout, star, lam_grid(lam_min, lam_max, 9), cfg.tau, theta_star,
+    curve = sample_architectures(hyper, s.layout, s.star, lam_grid(*lam_range.target, 9), cfg.tau, s.theta,
                                  cfg.regularizer)
-    quality = grid_quality(curve)
     save_tensors(out.hypernet, hyper.state_dict(),
-                 {"layout": layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
-                  "lam_min": lam_min, "lam_max": lam_max, "lam_eps": lam_min - lo if pin == "hi" else hi - lam_max,
-                  "pin": pin, "quality": quality, "config": to_dict(cfg)})
+                 {"layout": s.layout.to_dict(), "pivots": cfg.pivots, "regularizer": cfg.regularizer,
+                  "lam_min": lam_range.lam_min, "lam_max": lam_range.lam_max, "lam_eps": lam_range.margin,
+                  "pin": setup.pin, "quality": grid_quality(curve), "config": to_dict(cfg)})
     write_json(out.history, res.history)
-    write_json(out.curve, [s.to_dict() for s in curve])
+    write_json(out.curve, [x.to_dict() for x in curve])
     return hyper, res
 
 
@@ -241,8 +244,29 @@ def trained_regularizers(run_dir: str | Path) -> list[str]:
     return [r for r in sorted(REGULARIZERS, key=lambda r: r != "edges") if run.hypernet(r).hypernet.exists()]
 
 
-def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[PiecewiseLinearHypernet, dict]:
-    """The trained hypernetwork of a run, checked against the run's search space."""
+@dataclass(frozen=True)
+class TrainedHypernet:
+    """A trained hypernetwork as saved in RUN/hypernet/<regularizer>/hypernet.safetensors: the
+    module α(λ) and the file's metadata (layout, pivots, lam_min/lam_max/lam_eps, pin, quality —
+    the 9-point grid's, config — its HypernetConfig as a dict)."""
+
+    module: PiecewiseLinearHypernet
+    regularizer: str
+    meta: dict[str, Any]
+
+    @property
+    def lam_range(self) -> LamRange:
+        return self.module.lam_range
+
+    def sample(self, search: SearchArtifacts, lams: Sequence[float]) -> list[ArchSample]:
+        """α(λ) for every λ, with each sample's distance to α* and place on the diversity axis."""
+        return sample_architectures(self.module, search.layout, search.star, lams, self.meta["config"]["tau"],
+                                    search.theta, self.regularizer)
+
+
+def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> TrainedHypernet:
+    """The trained hypernetwork of a run (`edges` when trained, else the first trained),
+    checked against the run's search space."""
     trained = trained_regularizers(run_dir)
     if regularizer is None:
         if not trained:
@@ -267,19 +291,14 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> tuple[
     if s != layout.size or tensors.get("pivot_logits", torch.zeros(0)).shape != (k - 1,):
         raise ArtifactError(f"{path}: anchors {tuple(tensors['anchors'].shape)} do not fit the search space "
                             f"(expected [K, {layout.size}] and K−1 pivot logits)")
-    lo, hi = tensors["lam_range"].tolist()
-    bounds = (meta["lam_min"], meta["lam_max"]) if "lam_min" in meta and "lam_max" in meta else None
-    hyper = PiecewiseLinearHypernet(torch.zeros(s), lo, hi, k, pin=meta.get("pin"), bounds=bounds)
+    lo, hi = tensors[TRAINED_ENDS_KEY].tolist()
+    if "lam_min" in meta and "lam_max" in meta:
+        lam_range = LamRange(float(meta["lam_min"]), float(meta["lam_max"]), lo, hi)
+    else:  # a file without its target range: the trained range stands for it
+        lam_range = LamRange.exact(lo, hi)
+    hyper = PiecewiseLinearHypernet(torch.zeros(s), lam_range, k, pin=meta.get("pin"))
     hyper.load_state_dict(tensors)
-    return hyper, meta
-
-
-def sample_trained(hyper: PiecewiseLinearHypernet, meta: dict, search: SearchArtifacts,
-                   lams: list[float]) -> list[ArchSample]:
-    """α(λ) of a hypernetwork from `load_hypernet`, with each sample's distance to α* and place
-    on the diversity axis."""
-    return sample_architectures(hyper, search.layout, search.star, lams, meta["config"]["tau"], search.theta,
-                                meta["regularizer"])
+    return TrainedHypernet(hyper, meta.get("regularizer", regularizer), meta)
 
 
 def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,
@@ -287,16 +306,18 @@ def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,
                         progress: Progress | None = None) -> SearchResult:
     """One search with the regularizer at a fixed λ (the cost the hypernetwork avoids)."""
     device = resolve_device(device)
-    layout, theta_star, star, ds, tl, vl, net, reg = _setup(cfg, run_dir, device)
-    _, _, lo, hi, _ = hyper_range(cfg, star, reg)
+    setup = _setup(cfg, run_dir, device)
+    s = setup.search
+    lo, hi = setup.lam_range.trained
     if not lo <= lam <= hi:
         raise ValueError(f"λ={lam:g} is outside [{lo:g}, {hi:g}]")
-    arch = FixedLambdaArch(layout, theta_star, reg, lam).to(device)
+    arch = FixedLambdaArch(s.layout, s.theta, setup.reg, lam).to(device)
     out = RunDir(run_dir).fixed_lambda(lam)
     write_json(out.config, {**to_dict(cfg), "lam": lam})
-    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress, extra_meta={"lam": lam})
-    save_tensors(out.arch, {"theta": res.theta}, {"layout": layout.to_dict(), "lam": lam})
+    res = train_bilevel(cfg, setup.net, arch, setup.train_loader, setup.val_loader, out.path, device, progress,
+                        extra_meta={"lam": lam})
+    save_tensors(out.arch, {"theta": res.theta}, {"layout": s.layout.to_dict(), "lam": lam})
     write_json(out.genotype, {"genotype": res.genotype.to_dict(), "compact": res.genotype.compact(),
-                              "lam": lam, "matched_edges": res.genotype.matched_edges(star)})
+                              "lam": lam, "matched_edges": res.genotype.matched_edges(s.star)})
     write_json(out.history, res.history)
     return res

@@ -15,7 +15,7 @@ from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
-from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, sample_trained, train_hypernet
+from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
 from ..method.space import Genotype, unused_cells
 from ..method.scoring import MemberProbs, score
@@ -62,14 +62,14 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json. With `members`: M
     members picked on a fine grid by `pick_members` (the α* end first, then distinct genotypes
     spread over the diversity axis, those that use every cell first)."""
-    hyper, meta = load_hypernet(run, config.get("regularizer"))
+    trained = load_hypernet(run, config.get("regularizer"))
     s = load_search(run)
     lams = config.get("lams")
     wanted = int(config["members"]) if config.get("members") else None
     if lams is None:
-        lams = lam_grid(meta["lam_min"], meta["lam_max"], MEMBER_GRID if wanted else int(config.get("n", 5)))
-    drawn = sample_trained(hyper, meta, s, lams)
-    warning = collapse_warning(grid_quality(drawn), wanted or len(drawn), meta["regularizer"])
+        lams = lam_grid(*trained.lam_range.target, MEMBER_GRID if wanted else int(config.get("n", 5)))
+    drawn = trained.sample(s, lams)
+    warning = collapse_warning(grid_quality(drawn), wanted or len(drawn), trained.regularizer)
     out: dict = {"lams": lams}
     if wanted:
         layers = member_config(run, {k: config[k] for k in ("preset", "set") if k in config}).layers
@@ -82,7 +82,7 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
         if weak:
             warning = " ".join(filter(None, [warning, f"{len(weak)} member genotype(s) leave a cell "
                                              f"unused (no other distinct genotype was left): {'; '.join(weak)}"]))
-    write_json(RunDir(run).samples_json, {"regularizer": meta["regularizer"], "samples": [x.to_dict() for x in drawn]})
+    write_json(RunDir(run).samples_json, {"regularizer": trained.regularizer, "samples": [x.to_dict() for x in drawn]})
     out["samples"] = len(drawn)
     return {**out, "warning": warning} if warning else out
 
