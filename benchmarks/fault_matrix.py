@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import nes.runs.jobs as jobs  # noqa: E402
 from nes.artifacts import ArtifactError, load_tensors, read_json  # noqa: E402
+from nes.layout import RunDir  # noqa: E402
 from nes.runs.fence import temp_files  # noqa: E402
 from nes.runs.jobs import reap, resume, submit, wait  # noqa: E402
 from nes.runs.store import Store  # noqa: E402
@@ -208,8 +209,11 @@ def two_pipelines(store: Store, home: str) -> Row:
     ids = [j.id for j in mine()]
     # the workers launch what became ready by themselves; this process only watches (no launch_ready)
     until(lambda: all(store.job(i).status in ("done", "failed", "cancelled") for i in ids), timeout=600, poll=0.5)
+    # pipeline members are named from their samples when they start: take the names from the run
+    members = {r: RunDir(r).list_members() for r in runs}
     rows = [row_for("", store, [i for i in ids if store.job(i).run_id == str(r)], r,
-                    ["ensemble.json", "members/member_1/weights.safetensors"], None) for r in runs]
+                    ["ensemble.json", *(f"members/{n}/weights.safetensors" for n in members[r])], None,
+                    extra_ok=len(members[r]) == 2) for r in runs]
     return Row("2 pipelines, launchers killed", sum(r.done for r in rows), len(ids), sum(r.loaded for r in rows),
                sum(r.artifacts for r in rows), None, sum(r.stray for r in rows), all(r.ok for r in rows),
                "no launcher left: workers chain the steps")

@@ -70,7 +70,7 @@ def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, A
     """The chosen member names (checked: known, distinct, finished) and the run's dataset info."""
     names = [n.strip() for n in members if n and n.strip()]
     if not names:
-        raise BundleError("no members chosen; name at least one (e.g. --members alpha_star,lam_2_50)")
+        raise BundleError("no members chosen; name at least one (e.g. --members alpha_star,edges_lam_2_50)")
     if len(set(names)) != len(names):
         raise BundleError(f"members repeat: {', '.join(names)}")
     if not run.run_json.exists():
