@@ -67,7 +67,8 @@ def test_a_js_member_at_the_lambda_of_an_edges_member_is_not_already_trained(tmp
     seed = RunDir(run).member("lam_1_00").record().seed
     res = actions.submit_members(Store(tmp_path / "home"), str(run), view, "js", [1.0], seed)
     assert [n for _, n in res.started] == [f"js_lam_1_00_s{seed}"], f"started {res.started}, skipped {res.skipped}"
-    assert queued[0][2]["regularizer"] == "js" and queued[0][2]["seed"] == seed, f"queued {queued[0][2]}"
+    assert queued[0][2]["regularizer"] == "js", f"queued member's regularizer: {queued[0][2]}"
+    assert queued[0][2]["seed"] == seed, f"queued member's seed: {queued[0][2]}"
     again = actions.submit_members(Store(tmp_path / "home"), str(run), view, "edges", [1.0], seed)
     assert again.skipped == ["lam_1_00"], f"the edges member at λ = 1 (lam_1_00) retrained: {again}"
     with pytest.raises(ValueError, match="choose at least one λ value"):
@@ -98,9 +99,12 @@ def test_ensemble_note_follows_the_numbers(tmp_path):
     write_json(RunDir(tmp_path).member("m1").config, {"label_smoothing": 0.1})
     worse = ensemble_note(_report({"nll": 0.335, "ece": 0.104}, {"nll": 0.332, "ece": 0.093}, 0.61), tmp_path)
     assert "NLL and ECE are worse than the best member's" in worse, f"calibration worse: {worse}"
-    assert "label smoothing (0.1)" in worse and "underconfident" in worse, f"the reason missing: {worse}"
-    assert "T = 0.61" in worse and "cannot tell the two apart" in worse, f"the fix or the noise missing: {worse}"
+    assert "label smoothing (0.1)" in worse, f"the cause (label smoothing) missing: {worse}"
+    assert "underconfident" in worse, f"the diagnosis (underconfident) missing: {worse}"
+    assert "T = 0.61" in worse, f"the fix (temperature scaling) missing: {worse}"
+    assert "cannot tell the two apart" in worse, f"the noise (interval holds 0) missing: {worse}"
     assert "better calibrated" not in worse, f"contradicts the headline: {worse}"
     better = ensemble_note(_report({"nll": 0.30, "ece": 0.02}, {"nll": 0.33, "ece": 0.09}, 1.1), tmp_path)
-    assert "as good as the best member's or better" in better and "worse" not in better, f"better: {better}"
+    assert "as good as the best member's or better" in better, f"better calibration not said: {better}"
+    assert "worse" not in better, f"a better ensemble called worse: {better}"
     assert ensemble_note(SimpleNamespace(vs_best=None), tmp_path) is None, "one member: nothing to compare"

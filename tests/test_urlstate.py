@@ -55,7 +55,8 @@ def test_a_link_to_a_missing_run_shows_the_demo_with_a_message():
 def test_explore_link_reproduces_the_view():
     state = explore({"reg": "js", "div": "0.5", "sel": ["0.0", "1.0"]})
     assert (state.reg, state.div, state.sel) == ("js", 0.5, [0.0, 1.0]), f"state: {state}"
-    assert not state.warnings and not state.fixes, "a good link needs no message and no fix"
+    assert not state.warnings, f"a good link needs no message: {state.warnings}"
+    assert not state.fixes, f"a good link needs no fix: {state.fixes}"
     default = explore({})
     assert (default.reg, default.div, default.sel) == ("edges", 0.0, None), "no link: first hypernetwork, α*"
 
@@ -79,7 +80,8 @@ def test_bad_diversity_in_a_link_shows_alpha_star_with_a_message(params, message
 
 def test_unknown_hypernetwork_and_off_grid_positions_are_replaced_with_messages():
     state = explore({"reg": "nope", "sel": ["0.0", "0.3", "x", "1.0"]})
-    assert state.reg == "edges" and state.fixes["reg"] == "edges", f"hypernetwork: {state.reg}, {state.fixes}"
+    assert state.reg == "edges", f"an unknown hypernetwork falls back to the first: {state.reg}"
+    assert state.fixes["reg"] == "edges", f"the fallback is written back to the URL: {state.fixes}"
     assert state.sel == [0.0, 1.0], f"positions kept: {state.sel}"
     assert state.fixes["sel"] == ["0.0", "1.0"], f"positions written back: {state.fixes}"
     assert len(state.warnings) == 2, f"one message per bad part: {state.warnings}"

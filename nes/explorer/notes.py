@@ -10,9 +10,10 @@ below is built from the numbers the page shows, so it says which of these happen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from ..layout import RunDir
+from ..method.scoring import EnsembleReport
 from ..method.stats import Difference
 
 
@@ -56,14 +57,11 @@ def _calibration_sentence(ens: Mapping[str, float], best: Mapping[str, float], c
     return f"Its {' and '.join(worse)} {verb} worse than the best member's ({figures}).{why}{fix}"
 
 
-def ensemble_note(report: Any, run_dir: str | Path) -> str | None:
+def ensemble_note(report: EnsembleReport | None, run_dir: str | Path) -> str | None:
     """What the headline ensemble's numbers show against its best member (chosen by validation
-    NLL), and why its calibration is what it is; None without a best member to compare with.
-
-    `report` is the scoring report of the finished members (`metrics`, `vs_best`, `members`:
-    each member's test metrics, `calibrated`)."""
-    vs = getattr(report, "vs_best", None)
-    if not vs or vs.get("best_member") not in (getattr(report, "members", None) or {}):
+    NLL), and why its calibration is what it is; None without a best member to compare with."""
+    vs = report.vs_best if report is not None else None
+    if not vs or vs.get("best_member") not in report.members:
         return None
     best_name = vs["best_member"]
     acc = Difference.from_dict(vs["accuracy"])

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..artifacts import set_write_guard
 from ..runtime import configure_threads, torch_threads
-from .fence import Attempt, remove_stale_temps
+from .fence import Attempt, RunFolderGone, remove_stale_temps
 from .jobs import launch_ready
 from .store import StaleAttempt, Store, StoreError, this_host
 from .tasks import TASKS
@@ -99,7 +99,12 @@ def _execute(job, att: Attempt) -> tuple[str, str | None, Any]:
     except Cancelled:
         return "cancelled", "cancelled by request; `jobs resume` continues from the last checkpoint", None
     except Exception as e:  # the job failed: record why; the worker itself exits normally
-        return "failed", f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4)), None
+        why = f"{type(e).__name__}: {e}"
+        try:  # a write that failed because the run folder vanished under it: name the cause, not the symptom
+            att.check_run_folder()
+        except RunFolderGone as gone:
+            why = f"{type(gone).__name__}: {gone}"
+        return "failed", why + "\n" + "".join(traceback.format_exc(limit=-4)), None
 
 
 def run_worker(job_id: int, store: Store | None = None, attempt: int | None = None) -> int:
