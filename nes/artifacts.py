@@ -90,8 +90,19 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
     atomic_write_bytes(path, st_save(flat, metadata=metadata))
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], Any]:
-    """Read a safetensors file → (tensors, metadata or None). Raises ArtifactError if corrupt."""
+def check_finite(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """ArtifactError naming the file and the first floating tensor that holds NaN or ±inf: a
+    damaged file or a diverged training must never pass on as a result."""
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ArtifactError(f"{path}: tensor {k!r} holds NaN or infinite values (the file is damaged or its "
+                                "training diverged); retrain it or restore the file")
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 finite: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
+    """Read a safetensors file → (tensors, metadata or None). Raises ArtifactError if corrupt, or
+    with `finite` if a floating tensor holds NaN or ±inf (`check_finite`)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -107,6 +118,8 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (json.JSONDecodeError, RecursionError) as e:
         raise ArtifactError(f"{path}: its metadata is not valid JSON ({str(e)[:100]}); the file is corrupt or "
                             "not written by NES") from None
+    if finite:
+        check_finite(tensors, path)
     if str(device) != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
@@ -168,7 +181,7 @@ def load_checkpoint(
     `expect`: metadata entries (e.g. the config) that must equal the checkpoint's; a mismatch is an
     ArtifactError naming the differing fields, raised before anything is loaded. `upgrade` maps a
     stored dict entry to the current names first (a checkpoint of an earlier version)."""
-    tensors, meta = load_tensors(path, device)
+    tensors, meta = load_tensors(path, device, finite=True)  # a NaN checkpoint must not overwrite good results
     if not isinstance(meta, dict) or "optimizers" not in meta:
         raise ArtifactError(f"{path}: not an NES checkpoint (no metadata)")
     for key, want in (expect or {}).items():

@@ -101,6 +101,8 @@ def headline(ens) -> None:
               "ensemble was overconfident, T < 1 underconfident; the accuracy does not change.")
     m4.metric("Finished members", f"{len(ens.finished)}", f"+{len(ens.training)} training" if ens.training else None,
               delta_color="off")
+    for note in ens.report.notes:  # a temperature fitted on few validation images, or none
+        st.caption(f":warning: {note}")
     if vs:
         st.caption(f"Against the best member (**{vs['best_member']}**, chosen by validation NLL, not on the test "
                    f"set): accuracy {acc.text()}; NLL {nll.text()}. Paired bootstrap over the {acc.n} test images; "

@@ -142,7 +142,38 @@ def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
     assert ens.joins[0][1]["size"] == 1.0, "the first join is one member"
     assert ens.vs_best["best_member"] in ("a", "b"), "the best member is one of the finished members"
     assert ens.report.images == done.test_y.shape[0], "report.images is the test set's size"
-    assert ens.calibrated == calibrated_metrics(done.val, done.val_y, done.test, done.test_y), "T of finished members"
+    expected = calibrated_metrics(done.val, done.val_y, done.test, done.test_y)
+    assert {k: ens.calibrated[k] for k in expected} == expected, "T must be fitted on the finished members"
     only_c = live_ensemble(run, ["c"])
     assert only_c.report is None, "no member finished: there is no headline"
     assert only_c.finished == [], "no member finished"
+
+
+def test_temperature_needs_enough_validation_images():
+    g = torch.Generator().manual_seed(8)
+    y = torch.randint(0, 10, (600,), generator=g)
+    p = [predictor(y, torch.rand(600, generator=g) < q) for q in (0.8, 0.7)]
+    one = score(_members([q[:1] for q in p], p, y[:1], y))
+    assert one.calibrated is None, "a temperature was fitted on one validation image"
+    assert any("validation image" in n for n in one.notes), f"the report does not say why T is missing: {one.notes}"
+    few = score(_members([q[:50] for q in p], p, y[:50], y))
+    assert few.calibrated["val_images"] == 50, "the report does not say how many images T was fitted on"
+    assert "only 50 validation images" in few.calibrated["warning"], "T on few images is shown without a warning"
+    enough = score(_members(p, p, y, y))
+    assert "warning" not in enough.calibrated, "a warning on T fitted on 600 validation images"
+
+
+def test_non_finite_or_out_of_range_probabilities_are_refused_naming_the_file(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    for bad, why in ((float("nan"), "NaN or infinite"), (1.5, "outside \\[0, 1\\]")):
+        copy = tmp_path / f"run_{why[:3]}"
+        shutil.copytree(run, copy)
+        epoch, path = RunDir(copy).member("b").probs_files()[-1]
+        t = load_file(path)
+        t["test"][0, 0] = bad
+        save_file(t, path)
+        with pytest.raises(ArtifactError, match=f"members/b/.*{why}"):
+            MemberProbs.load(copy, ["a", "b"])

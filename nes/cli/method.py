@@ -111,6 +111,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if cal:
         print(f"temperature scaling (T fitted on the validation split): T {cal['temperature']:.3f}; test NLL "
               f"{ens['nll']:.4f} -> {cal['nll']:.4f}, ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f} (accuracy unchanged)")
+    for note in out.get("notes", []):
+        print(f"note: {note}")
     return 0
 
 

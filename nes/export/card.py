@@ -73,10 +73,12 @@ def _calibration_line(ens: dict[str, Any]) -> str:
     """Temperature scaling fitted on the validation split, as a sentence ("" when absent)."""
     cal = ens.get("calibrated")
     if not isinstance(cal, dict) or not all(isinstance(cal.get(k), (int, float)) for k in ("temperature", "nll", "ece")):
-        return ""
+        return ("\nNo temperature scaling: too few validation images to fit T, or the members were validated on "
+                "different images; use the probabilities as they are.\n")
+    caveat = f" Caveat: {cal['warning']}." if isinstance(cal.get("warning"), str) else ""
     return (f"\nTemperature scaling (one T fitted on the validation split): T = {cal['temperature']:.3f} gives test "
             f"NLL {cal['nll']:.4f} and ECE {cal['ece']:.4f}, accuracy unchanged; apply it as softmax(log p / T) "
-            f"to the ensemble's probabilities p.\n")
+            f"to the ensemble's probabilities p.{caveat}\n")
 
 
 def model_card(man: dict[str, Any]) -> str:

@@ -120,7 +120,7 @@ def load_search(run_dir: str | Path) -> SearchArtifacts:
     if not d.arch.exists():
         raise ArtifactError(f"{d.path}: no finished search; run `python -m nes search --run {run_dir}` first")
     cfg = from_dict(SearchConfig, read_json(d.config))
-    tensors, meta = load_tensors(d.arch)
+    tensors, meta = load_tensors(d.arch, finite=True)
     if not isinstance(meta, dict) or "layout" not in meta or "theta" not in tensors:
         raise ArtifactError(f"{d.arch}: not a search result (no θ or layout); run the search again")
     layout = ArchLayout.from_dict(meta["layout"])

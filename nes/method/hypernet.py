@@ -202,7 +202,7 @@ def _setup(cfg: HypernetConfig, run_dir: str | Path, device: torch.device) -> Hy
         raise ArtifactError(f"the settings {net_layout.to_dict()} do not fit the run's search space "
                             f"{search.layout.to_dict()}; keep channels, layers, nodes and inputs_per_node of the search")
     if cfg.warm_start:
-        state, _ = load_tensors(RunDir(run_dir).search.supernet, device)
+        state, _ = load_tensors(RunDir(run_dir).search.supernet, device, finite=True)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
@@ -278,7 +278,7 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> Traine
     if not path.exists():
         raise ArtifactError(f"{path} missing: train it with `python -m nes hypernet --run {run_dir} "
                             f"--regularizer {regularizer}`" + (f" (trained here: {', '.join(trained)})" if trained else ""))
-    tensors, meta = load_tensors(path)
+    tensors, meta = load_tensors(path, finite=True)
     layout = load_search(run_dir).layout
     if not isinstance(meta, dict) or "layout" not in meta or "anchors" not in tensors:
         raise ArtifactError(f"{path}: not a hypernetwork file (no layout metadata or anchors)")
