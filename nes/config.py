@@ -12,6 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
+DATASET_NAMES = ("fashion-mnist", "cifar10", "cifar100", "digits")  # loaders: nes.data (its DATASETS)
+# The most members an ensemble (pipeline, baseline) may have: each one is a retraining job, and
+# scoring compares members pairwise; above this a typo (--members 1000) would queue for days.
+MAX_MEMBERS = 64
 REGULARIZER_NAMES = ("js", "edges", "js-target")  # their classes and what λ means: nes.method.regularizers
 SCHEDULES = ("cosine", "onecycle")  # TrainConfig.schedule
 SEARCH_MODES = {  # SearchConfig.mode → what it does (shown by the Search page and `search --help`)
@@ -263,6 +267,10 @@ def validate(cfg: Any) -> None:
         test, rule = RANGES.get(f.name, (None, ""))
         if test is not None and not test(v):
             raise ValueError(f"setting {f.name} must be {rule}, got {v}")
+    if getattr(cfg, "dataset", DATASET_NAMES[0]) not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASET_NAMES)} "
+                         "(--dataset or --set dataset=…)")
+    _check_split(cfg)
     if getattr(cfg, "mode", "darts") not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {cfg.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
     if getattr(cfg, "schedule", "cosine") not in SCHEDULES:
@@ -271,6 +279,20 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZER_NAMES)}")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
+
+
+def _check_split(cfg: Any) -> None:
+    """With a known number of training images (`limit`), the validation split (`val_fraction`)
+    must hold at least one image and leave at least one for training: members are selected and
+    calibrated on it. Without `limit`, `nes.data.split_indices` checks it once the data is loaded."""
+    vf, limit = getattr(cfg, "val_fraction", None), getattr(cfg, "limit", None)
+    if vf is None or limit is None:
+        return
+    n_val = round(limit * vf)
+    if not 1 <= n_val <= limit - 1:
+        raise ValueError(f"setting val_fraction={vf} of limit={limit} training images leaves {n_val} validation "
+                         f"and {limit - n_val} training images; --set val_fraction=… so that both get at least one "
+                         f"(e.g. val_fraction={max(0.1, 1.5 / limit):.3g})")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits")
+from .config import DATASET_NAMES
+
+DATASETS = DATASET_NAMES  # the names settings accept (nes.config), each with its loader below
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "nes")  # torchvision download root
 
@@ -330,6 +332,9 @@ def split_indices(n: int, val_fraction: float = 0.5, seed: int = 0) -> tuple[tor
         raise DataError(f"val_fraction must be in [0, 1], got {val_fraction}.")
     perm = _perm(n, seed)
     n_val = round(n * val_fraction)
+    if 0 < val_fraction < 1 and not 1 <= n_val <= n - 1:
+        raise DataError(f"setting val_fraction={val_fraction} of {n} training images leaves {n_val} validation and "
+                        f"{n - n_val} training images; --set val_fraction=… so that both get at least one")
     return perm[n_val:], perm[:n_val]
 
 

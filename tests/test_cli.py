@@ -93,7 +93,7 @@ def test_import_arch(tmp_path):
 
 
 BAD_CASES = {
-    "missing file": (["import-arch", "{t}/nope.json"], "cannot read"),
+    "missing file": (["import-arch", "{t}/nope.json"], "cannot read|nope.json: missing"),
     "not json": (["import-arch", "{t}/notjson.json"], "not valid JSON"),
     "unknown op": (["import-arch", "{t}/badop.json"], "unknown op 'conv9'"),
     "bad index": (["import-arch", "{t}/badidx.json"], "input index 7 out of range"),

@@ -71,6 +71,25 @@ def add_regularizer(p: argparse.ArgumentParser, default: str | None = None, requ
                    help=help)
 
 
+def check_home() -> None:
+    """NES_HOME (the run store's folder) must be a folder or not exist yet: UserError naming it."""
+    home = Path(os.environ.get("NES_HOME", "runs"))
+    for p in (home, *home.resolve().parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"NES_HOME={home}: {p} is a file, not a folder; set NES_HOME to a folder "
+                                "(it is created if missing), or move the file away")
+            return
+
+
+def describe(e: BaseException) -> str:
+    """The message of a user error; a file standing where a folder is needed is said so, by path."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and getattr(e, "filename", None):
+        return (f"{e.filename}: a file stands where a folder is needed ({e.strerror}); move it away or "
+                "choose another path")
+    return str(e)
+
+
 # -- running ------------------------------------------------------------------------------------
 def progress_bar(desc: str) -> tuple[Callable[[int, int, dict], None], Callable[[], None]]:
     """A tqdm bar driven by the library's progress(step, total, metrics) callback."""
@@ -105,9 +124,24 @@ def run_task(desc: str, task: Callable, run: Path, config: dict, device: str | N
         close()
 
 
-def existing_run(run: str | Path) -> RunDir:
-    """The run folder (UserError that says how to create it when it does not exist)."""
+def run_folder(run: str | Path) -> RunDir:
+    """--run of a command that may create the folder: UserError when the path, or a folder above
+    it, is a file (checked before anything is written)."""
     rd = RunDir(run)
+    for p in (rd.path, *rd.path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "the run folder" if p == rd.path else f"a folder above the run folder {rd.path}"
+                raise UserError(f"--run {run}: {p} is a file, not a folder, where {what} should be; "
+                                "pass another --run, or move the file away")
+            break
+    return rd
+
+
+def existing_run(run: str | Path) -> RunDir:
+    """The run folder (UserError that says how to create it when it does not exist, or that it
+    is a file)."""
+    rd = run_folder(run)
     if not rd.path.is_dir():
         raise UserError(f"run folder {rd.path} does not exist; create it with `python -m nes search --run {run} ...`")
     return rd

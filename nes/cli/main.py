@@ -12,11 +12,13 @@ import sys
 
 from .._version import __version__
 from . import bundle, jobs, method, misc
-from .common import EXIT_USER, Command
+from .common import EXIT_USER, Command, check_home, describe
 
 # in the order `--help` lists them
 ALL_COMMANDS: list[Command] = [*method.COMMANDS, *jobs.COMMANDS, method.BASELINE, misc.DEMO, *bundle.COMMANDS,
                                misc.INFO]
+
+STORE_COMMANDS = ("run", "jobs", "worker", "ray-driver")  # those that open the run store in NES_HOME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
+        if a.command in STORE_COMMANDS:
+            check_home()
         return a.fn(a)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
@@ -43,5 +47,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # DataError, ArtifactError, UserError are ValueErrors
         if os.environ.get("NES_DEBUG") == "1":
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
         return EXIT_USER

@@ -20,7 +20,7 @@ from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
                           retrain_task, search_task)
 from .common import (Command, UserError, add_data_dir, add_device, add_json, add_preset, add_regularizer, add_run,
-                     add_set, existing_run, genotype_arg, member_list, progress_bar, run_task)
+                     add_set, existing_run, genotype_arg, member_list, progress_bar, run_folder, run_task)
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.data_dir:
         sets["data_dir"] = a.data_dir
     from_preset(SearchConfig, a.preset, sets)  # a bad setting fails here, before the run folder exists
-    run = Path(a.run)
+    run = run_folder(a.run).path
     res = run_task("search", search_task, run, {"preset": a.preset, "set": sets}, a.device)
     print(f"genotype*: {res['compact']}")
     print(f"search: {res['steps']} steps in {res['seconds']:.1f} s")
@@ -224,7 +224,7 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_baseline(a: argparse.Namespace) -> int:
-    run = RunDir(a.run)
+    run = existing_run(a.run)
     if not run.search.genotype.exists():
         raise UserError(f"{run.path}: no finished search; run `python -m nes search --run {a.run}` first")
     cfg = {"method": a.method, "members": a.members, "seed": a.seed, "budget": a.budget, "n_edges": a.n_edges,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..artifacts import write_json
-from ..config import SearchConfig, TrainConfig, from_dict, from_preset, to_dict
+from ..config import MAX_MEMBERS, SearchConfig, TrainConfig, from_dict, from_preset, to_dict
 from ..layout import STAR, MemberDir, RunDir, fixed_lambda_name, member_name
 from .darts import load_search, search
 from .diversity import collapse_warning, lam_grid, unique_genotypes
@@ -262,6 +262,7 @@ GENERATORS: dict[str, tuple[Callable[..., list[Trained]], Callable[[int, int], i
     "edgenes-js": (lambda b: _edgenes(b, "js"), lambda m, budget: budget, True),
 }
 # the keyword options each generator takes (from run_baseline's)
+MAX_BUDGET = 4 * MAX_MEMBERS  # the most member trainings one baseline may ask for
 _OPTIONS = {"random": ("n_edges",), "nes-re": ("population", "tournament")}
 
 
@@ -308,26 +309,43 @@ def method_differences(run: str | Path, records: list[dict[str, Any]], reference
     return out
 
 
+def check_baseline_args(method: str, members: int, budget: int | None, star: Genotype, n_edges: int,
+                        population: int, tournament: int) -> None:
+    """ValueError naming the option (as the CLI spells it) when a baseline's arguments are out of
+    range; run before anything is written, so a refused baseline leaves the run as it was.
+    `budget` counts trainings (the pool M members are selected from), so it is at least M."""
+    if method not in GENERATORS:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
+    if not 1 <= members <= MAX_MEMBERS:
+        raise ValueError(f"--members must be between 1 and {MAX_MEMBERS}, got {members}")
+    if budget is not None and not members <= budget <= MAX_BUDGET:
+        raise ValueError(f"--budget must be between --members ({members}) and {MAX_BUDGET} trainings, got {budget}; "
+                         f"leave it out for the default 2·M = {2 * members}")
+    slots = len(_edge_slots(star))
+    if method == "random" and not 1 <= n_edges <= slots:
+        raise ValueError(f"--n-edges must be between 1 and {slots} (the edges of genotype*), got {n_edges}")
+    if method == "nes-re" and not 1 <= tournament <= population:
+        raise ValueError(f"NES-RE needs 1 <= --tournament ({tournament}) <= --population ({population})")
+
+
 def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, budget: int | None = None,
                  n_edges: int = 2, population: int = 4, tournament: int = 2, preset: str | None = None,
                  sets: dict[str, str] | None = None, device: str | None = None,
                  progress: Progress | None = None) -> dict[str, Any]:
     """Produce the method's genotypes, retrain them, select M members (forward selection on val
     for the NES methods), and write RUN/baselines/<method>_s<seed>/baseline.json."""
-    if method not in GENERATORS:
-        raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
-    if members < 1:
-        raise ValueError(f"members must be >= 1, got {members}")
     rd = RunDir(run)
-    search_cfg = load_search(rd.path).config
+    searched = load_search(rd.path)
+    check_baseline_args(method, members, budget, searched.star, n_edges, population, tournament)
     info = rd.info()
     preset = preset or info.get("preset", "paper")
-    tsets = {**(info.get("train_sets") or {}), "dataset": info.get("dataset", search_cfg.dataset), **(sets or {})}
+    tsets = {**(info.get("train_sets") or {}), "dataset": info.get("dataset", searched.config.dataset), **(sets or {})}
+    from_preset(TrainConfig, preset, tsets)  # a bad setting is refused here, before anything is written
     out = rd.baseline(method, seed)
     out.path.mkdir(parents=True, exist_ok=True)
     write_json(out.run_json, {**info, "train_sets": tsets, "baseline": method, "seed": seed})
     generate, trainings, select = GENERATORS[method]
-    budget = budget or 2 * members
+    budget = budget if budget is not None else 2 * members
     b = BaselineRun(rd, out, method, seed, members, budget, trainings(members, budget), preset, tsets, device,
                     progress)
     if progress is not None:

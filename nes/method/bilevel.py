@@ -18,11 +18,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..artifacts import write_json
 from ..config import SearchConfig, to_dict
 from ..data import Dataset, DeviceLoader, downsample, load_dataset, split_indices
 from ..runtime import autocast, use_channels_last
 from .cuda_graphs import GraphedStep, set_capturable, use_cuda_graphs
-from .loop import EpochLoop, Progress
+from .loop import EpochLoop, Progress, TrainingDiverged
 from .space import ArchLayout, ArchWeights, Genotype, cell_types_for
 from .supernet import Supernet
 
@@ -247,25 +248,48 @@ def train_bilevel(
     device: torch.device,
     progress: Progress | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    start_files: Mapping[Path, Any] | None = None,
 ) -> SearchResult:
-    """Run (or resume) the bi-level loop; checkpoint `out_dir/checkpoint.safetensors` each epoch."""
+    """Run (or resume) the bi-level loop; checkpoint `out_dir/checkpoint.safetensors` each epoch.
+
+    `start_files` (path → JSON: the step's config.json, …) are written once the checkpoint, if any,
+    was found to fit: a refused resume writes nothing. When the loop fails before its first
+    checkpoint they are removed again, so a failed fresh start leaves no stray files."""
     step = BilevelStep(cfg, net, arch, device)
     loop = EpochLoop(out_dir, {"net": net, "arch": arch}, {"w": step.w_opt, "a": step.a_opt}, step.w_opt,
                      cfg.w_lr, cfg.w_lr_min, cfg.epochs, cfg.seed, device,
                      {"config": to_dict(cfg), **dict(extra_meta or {})}, lr_names="w_lr or a_lr")
+    fresh = [Path(p) for p in (start_files or {}) if not Path(p).exists()]
+    for path, obj in (start_files or {}).items():
+        write_json(path, obj)
+    try:
+        _epochs(cfg, net, arch, step, loop, (train_loader, val_loader), device, progress)
+    except BaseException:
+        if not loop.ckpt.exists():
+            for p in fresh:
+                p.unlink(missing_ok=True)
+        raise
+    theta = arch.final_theta().float().cpu()
+    if not bool(torch.isfinite(theta).all()):
+        raise TrainingDiverged(f"training diverged: θ holds NaN or infinite values; lower w_lr or a_lr "
+                               f"(--set w_lr=…) and start again; nothing in {out_dir} was replaced")
+    return SearchResult(theta, arch.layout.discretize(theta), arch.layout, loop.history, loop.steps, loop.seconds)
+
+
+def _epochs(cfg: SearchConfig, net: Supernet, arch: ArchModule, step: BilevelStep, loop: EpochLoop,
+            loaders: tuple[DeviceLoader, DeviceLoader], device: torch.device, progress: Progress | None) -> None:
+    """The loop's remaining epochs, each ending in a checkpoint (CUDA-graph replay where it may)."""
     graphs = use_cuda_graphs(cfg, arch, device) and bool(step.a_params)
     set_capturable(step.a_opt, graphs, device)
-    steps_per_epoch = min(len(train_loader), len(val_loader))
+    steps_per_epoch = min(len(loaders[0]), len(loaders[1]))
     for epoch, gen in loop:
         net.train()
         sums = torch.zeros(4, device=device)
         # the learning rate is baked into a captured graph: one graph per epoch
         graphed = GraphedStep(step, sums) if graphs else None
-        row = _run_epoch(step, graphed, arch, (train_loader, val_loader), epoch, gen, sums,
+        row = _run_epoch(step, graphed, arch, loaders, epoch, gen, sums,
                          steps_per_epoch * cfg.epochs, cfg.log_every, progress)
         if graphed is not None and not graphed.ok:
             graphs = False  # capture failed (warned once): the rest of the run is eager
             set_capturable(step.a_opt, False, device)
         loop.end_epoch(epoch, row, steps_per_epoch)
-    theta = arch.final_theta().float().cpu()
-    return SearchResult(theta, arch.layout.discretize(theta), arch.layout, loop.history, loop.steps, loop.seconds)

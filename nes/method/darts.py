@@ -92,9 +92,9 @@ def search(
     net.set_sparse(cfg.mode == "gdas")  # the search's samples only; a hypernetwork mixes densely
     arch = DartsArch(layout, layout.init_theta(generator=torch.Generator().manual_seed(cfg.seed)),
                      (cfg.gumbel_start, cfg.gumbel_end) if cfg.mode == "gdas" else None).to(device)
-    write_json(out.config, to_dict(cfg))
-    run.write_dataset_info(cfg.dataset, ds.info.to_dict())
-    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress)
+    if not out.checkpoint.exists():  # a resume's checkpoint is checked first: a refused one writes nothing
+        run.write_dataset_info(cfg.dataset, ds.info.to_dict())
+    res = train_bilevel(cfg, net, arch, tl, vl, out.path, device, progress, start_files={out.config: to_dict(cfg)})
     save_tensors(out.arch, {"theta": res.theta}, {"layout": layout.to_dict()})
     save_tensors(out.supernet, net.state_dict(), {"config": to_dict(cfg)})
     write_json(out.genotype, {"genotype": res.genotype.to_dict(), "layout": layout.to_dict(),

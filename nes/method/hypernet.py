@@ -224,8 +224,8 @@ def train_hypernet(cfg: HypernetConfig, run_dir: str | Path, device: str | torch
                                     torch.Generator().manual_seed(cfg.seed), setup.pin, cfg.train_pivots)
     arch = HypernetArch(s.layout, hyper, setup.reg).to(device)
     out = RunDir(run_dir).hypernet(cfg.regularizer)
-    write_json(out.config, to_dict(cfg))
-    res = train_bilevel(cfg, setup.net, arch, setup.train_loader, setup.val_loader, out.path, device, progress)
+    res = train_bilevel(cfg, setup.net, arch, setup.train_loader, setup.val_loader, out.path, device, progress,
+                        start_files={out.config: to_dict(cfg)})
     hyper = hyper.cpu()
     curve = sample_architectures(hyper, s.layout, s.star, lam_grid(*lam_range.target, 9), cfg.tau, s.theta,
                                  cfg.regularizer)
@@ -313,9 +313,8 @@ def fixed_lambda_search(cfg: HypernetConfig, run_dir: str | Path, lam: float,
         raise ValueError(f"λ={lam:g} is outside [{lo:g}, {hi:g}]")
     arch = FixedLambdaArch(s.layout, s.theta, setup.reg, lam).to(device)
     out = RunDir(run_dir).fixed_lambda(lam)
-    write_json(out.config, {**to_dict(cfg), "lam": lam})
     res = train_bilevel(cfg, setup.net, arch, setup.train_loader, setup.val_loader, out.path, device, progress,
-                        extra_meta={"lam": lam})
+                        extra_meta={"lam": lam}, start_files={out.config: {**to_dict(cfg), "lam": lam}})
     save_tensors(out.arch, {"theta": res.theta}, {"layout": s.layout.to_dict(), "lam": lam})
     write_json(out.genotype, {"genotype": res.genotype.to_dict(), "compact": res.genotype.compact(),
                               "lam": lam, "matched_edges": res.genotype.matched_edges(s.star)})

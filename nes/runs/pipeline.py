@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import INHERITED_FROM_SEARCH, HypernetConfig, SearchConfig, from_preset
+from ..config import INHERITED_FROM_SEARCH, MAX_MEMBERS, HypernetConfig, SearchConfig, from_preset
 from .jobs import launch_ready, submit
 from .store import Store, StoreError
 from .tasks import member_config
@@ -31,8 +31,11 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     """The whole method as dependent jobs: search → hypernet → sample → members → evaluate.
 
     `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for."""
-    if members < 1:
-        raise StoreError(f"--members must be >= 1, got {members}")
+    if not 1 <= members <= MAX_MEMBERS:
+        raise StoreError(f"--members must be between 1 and {MAX_MEMBERS} (each member is a retraining job), "
+                         f"got {members}; nothing was queued")
+    if Path(run).exists() and not Path(run).is_dir():
+        raise StoreError(f"run folder {run} is a file; pick another --run (a name or a folder); nothing was queued")
     search_sets = dict(sets or {})
     if dataset:
         search_sets["dataset"] = dataset
