@@ -7,12 +7,14 @@ tensors and the state that describes them can never disagree.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -69,18 +71,70 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
+JSON_MAX_BYTES = 64 << 20  # far above any JSON artifact NES writes (histories, samples, manifests)
+
+_JSON_TYPES = {dict: "a JSON object", list: "a JSON list", str: "a string", float: "a number", int: "an integer"}
+
+
+def parse_json(raw: bytes, where: str | os.PathLike, expect: type | None = None, what: str = "") -> Any:
+    """The JSON value of `raw` (UTF-8), or an ArtifactError that names `where` (the file) and why:
+    not UTF-8, not JSON, nested too deeply, or not of type `expect` (dict, list) when given.
+    `what` says what the file should hold ("the member's training config"), for the message."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{where}: not UTF-8 text (byte {e.start}); it is corrupt or not a JSON file "
+                            "NES wrote") from None
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArtifactError(f"{where}: JSON nested too deeply to read; this is not a file NES wrote") from None
+    if expect is not None and not (isinstance(obj, expect) and not isinstance(obj, bool)):
+        want = _JSON_TYPES.get(expect, expect.__name__)
+        got = "null" if obj is None else _JSON_TYPES.get(type(obj), type(obj).__name__)
+        raise ArtifactError(f"{where}: expected {want}{f' ({what})' if what else ''}, found {got}; the file was "
+                            "edited or damaged: restore it, or delete it and rerun the step that writes it")
+    return obj
+
+
+def read_json(path: str | os.PathLike, expect: type | None = None, what: str = "") -> Any:
+    """The one reader of JSON artifacts: the value of the JSON file `path`, checked to be of type
+    `expect` (dict, list) when given; every failure is an ArtifactError naming the file. Reads only
+    a regular file (a FIFO or device would block or never end) of at most JSON_MAX_BYTES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise ArtifactError(f"{path}: JSON nested too deeply to read; this is not a file NES wrote") from None
     except IsADirectoryError:
         raise ArtifactError(f"{path}: a folder where a JSON file should be") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot be read ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ArtifactError(f"{path}: a folder where a JSON file should be")
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{path}: not a regular file (a pipe or device?); a JSON file should be there")
+        raw = f.read(JSON_MAX_BYTES + 1)
+    if len(raw) > JSON_MAX_BYTES:
+        raise ArtifactError(f"{path}: larger than {JSON_MAX_BYTES >> 20} MB, more than any JSON file NES writes")
+    return parse_json(raw, path, expect, what)
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str = "") -> Iterator[None]:
+    """Interpret the content of the file `path` inside this block: a KeyError, TypeError,
+    ValueError, AttributeError or IndexError raised there (a field missing or of the wrong shape)
+    becomes an ArtifactError naming the file, so no artifact of the wrong shape ends in a traceback
+    or a message that does not say which file to fix. ArtifactErrors pass unchanged."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        detail = f"no field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ArtifactError(f"{path}: not {what or 'what NES wrote there'} ({detail}); the file was edited or "
+                            "damaged: restore it, or delete it and rerun the step that writes it") from None
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Any = None) -> None:

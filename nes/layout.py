@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._version import __version__
-from .artifacts import ArtifactError, read_json, write_json
+from .artifacts import ArtifactError, read_json, reading, write_json
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -39,6 +39,11 @@ def check_name(name: Any, what: str = "member") -> str:
                          "or '.', not starting with '.' or '-' (no spaces or slashes)")
     return name
 
+
+# run.json's fields and the JSON type each must have (a key may be absent; null is never written)
+RUN_JSON_FIELDS = {"dataset": (str, "a dataset name"), "preset": (str, "a preset name"),
+                   "info": (dict, "an object of dataset facts"), "train_sets": (dict, "an object of member settings"),
+                   "version": (str, "a version string"), "created": (str, "a date")}
 
 STAR = "alpha_star"  # the name of α* retrained (with `_s<seed>` for another seed)
 
@@ -116,17 +121,25 @@ class StepDir:
         return self.path.is_dir()
 
     def read(self, rel: str, default: Any = None) -> Any:
-        """JSON file `rel` of this folder, or `default` when it does not exist."""
+        """JSON file `rel` of this folder, or `default` when it does not exist; a file that holds
+        another JSON type than `default` (an object for {}, a list for []) is an ArtifactError
+        naming it."""
         p = self.path / rel
-        return read_json(p) if p.exists() else default
+        return read_json(p, None if default is None else type(default)) if p.exists() else default
 
     def history_rows(self) -> list[dict[str, Any]]:
-        return self.read("history.json", [])
+        """The loop's history: one JSON object per epoch (ArtifactError naming the file otherwise)."""
+        rows = self.read("history.json", [])
+        if not all(isinstance(r, dict) for r in rows):
+            raise ArtifactError(f"{self.history}: expected a list of JSON objects (one per epoch); the file was "
+                                "edited or damaged: restore it, or delete it and rerun the step")
+        return rows
 
     def seconds(self) -> float:
         """Training seconds recorded by the loop's history (cumulative; 0 if none)."""
         hist = self.history_rows()
-        return float(hist[-1].get("seconds", 0.0)) if hist else 0.0
+        with reading(self.history, "a training history"):
+            return float(hist[-1].get("seconds", 0.0)) if hist else 0.0
 
 
 class MemberDir(StepDir):
@@ -157,12 +170,14 @@ class MemberDir(StepDir):
     def record(self) -> MemberRecord:
         """Where this member came from: λ and regularizer from genotype.json, seed from config.json."""
         g, cfg = self.read("genotype.json", {}), self.read("config.json", {})
-        return MemberRecord.from_config({"name": self.name, "lam": g.get("lam"), "regularizer": g.get("regularizer"),
+        with reading(self.path / "genotype.json or config.json", "a member's record"):
+            return MemberRecord.from_config({"name": self.name, "lam": g.get("lam"), "regularizer": g.get("regularizer"),
                                          "seed": cfg.get("seed")})
 
     def seconds(self) -> float:
-        m = self.read("metrics.json")
-        return float(m.get("seconds", 0.0)) if m else super().seconds()
+        m = self.read("metrics.json", {})
+        with reading(self.metrics, "a member's metrics"):
+            return float(m.get("seconds", 0.0)) if m else super().seconds()
 
 
 class RunDir:
@@ -195,10 +210,12 @@ class RunDir:
     # -- run.json -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """run.json ({} before anything wrote it); ArtifactError when it is not a JSON object."""
-        info = read_json(self.run_json) if self.run_json.exists() else {}
-        if not isinstance(info, dict):
-            raise ArtifactError(f"{self.run_json}: expected a JSON object (the run's dataset and settings), got "
-                                f"{type(info).__name__}; restore it, or delete it and retrain a member to write it again")
+        info = read_json(self.run_json, dict, "the run's dataset and settings") if self.run_json.exists() else {}
+        wrong = [f"{k} (must be {want})" for k, (kind, want) in RUN_JSON_FIELDS.items()
+                 if k in info and not isinstance(info[k], kind)]
+        if wrong:
+            raise ArtifactError(f"{self.run_json}: wrong value of {', '.join(wrong)}; the file was edited or damaged: "
+                                "restore it, or delete it and retrain a member to write it again")
         return info
 
     def update_info(self, **fields: Any) -> dict[str, Any]:
@@ -256,5 +273,5 @@ class RunDir:
     def baseline_records(self) -> list[dict[str, Any]]:
         """Finished baseline records, by method and seed."""
         d = self.path / "baselines"
-        return [read_json(p) for p in sorted(d.glob("*/baseline.json"))] if d.is_dir() else []
+        return [read_json(p, dict, "a baseline's record") for p in sorted(d.glob("*/baseline.json"))] if d.is_dir() else []
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..export.bundle import load_ensemble
 from ..export.images import load_images
+from ..export.model import MAX_BATCH
 from ..export.write import export_ensemble
 from ..runtime import configure_threads
 from .common import Command, UserError, add_json, add_run, existing_run, member_list
@@ -61,11 +62,23 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_size(text: str) -> int:
+    """--batch-size: an integer from 1 to MAX_BATCH (a huge batch only multiplies the memory)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= n <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"{n} is not from 1 to {MAX_BATCH}")
+    return n
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle folder or .zip written by `export`")
     p.add_argument("input", help="an .npz with an 'images' array (uint8 0-255 or float 0-1), or a folder of "
                                  "PNG/JPEG files")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_batch_size, default=256, metavar=f"1..{MAX_BATCH}",
+                   help="images per forward pass (memory grows with it)")
     add_json(p)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..artifacts import reading
 from ..config import SEARCH_PRESETS
 from ..layout import RunDir
 from ..method.interop_nni import load_genotype
@@ -153,7 +154,8 @@ def genotype_arg(run: RunDir, spec: str) -> Genotype:
         p = run.search.genotype
         if not p.exists():
             raise UserError(f"{p} missing: run `python -m nes search --run {run.path}` first, or pass --genotype FILE")
-        return Genotype.from_dict(run.search.read("genotype.json")["genotype"])
+        with reading(p, "the search's genotype record"):
+            return Genotype.from_dict(run.search.read("genotype.json", {})["genotype"])
     return load_genotype(spec)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from .._version import __version__
 from ..artifacts import read_json
+from ..config import MAX_MEMBERS
 from ..explorer.demo import DEMO_DIR, DEMO_MEMBERS, build_demo, folder_bytes
 from ..layout import RunDir
 from ..runtime import configure_threads, device_label, resolve_device
@@ -29,12 +30,14 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else DEMO_DIR
+    if a.rebuild and not 1 <= a.members <= MAX_MEMBERS:
+        raise UserError(f"--members must be between 1 and {MAX_MEMBERS}, got {a.members}")
     if a.rebuild:
         build_demo(out, a.data_dir, a.device, a.members, a.preset, log=lambda m: print(m, file=sys.stderr))
     demo = RunDir(out).demo_json
     if not demo.exists():
         raise UserError(f"no demo run in {out}; make one with `python -m nes demo --rebuild`")
-    print(json.dumps({**read_json(demo), "path": str(out), "bytes": folder_bytes(out)}, indent=2))
+    print(json.dumps({**read_json(demo, dict, "how the demo was made"), "path": str(out), "bytes": folder_bytes(out)}, indent=2))
     return 0
 
 

@@ -70,7 +70,7 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
     picked = sample_task(run, {"regularizer": "edges", "members": members, "preset": preset}, None, device)
     if picked.get("warning"):
         log(f"warning: {picked['warning']}")
-    chosen = read_json(RunDir(run).samples_json)["samples"][1:]  # the first is the α* end
+    chosen = read_json(RunDir(run).samples_json, dict, "the sampled architectures")["samples"][1:]  # the first is the α* end
     lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
     log(f"4/6 retraining α* and the members at λ = {lams}")
     retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)

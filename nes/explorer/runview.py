@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..artifacts import ArtifactError, read_json
+from ..artifacts import ArtifactError, read_json, reading
 from ..layout import RunDir
 from ..method import scoring
 from ..method.baselines import method_differences
@@ -138,7 +138,7 @@ class RunView:
 
     def curve(self, regularizer: str) -> list[dict[str, Any]]:
         p = self.run.hypernet(regularizer).curve
-        return read_json(p) if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_range(regularizer).target, 9))]
+        return read_json(p, list, "the hypernetwork's λ curve") if p.exists() else [s.to_dict() for s in self.sample(regularizer, lam_grid(*self.lam_range(regularizer).target, 9))]
 
     # -- baselines -----------------------------------------------------------------------------
     def baselines(self) -> list[dict[str, Any]]:
@@ -160,8 +160,9 @@ class RunView:
     def member(self, name: str) -> MemberInfo:
         d = self.run.member(name)
         g = d.read("genotype.json", {})
-        return MemberInfo(name, Genotype.from_dict(g["genotype"]) if "genotype" in g else None, g.get("lam"),
-                          len(d.probs_files()), d.history_rows())
+        with reading(d.genotype, "a member's genotype record"):
+            return MemberInfo(name, Genotype.from_dict(g["genotype"]) if "genotype" in g else None, g.get("lam"),
+                              len(d.probs_files()), d.history_rows())
 
     def members(self) -> list[MemberInfo]:
         return [self.member(n) for n in self.member_names()]

@@ -33,10 +33,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from ..artifacts import ArtifactError, parse_json
 from ..method.network import Network
 from ..method.space import Genotype, cell_types_for
 from .manifest import SCHEMA_VERSION  # noqa: F401  (re-exported with BundleError: what readers catch and check)
-from .manifest import SCHEMA, WEIGHTS_MAX_BYTES, BundleError, is_int, megabytes, check_manifest, check_model_sha256, sha256
+from .manifest import (LIMITS, SCHEMA, WEIGHTS_MAX_BYTES, BundleError, check_manifest, check_model_sha256, is_int,
+                       megabytes, sha256)
 from .model import EnsembleModel
 
 
@@ -150,9 +152,6 @@ def bundle_problem(path: str | Path) -> str | None:
 # ----------------------------------------------------------------------------- loading
 
 
-LIMITS = {"c": 1024, "layers": 64, "num_classes": 100_000, "channels": 16}  # sanity bounds before building
-
-
 def _build_member(m: dict, ds: dict, device: str | torch.device = "cpu") -> Network:
     """The member's network from its manifest entry (on the meta device: shapes only, no memory)."""
     try:
@@ -190,9 +189,9 @@ def _parse_manifest(r: _Reader, path: str | Path) -> Any:
     if raw is None:
         raise BundleError(f"{path}: no manifest.json (not an NES ensemble bundle, or an incomplete copy)")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}/manifest.json: not valid JSON ({e})") from None
+        return parse_json(raw, f"{path}/manifest.json", dict, "an NES bundle's manifest")
+    except ArtifactError as e:
+        raise BundleError(str(e)) from None
 
 
 def _no_file(m: dict) -> BundleError:
@@ -213,7 +212,7 @@ def _header_shapes(r: _Reader, m: dict) -> dict[str, tuple]:
             raise ValueError(f"its header length is {n} bytes, not 1 to {HEADER_MAX_BYTES}")
         header = json.loads(raw)
         return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise BundleError(f"member {m['name']!r}: {m['file']} is not a readable safetensors file ({e}); it is "
                           "corrupt or not written by `python -m nes export`; export the bundle again") from None
 

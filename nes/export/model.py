@@ -8,6 +8,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+MAX_BATCH = 4096  # images per forward pass: a member's activations grow with it (memory, not speed)
+
 
 class EnsembleModel(nn.Module):
     """The members of a bundle as one module.
@@ -56,9 +58,11 @@ class EnsembleModel(nn.Module):
         return self._softmaxes(self.preprocess(x)).mean(0)
 
     def member_probs(self, images: Any, batch_size: int = 256) -> torch.Tensor:
-        """[M, N, K] softmax outputs of every member (float32, CPU)."""
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        """[M, N, K] softmax outputs of every member (float32, CPU); ValueError when one is not finite
+        (a broken bundle must never pass NaN off as a prediction)."""
+        if not 1 <= int(batch_size) <= MAX_BATCH:
+            raise ValueError(f"batch size must be 1 to {MAX_BATCH}, got {batch_size} (larger batches only take more "
+                             "memory)")
         x = self.to_batch(images)
         out = []
         with torch.no_grad():
@@ -67,7 +71,12 @@ class EnsembleModel(nn.Module):
                 if chunk.device.type == "cpu":  # CPU convs (depthwise, pooling) are 2× faster in channels-last
                     chunk = chunk.contiguous(memory_format=torch.channels_last)
                 out.append(self._softmaxes(chunk).cpu())
-        return torch.cat(out, dim=1) if out else torch.zeros(len(self.members), 0, len(self.class_names))
+        probs = torch.cat(out, dim=1) if out else torch.zeros(len(self.members), 0, len(self.class_names))
+        bad = [n for n, p in zip(self.member_names, probs) if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise ValueError(f"member(s) {', '.join(bad)} of this bundle predict NaN or infinite probabilities: their "
+                             "weights or the bundle's preprocessing are broken; export the bundle again")
+        return probs
 
     def predict(self, images: Any, batch_size: int = 256) -> torch.Tensor:
         """Ensemble probabilities [N, K] (float32, CPU) for uint8 (0–255) or float (0–1) images."""

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from .._version import __version__
-from ..artifacts import atomic_write_bytes, load_tensors, read_json, with_suppress_unlink
+from ..artifacts import atomic_write_bytes, load_tensors, read_json, reading, with_suppress_unlink
 from ..data import DataError, load_dataset
 from ..config import TrainConfig, from_dict, upgrade_keys, validate
 from ..layout import MemberDir, RunDir, check_name
@@ -91,7 +91,8 @@ def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, A
 
 def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotype]:
     """A member's training config and genotype record, checked (BundleError naming the file)."""
-    cfg, gmeta = read_json(d.config), read_json(d.genotype)
+    cfg = read_json(d.config, dict, "a member's training config")
+    gmeta = read_json(d.genotype, dict, "a member's genotype record")
     try:
         cfg = upgrade_keys(cfg)  # settings saved under earlier names (c → channels)
         validate(from_dict(TrainConfig, cfg))
@@ -99,7 +100,7 @@ def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotyp
         raise BundleError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
     try:
         g = Genotype.from_dict(gmeta["genotype"] if isinstance(gmeta, dict) else None)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise BundleError(f"{d.genotype}: no valid genotype ({e}); retrain the member") from None
     return cfg, gmeta, g
 
@@ -109,7 +110,8 @@ def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, d
     d = run.member(name)
     cfg, gmeta, g = _member_files(d)
     state, _ = load_tensors(d.weights, finite=True)
-    net = Network(g, int(cfg["channels"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
+    with reading(run.run_json, "the run's dataset facts"):
+        net = Network(g, int(cfg["channels"]), int(info["num_classes"]), int(cfg["layers"]), int(info["channels"]))
     own = net.state_dict()  # without the auxiliary head (training only)
     missing = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
     if missing:
@@ -123,10 +125,20 @@ def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, d
         "num_parameters": int(sum(v.numel() for k, v in tensors.items()
                                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))),
         "training": {k: cfg.get(k) for k in ("epochs", "limit", "batch_size", "lr", "drop_path", "auxiliary")},
-        "metrics": d.read("metrics.json", {}).get("metrics", {}),
+        "metrics": _metrics(d),
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
     }
     return row, tensors, cfg
+
+
+def _metrics(d: MemberDir) -> dict[str, Any]:
+    """The member's test metrics from metrics.json ({} before it is written; ArtifactError naming it
+    when it is of the wrong shape)."""
+    m = d.read("metrics.json", {}).get("metrics", {})
+    if not isinstance(m, dict):
+        raise BundleError(f"{d.metrics}: 'metrics' must be a JSON object; the file was edited or damaged; retrain "
+                          "the member or restore the file")
+    return m
 
 
 def _dataset_entry(info: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +174,8 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
                               f"than {names[0]!r} ({first}); export members with the same settings together")
         rows.append(row)
         configs.append(cfg)
+    with reading(run.run_json, "the run's dataset facts"):
+        dataset = _dataset_entry(info, configs[0])
     probs = MemberProbs.load(run.path, names)
     for row, epoch in zip(rows, probs.epochs):
         row["epoch"] = epoch
@@ -170,7 +184,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "title": title or f"{run.name}: {', '.join(names)}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "library": _versions(),
         "source": {"run": run.name, "members": names},
-        "dataset": _dataset_entry(info, configs[0]),
+        "dataset": dataset,
         "members": rows,
         "ensemble": {"split": "test", "test_images": report.images,
                      "metrics": {k: float(v) for k, v in report.metrics.items()},
@@ -192,7 +206,9 @@ def export_ensemble(run_dir: str | Path, members: Sequence[str], out: str | Path
     `check_target`). verify: load the written bundle back and check it reproduces the members'
     saved test probabilities on up to `verify_images` test images (if the dataset is available
     here). onnx: also write ensemble.onnx and check onnxruntime against PyTorch (≤ ONNX_TOLERANCE)."""
-    out = Path(out)
+    out = Path(out) if Path(out).name else Path(out).resolve()  # "." or "..": the folder it names
+    if not out.name:
+        raise BundleError(f"--out {out} is the root folder; write the bundle to a new folder (e.g. --out ./bundle)")
     zp = out.with_name(out.name + ".zip")
     check_target(out, run_dir, overwrite, zp if make_zip else None)
     plan = plan_export(run_dir, members, title)
@@ -221,6 +237,10 @@ def check_target(out: Path, run_dir: str | Path, overwrite: bool, zip_path: Path
         what = "the run being exported" if dest == run else f"a folder that contains the run {run_dir}"
         raise BundleError(f"--out {out} is {what}; write the bundle to a new folder outside the run "
                           f"(e.g. --out {Path(run_dir).name}_bundle)")
+    inside = next((a for a in dest.parents if (a / "run.json").is_file() and a / "exports" not in dest.parents), None)
+    if inside is not None:  # e.g. RUN/members/b would be read as a member and break `evaluate`
+        raise BundleError(f"--out {out} lies inside the run folder {inside}, where the run's own files live; write "
+                          f"the bundle outside it (e.g. --out {inside.name}_bundle) or under {inside / 'exports'}")
     for path, kind in ((out, "folder"), *(((zip_path, "zip"),) if zip_path is not None else ())):
         if not (path.exists() or path.is_symlink()):
             continue
@@ -357,11 +377,14 @@ def _verify(model: EnsembleModel, plan: ExportPlan, limit: int) -> dict[str, Any
         return {"checked": False, "reason": "the test images here differ from the run's (other data files)"}
     mp = model.member_probs(ds.test_x[:n])
     saved = probs.test[:, :n]
-    diff = float((mp - saved).abs().max())
+    per_member = (mp - saved).abs().flatten(1).max(1).values.tolist()  # NaN stays NaN
+    diff = max(per_member, key=lambda d: d if d == d else float("inf"))
     agree = float((mp.argmax(-1) == saved.argmax(-1)).float().mean())
-    if not diff <= 5e-3:  # saved probabilities are float16 (≈ 5e-4); more (or NaN) means the weights do not match
-        raise BundleError(f"the exported members do not reproduce the run's saved test probabilities "
-                          f"(max |Δp| = {diff:.3g} on {n} images); the member folders may be inconsistent")
+    bad = [f"{name} (max |Δp| = {d:.3g})" for name, d in zip(plan.names, per_member) if not d <= 5e-3]
+    if bad:  # saved probabilities are float16 (≈ 5e-4); more (or NaN) means the weights do not match
+        raise BundleError(f"the exported member(s) {', '.join(bad)} do not reproduce the run's saved test "
+                          f"probabilities on {n} images: their weights.safetensors and probs/ disagree (a damaged or "
+                          "replaced weights file?); retrain those members")
     return {"checked": True, "images": n, "max_abs_diff_vs_run": round(diff, 6), "argmax_agreement": agree,
             "note": "run probabilities are stored as float16"}
 
@@ -402,10 +425,11 @@ def export_into_run(run_dir: str | Path, names: Sequence[str], bundle_name: str,
 def bundle_summary(folder: str | Path) -> dict[str, Any]:
     """What the app lists of a written bundle: members, metrics, ONNX, zip, model card, manifest."""
     b = Path(folder)
-    man = read_json(b / "manifest.json")
+    man = read_json(b / "manifest.json", dict, "a bundle's manifest")
     zp = b.with_name(b.name + ".zip")
     card = b / "README.md"
-    return {"name": b.name, "manifest": man, "members": [m.get("name") for m in man.get("members", [])],
-            "metrics": man.get("ensemble", {}).get("metrics", {}), "onnx": "onnx" in man,
-            "created": man.get("created", ""), "zip": zp if zp.is_file() else None,
-            "card": card.read_text() if card.is_file() else None}
+    with reading(b / "manifest.json", "a bundle's manifest"):
+        members, metrics = [m.get("name") for m in man.get("members", [])], dict(man.get("ensemble", {}).get("metrics", {}))
+    return {"name": b.name, "manifest": man, "members": members, "metrics": metrics, "onnx": "onnx" in man,
+            "created": str(man.get("created", "")), "zip": zp if zp.is_file() else None,
+            "card": card.read_text(errors="replace") if card.is_file() else None}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..artifacts import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from ..artifacts import ArtifactError, load_tensors, read_json, reading, save_tensors, write_json
 from ..config import SearchConfig, from_dict, to_dict
 from ..layout import RunDir
 from ..runtime import configure_threads, resolve_device
@@ -119,7 +119,8 @@ def load_search(run_dir: str | Path) -> SearchArtifacts:
     d = run.search
     if not d.arch.exists():
         raise ArtifactError(f"{d.path}: no finished search; run `python -m nes search --run {run_dir}` first")
-    cfg = from_dict(SearchConfig, read_json(d.config))
+    with reading(d.config, "the search's config"):
+        cfg = from_dict(SearchConfig, read_json(d.config, dict, "the search's config"))
     tensors, meta = load_tensors(d.arch, finite=True)
     if not isinstance(meta, dict) or "layout" not in meta or "theta" not in tensors:
         raise ArtifactError(f"{d.arch}: not a search result (no θ or layout); run the search again")
@@ -128,5 +129,6 @@ def load_search(run_dir: str | Path) -> SearchArtifacts:
     if tuple(theta.shape) != (layout.size,):
         raise ArtifactError(f"{d.arch}: θ has shape {list(theta.shape)}, its layout needs [{layout.size}]; "
                             "run the search again")
-    star = Genotype.from_dict(read_json(d.genotype)["genotype"])
+    with reading(d.genotype, "the search's genotype record"):
+        star = Genotype.from_dict(read_json(d.genotype, dict, "the search's genotype record")["genotype"])
     return SearchArtifacts(cfg, layout, theta, star)

@@ -6,9 +6,9 @@ Keys `{cell}_n{i}_p{j}` → NNI op name (for every candidate input j of node i, 
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
+from ..artifacts import read_json, reading
 from .space import CELL_TYPES, Cell, Genotype
 
 # Op names used by the original EdgeNES / NNI `arc.json` files.
@@ -27,22 +27,13 @@ OP_TO_NNI = {v: k for k, v in NNI_OP_NAMES.items()}
 
 def load_genotype(path: str) -> Genotype:
     """Read a genotype from a file: our JSON, or an EdgeNES/NNI `arc.json` (auto-detected)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read genotype file {path!r}: {e.strerror}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply to be an architecture") from None
-    if isinstance(obj, Mapping) and "genotype" in obj and isinstance(obj["genotype"], Mapping):
-        obj = obj["genotype"]  # a wrapper such as our run's genotype.json
-    if isinstance(obj, Mapping) and any(str(k).startswith(("reduce_n", "normal_n")) for k in obj):
-        return genotype_from_nni(obj)
-    return Genotype.from_dict(obj)
+    obj = read_json(path, dict, "a genotype or an NNI arc.json")
+    with reading(path, "a genotype or an NNI arc.json"):
+        if isinstance(obj.get("genotype"), Mapping):
+            obj = obj["genotype"]  # a wrapper such as our run's genotype.json
+        if any(str(k).startswith(("reduce_n", "normal_n")) for k in obj):
+            return genotype_from_nni(obj)
+        return Genotype.from_dict(obj)
 
 def genotype_from_nni(obj: Mapping[str, Any]) -> Genotype:
     """Import an architecture saved by the original EdgeNES/NNI code.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts import ArtifactError, read_json, write_json
+from ..artifacts import ArtifactError, read_json, reading, write_json
 from ..config import SearchConfig, TrainConfig, from_preset
 from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
@@ -96,15 +96,17 @@ def resolve_genotype(run: Path, config: dict) -> Genotype:
         p = rd.samples_json
         if not p.exists():
             raise ArtifactError(f"{p} missing: the sample job of this run has not finished")
-        samples = read_json(p)["samples"]
-        i = int(config["sample_index"])
-        if not 0 <= i < len(samples):
-            raise ArtifactError(f"sample_index {i} out of range: {p} has {len(samples)} samples")
-        return Genotype.from_dict(samples[i]["genotype"])
+        with reading(p, "the sampled architectures"):
+            samples = read_json(p, dict)["samples"]
+            i = int(config["sample_index"])
+            if not 0 <= i < len(samples):
+                raise ArtifactError(f"sample_index {i} out of range: {p} has {len(samples)} samples")
+            return Genotype.from_dict(samples[i]["genotype"])
     p = rd.search.genotype
     if not p.exists():
         raise ArtifactError(f"{p} missing: run the search first")
-    return Genotype.from_dict(read_json(p)["genotype"])
+    with reading(p, "the search's genotype record"):
+        return Genotype.from_dict(read_json(p, dict)["genotype"])
 
 
 def member_config(run: Path, config: dict, info: dict | None = None) -> TrainConfig:
@@ -126,8 +128,10 @@ def sample_member(run: Path, config: dict) -> dict:
     other members. The job's own config wins where it says otherwise."""
     if "sample_index" not in config:
         return {}
-    samples = read_json(RunDir(run).samples_json)
-    lam, reg = samples["samples"][int(config["sample_index"])].get("lam"), samples.get("regularizer")
+    p = RunDir(run).samples_json
+    with reading(p, "the sampled architectures"):
+        samples = read_json(p, dict)
+        lam, reg = samples["samples"][int(config["sample_index"])].get("lam"), samples.get("regularizer")
     if lam is None or reg is None:
         return {}
     return {"name": member_name(reg, float(lam), int(config.get("seed") or 0)), "lam": float(lam), "regularizer": reg}
