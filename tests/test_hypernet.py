@@ -242,3 +242,23 @@ def test_renamed_edges_weight_settings_still_read():
     old = {("c_start" if k == "target_weight_start" else k): v for k, v in to_dict(cfg).items()}
     assert "c_start" in old, f"the old-style config lacks c_start: {sorted(old)}"
     assert from_dict(HypernetConfig, old) == cfg, "a config saved with c_start reads back differently"
+
+
+@pytest.mark.parametrize("poison", ["anchors", "lam_max"])
+def test_a_non_finite_hypernetwork_is_refused_naming_its_file(hyper_run, tmp_path, poison):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(hyper_run, run)
+    path = run / "hypernet" / "edges" / "hypernet.safetensors"
+    tensors, meta = load_tensors(path)
+    if poison == "anchors":
+        tensors["anchors"][0, 0] = float("nan")
+    else:
+        meta["lam_max"] = float("nan")
+    save_tensors(path, tensors, meta)
+    with pytest.raises(ValueError, match=r"hypernet\.safetensors: .*(NaN or infinite|not two finite numbers)"):
+        load_hypernet(run, "edges")
+    out = nes("sample", "--run", str(run), "--lam", "1")
+    assert out.returncode == 2, f"sample over a NaN hypernetwork exited {out.returncode}: {out.stderr}"
+    assert "hypernet.safetensors" in out.stderr, f"the message does not name the file: {out.stderr}"

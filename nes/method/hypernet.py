@@ -14,6 +14,7 @@ search writes RUN/fixed_lambda/lam_X/ (arch.safetensors, genotype.json, ...).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -293,6 +294,9 @@ def load_hypernet(run_dir: str | Path, regularizer: str | None = None) -> Traine
                             f"(expected [K, {layout.size}] and K−1 pivot logits)")
     lo, hi = tensors[TRAINED_ENDS_KEY].tolist()
     if "lam_min" in meta and "lam_max" in meta:
+        ends = (meta["lam_min"], meta["lam_max"])
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ends):
+            raise ArtifactError(f"{path}: its λ range {list(ends)} is not two finite numbers; retrain the hypernetwork")
         lam_range = LamRange(float(meta["lam_min"]), float(meta["lam_max"]), lo, hi)
     else:  # a file without its target range: the trained range stands for it
         lam_range = LamRange.exact(lo, hi)
