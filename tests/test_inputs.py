@@ -244,6 +244,8 @@ def test_a_fifo_named_like_an_image_is_refused_not_waited_on(bundle, tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
     os.mkfifo(folder / "f.png")
     exit_2("predict", str(bundle), str(folder), names="f.png")  # a blocked read would run into the 600 s timeout
+    os.mkfifo(tmp_path / "x.npz")
+    exit_2("predict", str(bundle), str(tmp_path / "x.npz"), names="x.npz: not a regular file")
 
 
 # ----------------------------------------------------------------------------- manifest ranges (classes 4, 9, 11)

@@ -35,6 +35,9 @@ def load_images(path: str | Path, channels: int, height: int, width: int) -> tup
         if p.suffix.lower() != ".npz":
             raise ValueError(f"{p}: INPUT must be an .npz file with an 'images' array or a folder of PNG/JPEG images")
         return _load_npz(p, channels, height, width), None
+    if not p.is_dir():
+        raise ValueError(f"{p}: not a regular file or a folder (a pipe or device?); give an .npz with an 'images' "
+                         "array or a folder of PNG/JPEG images")
     files = sorted(f for f in p.iterdir() if not f.name.startswith("."))
     if not files:
         raise ValueError(f"{p}: the folder is empty; put the PNG/JPEG images to classify in it")
