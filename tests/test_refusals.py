@@ -15,6 +15,7 @@ import torch
 
 from nes.artifacts import load_tensors, save_tensors
 from nes.cli.main import main
+from nes.method.baselines import run_baseline
 from nes.runs.tasks import fixed_lambda_task, hypernet_task, retrain_task, search_task
 
 SMOKE = {"preset": "smoke"}
@@ -22,13 +23,15 @@ SMOKE = {"preset": "smoke"}
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """One finished smoke run on digits: search, edges hypernetwork, a per-λ search at λ=1, member m0."""
+    """One finished smoke run on digits: search, edges hypernetwork, a per-λ search at λ=1, member m0,
+    a one-member DeepEns baseline."""
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("refusals") / "run"
     search_task(run, {**SMOKE, "set": {"dataset": "digits"}}, device="cpu")
     hypernet_task(run, {**SMOKE, "regularizer": "edges"}, device="cpu")
     fixed_lambda_task(run, {**SMOKE, "regularizer": "edges", "lam": 1.0}, device="cpu")
     retrain_task(run, {**SMOKE, "name": "m0"}, device="cpu")
+    run_baseline(run, "deepens", members=1, preset="smoke", device="cpu")
     return run
 
 
@@ -94,6 +97,10 @@ REFUSALS = [
                                  "--population", "2", "--preset", "smoke"], "tournament"),
     ("baseline-bad-setting", ["baseline", "--run", "R", "--method", "deepens", "--preset", "smoke",
                               "--set", "val_fraction=0.001"], "val_fraction"),
+    ("baseline-rerun-other-config", ["baseline", "--run", "R", "--method", "deepens", "--members", "1",
+                                     "--preset", "smoke", "--set", "epochs=3"], "epochs"),
+    ("demo-too-many-members", ["demo", "--rebuild", "--out", "R/demo", "--members", "1000", "--preset", "smoke"],
+     "--members"),
     ("run-existing", ["run", "--run", "R", "--preset", "smoke"], "exists"),
     ("export-unknown-member", ["export", "--run", "R", "--members", "nope", "--out", "OUT"], "nope"),
 ]
@@ -199,8 +206,8 @@ def test_diverged_fresh_hypernet_leaves_no_stray_files(run, capsys):
     err = capsys.readouterr().err
     assert code == 2, f"a diverging hypernetwork: exit {code}, expected 2:\n{err}"
     assert "w_lr" in err, f"the message does not name the setting to lower:\n{err}"
-    left = sorted(p.name for p in (run / "hypernet" / "js").glob("*")) if (run / "hypernet" / "js").exists() else []
-    assert left == [], f"the diverged hypernetwork left files behind: {left}"
+    left = sorted(str(p.relative_to(run)) for p in (run / "hypernet").rglob("*") if "js" in p.parts)
+    assert left == [], f"the diverged hypernetwork left files or its folder behind: {left}"
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -209,8 +216,10 @@ def test_diverged_fresh_hypernet_leaves_no_stray_files(run, capsys):
     pytest.param(["--members", "1000"], "--members", id="too-many-members"),
 ])
 def test_baseline_arguments_are_bounded(run, capsys, argv, needle):
+    before = tree(run)
     code = main(["baseline", "--run", str(run), "--method", "nes-rs", "--preset", "smoke", *argv])
     err = capsys.readouterr().err
     assert code == 2, f"baseline {' '.join(argv)}: exit {code}, expected 2:\n{err}"
     assert needle in err, f"baseline {' '.join(argv)}: the message does not name {needle!r}:\n{err}"
-    assert not (run / "baselines").exists(), f"baseline {' '.join(argv)} wrote RUN/baselines although refused"
+    changed = changes(before, tree(run))
+    assert not changed, f"the refused baseline {' '.join(argv)} changed the run folder: {changed}"

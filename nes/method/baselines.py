@@ -328,6 +328,18 @@ def check_baseline_args(method: str, members: int, budget: int | None, star: Gen
         raise ValueError(f"NES-RE needs 1 <= --tournament ({tournament}) <= --population ({population})")
 
 
+def _check_rerun(out: RunDir, train_sets: dict[str, Any]) -> None:
+    """A rerun of a baseline resumes it with the same member settings; other settings are refused
+    (naming them) before its run.json is rewritten, so its members never mix two settings."""
+    if not out.run_json.exists():
+        return
+    old = out.info().get("train_sets") or {}
+    differ = sorted(k for k in set(old) | set(train_sets) if old.get(k) != train_sets.get(k))
+    if differ:
+        raise ValueError(f"{out.path}: this baseline was made with other member settings ({', '.join(differ)} "
+                         f"differ); pass another --seed, or delete {out.path} to make it again")
+
+
 def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, budget: int | None = None,
                  n_edges: int = 2, population: int = 4, tournament: int = 2, preset: str | None = None,
                  sets: dict[str, str] | None = None, device: str | None = None,
@@ -342,6 +354,7 @@ def run_baseline(run: str | Path, method: str, members: int = 3, seed: int = 0, 
     tsets = {**(info.get("train_sets") or {}), "dataset": info.get("dataset", searched.config.dataset), **(sets or {})}
     from_preset(TrainConfig, preset, tsets)  # a bad setting is refused here, before anything is written
     out = rd.baseline(method, seed)
+    _check_rerun(out, tsets)
     out.path.mkdir(parents=True, exist_ok=True)
     write_json(out.run_json, {**info, "train_sets": tsets, "baseline": method, "seed": seed})
     generate, trainings, select = GENERATORS[method]

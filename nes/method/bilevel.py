@@ -10,6 +10,7 @@ shared with member training; CUDA-graph replay of the steps is `nes.method.cuda_
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -260,6 +261,7 @@ def train_bilevel(
                      cfg.w_lr, cfg.w_lr_min, cfg.epochs, cfg.seed, device,
                      {"config": to_dict(cfg), **dict(extra_meta or {})}, lr_names="w_lr or a_lr")
     fresh = [Path(p) for p in (start_files or {}) if not Path(p).exists()]
+    new_folder = not Path(out_dir).exists()
     for path, obj in (start_files or {}).items():
         write_json(path, obj)
     try:
@@ -268,6 +270,9 @@ def train_bilevel(
         if not loop.ckpt.exists():
             for p in fresh:
                 p.unlink(missing_ok=True)
+            if new_folder:
+                with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+                    Path(out_dir).rmdir()
         raise
     theta = arch.final_theta().float().cpu()
     if not bool(torch.isfinite(theta).all()):
