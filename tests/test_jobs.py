@@ -272,3 +272,61 @@ def test_a_worker_in_the_middle_of_exec_counts_as_alive():
         other.kill()
         other.wait()
     assert not pid_alive(other.pid)
+
+
+def test_a_refused_foreign_database_is_left_as_it_was(tmp_path):
+    """Refusing a database must not change it: no switch to WAL, no -wal/-shm files beside it."""
+    foreign = tmp_path / "f"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "nes.db")
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.commit()
+    con.close()
+    before = (foreign / "nes.db").read_bytes()
+    with pytest.raises(StoreError, match="another program"):
+        Store(foreign)
+    assert (foreign / "nes.db").read_bytes() == before, "refusing a foreign database changed its bytes"
+    assert sorted(p.name for p in foreign.iterdir()) == ["nes.db"], \
+        f"refusing a foreign database left files {sorted(p.name for p in foreign.iterdir())}"
+    con = sqlite3.connect(foreign / "nes.db")
+    mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+    con.close()
+    assert mode == "delete", f"the refused foreign database is in journal mode {mode!r}, expected 'delete'"
+
+
+def test_jobs_list_into_a_closed_pipe_is_quiet(home):
+    """`jobs list | head` : the reader went away; that is not an error."""
+    store = Store()
+    run = store.register_run("p")
+    for _ in range(3):
+        store.add_job(run, "evaluate", {})
+    env = {**os.environ, "NES_HOME": str(home), "NES_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    for args in (["list"], ["list", "--json"], ["show", "1"]):
+        proc = subprocess.Popen([sys.executable, "-m", "nes", "jobs", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        proc.stdout.close()  # closed before the command writes: its first write meets a broken pipe
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+        assert code == 0, f"jobs {' '.join(args)} into a closed pipe: exit {code}, expected 0:\n{err}"
+        assert "Broken pipe" not in err, f"jobs {' '.join(args)} into a closed pipe complains:\n{err}"
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """Version 1 had no monotonic beat column: opening adds it and keeps every row."""
+    home = tmp_path / "old"
+    Store(home).close()
+    con = sqlite3.connect(home / "nes.db")
+    con.execute("INSERT INTO runs VALUES ('/r', 'r', 0)")
+    con.execute("INSERT INTO jobs(run_id, kind, config, created) VALUES ('/r', 'evaluate', '{}', 0)")
+    con.execute("ALTER TABLE jobs DROP COLUMN beat")
+    con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    store = Store(home)
+    job, = store.jobs()
+    assert job.kind == "evaluate", f"the version 1 job reads as kind {job.kind!r}"
+    assert job.beat is None, f"an upgraded row has beat {job.beat!r}, expected None"
+    store.heartbeat(job.id)
+    assert store.job(job.id).quiet() is not None, "a heartbeat after the upgrade stamped no monotonic beat"
+    version = store._rows("SELECT value FROM meta WHERE key='schema_version'")[0][0]
+    assert version == str(SCHEMA_VERSION), f"the upgraded database says version {version}"

@@ -1,7 +1,9 @@
 """Faults of the job machinery with real parts (real store, real worker processes, digits / smoke):
 fencing of stale attempts, killed frozen workers, a run folder deleted mid-job, bad pipeline
-settings, stale temp files, zombie workers, a damaged database and damaged rows."""
+settings, stale temp files, zombie workers, a damaged database and damaged rows, frozen workers
+seen only by CLI calls, two runs of one name at one instant."""
 import json
+import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -14,7 +16,7 @@ import pytest
 import nes.runs.jobs as jobs
 from nes.artifacts import load_tensors, read_json, set_write_guard, write_json
 from nes.runs.fence import Attempt, RunFolderGone, temp_files
-from nes.runs.jobs import reap, resume, submit, wait
+from nes.runs.jobs import cancel, reap, resume, submit, wait
 from nes.runs.store import StaleAttempt, Store
 from nes.runs.worker import EXIT_STALE
 from helpers import nes, retrain_job as _retrain, wait_until, why
@@ -221,3 +223,129 @@ def test_damaged_rows_and_pages(home):
     assert str(home / "nes.db") in r.stderr, f"the error does not name the database file:\n{r.stderr}"
     assert "damaged" in r.stderr, f"the error does not say the database is damaged:\n{r.stderr}"
     assert "Traceback" not in r.stderr
+
+
+def cli_status(home: Path, job_id: int, stale: float) -> dict:
+    """Job `job_id` as `jobs list --json` shows it, read by a fresh CLI process (which reaps)."""
+    r = nes("jobs", "list", "--json", env={"NES_HOME": str(home), "NES_STALE_SECONDS": str(stale)})
+    assert r.returncode == 0, f"jobs list: exit {r.returncode}:\n{r.stderr}"
+    return next(row for row in json.loads(r.stdout) if row["id"] == job_id)
+
+
+def stop_worker(store: Store, job_id: int) -> tuple[int, object]:
+    """SIGSTOP job's worker once it has made progress; its heartbeat thread stops with it."""
+    wait_until(lambda: store.job(job_id).step > 0)
+    pid = store.job(job_id).pid
+    os.kill(pid, signal.SIGSTOP)
+    return pid, child(pid)
+
+
+def test_cli_polling_reaps_a_frozen_worker_then_resumes_it(searched, home):
+    """Only short-lived CLI processes look (no watcher lives long enough to see the heartbeat stay
+    unchanged): each `jobs list` must judge the staleness from the store alone."""
+    store = searched
+    j = _retrain(store, "frozen", 40)
+    pid, proc = stop_worker(store, j)
+    try:
+        row = wait_until(lambda: (r := cli_status(home, j, 5.0))["status"] != "running" and r, timeout=120, poll=1.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert row["status"] == "failed", f"the frozen job is {row['status']}, expected failed: {row['error']}"
+    assert "stopped answering" in row["error"], f"the error does not say the worker stopped answering: {row['error']}"
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the reaped frozen worker was not killed"
+    r = nes("jobs", "resume", str(j), env={"NES_HOME": str(home)})
+    assert r.returncode == 0, f"jobs resume of the reaped job: exit {r.returncode}:\n{r.stderr}"
+    wait_until(lambda: store.job(j).attempts == 2 and store.job(j).step > 0)
+    cancel(store, j)
+    job, = wait(store, [j], poll=0.3)
+    assert job.status == "cancelled", f"the resumed job ended {job.status}, expected cancelled: {why(job)}"
+
+
+def test_cli_cancel_of_a_frozen_worker_ends_it(searched, home):
+    store = searched
+    j = _retrain(store, "stuck", 40)
+    pid, proc = stop_worker(store, j)
+    try:
+        wait_until(lambda: time.time() - store.job(j).heartbeat > 6.0, timeout=120)
+        r = nes("jobs", "cancel", str(j), env={"NES_HOME": str(home), "NES_STALE_SECONDS": "5"})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert r.returncode == 0, f"jobs cancel of a frozen worker: exit {r.returncode}:\n{r.stderr}"
+    assert store.job(j).status != "running", f"jobs cancel left the frozen job running: {r.stdout}"
+    assert "stopped answering" in r.stdout, f"jobs cancel does not say the worker stopped answering:\n{r.stdout}"
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the frozen worker was not killed"
+
+
+def _run_same(home: str, barrier, out) -> None:
+    """One `python -m nes run --run same` released at the same instant as the others."""
+    import contextlib
+    import io
+
+    os.environ.update(NES_HOME=home, NES_NO_PROGRESS="1", NES_THREADS="1")
+    from nes.cli.main import main
+
+    err = io.StringIO()
+    barrier.wait()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", "--run", "same", "--preset", "smoke", "--members", "1", "--detach"])
+    out.put((code, err.getvalue()))
+
+
+def test_same_run_name_at_one_instant_is_claimed_once(home):
+    ctx = mp.get_context("spawn")
+    n = 3
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_run_same, args=(str(home), barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    store = Store()
+    ids = [j.id for j in store.jobs()]
+    try:
+        codes = sorted(code for code, _ in results)
+        assert codes == [0] + [2] * (n - 1), f"exit codes {codes}, expected one 0 and the rest 2: {results}"
+        for code, err in results:
+            if code == 2:
+                assert "taken" in err, f"a refused run does not say the name is taken:\n{err}"
+                assert "locked" not in err, f"a refused run blames a locked database:\n{err}"
+        kinds = sorted(j.kind for j in store.jobs())
+        assert kinds == sorted(["search", "hypernet", "sample", "retrain", "evaluate"]), \
+            f"the store holds jobs {kinds}, expected one pipeline of one member"
+    finally:
+        for i in ids:
+            if store.job(i).status in ("queued", "running"):
+                cancel(store, i)
+        wait(store, ids, poll=0.3)
+
+
+def test_a_row_with_pid_minus_one_is_reaped(home):
+    store = Store()
+    run = store.register_run("p")
+    j = store.add_job(run, "retrain", {"name": "m"})
+    store.start_attempt(j, host=jobs.this_host(), pid=-1, started=time.time(), heartbeat=time.time())
+    r = nes("jobs", "list", env={"NES_HOME": str(home)})
+    assert r.returncode == 0, f"jobs list: exit {r.returncode}:\n{r.stderr}"
+    job = store.job(j)
+    assert job.status == "failed", f"the job of pid -1 is {job.status}, expected failed"
+    assert "pid -1" in job.error, f"the error does not name the bad pid: {job.error!r}"
+
+
+def test_an_unknown_job_kind_fails_with_a_message(home):
+    store = Store()
+    run = store.register_run("k")
+    queued, direct = store.add_job(run, "evaluate", {}), store.add_job(run, "evaluate", {})
+    con = sqlite3.connect(home / "nes.db")
+    con.execute("UPDATE jobs SET kind='bogus'")
+    con.execute("UPDATE jobs SET status='cancelled' WHERE id=?", (direct,))  # started by hand below
+    con.commit()
+    con.close()
+    jobs.launch_ready(store)
+    r = nes("worker", str(direct), env={"NES_HOME": str(home)})
+    for j in (queued, direct):
+        job = wait_until(lambda: store.job(j).status not in ("queued", "running") and store.job(j))
+        assert job.status == "failed", f"job {j} of kind 'bogus' is {job.status}, expected failed"
+        assert "KeyError" not in job.error, f"job {j} of kind 'bogus' fails as a KeyError: {job.error!r}"
+        assert "'bogus'" in job.error, f"job {j}'s error does not name the kind 'bogus': {job.error!r}"
+    assert "Traceback" not in r.stderr, f"the worker of an unknown kind printed a traceback:\n{r.stderr}"

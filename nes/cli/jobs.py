@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -40,15 +41,29 @@ def _job_row(j) -> dict[str, Any]:
             "damaged": j.damaged}
 
 
-def _print_jobs(jobs) -> None:
-    print(f"{'id':>4} {'kind':<13}{'status':<10}{'progress':>9} {'pid':>8}  detail")
+def _out(text: str) -> None:
+    """Write a command's output. A reader that went away (`jobs list | head`) is not an error: the rest
+    of the output goes to /dev/null and the command ends normally."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit finds nowhere to fail
+        os.close(devnull)
+
+
+def _jobs_table(jobs) -> str:
+    """The jobs as a table, one line each (a damaged row says so first)."""
+    lines = [f"{'id':>4} {'kind':<13}{'status':<10}{'progress':>9} {'pid':>8}  detail"]
     for j in jobs:
         detail = j.config.get("name") or j.config.get("regularizer") or ""
         if j.error:
             detail = (detail + " — " if detail else "") + j.error.splitlines()[0][:100]
         if j.damaged:
             detail = f"!! {j.damaged}" + (f" — {detail}" if detail else "")
-        print(f"{j.id:>4} {j.kind:<13}{j.status:<10}{100 * j.progress:>8.1f}% {j.pid or '':>8}  {detail}")
+        lines.append(f"{j.id:>4} {j.kind:<13}{j.status:<10}{100 * j.progress:>8.1f}% {j.pid or '':>8}  {detail}")
+    return "\n".join(lines)
 
 
 def _follow(store: Store, ids: list[int]) -> list:
@@ -65,17 +80,28 @@ def _follow(store: Store, ids: list[int]) -> list:
     return wait(store, ids, on_poll=show)
 
 
+def _queue_pipeline(store: Store, a: argparse.Namespace) -> tuple[str, list[int]]:
+    """Claim the run's name in the store (atomic: of two `run --run same` at one instant one wins, the
+    other is told the name is taken), then queue the pipeline; a refusal after the claim gives the name
+    back, so a refused run leaves nothing behind."""
+    run = resolve_run(a.run)
+    if RunDir(run).search.path.exists():
+        raise UserError(f"run {run} already exists (it holds a search); pick a new --run")
+    run_id = store.claim_run(run)
+    try:
+        sets = parse_sets(a.set)
+        if a.data_dir:
+            sets["data_dir"] = a.data_dir
+        res = {"num_cpus": a.ray_cpus, "num_gpus": a.ray_gpus} if a.executor == "ray" else None
+        return run_id, pipeline(store, run_id, a.dataset, a.preset, a.members, a.regularizer, a.executor, sets, res)
+    except BaseException:
+        store.release_run(run_id)
+        raise
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     store = Store()
-    run = resolve_run(a.run)
-    if RunDir(run).search.path.exists() or any(j.run_id == str(run) for j in store.jobs()):
-        raise UserError(f"run {run} already exists; pick a new --run, or manage its jobs with "
-                        f"`python -m nes jobs list --run {a.run}`")
-    sets = parse_sets(a.set)
-    if a.data_dir:
-        sets["data_dir"] = a.data_dir
-    res = {"num_cpus": a.ray_cpus, "num_gpus": a.ray_gpus} if a.executor == "ray" else None
-    ids = pipeline(store, str(run), a.dataset, a.preset, a.members, a.regularizer, a.executor, sets, res)
+    run, ids = _queue_pipeline(store, a)
     print(f"run {run}: jobs {', '.join(map(str, ids))} (search → hypernet → sample → {a.members} members → evaluate)")
     if a.executor == "ray" and a.detach:
         subprocess.Popen([sys.executable, "-m", "nes", "ray-driver", *map(str, ids)], start_new_session=True,
@@ -86,7 +112,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.executor == "ray":
         run_ray_jobs(store, [i for i in ids if store.job(i).kind == "retrain"], address=a.ray_address)
     jobs = _follow(store, ids)
-    _print_jobs(jobs)
+    _out(_jobs_table(jobs))
     if any(j.status != "done" for j in jobs):
         print(f"some jobs did not finish; see `python -m nes jobs show ID` and the logs in {RunDir(run).logs}",
               file=sys.stderr)
@@ -105,15 +131,13 @@ def _jobs_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_jobs(a: argparse.Namespace) -> int:
+    """Every action first reaps dead and frozen workers (`reap`): what it shows or changes is current."""
     store = Store(create=False) if a.action != "list" else Store()
     if a.action == "list":
         run_id = store.get_run(a.run) if a.run else None
         reap(store, run_id)
         jobs = store.jobs(run_id)
-        if a.json:
-            print(json.dumps([_job_row(j) for j in jobs], indent=2))
-        else:
-            _print_jobs(jobs)
+        _out(json.dumps([_job_row(j) for j in jobs], indent=2) if a.json else _jobs_table(jobs))
         return 0
     if a.id is None:
         raise UserError(f"jobs {a.action} needs a job id")
@@ -121,12 +145,12 @@ def cmd_jobs(a: argparse.Namespace) -> int:
         reap(store)
         d = store.job(a.id).to_dict()
         d["metrics_last"] = {m["name"]: m["value"] for m in store.metrics(a.id)}
-        print(json.dumps(d, indent=2, default=str))
+        _out(json.dumps(d, indent=2, default=str))
     elif a.action == "cancel":
-        print(f"job {a.id}: {cancel(store, a.id)}")
+        _out(f"job {a.id}: {cancel(store, a.id)}")
     elif a.action == "resume":
         resume(store, a.id)
-        print(f"job {a.id}: queued again (continues from its last checkpoint)")
+        _out(f"job {a.id}: queued again (continues from its last checkpoint)")
     return 0
 
 

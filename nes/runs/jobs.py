@@ -7,11 +7,12 @@ threads). The cores are shared: idle ones are lent to running workers and taken 
 job has to start; a worker changes its thread count at its next progress report. A worker streams
 progress, heartbeats and metrics to the store and on exit launches whatever became ready, so a
 pipeline runs to the end without a scheduler process. A worker that died (its pid is gone, or
-its heartbeat stayed unchanged for `STALE_SECONDS` while a watcher looked) is marked failed by
-`reap`, and a frozen one is killed; `resume` queues it again and the step continues from its
-last checkpoint. Each start is a new attempt (the row's `attempts` counter, handed to the worker
-as `--attempt`): an old worker that wakes up after its job was started again writes nothing
-(`nes.runs.fence`). Workers this process started are waited for whenever `reap` or
+it has not beaten for `stale_seconds()`) is marked failed by `reap`, and a frozen one is killed;
+`resume` queues it again and the step continues from its last checkpoint. Staleness is read from
+the row (`Job.quiet`, on the host's monotonic clock), so every look at the jobs reaps: `jobs
+list/show/cancel/resume` from a CLI that lives one second as well as the app's refresh. Each start
+is a new attempt (the row's `attempts` counter, handed to the worker as `--attempt`): an old
+worker that wakes up after its job was started again writes nothing (`nes.runs.fence`). Workers this process started are waited for whenever `reap` or
 `launch_ready` runs, so none stays a zombie.
 
 Executors: `local` (default) and `ray` (`nes.runs.ray_executor`; retrain jobs become Ray tasks).
@@ -31,7 +32,22 @@ from ..layout import RunDir
 from ..runtime import available_cores
 from .store import JOB_KINDS, Job, Store, StoreError, this_host
 
-STALE_SECONDS = 60.0
+STALE_SECONDS = 60.0  # a worker beats every 2 s; NES_STALE_SECONDS overrides this
+LAUNCH_SECONDS = 30.0  # how long a starting worker may take to write its pid and first beat
+
+
+def stale_seconds() -> float:
+    """How long a local worker may go without a heartbeat before it counts as frozen."""
+    env = os.environ.get("NES_STALE_SECONDS")
+    if not env:
+        return STALE_SECONDS
+    try:
+        value = float(env)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise StoreError(f"NES_STALE_SECONDS={env!r}: expected a number of seconds > 0")
+    return value
 
 
 def max_workers() -> int:
@@ -62,15 +78,16 @@ def runs_on(job: Job) -> str:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """True if `pid` is a live (non-zombie) NES worker process on this host."""
-    if not pid:
+    """True if `pid` is a live (non-zombie) NES worker process on this host. A pid that is no process
+    id (0, -1 of a damaged row: kill would signal a whole group or every process) is not."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: /proc says whether it is a worker
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
@@ -92,10 +109,10 @@ def is_worker_cmdline(raw: bytes) -> bool:
     return b"worker" in raw.split(b"\0")  # a recycled pid belongs to some other program
 
 
-# job id -> (heartbeat value, pid, monotonic time this process first saw that pair). Staleness is
-# measured with this process's monotonic clock (a heartbeat that does not change for STALE_SECONDS
-# while we watch), never by comparing wall-clock stamps written by another process: a VM whose wall
-# clock steps forward must not turn every live worker into a "dead" one.
+# job id -> (heartbeat value, pid, monotonic time this process first saw that pair): how quiet a
+# row without a monotonic beat (written by an older version) is, as far as this process watched.
+# Wall-clock stamps written by another process are never compared: a VM whose wall clock steps
+# forward must not turn every live worker into a "dead" one.
 _watch: dict[int, tuple[float | None, int | None, float]] = {}
 
 
@@ -110,7 +127,10 @@ def _unchanged_for(j: Job) -> float:
 
 
 def kill_worker(pid: int) -> None:
-    """SIGKILL a reaped worker on this host (its process group: launched workers lead their own)."""
+    """SIGKILL a reaped worker on this host (its process group: launched workers lead their own);
+    nothing when the pid is not one of our workers (gone, recycled, or a damaged row's)."""
+    if not pid_alive(pid):
+        return
     try:
         if hasattr(os, "killpg") and os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
@@ -120,33 +140,45 @@ def kill_worker(pid: int) -> None:
         pass
 
 
-def reap(store: Store, run_id: str | None = None) -> list[int]:
-    """Mark running jobs whose worker died as failed; returns their ids.
+def dead_because(j: Job) -> tuple[str, bool] | None:
+    """Why running job j's local worker counts as dead, and whether it is a live process to kill (a
+    frozen one); None while it lives. Frozen: its heartbeat thread has not beaten for stale_seconds()
+    (stopped with SIGSTOP, say; a hung job still beats, so it is not reaped)."""
+    if j.pid is None:  # being launched: the launcher writes the pid next
+        quiet = _unchanged_for(j)
+        return (f"worker died (no pid {quiet:.0f} s after its start)", False) if quiet > LAUNCH_SECONDS else None
+    if not isinstance(j.pid, int) or isinstance(j.pid, bool) or j.pid <= 0:
+        return f"damaged row: pid {j.pid!r} is not a process id, no worker can be watched", False
+    if not pid_alive(j.pid):
+        return f"worker died (pid {j.pid} is gone)", False
+    quiet, limit = j.quiet(), stale_seconds()
+    if quiet is None:  # no beat of this attempt yet (starting: imports take seconds on a busy machine), or
+        quiet, limit = _unchanged_for(j), max(limit, LAUNCH_SECONDS)  # an older version's row: as watched here
+    if quiet > limit:
+        return f"worker stopped answering (no heartbeat for {quiet:.0f} s)", True
+    return None
 
-    A local worker is dead when its pid is gone (or never got written), or when it is alive but its
-    heartbeat thread has written nothing for STALE_SECONDS while this process watched (a frozen
-    process, e.g. stopped with SIGSTOP; a hung job still beats, so it is not reaped). A frozen
-    worker is killed once its job is marked failed; were it to wake first, its attempt is fenced."""
+
+def reap(store: Store, run_id: str | None = None) -> list[int]:
+    """Mark running jobs of this host whose worker died or froze as failed (fenced by their attempt, so
+    a job started again meanwhile is left alone); returns their ids. A frozen worker is killed once its
+    job is marked failed; were it to wake first, its attempt is fenced."""
     poll_children()
     dead = []
     for j in store.jobs(run_id):
         if j.status != "running" or runs_on(j) != "local" or j.host not in (None, this_host()):
             _watch.pop(j.id, None)
             continue
-        quiet = _unchanged_for(j)
-        if j.pid is None:
-            gone, stale = quiet > 30.0, False  # being launched: the launcher writes the pid next
-        else:
-            gone, stale = not pid_alive(j.pid), quiet > STALE_SECONDS
-        if gone or stale:
-            why = (f"worker died (pid {j.pid} is gone)" if gone else
-                   f"worker stopped answering (no heartbeat for {quiet:.0f} s)")
-            error = f"{why}; `python -m nes jobs resume {j.id}` continues from the last checkpoint"
-            if store.update_attempt(j.id, j.attempts, status="failed", finished=time.time(), error=error):
-                dead.append(j.id)
-                if not gone:
-                    kill_worker(j.pid)
-            _watch.pop(j.id, None)
+        verdict = dead_because(j)
+        if verdict is None:
+            continue
+        why, frozen = verdict
+        error = f"{why}; `python -m nes jobs resume {j.id}` continues from the last checkpoint"
+        if store.update_attempt(j.id, j.attempts, status="failed", finished=time.time(), error=error):
+            dead.append(j.id)
+            if frozen:
+                kill_worker(j.pid)
+        _watch.pop(j.id, None)
     return dead
 
 
@@ -198,7 +230,7 @@ def worker_env(cores: int) -> dict[str, str]:
 def _start_worker(store: Store, j: Job, cores: int) -> bool:
     """Claim job j as a new attempt and start its worker process; False if another launcher got it."""
     attempt = store.start_attempt(j.id, "queued", cores=cores, started=time.time(), error=None, pid=None,
-                                  host=this_host(), heartbeat=time.time())
+                                  host=this_host(), heartbeat=time.time(), beat=None)
     if attempt is None:
         return False
     log = RunDir(j.run_id).job_log(j.id)
@@ -262,7 +294,11 @@ def share_cores(store: Store, running: list[Job], total: int, among: int) -> Non
 # Control
 # ---------------------------------------------------------------------------------------------
 def cancel(store: Store, job_id: int) -> str:
-    """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
+    """Cancel a queued job at once, or ask a running one to stop at its next progress report. A running
+    job whose worker is dead or frozen would never read the request: it is reaped (failed, resumable,
+    its frozen worker killed) and the answer says so."""
+    if job_id in reap(store):
+        return "ended: " + (store.job(job_id).error or "its worker was gone").splitlines()[0]
     j = store.job(job_id)
     if j.status == "queued":
         store.claim(job_id, "queued", status="cancelled", finished=time.time(), error="cancelled before it started")

@@ -3,65 +3,27 @@
 Artifacts themselves live in a folder per run (`nes.layout.RunDir`, written atomically by
 `nes.artifacts`); the database records the runs and what is running. Every connection uses WAL, a busy timeout and
 short transactions, so several worker processes can write progress and metrics at once while
-the app reads. The schema version is stored and checked: a database from a newer version, a
-foreign SQLite file or a corrupt file is refused with a message that says so.
+the app reads. The schema version is stored and checked (`nes.runs.schema`): a database from a newer
+version, a foreign SQLite file or a corrupt file is refused with a message that says so, and left as
+it was. A database that another process holds (several commands starting at once) is waited for.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 1
-DB_NAME = "nes.db"
-JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate", "baseline")
+from .schema import JOB_KINDS, SCHEMA, SCHEMA_VERSION, TABLES, Job, encode, job_from_row, stamp, this_host
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,            -- the run folder's absolute path
-    name TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'queued',
-    config TEXT NOT NULL,            -- JSON
-    deps TEXT NOT NULL DEFAULT '[]', -- JSON list of job ids this one waits for
-    executor TEXT NOT NULL DEFAULT 'local',
-    cores INTEGER NOT NULL DEFAULT 1,
-    step INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    pid INTEGER,
-    host TEXT,
-    heartbeat REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    result TEXT,                     -- JSON
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_run ON jobs(run_id);
-CREATE TABLE IF NOT EXISTS metrics (
-    job_id INTEGER NOT NULL REFERENCES jobs(id),
-    step INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value REAL NOT NULL,
-    time REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, name, step);
-"""
-_TABLES = {"meta", "runs", "jobs", "metrics"}  # a database of an older version may hold more
+__all__ = ["BUSY_SECONDS", "DB_NAME", "JOB_KINDS", "SCHEMA_VERSION", "Job", "Reply", "StaleAttempt", "Store",
+           "StoreError", "nes_home", "resolve_run", "stamp", "this_host"]
+
+BUSY_SECONDS = 60.0  # how long opening waits for a database another process holds
+DB_NAME = "nes.db"
 
 
 class Reply(NamedTuple):
@@ -97,68 +59,8 @@ def resolve_run(run: str | os.PathLike) -> Path:
     return p.resolve()
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    run_id: str
-    kind: str
-    status: str
-    config: dict
-    deps: list[int]
-    executor: str
-    cores: int
-    step: int
-    total: int
-    pid: int | None
-    host: str | None
-    heartbeat: float | None
-    cancel_requested: bool
-    error: str | None
-    result: dict | None
-    attempts: int
-    created: float
-    started: float | None
-    finished: float | None
-    damaged: str | None = None  # why a column of this row could not be read (the rest still shows)
-
-    @property
-    def progress(self) -> float:
-        if self.status == "done":
-            return 1.0
-        return self.step / self.total if self.total else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["progress"] = self.progress
-        return d
-
-
-def _job(row: sqlite3.Row) -> Job:
-    """A job row → Job. A JSON column that does not parse (a damaged row) reads as empty and is
-    named in `damaged`, so one bad row never hides the others."""
-    d = dict(row)
-    bad = []
-
-    def parse(key: str, empty: Any) -> Any:
-        text = d[key]
-        if not text:
-            return empty
-        try:
-            return json.loads(text)
-        except (TypeError, ValueError) as e:
-            bad.append(f"{key} is not valid JSON ({e})")
-            return empty
-
-    d.update(config=parse("config", {}), deps=parse("deps", []), result=parse("result", None),
-             cancel_requested=bool(d["cancel_requested"]))
-    damaged = f"job {d['id']}: damaged row: " + "; ".join(bad) if bad else None
-    return Job(**d, damaged=damaged)
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    """JSON-encode the JSON columns of an update."""
-    return {k: json.dumps(v) if k in ("config", "result", "deps") and v is not None and not isinstance(v, str) else v
-            for k, v in fields.items()}
+def _busy(e: Exception) -> bool:  # another connection holds the database: wait, it is not damaged
+    return "locked" in str(e) or "busy" in str(e)
 
 
 class Store:
@@ -174,33 +76,68 @@ class Store:
 
     # -- connection -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
+        """Connect and check; while another process holds the database (creating it, switching it to
+        WAL), wait up to BUSY_SECONDS: a busy database is never called unusable."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as e:
+                if _busy(e) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                if _busy(e):
+                    raise StoreError(f"{self.path}: database stayed locked for {BUSY_SECONDS:.0f} s ({e}); is "
+                                     "another program holding it?") from None
+                raise StoreError(f"{self.path} is not a usable NES database ({e}); move it away or set "
+                                 f"NES_HOME to another folder — nothing in it was changed") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to a checked database. Everything is read and checked before anything is written,
+        so a refused file (foreign, newer) keeps its bytes and its journal mode; then a new file gets
+        the schema, an older one its upgrade, and the connection WAL."""
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
+            version = self._check(conn)
+            if version != str(SCHEMA_VERSION):
+                with self._tx_raw(conn):
+                    self._create_or_upgrade(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path} is not a usable NES database ({e}); move it away or set "
-                             f"NES_HOME to another folder — nothing in it was changed") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check(self, conn: sqlite3.Connection) -> str | None:
+        """The schema version of an NES database (None for an empty file); StoreError for another program's
+        database or a version this code cannot read. Reads only."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         tables.discard("sqlite_sequence")
-        if tables and not tables >= _TABLES:
+        if not tables:
+            return None
+        if not tables >= TABLES:
             raise StoreError(f"{self.path} is an SQLite database of another program (tables: "
                              f"{', '.join(sorted(tables))}); set NES_HOME to another folder")
-        if tables:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = row[0] if row else None
-            if str(version) != str(SCHEMA_VERSION):
-                raise StoreError(f"{self.path} has schema version {version}, this NES Explorer reads "
-                                 f"version {SCHEMA_VERSION}; use the matching version or another NES_HOME")
-        else:
-            with self._tx(conn):
-                for stmt in _SCHEMA.split(";"):  # not executescript: it would commit our transaction
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        return conn
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = None if row is None else str(row[0])
+        if version not in (str(SCHEMA_VERSION), "1"):
+            raise StoreError(f"{self.path} has schema version {version}, this NES Explorer reads "
+                             f"version {SCHEMA_VERSION}; use the matching version or another NES_HOME")
+        return version
+
+    @staticmethod
+    def _create_or_upgrade(conn: sqlite3.Connection) -> None:
+        """Inside the caller's transaction: the schema of a new database, or version 1's missing column.
+        Checked again here, since another process may have done it first."""
+        for stmt in SCHEMA.split(";"):  # not executescript: it would commit our transaction
+            if stmt.strip():
+                conn.execute(stmt)
+        if "beat" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+            conn.execute("ALTER TABLE jobs ADD COLUMN beat REAL")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _readable(self) -> Iterator[None]:
@@ -209,7 +146,7 @@ class Store:
         try:
             yield
         except sqlite3.DatabaseError as e:
-            if "locked" in str(e) or "busy" in str(e):
+            if _busy(e):
                 raise StoreError(f"{self.path}: database stayed locked ({e}); is another program holding it?") from None
             raise StoreError(f"{self.path} is damaged ({e}); copy it aside and try `sqlite3 {self.path} .recover`, "
                              "or set NES_HOME to another folder") from None
@@ -232,7 +169,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
+                if not _busy(e):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         else:
@@ -256,6 +193,26 @@ class Store:
             c.execute("INSERT OR IGNORE INTO runs(id, name, created) VALUES (?, ?, ?)",
                       (str(path), path.name, time.time()))
         return str(path)
+
+    def claim_run(self, run: str | os.PathLike) -> str:
+        """Register a new run under its name, atomically: of two commands that claim one name at the
+        same instant exactly one gets it; the other (and any later one) gets a StoreError saying the
+        name is taken. Makes no folder (`release_run` undoes a claim that queued nothing)."""
+        path = resolve_run(run)
+        with self._tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO runs(id, name, created) VALUES (?, ?, ?)",
+                            (str(path), path.name, time.time()))
+        if cur.rowcount != 1:
+            raise StoreError(f"the run name {path.name!r} is taken: {path} is already a run of {self.path}; "
+                             "pick a new --run, or manage its jobs with "
+                             f"`python -m nes jobs list --run {path.name}`")
+        return str(path)
+
+    def release_run(self, run_id: str) -> None:
+        """Undo `claim_run` for a run that queued no job (a command refused after claiming the name)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM runs WHERE id=? AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id=?)",
+                      (run_id, run_id))
 
     def get_run(self, run: str | os.PathLike) -> str:
         """The run's id; StoreError if the store has no such run."""
@@ -286,16 +243,16 @@ class Store:
         rows = self._rows("SELECT * FROM jobs WHERE id=?", (int(job_id),))
         if not rows:
             raise StoreError(f"no job {job_id} in {self.path}")
-        return _job(rows[0])
+        return job_from_row(rows[0])
 
     def jobs(self, run_id: str | None = None) -> list[Job]:
         if run_id is None:
-            return [_job(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
-        return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE run_id=? ORDER BY id", (run_id,))]
+            return [job_from_row(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
+        return [job_from_row(r) for r in self._rows("SELECT * FROM jobs WHERE run_id=? ORDER BY id", (run_id,))]
 
     def _update(self, job_id: int, fields: dict[str, Any], where: str = "", args: Sequence[Any] = ()) -> bool:
         """UPDATE jobs SET fields WHERE id=? [AND where]; True if the row matched."""
-        fields = _encode(fields)
+        fields = encode(fields)
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as c:
             cur = c.execute(f"UPDATE jobs SET {cols} WHERE id=? {where}", (*fields.values(), int(job_id), *args))
@@ -313,7 +270,7 @@ class Store:
     # progress, heartbeats, artifacts and its outcome only while the row is still running attempt N.
     def start_attempt(self, job_id: int, from_status: str = "queued", **fields: Any) -> int | None:
         """claim + attempts += 1 in one transaction; the new attempt number, or None if not claimed."""
-        fields = _encode({**fields, "status": "running"})
+        fields = encode({**fields, "status": "running"})
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as c:
             cur = c.execute(f"UPDATE jobs SET {cols}, attempts=attempts+1 WHERE id=? AND status=?",
@@ -337,11 +294,11 @@ class Store:
         the cores granted to it (`nes.runs.jobs.share_cores`).
 
         With `attempt`, nothing is written unless the job still runs that attempt (StaleAttempt)."""
-        now = time.time()
+        now, beat = time.time(), time.monotonic()
         fence, args = ("AND attempts=? AND status='running'", (int(attempt),)) if attempt is not None else ("", ())
         with self._tx() as c:
-            cur = c.execute(f"UPDATE jobs SET step=?, total=?, heartbeat=? WHERE id=? {fence}",
-                            (step, total, now, job_id, *args))
+            cur = c.execute(f"UPDATE jobs SET step=?, total=?, heartbeat=?, beat=? WHERE id=? {fence}",
+                            (step, total, now, beat, job_id, *args))
             if attempt is not None and cur.rowcount != 1:
                 raise StaleAttempt(job_id, attempt)
             if metrics:
@@ -354,8 +311,8 @@ class Store:
     def heartbeat(self, job_id: int, attempt: int | None = None) -> bool:
         """Stamp the heartbeat (only while the job runs `attempt`, when given); True if stamped."""
         if attempt is None:
-            return self._update(job_id, {"heartbeat": time.time()})
-        return self.update_attempt(job_id, attempt, heartbeat=time.time())
+            return self._update(job_id, stamp())
+        return self.update_attempt(job_id, attempt, **stamp())
 
     def metrics(self, job_id: int, name: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT step, name, value, time FROM metrics WHERE job_id=?"
@@ -364,7 +321,3 @@ class Store:
             q += " AND name=?"
             args += (name,)
         return [dict(r) for r in self._rows(q + " ORDER BY step, rowid", args)]
-
-
-def this_host() -> str:
-    return socket.gethostname()

@@ -21,7 +21,7 @@ from ..artifacts import set_write_guard
 from ..runtime import configure_threads, torch_threads
 from .fence import Attempt, RunFolderGone, remove_stale_temps
 from .jobs import launch_ready
-from .store import StaleAttempt, Store, StoreError, this_host
+from .store import StaleAttempt, Store, StoreError, stamp, this_host
 from .tasks import TASKS
 
 HEARTBEAT_SECONDS = 2.0
@@ -69,7 +69,7 @@ def _own(store: Store, job_id: int, attempt: int | None) -> int:
     if job.status == "running":
         raise StoreError(f"job {job_id} is already running (pid {job.pid}); cancel it first "
                          f"(`python -m nes jobs cancel {job_id}`)")
-    new = store.start_attempt(job_id, job.status, started=time.time(), error=None)
+    new = store.start_attempt(job_id, job.status, started=time.time(), error=None, beat=None)
     if new is None:
         raise StoreError(f"job {job_id} changed while starting; see `python -m nes jobs show {job_id}`")
     return new
@@ -88,7 +88,10 @@ def _heartbeat(home: Path, job_id: int, attempt: int, stop: threading.Event) -> 
 
 
 def _execute(job, att: Attempt) -> tuple[str, str | None, Any]:
-    """Run the task → (status, error, result). StaleAttempt passes through (nothing may be recorded)."""
+    """Run the task → (status, error, result). StaleAttempt passes through (nothing may be recorded).
+    A damaged row (an unknown kind, a config that does not parse) is not run: it fails, saying why."""
+    if job.damaged:
+        return "failed", f"{job.damaged}; submit the job again", None
     try:
         att.check_run_folder()
         result = TASKS[job.kind](Path(job.run_id), job.config, Reporter(att), job.config.get("device"))
@@ -114,7 +117,7 @@ def run_worker(job_id: int, store: Store | None = None, attempt: int | None = No
     att = Attempt(store, job_id, attempt, Path(store.job(job_id).run_id))
     stop = threading.Event()
     try:
-        if not att.record(pid=os.getpid(), host=this_host(), heartbeat=time.time()):
+        if not att.record(pid=os.getpid(), host=this_host(), **stamp()):
             raise StaleAttempt(job_id, attempt)
         configure_threads()
         remove_stale_temps(store, job_id)
