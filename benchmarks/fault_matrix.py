@@ -8,7 +8,15 @@ Scenarios, each on one run store:
 - SIGKILL during a checkpoint write (NES_TEST_WRITE_DELAY holds each write before its rename);
 - the run folder deleted while its retrain job runs (the job must fail with a message);
 - two pipelines on one store (`python -m nes run`, 2 members each) with both launchers SIGKILLed
-  after their search started: the workers carry the pipelines on by themselves.
+  after their search started: the workers carry the pipelines on by themselves;
+- a NaN written into one member's saved probabilities: `evaluate` must exit 2 naming the member and
+  change nothing (the file is restored afterwards, so the artifacts are audited as they were);
+- a refused rerun: `search --set limit=100` over the finished search exits 2 and leaves the run
+  folder byte-identical;
+- a frozen worker seen only by the CLI: SIGSTOP a retrain worker and poll `jobs list` from fresh
+  processes (this process never reaps): it must be marked failed and killed, then `jobs resume`;
+- two `run --run same --detach` started at one instant: one pipeline is queued (and runs to the
+  end with one member), the other command is told the name is taken.
 
 Table: scenario, jobs finished, artifacts that load (safetensors + JSON in the run folders, plus
 the step's final artifacts that must exist), steps redone after the resume (steps done at the
@@ -18,6 +26,7 @@ RESULT scenarios=… ok=… lost_artifacts=… stray_files=…
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -219,6 +228,113 @@ def two_pipelines(store: Store, home: str) -> Row:
                "no launcher left: workers chain the steps")
 
 
+def nes_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m nes ARGS` from this checkout (NES_HOME from os.environ)."""
+    e = {**os.environ, "NES_NO_PROGRESS": "1", "NES_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nes", *args], capture_output=True, text=True, env=e, timeout=600)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under a folder, by relative path: two equal digests are byte-identical trees."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def nan_member(src: Path, home: str) -> Row:
+    """A NaN in one member's last saved probabilities (a copy of a finished pipeline run): `evaluate`
+    exits 2 naming the member and writes nothing."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run = Path(home) / "nan"
+    shutil.copytree(src, run)
+    if not RunDir(run).list_members():
+        return Row("NaN member probabilities", 0, 0, 0, 0, None, 0, False, f"{src.name} has no member to spoil")
+    name = RunDir(run).list_members()[0]
+    probs = RunDir(run).member(name).probs_files()[-1][1]
+    original = probs.read_bytes()
+    tensors = load_file(probs)
+    with safe_open(str(probs), framework="pt") as f:
+        meta = f.metadata()
+    tensors["test"] = tensors["test"].clone()
+    tensors["test"][0, 0] = float("nan")
+    save_file(tensors, probs, metadata=meta)
+    before = tree_digest(run)
+    r = nes_cli("evaluate", "--run", str(run))
+    unchanged = tree_digest(run) == before
+    probs.write_bytes(original)  # restored: the audit below sees the run as it was
+    loaded, total, stray = audit(run, [])
+    ok = r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr and unchanged
+    note = f"evaluate exit {r.returncode}{'' if name in r.stderr else ', member not named'}" + \
+        ("" if unchanged else ", run changed")
+    return Row("NaN member probabilities", 0, 0, loaded, total, None, stray, ok, note)
+
+
+def refused_rerun(run: Path) -> Row:
+    """`search --set limit=100` over the run's finished search (another configuration): refused with
+    exit 2 before anything is written, so the run folder is byte-identical."""
+    before = tree_digest(run)
+    sets = [x for k, v in {**SETS, "limit": "100"}.items() for x in ("--set", f"{k}={v}")]
+    r = nes_cli("search", "--run", str(run), "--preset", "smoke", *sets)
+    unchanged = tree_digest(run) == before
+    loaded, total, stray = audit(run / "search", STEP["search"][1])
+    ok = r.returncode == 2 and unchanged and "Traceback" not in r.stderr
+    return Row("refused search rerun (limit=100)", 0, 0, loaded, total, None, stray, ok,
+               f"search exit {r.returncode}, folder {'byte-identical' if unchanged else 'CHANGED'}")
+
+
+def frozen_polled_by_cli(store: Store, run: Path, name: str = "f") -> Row:
+    """SIGSTOP a retrain worker; only fresh `jobs list` processes look (every 2 s, NES_STALE_SECONDS=5):
+    one of them must mark it failed and kill it; `jobs resume` from the CLI; wait."""
+    j = submit(store, run.name, "retrain", config_of("retrain", name))
+    until(lambda: store.job(j).step > store.job(j).total // EPOCHS)
+    old = next(p for p in jobs._children if p.pid == store.job(j).pid)
+    os.kill(old.pid, signal.SIGSTOP)
+    at_stop, polls = store.job(j).step, 0
+
+    def status() -> str:
+        nonlocal polls
+        polls += 1
+        r = nes_cli("jobs", "list", "--json", env={"NES_STALE_SECONDS": "5"})
+        if r.returncode != 0:
+            return f"jobs list exit {r.returncode}"
+        return next((row["status"] for row in json.loads(r.stdout or "[]") if row["id"] == j), "missing")
+
+    try:
+        seen = until(lambda: (s := status()) != "running" and s, timeout=180, poll=2.0)
+    except TimeoutError:
+        seen = "running"
+    if old.poll() is None:  # not killed by the reaping CLI: wake it so that the fence is what stops it
+        os.kill(old.pid, signal.SIGCONT)
+    code = old.wait(timeout=120)
+    redone = at_stop - checkpoint_steps(step_dir(run, "retrain", name))
+    resumed = nes_cli("jobs", "resume", str(j)).returncode == 0
+    wait(store, [j], poll=0.2)
+    ok = seen == "failed" and code == -signal.SIGKILL and resumed
+    return row_for("SIGSTOP, only `jobs list` polls", store, [j], step_dir(run, "retrain", name),
+                   STEP["retrain"][1], redone, ok, f"{seen} after {polls} CLI polls, old worker exit {code}")
+
+
+def same_name_runs(store: Store, home: str, n: int = 2) -> Row:
+    """`n` `run --run same --detach` started at one instant: one wins, the others are told it is taken."""
+    env = {**os.environ, "NES_HOME": home, "NES_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "nes", "run", "--preset", "smoke", "--dataset", "digits", "--run", "same",
+           "--members", "1", "--detach"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(n)]
+    outs = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    run = Path(home) / "same"
+    ids = [j.id for j in store.jobs() if Path(j.run_id) == run]
+    until(lambda: all(store.job(i).status in ("done", "failed", "cancelled") for i in ids), timeout=600, poll=0.5)
+    members = RunDir(run).list_members()
+    codes = sorted(code for code, _ in outs)
+    told = all("taken" in err and "locked" not in err for code, err in outs if code != 0)
+    ok = codes == [0] + [2] * (n - 1) and told and len(ids) == 5 and len(members) == 1
+    return row_for(f"{n} x run --run same at once", store, ids, run,
+                   ["ensemble.json", *(f"members/{m}/weights.safetensors" for m in members)], None, ok,
+                   f"exits {codes}, {len(ids)} jobs, {len(members)} member(s)")
+
+
 # ---------------------------------------------------------------------------------------------
 def print_table(rows: list[Row]) -> None:
     print(f"{'scenario':<36}{'jobs done':>10}{'artifacts load':>16}{'steps redone':>14}{'stray':>7}  ok  note")
@@ -242,8 +358,12 @@ def main() -> None:
         rows.append(sigstop(store, run, "z1", killable=True))
         rows.append(sigstop(store, run, "z2", killable=False))
         rows.append(kill_in_write(store, run))
+        rows.append(refused_rerun(run))
+        rows.append(frozen_polled_by_cli(store, run))
         rows.append(folder_deleted(store, json.loads((run / "search" / "genotype.json").read_text())["genotype"]))
         rows.append(two_pipelines(store, home))
+        rows.append(nan_member(Path(home) / "pipe0", home))
+        rows.append(same_name_runs(store, home))
         print_table(rows)
         print(f"({time.time() - t0:.0f} s, NES_MAX_WORKERS={os.environ['NES_MAX_WORKERS']})", file=sys.stderr)
 
