@@ -108,3 +108,17 @@ def test_ensemble_note_follows_the_numbers(tmp_path):
     assert "as good as the best member's or better" in better, f"better calibration not said: {better}"
     assert "worse" not in better, f"a better ensemble called worse: {better}"
     assert ensemble_note(SimpleNamespace(vs_best=None), tmp_path) is None, "one member: nothing to compare"
+
+
+@needs_demo
+def test_start_baseline_checks_its_budget_before_queueing(tmp_path, queued):
+    run = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, run)
+    view = RunView(run)
+    with pytest.raises(ValueError, match="--budget must be between --members"):
+        actions.start_baseline(Store(tmp_path / "home"), str(run), view, "nes-rs", 3, budget=1)
+    with pytest.raises(ValueError, match="--members must be between 1 and"):
+        actions.start_baseline(Store(tmp_path / "home"), str(run), view, "deepens", 1000)
+    assert queued == [], f"a refused baseline was queued: {queued}"
+    actions.start_baseline(Store(tmp_path / "home"), str(run), view, "nes-rs", 3, budget=6)
+    assert [q[2]["budget"] for q in queued] == [6], f"a good baseline was not queued as asked: {queued}"

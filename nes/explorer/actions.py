@@ -10,6 +10,7 @@ from typing import Sequence
 
 from ..config import HypernetConfig, SearchConfig, from_preset
 from ..layout import MemberRecord, check_name, member_name
+from ..method.baselines import check_baseline_args
 from ..runs.jobs import submit
 from ..runs.store import Store
 from .runview import RunView
@@ -96,6 +97,7 @@ def start_baseline(store: Store, run_id: str, view: RunView, method: str, member
     reg = method.split("-", 1)[1] if method.startswith("edgenes-") else None
     if reg is not None and reg not in view.regularizers():
         raise ValueError(f"{method} needs the {reg} hypernetwork: train it on the Hypernetwork page first")
+    check_baseline_args(method, int(members), int(budget) or None, view.star, 2, 4, 2)  # as the job would, before queueing
     cfg = {"method": method, "members": int(members), "seed": int(seed)}
     if budget:
         cfg["budget"] = int(budget)

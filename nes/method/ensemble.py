@@ -135,9 +135,14 @@ def _pair_mean(mat: torch.Tensor) -> float:
 
 
 def pairwise_disagreement(member_probs: torch.Tensor) -> torch.Tensor:
-    """[M, N, K] -> [M, M] float64: per member pair, the fraction of samples whose argmax differs."""
-    pred = _members(member_probs).argmax(2)  # [M, N]
-    return (pred[:, None, :] != pred[None, :, :]).to(torch.float64).mean(2)
+    """[M, N, K] -> [M, M] float64: per member pair, the fraction of samples whose argmax differs.
+
+    Counted through one-hot predictions [M, N, K] (agreements = onehot·onehotᵀ over N and K), so
+    memory grows as M·N·K, not as the M·M·N of comparing every pair on every sample."""
+    mp = _members(member_probs)
+    onehot = torch.nn.functional.one_hot(mp.argmax(2), mp.shape[2]).to(torch.float64)  # [M, N, K]
+    agree = torch.einsum("ink,jnk->ij", onehot, onehot) / mp.shape[1]  # [M, M]
+    return (1.0 - agree).clamp_min(0.0).fill_diagonal_(0.0)
 
 
 def disagreement(member_probs: torch.Tensor, labels: torch.Tensor | None = None) -> float:
