@@ -30,20 +30,39 @@ class ArtifactError(ValueError):
 
 
 _write_guard: Callable[[Path], None] | None = None
+_write_root: Path | None = None
 
 
-def set_write_guard(fn: Callable[[Path], None] | None) -> None:
+def set_write_guard(fn: Callable[[Path], None] | None, root: str | os.PathLike | None = None) -> None:
     """Install `fn(path)`, called before every atomic write creates anything and again just before its
-    rename; it raises to refuse the write (a job worker fences stale attempts and vanished run folders)."""
-    global _write_guard
-    _write_guard = fn
+    rename; it raises to refuse the write (a job worker fences stale attempts and vanished run folders).
+    `root`: the run folder the guard protects; writes below it create missing folders under it but
+    never the root itself, so a run folder deleted under a job stays deleted."""
+    global _write_guard, _write_root
+    _write_guard, _write_root = fn, (Path(os.path.abspath(root)) if root is not None else None)
+
+
+def _make_parent(folder: Path) -> None:
+    """Create `folder` (and missing parents), but below the guarded root only the part under it:
+    FileNotFoundError when the root is gone (a check-then-mkdir would re-create it)."""
+    folder = Path(os.path.abspath(folder))
+    if _write_root is None or not folder.is_relative_to(_write_root):
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    current = _write_root
+    for part in folder.relative_to(_write_root).parts:
+        current = current / part
+        try:
+            current.mkdir()
+        except FileExistsError:
+            pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     if _write_guard is not None:
         _write_guard(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

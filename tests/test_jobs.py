@@ -213,12 +213,7 @@ def test_corrupt_foreign_and_newer_databases(tmp_path):
     with pytest.raises(StoreError, match="not a usable NES database"):
         Store(corrupt)
     assert (corrupt / "nes.db").read_bytes() == before
-    foreign = tmp_path / "f"
-    foreign.mkdir()
-    con = sqlite3.connect(foreign / "nes.db")
-    con.execute("CREATE TABLE customers (id INTEGER)")
-    con.commit()
-    con.close()
+    foreign = _foreign_database(tmp_path / "f")
     with pytest.raises(StoreError, match="another program"):
         Store(foreign)
     newer = tmp_path / "n"
@@ -274,14 +269,19 @@ def test_a_worker_in_the_middle_of_exec_counts_as_alive():
     assert not pid_alive(other.pid)
 
 
-def test_a_refused_foreign_database_is_left_as_it_was(tmp_path):
-    """Refusing a database must not change it: no switch to WAL, no -wal/-shm files beside it."""
-    foreign = tmp_path / "f"
-    foreign.mkdir()
-    con = sqlite3.connect(foreign / "nes.db")
+def _foreign_database(folder):
+    """A folder holding nes.db that another program made (one table of its own)."""
+    folder.mkdir()
+    con = sqlite3.connect(folder / "nes.db")
     con.execute("CREATE TABLE customers (id INTEGER)")
     con.commit()
     con.close()
+    return folder
+
+
+def test_a_refused_foreign_database_is_left_as_it_was(tmp_path):
+    """Refusing a database must not change it: no switch to WAL, no -wal/-shm files beside it."""
+    foreign = _foreign_database(tmp_path / "f")
     before = (foreign / "nes.db").read_bytes()
     with pytest.raises(StoreError, match="another program"):
         Store(foreign)

@@ -349,3 +349,23 @@ def test_an_unknown_job_kind_fails_with_a_message(home):
         assert "KeyError" not in job.error, f"job {j} of kind 'bogus' fails as a KeyError: {job.error!r}"
         assert "'bogus'" in job.error, f"job {j}'s error does not name the kind 'bogus': {job.error!r}"
     assert "Traceback" not in r.stderr, f"the worker of an unknown kind printed a traceback:\n{r.stderr}"
+
+
+def test_a_guarded_write_never_recreates_its_deleted_run_folder(tmp_path):
+    """The guard's check and the write's mkdir are two steps: a run folder deleted between them must
+    stay deleted (it was re-created, and with a reused inode the deletion went unnoticed)."""
+    from nes.artifacts import atomic_write_bytes
+
+    run = tmp_path / "run"
+    (run / "members").mkdir(parents=True)
+    set_write_guard(lambda path: None, run)  # a guard that passes: the folder vanishes after it
+    try:
+        atomic_write_bytes(run / "members" / "m" / "probs" / "x.bin", b"ok")
+        assert (run / "members" / "m" / "probs" / "x.bin").read_bytes() == b"ok", "a write below the root failed"
+        shutil.rmtree(run)
+        with pytest.raises(FileNotFoundError):
+            atomic_write_bytes(run / "members" / "m" / "probs" / "y.bin", b"late")
+        assert not run.exists(), "a guarded write re-created the deleted run folder"
+        atomic_write_bytes(tmp_path / "elsewhere" / "z.bin", b"free")  # outside the root: parents as usual
+    finally:
+        set_write_guard(None)

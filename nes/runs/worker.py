@@ -122,7 +122,7 @@ def run_worker(job_id: int, store: Store | None = None, attempt: int | None = No
         configure_threads()
         remove_stale_temps(store, job_id)
         threading.Thread(target=_heartbeat, args=(store.home, job_id, attempt, stop), daemon=True).start()
-        set_write_guard(att.check_write)
+        set_write_guard(att.check_write, att.run)
         status, error, result = _execute(store.job(job_id), att)
         if not att.record(status=status, error=error, result=result, finished=time.time()):
             raise StaleAttempt(job_id, attempt)
