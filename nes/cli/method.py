@@ -111,6 +111,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if cal:
         print(f"temperature scaling (T fitted on the validation split): T {cal['temperature']:.3f}; test NLL "
               f"{ens['nll']:.4f} -> {cal['nll']:.4f}, ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f} (accuracy unchanged)")
+    led = out.get("ledger")
+    if led:
+        print(f"gain ledger (member strength - diversity): NLL {led['nll']:.4f} = {led['mean_member_nll']:.4f} - "
+              f"{led['diversity_nll']:.4f}; Brier {led['brier']:.4f} = {led['mean_member_brier']:.4f} - "
+              f"{led['diversity_brier']:.4f}; accuracy {led['accuracy']:.4f} vs mean member "
+              f"{led['mean_member_accuracy']:.4f}")
     for note in out.get("notes", []):
         print(f"note: {note}")
     return 0

@@ -24,6 +24,7 @@ from ..artifacts import ArtifactError, load_tensors
 from ..layout import RunDir
 from .ensemble import (calibrated_metrics, ensemble_metrics, greedy_selection, member_metrics, pairwise_disagreement,
                        predictive_js)
+from .ledger import ledger, ledger_difference
 from .stats import Difference, best_member_index, paired_difference
 
 Epochs = list[tuple[int, dict[str, torch.Tensor]]]
@@ -147,6 +148,7 @@ class EnsembleReport:
     vs_best: dict | None
     calibrated: dict | None
     notes: tuple[str, ...] = ()  # what could not be computed, or holds with a caveat, and why
+    ledger: dict[str, float] | None = None  # member strength vs diversity (`ledger.TERMS`)
 
     def gain(self, metric: str) -> Difference | None:
         """The ensemble's `metric` ("accuracy" or "nll") minus its best member's, with its interval."""
@@ -171,7 +173,7 @@ def score(members: MemberProbs, test: torch.Tensor | None = None, test_y: torch.
         calibrated, note = temperature(members, test, test_y)
         notes += [note] if note else []
     return EnsembleReport(members.names, split, int(test_y.shape[0]), metrics, per_member, vs_best, calibrated,
-                          tuple(notes))
+                          tuple(notes), ledger(test, test_y))
 
 
 def temperature(members: MemberProbs, test: torch.Tensor, test_y: torch.Tensor) -> tuple[dict | None, str | None]:
@@ -198,9 +200,19 @@ def vs_best_member(members: MemberProbs, test: torch.Tensor, test_y: torch.Tenso
 def compare(a: MemberProbs, b: MemberProbs) -> dict[str, Difference] | None:
     """{"accuracy", "nll"}: A's ensemble minus B's on the same test images, each with its paired
     bootstrap interval; None when the two were tested on different images."""
-    if a.test_y.shape != b.test_y.shape or not torch.equal(a.test_y, b.test_y):
+    if not _same_test_images(a, b):
         return None
     return paired_difference(a.test.mean(0), b.test.mean(0), a.test_y)
+
+
+def compare_ledger(a: MemberProbs, b: MemberProbs) -> dict[str, Difference] | None:
+    """A − B of every ledger term (member strength, diversity, the ensemble) on the same test
+    images, each with its paired bootstrap interval; None when the test images differ."""
+    return ledger_difference(a.test, b.test, a.test_y) if _same_test_images(a, b) else None
+
+
+def _same_test_images(a: MemberProbs, b: MemberProbs) -> bool:
+    return a.test_y.shape == b.test_y.shape and torch.equal(a.test_y, b.test_y)
 
 
 # ----------------------------------------------------------------------------- curves and matrices

@@ -23,7 +23,7 @@ _CHUNK = 250  # resamples drawn at once: bounds memory at _CHUNK × N indices
 class Difference:
     """A − B of one metric, with its paired bootstrap interval [lo, hi] at `level`."""
 
-    metric: str  # "accuracy" (points) or "nll" (nats)
+    metric: str  # "accuracy" (points), "nll" (nats), or a ledger term (`ledger.TERMS`)
     value: float
     lo: float
     hi: float
@@ -38,7 +38,7 @@ class Difference:
 
     def text(self) -> str:
         """E.g. "+0.42 pts (95% CI −0.31 to +1.10, within noise)"."""
-        fmt, unit = ("{:+.2f}", " pts") if self.metric == "accuracy" else ("{:+.4f}", "")
+        fmt, unit = ("{:+.2f}", " pts") if self.metric.endswith("accuracy") else ("{:+.4f}", "")
         tail = "within noise" if self.within_noise else "beyond noise"
         return (f"{fmt.format(self.value)}{unit} ({100 * self.level:.0f}% CI {fmt.format(self.lo)} to "
                 f"{fmt.format(self.hi)}, {tail})")
