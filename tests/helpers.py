@@ -65,3 +65,14 @@ def digits_members(run: Path, names, seed: int) -> Path:
     for i, name in enumerate(names):
         retrain(from_preset(TrainConfig, "smoke", {"seed": i}), random_genotype(layout, rng), run, name, "cpu")
     return run
+
+
+# -- synthetic predictors (tests/test_stats.py, tests/test_scoring.py) --------------------------------
+def predictor(y, correct, k: int = 10, conf: float = 0.8):
+    """[N, K] float64 probabilities whose top-1 is the label y [N] where `correct` [N], another class elsewhere."""
+    import torch
+
+    top = torch.where(correct, y, (y + 1) % k)
+    p = torch.full((y.shape[0], k), (1 - conf) / (k - 1), dtype=torch.float64)
+    p[torch.arange(y.shape[0]), top] = conf
+    return p

@@ -8,15 +8,8 @@ import torch
 from nes.artifacts import ArtifactError
 from nes.layout import RunDir
 from nes.method.ensemble import calibrated_metrics, ensemble_metrics
-from nes.method.scoring import MemberProbs, compare, live_ensemble, score
-
-
-def predictor(y: torch.Tensor, correct: torch.Tensor, k: int = 10, conf: float = 0.8) -> torch.Tensor:
-    """[N, K] probabilities whose top-1 is the label where `correct`, another class elsewhere."""
-    top = torch.where(correct, y, (y + 1) % k)
-    p = torch.full((y.shape[0], k), (1 - conf) / (k - 1), dtype=torch.float64)
-    p[torch.arange(y.shape[0]), top] = conf
-    return p
+from helpers import predictor
+from nes.method.scoring import MemberProbs, compare, compare_ledger, live_ensemble, score
 
 
 def _members(val: list[torch.Tensor], test: list[torch.Tensor], val_y, test_y, names=None) -> MemberProbs:
@@ -91,6 +84,9 @@ def test_compare_is_zero_against_itself_and_none_on_other_images():
         assert d.value == 0.0, f"{metric}: an ensemble differs from itself"
     other = _members(p, [q[:100] for q in p], y, y[:100])
     assert compare(a, other) is None, "ensembles on different test images were compared"
+    for term, d in compare_ledger(a, a).items():
+        assert d.value == 0.0, f"ledger term {term}: an ensemble differs from itself"
+    assert compare_ledger(a, other) is None, "ledgers on different test images were compared"
 
 
 def test_members_on_other_test_images_are_refused_by_name(run):

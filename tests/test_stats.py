@@ -7,16 +7,8 @@ import json
 import pytest
 import torch
 
+from helpers import predictor
 from nes.method.stats import Difference, bootstrap_mean, paired_difference
-
-
-def predictor(y: torch.Tensor, correct: torch.Tensor, k: int = 10, conf: float = 0.8) -> torch.Tensor:
-    """[N, K] probabilities whose top-1 is the label where `correct`, another class elsewhere."""
-    n = y.shape[0]
-    top = torch.where(correct, y, (y + 1) % k)
-    p = torch.full((n, k), (1 - conf) / (k - 1), dtype=torch.float64)
-    p[torch.arange(n), top] = conf
-    return p
 
 
 def test_identical_predictors_give_zero_inside_the_interval():
