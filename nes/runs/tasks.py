@@ -19,6 +19,7 @@ from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hyperne
 from ..method.loop import Progress
 from ..method.space import Genotype, unused_cells
 from ..method.scoring import MemberProbs, score
+from ..method.shift import DEFAULT_IMAGES, ShiftSettings, report_path, shift_difference, shift_report
 from ..method.train import retrain
 
 Task = Callable[[Path, dict, "Progress | None", "str | None"], dict]
@@ -182,6 +183,50 @@ def baseline_task(run: Path, config: dict, progress: Progress | None = None, dev
             "total_seconds": rec["costs"]["total_seconds"], "warnings": rec.get("warnings", [])}
 
 
+def shift_sets(run: Path, config: dict) -> list[tuple[str, Path, list[str]]]:
+    """(label, run folder, member names) of every member set a shift job scores: the run's own
+    ensemble ("ensemble": `members`, default every finished member) and, with `baselines`, each
+    baseline record's ensemble ("<method>_s<seed>")."""
+    rd = RunDir(run)
+    names = list(config.get("members") or rd.finished_members())
+    custom = bool(config.get("members"))
+    sets = [("ensemble-" + "-".join(names)[:40] if custom else "ensemble", rd.path, names)] if names else []
+    if config.get("baselines"):
+        for rec in rd.baseline_records():
+            sets.append((f"{rec['method']}_s{rec['seed']}", rd.baseline(rec["method"], int(rec["seed"])).path,
+                         list(rec["members"])))
+    if not sets:
+        raise ArtifactError(f"{run}: no finished members to shift; retrain members (or run a baseline) first")
+    return sets
+
+
+def shift_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
+    """Every member set (`shift_sets`) on the test corruptions → RUN/shift/<label>.json, each with
+    its difference to the `reference` set ("deepens_s0" when there is one) per severity."""
+    images, seed = config.get("images"), config.get("seed")
+    settings = ShiftSettings(DEFAULT_IMAGES if images is None else int(images), 0 if seed is None else int(seed),
+                             config.get("select") or "clean").check()
+    sets = shift_sets(run, config)
+    total, done = sum(len(n) for _, _, n in sets), [0]
+
+    def tick(text: str) -> None:
+        if progress is not None:
+            progress(done[0], total, {"shift": text})
+        done[0] += text.startswith("test:")
+    results = {label: shift_report(d, names, settings, run, device, tick) for label, d, names in sets}
+    ref = config.get("reference") or next((k for k in results if k.startswith("deepens_s")), None)
+    for label, (rep, sp) in results.items():
+        rep["label"] = label
+        if ref in results and label != ref:
+            try:
+                rep["vs"] = {"reference": ref, "by_severity": shift_difference(sp, results[ref][1])}
+            except ArtifactError as e:
+                rep["vs"] = {"reference": ref, "error": str(e)}
+        if config.get("write", True):
+            write_json(report_path(run, label), rep)
+    return {"reports": {label: rep for label, (rep, _) in results.items()}, "reference": ref}
+
+
 TASKS: dict[str, Task] = {
     "search": search_task,
     "hypernet": hypernet_task,
@@ -189,5 +234,6 @@ TASKS: dict[str, Task] = {
     "sample": sample_task,
     "retrain": retrain_task,
     "evaluate": evaluate_task,
+    "shift": shift_task,
     "baseline": baseline_task,
 }
