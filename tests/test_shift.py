@@ -139,3 +139,20 @@ def test_bad_shift_settings_exit_2_and_write_nothing(shifted):
     assert r.returncode == 2, f"--images 0 exited {r.returncode}: {r.stderr[-300:]}"
     assert "--images" in r.stderr, f"the message does not name the setting: {r.stderr[-300:]}"
     assert sorted(p.name for p in (run / "shift").glob("*.json")) == before, "a refused shift changed the reports"
+
+
+def test_an_export_records_the_ensembles_shift_metrics(shifted, tmp_path):
+    from nes.export.write import export_ensemble
+    from nes.runs.tasks import shift_task
+
+    run, _, _ = shifted
+    report = shift_task(run, {"images": 64})["reports"]["ensemble"]
+    export_ensemble(run, ["m0", "m1"], tmp_path / "bundle", verify=False)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    shift = manifest["ensemble"].get("shift")
+    assert shift is not None, "the manifest has no shift metrics although the run has a shift report of its members"
+    assert [r["severity"] for r in shift["by_severity"]] == [0, 1, 2, 3, 4, 5], "the manifest's severities"
+    assert shift["by_severity"][5]["nll"] == pytest.approx(report["by_severity"][5]["nll"]), \
+        "the manifest's severity-5 NLL is not the shift report's"
+    card = (tmp_path / "bundle" / "README.md").read_text()
+    assert "Under dataset shift" in card, "the model card does not show the shift metrics"

@@ -81,6 +81,20 @@ def _calibration_line(ens: dict[str, Any]) -> str:
             f"to the ensemble's probabilities p.{caveat}\n")
 
 
+def _shift_lines(ens: dict[str, Any]) -> str:
+    """The ensemble under dataset shift, per severity ("" when the run had no shift report)."""
+    sh = ens.get("shift")
+    if not isinstance(sh, dict) or not isinstance(sh.get("by_severity"), list):
+        return ""
+    rows = "\n".join(f"| {r.get('severity')} | {pct(r.get('accuracy'))} | {num(r.get('nll'))} | {num(r.get('ece'))} | "
+                     f"{num(r.get('ece_calibrated'))} | {num(r.get('diversity_nll'))} |"
+                     for r in sh["by_severity"] if isinstance(r, dict))
+    return (f"\n## Under dataset shift\nThe test images corrupted by {_cell(', '.join(map(str, sh.get('corruptions', []))))} "
+            f"at severities 1–5 ({sh.get('images_per_condition')} images per corruption and severity; 0 = the same "
+            f"images clean). T fitted on {sh.get('select')} validation.\n\n| severity | accuracy | NLL | ECE | ECE after T "
+            f"| diversity D |\n|---|---|---|---|---|---|\n{rows}\n")
+
+
 def model_card(man: dict[str, Any]) -> str:
     """README.md of a bundle from its manifest (a text template; the tables are built above)."""
     ds, ens = man["dataset"], man.get("ensemble", {})
@@ -124,7 +138,7 @@ metrics below are on {ens.get('test_images', '?')} held-out test images ({ens.ge
 Ensemble: accuracy **{pct(met.get('accuracy'))}**, NLL {num(met.get('nll'))}, ECE {num(met.get('ece'))},
 Brier {num(met.get('brier'))}, mean member accuracy {pct(met.get('member_accuracy'))},
 disagreement {num(met.get('disagreement'))}, predictive JS {num(met.get('predictive_js'))}.
-{_gain_line(ens)}{_calibration_line(ens)}
+{_gain_line(ens)}{_calibration_line(ens)}{_shift_lines(ens)}
 `manifest.json` also holds the pairwise architecture-JS and predictive-JS matrices.
 
 ## Limitations

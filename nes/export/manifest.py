@@ -245,6 +245,9 @@ def check_manifest(manifest: Any) -> dict:
             wrong.append("dataset.preprocess.image_size (larger than the padded image)")
     wrong += [w for i, m in enumerate(members) for w in _broken(_member_rules(i, m))]
     wrong += _broken(_calibration_rules(manifest.get("ensemble")))
+    shift = manifest["ensemble"].get("shift") if isinstance(manifest.get("ensemble"), dict) else None
+    wrong += _broken([("ensemble.shift", shift, lambda v: v is None or isinstance(v, dict) and isinstance(
+        v.get("by_severity"), list), "an object with a by_severity list, or null")])
     nan = _non_finite(manifest)
     if nan:
         wrong.append(f"{nan} (must be a finite number; is NaN or infinite)")

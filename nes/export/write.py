@@ -32,6 +32,7 @@ from ..method.ensemble import predictive_js
 from ..method.network import Network
 from ..method.space import Genotype
 from ..method.scoring import MemberProbs, score
+from ..method.shift import shift_summary
 from .bundle import bundle_problem, load_ensemble
 from .manifest import SCHEMA, SCHEMA_VERSION, BundleError, model_sha256, sha256
 from .card import model_card
@@ -188,7 +189,8 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "members": rows,
         "ensemble": {"split": "test", "test_images": report.images,
                      "metrics": {k: float(v) for k, v in report.metrics.items()},
-                     "vs_best_member": report.vs_best, "calibrated": report.calibrated},
+                     "vs_best_member": report.vs_best, "calibrated": report.calibrated,
+                     "shift": shift_summary(run.path, names)},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
                       "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(probs.test).tolist()]},

@@ -104,7 +104,7 @@ def member_network(d: MemberDir, cfg: TrainConfig, info: DatasetInfo, device: to
     return net.to(memory_format=torch.channels_last) if use_channels_last(device) else net
 
 
-def _split_images(cfg: TrainConfig, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+def split_images(cfg: TrainConfig, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """The members' `split` images ("test", or "val": their validation split) → the first n of a
     seeded shuffle: uint8 [n, C, H, W], labels [n], the dataset's info with the members' crop."""
     ds = load_dataset(cfg.dataset, cfg.data_dir, "cpu", cfg.limit, cfg.test_limit, download=False)
@@ -121,7 +121,7 @@ def shifted_images(root: RunDir, cfg: TrainConfig, settings: ShiftSettings, spli
                    ) -> tuple[Conditions, torch.Tensor, DatasetInfo]:
     """Every condition of `split` ("test": the test corruptions; "val": the validation ones) as
     uint8 images, their labels and the dataset info; cached in ROOT/shift/images/."""
-    x, y, info = _split_images(cfg, split, settings.images, settings.seed)
+    x, y, info = split_images(cfg, split, settings.images, settings.seed)
     path = root.path / "shift" / "images" / f"{settings.key(split, cfg)}.safetensors"
     want = [condition(c, s) for c, s in conditions(TEST_CORRUPTIONS if split == "test" else VAL_CORRUPTIONS)]
     if path.exists():
@@ -279,3 +279,20 @@ def load_reports(run_dir: str | Path) -> dict[str, dict]:
         if rep.get("kind") == "shift" and isinstance(rep.get("by_severity"), list):
             out[p.stem] = rep
     return out
+
+
+SUMMARY_KEYS = ("accuracy", "nll", "ece", "brier", "mean_member_nll", "diversity_nll")
+
+
+def shift_summary(run_dir: str | Path, names: list[str] | tuple[str, ...]) -> dict | None:
+    """The saved shift report of exactly the members NAMES, per severity (test corruptions pooled):
+    what an export manifest records; None when no report covers this member set."""
+    for label, rep in load_reports(run_dir).items():
+        if sorted(rep.get("members", [])) != sorted(names):
+            continue
+        rows = [{"severity": int(r["severity"]), **{k: float(r[k]) for k in SUMMARY_KEYS},
+                 "ece_calibrated": float(r["calibrated"]["ece"]) if r.get("calibrated") else None}
+                for r in rep["by_severity"]]
+        return {"report": label, "images_per_condition": int(rep["images"]), "select": rep.get("select"),
+                "corruptions": list(rep.get("corruptions", {}).get("test", [])), "by_severity": rows}
+    return None
