@@ -8,6 +8,7 @@ Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
     python benchmarks/compare.py --dataset fashion-mnist --preset quick --seeds 3
     python benchmarks/compare.py --dataset digits --preset smoke --seeds 2      # minutes: a dry run
 
+The report ends with each method's verdict against DeepEns in words (equal members, equal cost).
 Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best member (by validation NLL), points>
 edges_vs_deepens_pts=<EdgeNES(edges) − DeepEns, points>; the report gives each with its paired bootstrap interval;
 edges_search_cost_vs_darts=<its search cost / the DARTS ensemble's> (plus the mean accuracies).
@@ -57,6 +58,10 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
     diffs = {d["method"]: d for d in method_differences(run, list(out.values()), "deepens")}
     for method, d in diffs.items():
         out[method]["vs_deepens"] = d
+    from nes.explorer.verdict import verdicts
+    for v in verdicts(run, "deepens"):  # equal members (with the gain ledger) and equal cost, in words
+        if v["method"] in out:
+            out[v["method"]]["verdict"] = v
     dee = out["deepens"]
     first = dee["members"][0]  # a single α* member is DeepEns' first member: same training, no extra cost
     single_cost = dee["costs"]["search_seconds"] + dee["costs"]["train"][first]
@@ -64,6 +69,18 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
                      "costs": {"search_seconds": dee["costs"]["search_seconds"], "total_seconds": single_cost},
                      "by_size": dee["by_size"][:1], "members": [first]}
     return out
+
+
+def verdict_section(per_seed: list[dict[str, dict]]) -> list[str]:
+    """The report's last lines: per seed, each method's verdict against DeepEns in words
+    (`nes.explorer.verdict`: at equal members with the gain ledger, and at equal cost)."""
+    from nes.explorer.verdict import report_lines
+
+    lines = ["", "Verdicts against DeepEns of the same seed (at equal members, then at equal cost; *within noise* "
+             "where the 95 % interval holds 0):"]
+    for s, r in enumerate(per_seed):
+        lines += report_lines([r[m]["verdict"] for m in ORDER if "verdict" in r.get(m, {})], f"seed {s}: ")
+    return lines
 
 
 def main() -> None:
@@ -149,6 +166,7 @@ def main() -> None:
               f"- search cost ≤ 60 % of the DARTS ensemble's: {100 * ratio:.0f} % → {ok(ratio <= 0.6)}; "
               f"the DARTS ensemble pays {per_member:.0f} s of search per member, EdgeNES {edges_search:.0f} s once "
               f"(search + hypernetwork) for any M, so it is ≤ 60 % from M ≥ {breakeven:.1f} members."]
+    lines += verdict_section(per_seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"compare_{a.dataset}_{a.preset}_m{a.members}_s{a.seeds}"

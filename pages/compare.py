@@ -1,7 +1,7 @@
 """Compare: EdgeNES ensembles against the baselines a user would otherwise run."""
 import streamlit as st
 
-from nes.explorer import viz
+from nes.explorer import verdict, viz
 from nes.explorer.actions import start_baseline
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
@@ -23,8 +23,10 @@ architectures differs:
 - **EdgeNES (js / edges)**: a pool of α(λ) members on a λ grid, forward selection of M.
 
 **Cost** is training device-seconds: searches and hypernetwork training, plus every member
-trained (the NES methods pay for their whole pool). **What to look at:** does EdgeNES reach the
-accuracy and NLL of the other ensembles at a fraction of the DARTS ensemble's search cost?""")
+trained (the NES methods pay for their whole pool). This run's own EdgeNES ensemble (its finished
+members, α\* included) is listed beside the baselines, and every method gets a verdict against a
+reference at equal members and at equal cost. **What to look at:** does EdgeNES reach the accuracy
+and NLL of the other ensembles at a fraction of the DARTS ensemble's search cost?""")
 
 run_id = selected_run()
 view = load_view(run_id)
@@ -52,45 +54,67 @@ if go:
 
 
 def differences_table(records: list[dict]) -> None:
-    """Each method against a reference method of the same seed, with its 95 % interval."""
+    """Each method against a reference method of the same seed: the paired differences with their
+    95 % intervals, the gain ledger's terms, and the verdict at equal members and at equal cost."""
     methods = sorted({r["method"] for r in records})
     if len(methods) < 2:
         return
     ref = st.selectbox("Compare against", methods, index=methods.index("deepens") if "deepens" in methods else 0,
                        help="Each method's ensemble minus this method's ensemble of the same seed, on the same "
                             "test images.")
-    diffs = load_view(run_id).method_differences(ref)
-    if not diffs:
+    found = verdict.verdicts(run_id, ref)
+    if not found:
         st.caption(f"No method shares a seed and test images with {ref}.")
         return
-    st.dataframe([{"method": d["method"], "seed": d["seed"], f"Δ accuracy vs {ref}": Difference.from_dict(d["accuracy"]).text(),
-                   f"Δ NLL vs {ref}": Difference.from_dict(d["nll"]).text()} for d in diffs],
-                 hide_index=True, width="stretch")
-    n = Difference.from_dict(diffs[0]["accuracy"]).n
-    st.caption(f"Paired bootstrap 95 % intervals over the {n} test images (accuracy in points; NLL lower is better). "
-               "*Within noise*: the interval contains 0, so this test set cannot tell the two methods apart. "
-               "Over several seeds, also look at the spread of the rows above.")
+    st.dataframe([verdict_row(v, ref) for v in found], hide_index=True, width="stretch")
+    n = Difference.from_dict(found[0]["equal_members"]["accuracy"]).n
+    st.caption(f"Paired bootstrap 95 % intervals over the {n} test images, at equal members (the first m of each "
+               "ensemble; accuracy in points; NLL lower is better). *Within noise*: the interval contains 0, so "
+               "this test set cannot tell the two methods apart. The NLL difference splits exactly into member "
+               "strength (mean member NLL) minus diversity (the Jensen gap). Over several seeds, also look at "
+               "the spread of the rows above.")
+    st.markdown("**Verdicts** (at equal members, and at equal cost)")
+    for v in found:
+        st.markdown(f"- **{verdict.label(v['method'])}** (seed {v['seed']}) vs {verdict.label(ref)}: "
+                    + " ".join(v["sentences"]))
+
+
+def verdict_row(v: dict, ref: str) -> dict:
+    same, led = v["equal_members"], v["equal_members"]["ledger"]
+    text = lambda d: Difference.from_dict(d).text()  # noqa: E731
+    return {"method": v["method"], "seed": v["seed"], "members": " vs ".join(map(str, same["members"])),
+            f"Δ accuracy vs {ref}": text(same["accuracy"]), f"Δ NLL vs {ref}": text(same["nll"]),
+            "Δ member strength (mean member NLL)": text(led["mean_member_nll"]),
+            "Δ diversity (Jensen gap)": text(led["diversity_nll"])}
+
+
+def record_row(r: dict) -> dict:
+    e, b = r["ensemble"], r["budget"]
+    return {"method": r["method"], "seed": r["seed"], "members": len(r["members"]),
+            "accuracy %": round(100 * e.get("accuracy", float("nan")), 2), "NLL": round(e.get("nll", float("nan")), 4),
+            "ECE": round(e.get("ece", float("nan")), 4), "disagreement": round(e.get("disagreement", float("nan")), 3),
+            "networks trained": b["networks"]["total"], "hypernetworks": b["networks"]["hypernetworks"],
+            "search s": round(b["seconds"]["search"], 1), "hypernetwork s": round(b["seconds"]["hypernetwork"], 1),
+            "members s": round(b["seconds"]["members"], 1), "device-seconds": round(b["seconds"]["total"], 1)}
 
 
 def compare_panel() -> None:
     jobs_table(run_id, ("baseline",), limit=6)
-    records = load_view(run_id).baselines()
+    records = verdict.records(run_id)
     if not records:
         st.info("No finished method on this run yet. Start one above (DeepEns is the cheapest), or run "
                 "`python benchmarks/compare.py` for the full comparison over seeds.")
         return
-    rows = [{"method": r["method"], "seed": r["seed"], "members": len(r["members"]),
-             "accuracy %": round(100 * r["ensemble"].get("accuracy", float("nan")), 2),
-             "NLL": round(r["ensemble"].get("nll", float("nan")), 4), "ECE": round(r["ensemble"].get("ece", float("nan")), 4),
-             "disagreement": round(r["ensemble"].get("disagreement", float("nan")), 3),
-             "search cost s": round(r["costs"]["search_seconds"], 1), "total cost s": round(r["costs"]["total_seconds"], 1)}
-            for r in records]
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe([record_row(r) for r in records], hide_index=True, width="stretch")
+    st.caption(f"`{verdict.OWN}`: this run's own ensemble (its finished members, α\\* included). Networks trained: "
+               "members (whole pools included) plus searches; hypernetworks apart. Device-seconds: search + "
+               "hypernetwork + members, as the training loops recorded them.")
     over_seeds = viz.seed_summary(records)
     if over_seeds:
         st.markdown("**Over seeds** (mean ± std of the seeds' ensembles)")
         st.dataframe(over_seeds, hide_index=True, width="stretch")
-    differences_table(records)
+    with friendly("compare the methods"):
+        differences_table(records)
     by_method: dict[str, list] = {}
     for r in records:
         by_method.setdefault(r["method"], []).append(r)

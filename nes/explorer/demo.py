@@ -24,6 +24,7 @@ from ..method.baselines import run_baseline
 from ..method.scoring import MemberProbs, compare, score
 from ..runs.store import Store, StoreError
 from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
+from .verdict import budget_verdict, own_record, record_probs
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
 DEMO_RUN = "demo"
@@ -85,7 +86,9 @@ def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, devic
 
 def _results(run: Path, members: int) -> dict:
     """What the demo shows, measured: each ensemble against its best member and EdgeNES against
-    DeepEns of the same size and seeds, with paired bootstrap 95 % intervals over the test images."""
+    DeepEns of the same size and seeds, with paired bootstrap 95 % intervals over the test images;
+    and the budget verdict (`verdict.budget_verdict`: at equal members, with the gain ledger, and
+    at equal cost, in numbers and in words)."""
     rd = RunDir(run)
     dee = rd.baseline("deepens", 0)
     ens = MemberProbs.load(run, rd.list_members())
@@ -97,7 +100,26 @@ def _results(run: Path, members: int) -> dict:
     diff = compare(ens, ref)
     if diff is not None:
         out["edgenes_vs_deepens"] = {k: v.to_dict() for k, v in diff.items()}
+    own = own_record(run)
+    if own is not None and dee.baseline_json.exists():
+        dee_rec = read_json(dee.baseline_json, dict, "the DeepEns baseline's record")
+        found = budget_verdict(own, dee_rec, record_probs(run, own), record_probs(run, dee_rec))
+        if found is not None:
+            out["verdict"] = found
     return out
+
+
+def recompute_results(out: str | Path | None = None, members: int = DEMO_MEMBERS,
+                      keys: tuple[str, ...] = ("verdict",)) -> dict:
+    """Measure an existing demo folder's results again (no training: from the saved probabilities)
+    and write the results named in `keys` into its demo.json; every other key of the record and of
+    its results stays as it was (results another step added included). Returns the new results."""
+    rd = RunDir(Path(out or demo_dir()))
+    record = read_json(rd.demo_json, dict, "how the demo was made")
+    fresh = _results(rd.path, members)
+    results = {**(record.get("results") or {}), **{k: fresh[k] for k in keys if k in fresh}}
+    write_json(rd.demo_json, {**record, "results": results})
+    return results
 
 
 def _replace_folder(staged: Path, out: Path) -> None:

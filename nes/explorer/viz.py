@@ -309,17 +309,33 @@ def compare_figures(results: Mapping[str, Sequence[Mapping]]) -> dict[str, go.Fi
         fig.update_layout(**_LAYOUT, height=320, title=f"ensemble {name} vs ensemble size",
                           xaxis=dict(title="members", dtick=1), yaxis=dict(title=name), legend=dict(orientation="h", y=-0.3))
         figs[f"{metric}_vs_size"] = fig
-    fig = go.Figure()
-    for label, recs in results.items():
-        if recs:
-            fig.add_trace(go.Scatter(x=[mean([r["costs"]["total_seconds"] for r in recs])],
-                                     y=[mean([r["ensemble"]["accuracy"] for r in recs])], name=label,
-                                     mode="markers+text", text=[label], textposition="top center",
-                                     marker=dict(size=12)))
-    fig.update_layout(**_LAYOUT, height=360, title="accuracy vs cost (training device-seconds, search included)",
-                      xaxis=dict(title="total cost, s"), yaxis=dict(title="ensemble accuracy"), showlegend=False)
-    figs["accuracy_vs_cost"] = fig
+    figs["accuracy_vs_cost"] = cost_figure({label: (mean([r["costs"]["total_seconds"] for r in recs]),
+                                                    mean([r["ensemble"]["accuracy"] for r in recs]))
+                                            for label, recs in results.items() if recs})
     return figs
+
+
+def cost_figure(points: Mapping[str, tuple[float, float]]) -> go.Figure:
+    """Ensemble accuracy against total cost, one labelled point per method ({label: (seconds,
+    accuracy)}). The cost axis starts at 0 (so cost ratios read off it) and the accuracy axis spans
+    the points with a margin of at least half a point: one point, or two close ones, never sit on
+    an axis of the wrong scale."""
+    fig = go.Figure()
+    for label, (cost, acc) in points.items():
+        fig.add_trace(go.Scatter(x=[cost], y=[acc], name=label, mode="markers+text", text=[label],
+                                 textposition="top center", marker=dict(size=12),
+                                 hovertemplate=f"{label}<br>%{{x:.0f}} s<br>accuracy %{{y:.2%}}<extra></extra>"))
+    xaxis, yaxis = dict(title="total cost, device-seconds"), dict(title="ensemble accuracy", tickformat=".1%")
+    costs = [c for c, _ in points.values() if math.isfinite(c)]
+    accs = [a for _, a in points.values() if math.isfinite(a)]
+    if costs and max(costs) > 0:
+        xaxis["range"] = [0.0, 1.15 * max(costs)]
+    if accs:
+        pad = max(0.005, 0.25 * (max(accs) - min(accs)))
+        yaxis["range"] = [min(accs) - pad, max(accs) + 1.5 * pad]  # room for the labels above the points
+    fig.update_layout(**_LAYOUT, height=360, title="accuracy vs cost (training device-seconds, search included)",
+                      xaxis=xaxis, yaxis=yaxis, showlegend=False)
+    return fig
 
 
 def seed_summary(records: Sequence[Mapping]) -> list[dict[str, Any]]:
