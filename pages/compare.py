@@ -1,8 +1,8 @@
 """Compare: EdgeNES ensembles against the baselines a user would otherwise run."""
 import streamlit as st
 
-from nes.explorer import verdict, viz
-from nes.explorer.actions import start_baseline
+from nes.explorer import shiftview, verdict, viz
+from nes.explorer.actions import start_baseline, start_shift
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
@@ -129,3 +129,41 @@ def compare_panel() -> None:
 
 with friendly("show the comparison"):
     live(compare_panel, ("baseline",), "show the comparison")
+
+
+def shift_panel() -> None:
+    """Each method's ensemble per severity of the test corruptions, with the gain ledger."""
+    st.subheader("Under dataset shift")
+    found = shiftview.reports(run_id)
+    levels = shiftview.severities(found)
+    if not levels:
+        st.info("No shift evaluation on this run yet: start one below, or run "
+                f"`python -m nes shift --run {run_id} --baselines`.")
+        return
+    first = next(iter(found.values()))
+    severity = st.select_slider("Severity", options=levels, value=levels[-1], key="shift_severity",
+                                help="0: the test images clean; 1–5: the eight test corruptions at that severity, "
+                                     "pooled. The corruptions that choose the best member and T never test.")
+    st.dataframe(shiftview.severity_rows(found, severity), hide_index=True, width="stretch")
+    st.caption(f"{first['images']} test images per corruption and severity ({', '.join(first['corruptions']['test'])}); "
+               f"best member and temperature T chosen on {first['select']} validation. NLL = mean member NLL − "
+               "diversity D, exactly, so a lower NLL comes from stronger members, more diversity, or both.")
+    diffs = shiftview.difference_rows(found, severity)
+    if diffs:
+        st.dataframe(diffs, hide_index=True, width="stretch")
+        for rep in found.values():
+            text = shiftview.sentence(rep, severity)
+            if text:
+                st.markdown(f"- {text}")
+
+
+with friendly("show the shift evaluation"):
+    shift_panel()
+with st.form("new_shift"):
+    select = st.radio("Choose the best member and T on", ["clean", "shifted"], horizontal=True,
+                      help="clean: the clean validation split (default); shifted: that split under the validation "
+                           "corruptions, which never test. The same for every method.")
+    if st.form_submit_button("Evaluate under shift (every method of this run)"):
+        with friendly("start the shift evaluation"):
+            job = start_shift(store(), run_id, view, select)
+            st.success(f"Job #{job} queued: every ensemble of this run under 8 corruptions × 5 severities.")

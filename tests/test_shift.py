@@ -156,3 +156,30 @@ def test_an_export_records_the_ensembles_shift_metrics(shifted, tmp_path):
         "the manifest's severity-5 NLL is not the shift report's"
     card = (tmp_path / "bundle" / "README.md").read_text()
     assert "Under dataset shift" in card, "the model card does not show the shift metrics"
+
+
+def test_compare_page_severity_slider_shows_each_ensemble_at_that_severity(home):
+    from streamlit.testing.v1 import AppTest
+
+    from helpers import ROOT
+
+    at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    slider = next((s for s in at.select_slider if s.label == "Severity"), None)
+    assert slider is not None, "the Compare page has no severity slider for the demo's shift reports"
+    assert list(slider.options) == ["0", "1", "2", "3", "4", "5"], f"severities offered: {slider.options}"
+
+    def shift_table():
+        tables = [t.value for t in at.dataframe if "diversity D" in t.value.columns]
+        assert tables, "no table with the diversity term under the slider"
+        return tables[0]
+    worst = shift_table()
+    assert set(worst["method"]) == {"EdgeNES (this run)", "DeepEns"}, f"methods under shift: {list(worst['method'])}"
+    slider.set_value(0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    clean = shift_table()
+    assert (clean["NLL"] < worst["NLL"]).all(), "the clean NLL is not below severity 5's: the slider changed nothing"
+    said = " ".join(m.value for m in at.markdown)
+    assert "On the clean images" in said, "the verdict sentence does not follow the slider to severity 0"

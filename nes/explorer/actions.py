@@ -11,6 +11,7 @@ from typing import Sequence
 from ..config import HypernetConfig, SearchConfig, from_preset
 from ..layout import MemberRecord, check_name, member_name
 from ..method.baselines import check_baseline_args
+from ..method.shift import SELECT
 from ..runs.jobs import submit
 from ..runs.store import Store
 from .runview import RunView
@@ -102,3 +103,12 @@ def start_baseline(store: Store, run_id: str, view: RunView, method: str, member
     if budget:
         cfg["budget"] = int(budget)
     return submit(store, run_id, "baseline", cfg)
+
+
+def start_shift(store: Store, run_id: str, view: RunView, select: str = "clean") -> int:
+    """Queue the shift evaluation of the run's ensemble and every baseline (`nes shift --baselines`)."""
+    if select not in SELECT:
+        raise ValueError(f"selection protocol must be one of {', '.join(SELECT)}, got {select!r}")
+    if len(view.finished_members()) < 1 and not view.baselines():
+        raise ValueError("this run has no finished member or baseline to evaluate under shift yet")
+    return submit(store, run_id, "shift", {"baselines": True, "select": select})

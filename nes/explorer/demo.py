@@ -23,7 +23,8 @@ from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
 from ..method.scoring import MemberProbs, compare, score
 from ..runs.store import Store, StoreError
-from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task
+from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task, shift_task
+from .shiftview import reports, summary
 from .verdict import budget_verdict, own_record, record_probs
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"  # the bundled demo (NES_DEMO_DIR overrides)
@@ -31,6 +32,14 @@ DEMO_RUN = "demo"
 MAX_BYTES = 10 * 1024 * 1024
 DEMO_MEMBERS = 5  # EdgeNES members (α* and 4 spread over the diversity axis); DeepEns has as many
 _SKIP = {"checkpoint.safetensors", "logs"}
+
+
+def _skipped(folder: str, names: list[str]) -> list[str]:
+    """What a copy of the demo leaves out: checkpoints, logs, hidden files and the shift caches
+    (RUN/shift/images/, MEMBER/shift/: regenerated on demand; the reports are kept)."""
+    d = Path(folder)
+    return [n for n in names if n in _SKIP or n.startswith(".") or (n == "images" and d.name == "shift")
+            or (n == "shift" and d.parent.name == "members")]
 
 
 def dataset_available(name: str = "fashion-mnist", data_dir: str | None = None) -> bool:
@@ -62,33 +71,36 @@ def _demo_sets(preset: str, data_dir: str | None, log: Callable[[str], None]) ->
 def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, device: str | None,
                   log: Callable[[str], None]) -> None:
     """The demo's steps, in `run`: search, both hypernetworks, samples, members, ensemble, DeepEns."""
-    log(f"1/6 DARTS search ({preset} preset)")
+    log(f"1/7 DARTS search ({preset} preset)")
     search_task(run, {"preset": preset, "set": search_sets}, None, device)
     for reg in ("edges", "js-target", "js"):
-        log(f"2/6 hypernetwork, {reg} regularizer")
+        log(f"2/7 hypernetwork, {reg} regularizer")
         hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
-    log("3/6 picking the members from α(λ) (architectures alone: spread over the diversity axis)")
+    log("3/7 picking the members from α(λ) (architectures alone: spread over the diversity axis)")
     picked = sample_task(run, {"regularizer": "edges", "members": members, "preset": preset}, None, device)
     if picked.get("warning"):
         log(f"warning: {picked['warning']}")
     chosen = read_json(RunDir(run).samples_json, dict, "the sampled architectures")["samples"][1:]  # the first is the α* end
     lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
-    log(f"4/6 retraining α* and the members at λ = {lams}")
+    log(f"4/7 retraining α* and the members at λ = {lams}")
     retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)
     for i, s in enumerate(chosen, start=1):  # member i → seed i, as DeepEns's members below
         retrain_task(run, {"name": member_name("edges", s["lam"], i), "lam": s["lam"], "regularizer": "edges",
                            "genotype": s["genotype"], "preset": preset, "seed": i}, None, device)
-    log("5/6 ensemble metrics")
+    log("5/7 ensemble metrics")
     evaluate_task(run, {}, None, device)
-    log("6/6 DeepEns baseline (α* with seeds), for the Compare page")
+    log("6/7 DeepEns baseline (α* with seeds), for the Compare page")
     run_baseline(run, "deepens", members, preset=preset, device=device)
+    log("7/7 both ensembles under dataset shift (8 corruptions × severities 1–5)")
+    shift_task(run, {"baselines": True}, None, device)
 
 
 def _results(run: Path, members: int) -> dict:
     """What the demo shows, measured: each ensemble against its best member and EdgeNES against
     DeepEns of the same size and seeds, with paired bootstrap 95 % intervals over the test images;
-    and the budget verdict (`verdict.budget_verdict`: at equal members, with the gain ledger, and
-    at equal cost, in numbers and in words)."""
+    the budget verdict (`verdict.budget_verdict`: at equal members, with the gain ledger, and
+    at equal cost, in numbers and in words); and both ensembles under dataset shift per severity
+    (`shiftview.summary` of the saved shift reports)."""
     rd = RunDir(run)
     dee = rd.baseline("deepens", 0)
     ens = MemberProbs.load(run, rd.list_members())
@@ -106,6 +118,9 @@ def _results(run: Path, members: int) -> dict:
         found = budget_verdict(own, dee_rec, record_probs(run, own), record_probs(run, dee_rec))
         if found is not None:
             out["verdict"] = found
+    shifted = summary(reports(run))
+    if shifted is not None:
+        out["shift"] = shifted
     return out
 
 
@@ -153,7 +168,7 @@ def build_demo(out: str | Path = DEMO_DIR, data_dir: str | None = None, device: 
                   "seconds": round(time.time() - t0, 1), "results": _results(run, members)}
         write_json(RunDir(run).demo_json, record)
         staged = work / "staged"
-        shutil.copytree(run, staged, ignore=lambda d, names: [n for n in names if n in _SKIP or n.startswith(".")])
+        shutil.copytree(run, staged, ignore=_skipped)
         _final_epochs_only(staged / "baselines")
         size = folder_bytes(staged)
         if size > MAX_BYTES:
@@ -175,7 +190,14 @@ def _final_epochs_only(baselines: Path) -> None:
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """Bytes of the files a copy of the demo keeps (`_skipped` caches and logs left out)."""
+    root = Path(path)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not _cached(f.relative_to(root)))
+
+
+def _cached(rel: Path) -> bool:
+    parts = rel.parts
+    return any(_skipped(str(Path(*parts[:i]) if i else "."), [parts[i]]) for i in range(len(parts)))
 
 
 def demo_dir() -> Path:
@@ -196,7 +218,7 @@ def install_demo(store: Store, source: Path | None = None, name: str = DEMO_RUN)
     target = store.home / name
     if not target.exists():
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=store.home))
-        shutil.copytree(source, tmp / name)
+        shutil.copytree(source, tmp / name, ignore=_skipped)
         (tmp / name).rename(target)
         tmp.rmdir()
     return store.register_run(target)
