@@ -7,6 +7,7 @@ Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
 
     python benchmarks/compare.py --dataset fashion-mnist --preset quick --seeds 3
     python benchmarks/compare.py --dataset digits --preset smoke --seeds 2      # minutes: a dry run
+    python benchmarks/compare.py ... --shift [clean|shifted]    # also every method under dataset shift
 
 The report ends with each method's verdict against DeepEns in words (equal members, equal cost).
 Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best member (by validation NLL), points>
@@ -35,7 +36,7 @@ LABEL = {"single": "single α*", "deepens": "DeepEns", "darts": "DARTS ensemble"
 
 
 def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, budget: int, train_sets: dict,
-             device: str | None, log) -> dict[str, dict]:
+             device: str | None, log, shift: str | None = None) -> dict[str, dict]:
     from nes.artifacts import write_json
     from nes.method.baselines import METHODS, run_baseline
     from nes.runs.tasks import hypernet_task, search_task
@@ -62,6 +63,15 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
     for v in verdicts(run, "deepens"):  # equal members (with the gain ledger) and equal cost, in words
         if v["method"] in out:
             out[v["method"]]["verdict"] = v
+    if shift:  # every method's ensemble on the test corruptions, the same protocol for all
+        from nes.explorer.shiftview import reports
+        from nes.runs.tasks import shift_task
+        log(f"seed {seed}: under dataset shift (select on {shift} validation)")
+        shift_task(run, {"baselines": True, "select": shift}, None, device)
+        for name, rep in reports(run).items():
+            method = name.rsplit("_s", 1)[0]
+            if method in out:
+                out[method]["shift"] = rep
     dee = out["deepens"]
     first = dee["members"][0]  # a single α* member is DeepEns' first member: same training, no extra cost
     single_cost = dee["costs"]["search_seconds"] + dee["costs"]["train"][first]
@@ -83,6 +93,33 @@ def verdict_section(per_seed: list[dict[str, dict]]) -> list[str]:
     return lines
 
 
+def shift_section(per_seed: list[dict[str, dict]], severities: tuple[int, ...] = (0, 1, 3, 5)) -> list[str]:
+    """Under dataset shift: per method and severity the ensemble's NLL split into member strength −
+    diversity (mean over seeds), then per seed EdgeNES (edges) against DeepEns in words."""
+    from nes.explorer.shiftview import sentence
+
+    have = [m for m in ORDER if all("shift" in r.get(m, {}) for r in per_seed)]
+    if not have:
+        return []
+    first = per_seed[0][have[0]]["shift"]
+    lines = ["", f"Under dataset shift ({first['images']} images per corruption and severity, corruptions "
+             f"{', '.join(first['corruptions']['test'])}; best member and T on {first['select']} validation). "
+             "NLL = mean member NLL − diversity D, mean over seeds:", "",
+             "| method | " + " | ".join(f"severity {s}" for s in severities) + " |", "|---|" + "---|" * len(severities)]
+    for m in have:
+        cells = []
+        for s in severities:
+            rows = [next(x for x in r[m]["shift"]["by_severity"] if x["severity"] == s) for r in per_seed]
+            mean = lambda k: statistics.mean(x[k] for x in rows)  # noqa: E731
+            cells.append(f"{mean('nll'):.3f} = {mean('mean_member_nll'):.3f} − {mean('diversity_nll'):.3f}")
+        lines.append(f"| {LABEL[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "EdgeNES (edges) against DeepEns under shift, per seed:"]
+    for i, r in enumerate(per_seed):
+        rep = r.get("edgenes-edges", {}).get("shift")
+        lines += [f"- seed {i}: {t}" for s in severities if rep and (t := sentence(rep, s))]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -97,6 +134,9 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "tmp" / "compare"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--device", default=None)
+    ap.add_argument("--shift", nargs="?", const="clean", default=None, choices=["clean", "shifted"],
+                    help="also score every method under dataset shift (nes shift); the best member and T are chosen "
+                         "on clean validation (default) or on the shifted validation corruptions, for every method")
     a = ap.parse_args()
     from nes.config import parse_sets
     from nes.runtime import device_label
@@ -105,7 +145,7 @@ def main() -> None:
     work = Path(a.work) / f"{a.dataset}_{a.preset}_m{a.members}"
     t0 = time.time()
     per_seed = [one_seed(work, a.dataset, a.preset, s, a.members, budget, parse_sets(a.set), a.device,
-                         lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True))
+                         lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True), a.shift)
                 for s in (a.only if a.only is not None else range(a.seeds))]
     if a.only is not None:
         print(f"seeds {a.only} done in {time.time() - t0:.0f} s; run again without --only for the report")
@@ -166,6 +206,7 @@ def main() -> None:
               f"- search cost ≤ 60 % of the DARTS ensemble's: {100 * ratio:.0f} % → {ok(ratio <= 0.6)}; "
               f"the DARTS ensemble pays {per_member:.0f} s of search per member, EdgeNES {edges_search:.0f} s once "
               f"(search + hypernetwork) for any M, so it is ≤ 60 % from M ≥ {breakeven:.1f} members."]
+    lines += shift_section(per_seed)
     lines += verdict_section(per_seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,21 @@ def test_compare_page_severity_slider_shows_each_ensemble_at_that_severity(home)
     assert (clean["NLL"] < worst["NLL"]).all(), "the clean NLL is not below severity 5's: the slider changed nothing"
     said = " ".join(m.value for m in at.markdown)
     assert "On the clean images" in said, "the verdict sentence does not follow the slider to severity 0"
+
+
+def test_compare_py_shift_section_tables_each_method_and_says_the_verdict():
+    import importlib.util
+
+    from helpers import ROOT
+    from nes.explorer.demo import DEMO_DIR
+    from nes.explorer.shiftview import reports
+
+    spec = importlib.util.spec_from_file_location("compare_bench_shift", ROOT / "benchmarks" / "compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    found = reports(DEMO_DIR)
+    edges = {**found["ensemble"], "label": "edgenes-edges_s0"}
+    lines = bench.shift_section([{"deepens": {"shift": found["deepens_s0"]}, "edgenes-edges": {"shift": edges}}])
+    text = "\n".join(lines)
+    assert "| DeepEns |" in text and "| EdgeNES (edges) |" in text, f"a method is missing from the shift table:\n{text}"
+    assert "At shift severity 5" in text, f"no verdict at severity 5 in the shift section:\n{text}"
