@@ -1,7 +1,8 @@
 """Dataset shift on the bundled demo: member inference speed, the time of the whole shift table,
 and what the demo's ensembles gain per severity.
 
-1. One demo member's inference img/s, side by side in one run: ours (`train.predict_probs`:
+1. One demo member's inference img/s, side by side in one run: ours (`shift.infer` on the network
+   traced and frozen by `shift.inference_network`: batch norms folded into the convolutions;
    channels-last, batch 128, inference mode) against a plain loop (NCHW, autograd on, batch 256).
 2. The whole shift table of the demo's 10 members (EdgeNES and DeepEns, 5 each): every test
    corruption × severity, `--images` per condition, in a fresh copy of the demo (no cache),
@@ -31,9 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from nes.data import DeviceLoader  # noqa: E402
 from nes.layout import RunDir  # noqa: E402
-from nes.method.shift import DEFAULT_IMAGES, split_images, member_config, member_network  # noqa: E402
+from nes.method.shift import DEFAULT_IMAGES, infer, inference_network, member_config, member_network, split_images  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
-from nes.method.train import predict_probs  # noqa: E402
 from nes.runs.tasks import shift_task  # noqa: E402
 
 
@@ -45,9 +45,10 @@ def inference_speed(run: Path, name: str, n: int) -> tuple[float, float]:
     dev = torch.device("cpu")
     net = member_network(d, cfg, info, dev)
     ours = DeviceLoader(x, y, info, 128, train=False, channels_last=True)
-    predict_probs(net, ours, dev)  # warm-up
+    frozen = inference_network(net, next(iter(ours.epoch()))[0])
+    infer(frozen, ours, False)  # warm-up
     t = time.perf_counter()
-    predict_probs(net, ours, dev)
+    infer(frozen, ours, False)
     ours_s = time.perf_counter() - t
     plain_net = net.to(memory_format=torch.contiguous_format)
     plain = DeviceLoader(x, y, info, 256, train=False, channels_last=False)

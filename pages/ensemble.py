@@ -3,7 +3,7 @@ import streamlit as st
 
 from nes.explorer import viz
 from nes.explorer.actions import member_choice, member_options, submit_members
-from nes.explorer.notes import ensemble_note
+from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
 from nes.method.stats import Difference
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
@@ -107,6 +107,9 @@ def headline(ens) -> None:
         st.caption(f"Against the best member (**{vs['best_member']}**, chosen by validation NLL, not on the test "
                    f"set): accuracy {acc.text()}; NLL {nll.text()}. Paired bootstrap over the {acc.n} test images; "
                    "*within noise* means this test set cannot tell the ensemble from its best member.")
+    led = ledger_text(ens.report.ledger)
+    if led:
+        st.caption(led)
     note = ensemble_note(ens.report, run_id)
     if note:
         st.info(note, icon=":material/school:")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from nes.explorer import viz
-from nes.explorer.notes import member_origin
+from nes.explorer.notes import ledger_text, member_origin
 from nes.export.onnx import onnx_missing
 from nes.export.write import bundle_summary, default_bundle_name, export_into_run, list_bundles, plan_export
 from nes.layout import RunDir
@@ -78,6 +78,8 @@ c[3].metric("Members", len(names), help=f"{manifest['ensemble']['test_images']} 
 if gain:
     st.caption(f"Against its best member (**{vs['best_member']}**, chosen by validation NLL): accuracy {gain.text()}, "
                f"NLL {Difference.from_dict(vs['nll']).text()}; paired bootstrap over the {gain.n} test images.")
+if ledger_text(manifest["ensemble"].get("ledger")):
+    st.caption(ledger_text(manifest["ensemble"].get("ledger")))
 st.dataframe([{"member": m["name"], "hypernetwork, λ": member_origin(m.get("lam"), m.get("regularizer")),
                "seed": m.get("seed"), "genotype": m["compact"],
                "test accuracy %": round(100 * m["metrics"].get("test_accuracy", float("nan")), 2),

@@ -193,6 +193,8 @@ def test_ensemble_page_live_metrics_and_member_job(home):
     assert "95% CI" in gain[0], f"the gain has no 95% interval: {gain[0]!r}"
     assert "within noise" in gain[0] or "beyond noise" in gain[0], \
         f"the gain does not say whether it is within noise: {gain[0]!r}"
+    ledger = [c.value for c in at.caption if c.value.startswith("Where the gain comes from")]
+    assert ledger and "mean member NLL" in ledger[0], "the Ensemble page does not split the NLL into strength and diversity"
     # the note under the headline says what the numbers show: here, whether NLL and ECE beat the best member's
     report = RunView(DEMO_DIR).live_ensemble(RunDir(DEMO_DIR).finished_members()).report
     best = report.members[report.vs_best["best_member"]]
@@ -368,6 +370,9 @@ def test_export_page_shows_the_validation_nll_best_member_with_its_interval(home
     said = [c.value for c in at.caption if "best member" in c.value]
     assert any(f"**{vs['best_member']}**" in c for c in said), f"the validation-NLL best {vs['best_member']}: {said}"
     assert any(gain.text() in c for c in said), f"no interval {gain.text()!r} in {said}"
+    led = manifest["ensemble"]["ledger"]
+    split = [c.value for c in at.caption if c.value.startswith("Where the gain comes from")]
+    assert split and f"{led['diversity_nll']:.4f}" in split[0], f"the Export page lacks the ledger's diversity: {split}"
     for m in manifest["members"]:  # the demo's members were sampled from the edges hypernetwork
         assert m["lam"] is None or m["regularizer"] == "edges", f"{m['name']}: regularizer {m['regularizer']!r}"
     origins = list(at.dataframe[0].value["hypernetwork, λ"])

@@ -125,3 +125,15 @@ def test_bundled_demo_is_valid():
     names = view.member_names()
     assert view.ensemble_curve(names)[-1][1]["size"] == len(names)
     assert [b["method"] for b in view.baselines()] == ["deepens"]  # the Compare page has something to show
+
+
+def test_demo_command_summary_ends_with_the_budget_verdict():
+    from helpers import nes
+
+    r = nes("demo")
+    assert r.returncode == 0, f"nes demo failed: {r.stderr[-500:]}"
+    last = r.stdout.strip().splitlines()[-1]
+    assert "equal cost" in last, f"the demo's summary does not end with the verdict at equal cost: {last!r}"
+    assert "At shift severity 5" in r.stdout, "the demo's summary does not say what happens under shift"
+    j = nes("demo", "--json")
+    assert "shift" in json.loads(j.stdout)["results"], "nes demo --json has no shift results"

@@ -201,3 +201,20 @@ def test_compare_py_shift_section_tables_each_method_and_says_the_verdict():
     text = "\n".join(lines)
     assert "| DeepEns |" in text and "| EdgeNES (edges) |" in text, f"a method is missing from the shift table:\n{text}"
     assert "At shift severity 5" in text, f"no verdict at severity 5 in the shift section:\n{text}"
+
+
+def test_the_frozen_inference_network_predicts_what_the_member_does(shifted):
+    from nes.layout import RunDir
+    from nes.method.shift import inference_network, member_config, member_network, split_images
+
+    run, _, _ = shifted
+    d = RunDir(run).member("m0")
+    cfg = member_config(d)
+    x, _, info = split_images(cfg, "test", 32, 0)
+    net = member_network(d, cfg, info, torch.device("cpu"))
+    batch = ((x.float() / 255 - info.mean[0]) / info.std[0]).contiguous(memory_format=torch.channels_last)
+    frozen = inference_network(net, batch)
+    assert frozen is not net, "the member's network was not traced and frozen"
+    with torch.no_grad():
+        gap = (frozen(batch) - net(batch)).abs().max().item()
+    assert gap < 1e-4, f"the frozen network's logits differ from the member's by {gap:.2e}"

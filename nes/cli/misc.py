@@ -11,7 +11,7 @@ import torch
 from .._version import __version__
 from ..artifacts import read_json
 from ..config import MAX_MEMBERS
-from ..explorer.demo import DEMO_DIR, DEMO_MEMBERS, build_demo, folder_bytes
+from ..explorer.demo import DEMO_DIR, DEMO_MEMBERS, build_demo, folder_bytes, summary_lines
 from ..layout import RunDir
 from ..runtime import configure_threads, device_label, resolve_device
 from .common import Command, UserError, add_data_dir, add_device
@@ -26,6 +26,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                    help="quick (default) or smoke (tiny, on digits)")
     add_device(p)
     add_data_dir(p)
+    p.add_argument("--json", action="store_true", help="print the whole record (demo.json) as JSON")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -37,7 +38,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     demo = RunDir(out).demo_json
     if not demo.exists():
         raise UserError(f"no demo run in {out}; make one with `python -m nes demo --rebuild`")
-    print(json.dumps({**read_json(demo, dict, "how the demo was made"), "path": str(out), "bytes": folder_bytes(out)}, indent=2))
+    record = {**read_json(demo, dict, "how the demo was made"), "path": str(out), "bytes": folder_bytes(out)}
+    if a.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print("\n".join(summary_lines(record)))
     return 0
 
 

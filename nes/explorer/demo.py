@@ -22,6 +22,7 @@ from ..data import DataError, load_dataset
 from ..layout import RunDir, member_name
 from ..method.baselines import run_baseline
 from ..method.scoring import MemberProbs, compare, score
+from ..method.stats import Difference
 from ..runs.store import Store, StoreError
 from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task, shift_task
 from .shiftview import reports, summary
@@ -122,6 +123,27 @@ def _results(run: Path, members: int) -> dict:
     if shifted is not None:
         out["shift"] = shifted
     return out
+
+
+def summary_lines(record: dict) -> list[str]:
+    """The demo in sentences a class reads, from its record (demo.json): how it was built, each
+    ensemble against its best member, EdgeNES against DeepEns clean and under shift, and last the
+    budget verdict (at equal members and at equal cost)."""
+    res = record.get("results") or {}
+    lines = [f"Built by `{record.get('command')}` on {record.get('built')} ({record.get('dataset')}, preset "
+             f"{record.get('preset')}, {record.get('seconds')} s); results on {res.get('test_images')} test images."]
+    for key, name in (("edgenes_vs_best_member", "EdgeNES"), ("deepens_vs_best_member", "DeepEns")):
+        vs = res.get(key)
+        if vs:
+            acc, nll = Difference.from_dict(vs["accuracy"]), Difference.from_dict(vs["nll"])
+            lines.append(f"{name}'s ensemble against its best member ({vs['best_member']}, chosen on validation): "
+                         f"accuracy {acc.text()}, NLL {nll.text()}.")
+    shifted = res.get("shift") or {}
+    text = shifted.get("text") or []
+    lines += [t for t in text if t.startswith(("On the clean", "At shift severity 5"))]
+    verdict = res.get("verdict") or {}
+    lines += list(verdict.get("sentences") or [])
+    return lines
 
 
 def recompute_results(out: str | Path | None = None, members: int = DEMO_MEMBERS,

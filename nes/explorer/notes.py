@@ -68,3 +68,14 @@ def ensemble_note(report: EnsembleReport | None, run_dir: str | Path) -> str | N
     return " ".join([_accuracy_sentence(acc, best_name),
                      _calibration_sentence(report.metrics, report.members[best_name], report.calibrated,
                                            _label_smoothing(run_dir, best_name))])
+
+
+def ledger_text(led: dict | None) -> str | None:
+    """Where an ensemble's score comes from (`nes.method.ledger`), as one line; None without a ledger."""
+    if not led or not all(k in led for k in ("nll", "mean_member_nll", "diversity_nll", "brier")):
+        return None
+    return (f"Where the gain comes from: NLL {led['nll']:.4f} = mean member NLL {led['mean_member_nll']:.4f} − "
+            f"diversity {led['diversity_nll']:.4f}; Brier {led['brier']:.4f} = mean member "
+            f"{led['mean_member_brier']:.4f} − diversity {led['diversity_brier']:.4f}; accuracy "
+            f"{100 * led['accuracy']:.2f} % against {100 * led['mean_member_accuracy']:.2f} % for the mean member. "
+            "Stronger members lower the first term, members that disagree usefully raise the second.")

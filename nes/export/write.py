@@ -190,7 +190,7 @@ def plan_export(run_dir: str | Path, members: Sequence[str], title: str | None =
         "ensemble": {"split": "test", "test_images": report.images,
                      "metrics": {k: float(v) for k, v in report.metrics.items()},
                      "vs_best_member": report.vs_best, "calibrated": report.calibrated,
-                     "shift": shift_summary(run.path, names)},
+                     "ledger": report.ledger, "shift": shift_summary(run.path, names)},
         "diversity": {"names": names,
                       "architecture_js": genotype_js_matrix([Genotype.from_dict(r["genotype"]) for r in rows]),
                       "predictive_js": [[round(float(v), 6) for v in r] for r in predictive_js(probs.test).tolist()]},

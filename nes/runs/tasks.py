@@ -213,7 +213,7 @@ def shift_task(run: Path, config: dict, progress: Progress | None = None, device
     def tick(text: str) -> None:
         if progress is not None:
             progress(done[0], total, {"shift": text})
-        done[0] += text.startswith("test:")
+        done[0] += text.startswith("test: member ")
     results = {label: shift_report(d, names, settings, run, device, tick) for label, d, names in sets}
     ref = config.get("reference") or next((k for k in results if k.startswith("deepens_s")), None)
     for label, (rep, sp) in results.items():
