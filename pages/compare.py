@@ -134,7 +134,12 @@ with friendly("show the comparison"):
 def shift_panel() -> None:
     """Each method's ensemble per severity of the test corruptions, with the gain ledger."""
     st.subheader("Under dataset shift")
-    found = shiftview.reports(run_id)
+    chosen = shiftview.protocols(run_id)
+    if len(chosen) > 1:
+        chosen = [st.radio("Best member and T chosen on", chosen, horizontal=True, key="shift_protocol",
+                           help="clean: the clean validation split; shifted: that split under the validation "
+                                "corruptions (never the test ones). The same protocol for every method.")]
+    found = shiftview.reports(run_id, chosen[0] if chosen else "clean")
     levels = shiftview.severities(found)
     if not levels:
         st.info("No shift evaluation on this run yet: start one below, or run "

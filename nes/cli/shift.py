@@ -70,7 +70,7 @@ def cmd_shift(a: argparse.Namespace) -> int:
         return 0
     for label, rep in out["reports"].items():
         _print_report(label, rep)
-        print(f"  saved: {report_path(run.path, label)} ({rep['seconds']} s)")
+        print(f"  saved: {report_path(run.path, label, a.select)} ({rep['seconds']} s)")
     return 0
 
 

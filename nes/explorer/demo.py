@@ -119,9 +119,10 @@ def _results(run: Path, members: int) -> dict:
         found = budget_verdict(own, dee_rec, record_probs(run, own), record_probs(run, dee_rec))
         if found is not None:
             out["verdict"] = found
-    shifted = summary(reports(run))
-    if shifted is not None:
-        out["shift"] = shifted
+    for key, select in (("shift", "clean"), ("shift_selected_on_shifted_val", "shifted")):
+        shifted = summary(reports(run, select))
+        if shifted is not None:
+            out[key] = shifted
     return out
 
 

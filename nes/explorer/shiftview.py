@@ -23,10 +23,17 @@ def method_of(report_label: str) -> str:
     return OWN if report_label == OWN_REPORT else report_label.rsplit("_s", 1)[0]
 
 
-def reports(run: str | Path) -> dict[str, dict]:
-    """{label: report} of the run's saved shift reports, the run's own ensemble first."""
-    found = load_reports(run)
+def reports(run: str | Path, select: str = "clean") -> dict[str, dict]:
+    """{label: report} of the run's saved shift reports whose best member and T were chosen on
+    `select` validation ("clean" or "shifted"), the run's own ensemble first."""
+    found = {rep.get("label", stem): rep for stem, rep in load_reports(run).items()
+             if rep.get("select", "clean") == select}
     return dict(sorted(found.items(), key=lambda kv: (kv[0] != OWN_REPORT, kv[0])))
+
+
+def protocols(run: str | Path) -> list[str]:
+    """The selection protocols the run has shift reports for ("clean" first)."""
+    return sorted({rep.get("select", "clean") for rep in load_reports(run).values()}, key=lambda s: s != "clean")
 
 
 def severities(found: dict[str, dict]) -> list[int]:

@@ -303,9 +303,10 @@ def shift_report(run_dir: str | Path, names: list[str], settings: ShiftSettings,
 
 
 # ----------------------------------------------------------------------------- saved reports
-def report_path(run_dir: str | Path, label: str) -> Path:
-    """RUN/shift/<label>.json: a member set's shift report ("ensemble", or "<method>_s<seed>")."""
-    return RunDir(run_dir).path / "shift" / f"{label}.json"
+def report_path(run_dir: str | Path, label: str, select: str = "clean") -> Path:
+    """RUN/shift/<label>.json: a member set's shift report ("ensemble", or "<method>_s<seed>"), with
+    the best member and T chosen on clean validation; <label>.shifted.json on the shifted one."""
+    return RunDir(run_dir).path / "shift" / (f"{label}.json" if select == "clean" else f"{label}.{select}.json")
 
 
 def load_reports(run_dir: str | Path) -> dict[str, dict]:

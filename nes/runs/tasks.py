@@ -224,7 +224,7 @@ def shift_task(run: Path, config: dict, progress: Progress | None = None, device
             except ArtifactError as e:
                 rep["vs"] = {"reference": ref, "error": str(e)}
         if config.get("write", True):
-            write_json(report_path(run, label), rep)
+            write_json(report_path(run, label, settings.select), rep)
     return {"reports": {label: rep for label, (rep, _) in results.items()}, "reference": ref}
 
 
