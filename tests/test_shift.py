@@ -218,3 +218,27 @@ def test_the_frozen_inference_network_predicts_what_the_member_does(shifted):
     with torch.no_grad():
         gap = (frozen(batch) - net(batch)).abs().max().item()
     assert gap < 1e-4, f"the frozen network's logits differ from the member's by {gap:.2e}"
+
+
+def test_a_retrained_or_damaged_member_cache_is_recomputed(shifted):
+    import os
+
+    from nes.layout import RunDir
+    from nes.method.shift import member_config, member_probs, shifted_images
+
+    run, _, _ = shifted
+    rd = RunDir(run)
+    d = rd.member("m1")
+    s = ShiftSettings(images=64)
+    cfg = member_config(d)
+    images, y, info = shifted_images(rd, cfg, s, "test")
+    member_probs(d, images, y, info, s.key("test", cfg), torch.device("cpu"))
+    cache = d.path / "shift" / f"{s.key('test', cfg)}.safetensors"
+    before = cache.stat().st_mtime_ns
+    st = d.weights.stat()
+    os.utime(d.weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # as a retraining rewrites them
+    member_probs(d, images, y, info, s.key("test", cfg), torch.device("cpu"))
+    assert cache.stat().st_mtime_ns != before, "new weights reused the probabilities of the old ones"
+    cache.write_bytes(b"damaged")
+    probs = member_probs(d, images, y, info, s.key("test", cfg), torch.device("cpu"))
+    assert probs[CLEAN].shape == (len(y), 10), "a damaged cache was not recomputed"

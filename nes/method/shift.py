@@ -125,10 +125,9 @@ def shifted_images(root: RunDir, cfg: TrainConfig, settings: ShiftSettings, spli
     x, y, info = split_images(cfg, split, settings.images, settings.seed)
     path = images_path(root, settings, split, cfg)
     want = [condition(c, s) for c, s in conditions(TEST_CORRUPTIONS if split == "test" else VAL_CORRUPTIONS)]
-    if path.exists():
-        cached, _ = load_tensors(path)
-        if all(k in cached for k in want) and torch.equal(cached.get("labels", torch.empty(0)), y):
-            return {k: cached[k] for k in want}, y, info
+    cached = _read_cache(path)
+    if all(k in cached for k in want) and torch.equal(cached.get("labels", torch.empty(0)), y):
+        return {k: cached[k] for k in want}, y, info
     images = {CLEAN: x}
     for c, s in conditions(TEST_CORRUPTIONS if split == "test" else VAL_CORRUPTIONS)[1:]:
         images[condition(c, s)] = corrupt(x, c, s, settings.seed)
@@ -170,11 +169,32 @@ def infer(net: torch.nn.Module, loader: DeviceLoader, flip: bool) -> torch.Tenso
     return torch.cat(out).cpu()
 
 
+def _weights_stamp(d: MemberDir) -> str:
+    st = d.weights.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _read_cache(path: Path, stamp: str | None = None) -> dict[str, torch.Tensor]:
+    """A cache file's tensors; {} when it is absent, unreadable, not finite, or was made from other
+    weights (`stamp`): a cache is recomputed, never trusted blindly."""
+    if not path.exists():
+        return {}
+    try:
+        tensors, meta = load_tensors(path, finite=True)
+    except ArtifactError:
+        return {}
+    if stamp is not None and (not isinstance(meta, dict) or meta.get("weights") != stamp):
+        return {}
+    return tensors
+
+
 def member_probs(d: MemberDir, images: Conditions, y: torch.Tensor, info: DatasetInfo, key: str,
                  device: torch.device) -> Conditions:
-    """Member D's probabilities float32 [N, K] on every condition (cached in MEMBER/shift/KEY)."""
+    """Member D's probabilities float32 [N, K] on every condition (cached in MEMBER/shift/KEY, for
+    the member's current weights)."""
     path = d.path / "shift" / f"{key}.safetensors"
-    cached = load_tensors(path, finite=True)[0] if path.exists() else {}
+    stamp = _weights_stamp(d) if d.weights.exists() else None
+    cached = _read_cache(path, stamp)
     missing = [k for k in images if k not in cached]
     if missing:
         cfg = member_config(d)
@@ -186,7 +206,7 @@ def member_probs(d: MemberDir, images: Conditions, y: torch.Tensor, info: Datase
             if isinstance(net, Network):  # the first batch traces it
                 net = inference_network(net, next(iter(loader.epoch()))[0])
             cached[k] = infer(net, loader, flip).half()
-        save_tensors(path, cached, {"version": VERSION, "images": int(len(y))})
+        save_tensors(path, cached, {"version": VERSION, "images": int(len(y)), "weights": stamp})
     return {k: cached[k].float() for k in images}
 
 
@@ -326,8 +346,12 @@ SUMMARY_KEYS = ("accuracy", "nll", "ece", "brier", "mean_member_nll", "diversity
 
 def shift_summary(run_dir: str | Path, names: list[str] | tuple[str, ...]) -> dict | None:
     """The saved shift report of exactly the members NAMES, per severity (test corruptions pooled):
-    what an export manifest records; None when no report covers this member set."""
-    for label, rep in load_reports(run_dir).items():
+    what an export manifest records; None when no readable report covers this member set."""
+    try:
+        found = load_reports(run_dir)
+    except ArtifactError:  # a damaged report must not stop an export; `nes shift` names it
+        return None
+    for label, rep in found.items():
         if sorted(rep.get("members", [])) != sorted(names):
             continue
         rows = [{"severity": int(r["severity"]), **{k: float(r[k]) for k in SUMMARY_KEYS},
