@@ -5,6 +5,7 @@ Streamlit glue only; what the widgets show comes from `nes` (RunView, viz).
 """
 from __future__ import annotations
 
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Iterator
@@ -13,6 +14,7 @@ import streamlit as st
 import torch
 
 from nes.explorer import viz
+from nes.explorer.notes import eta_text
 from nes.explorer.runview import RunView
 from nes.method.space import Genotype
 from pages._state import active_jobs, refresh_jobs, run_view, store
@@ -74,7 +76,8 @@ def jobs_table(run_id: str, kinds: tuple[str, ...] | None = None, limit: int = 1
         name = j.config.get("name") or j.config.get("regularizer") or ""
         label = f"#{j.id} {j.kind} {name} — {j.status}"
         if j.status == "running":
-            st.progress(min(1.0, j.progress), text=f"{label} ({j.step}/{j.total or '?'} steps)")
+            eta = eta_text(j.step, j.total, j.started, time.time())
+            st.progress(min(1.0, j.progress), text=f"{label} ({j.step}/{j.total or '?'} steps{', ' + eta if eta else ''})")
         elif j.status == "failed":
             st.error(f"{label}: {(j.error or '').splitlines()[0] if j.error else 'no message'}")
             if j.error and "\n" in j.error:

@@ -122,6 +122,20 @@ def test_evaluate_export_and_live_ensemble_report_the_same_numbers(run):
         "evaluate: the gain ledger differs from score() (or is not a clean row as shift gives)"
 
 
+def test_a_live_page_scores_the_members_once_per_state_of_their_files(tmp_path):
+    import os
+
+    from helpers import digits_members
+
+    run = digits_members(tmp_path / "run", ["a", "b"], 3)
+    first = live_ensemble(run, ["a", "b"])
+    assert live_ensemble(run, ["a", "b"]) is first, "a poll with no new epoch scored the members again"
+    _, f = RunDir(run).member("b").probs_files()[-1]
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # as a worker writes a new epoch
+    assert live_ensemble(run, ["a", "b"]) is not first, "a member's new epoch did not refresh the live ensemble"
+
+
 def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
     from helpers import digits_members
 

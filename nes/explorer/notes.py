@@ -79,3 +79,12 @@ def ledger_text(led: dict | None) -> str | None:
             f"{led['mean_member_brier']:.4f} − diversity {led['diversity_brier']:.4f}; accuracy "
             f"{100 * led['accuracy']:.2f} % against {100 * led['mean_member_accuracy']:.2f} % for the mean member. "
             "Stronger members lower the first term, members that disagree usefully raise the second.")
+
+
+def eta_text(step: int, total: int | None, started: float | None, now: float) -> str | None:
+    """"≈ 3 min left" for a running job at `step` of `total`, from its pace since `started`
+    (wall-clock seconds); None before its first step or without a total."""
+    if not total or step <= 0 or started is None or now <= started or step >= total:
+        return None
+    left = (now - started) / step * (total - step)
+    return f"≈ {left:.0f} s left" if left < 90 else f"≈ {left / 60:.0f} min left"

@@ -222,10 +222,40 @@ def member_curve(run_dir: str | Path, name: str, split: str = "test") -> list[tu
     return [(e, member_metrics(p[split], labels[f"{split}_y"])) for e, p in epochs]
 
 
+def members_stamp(run_dir: str | Path, names: list[str] | tuple[str, ...]) -> tuple:
+    """What the saved-probability views of members NAMES depend on, cheaply: per member its saved
+    epochs' files and modification times and whether (and when) its weights were written. A live
+    page polls every few seconds; an epoch ends every minute or so."""
+    run, out = RunDir(run_dir), []
+    for n in names:
+        d = run.member(n)
+        files = tuple((e, f.stat().st_mtime_ns) for e, f in d.probs_files())
+        out.append((n, files, d.weights.stat().st_mtime_ns if d.weights.exists() else None))
+    return tuple(out)
+
+
+_VIEWS: dict[tuple, object] = {}
+
+
+def _memo(kind: str, run_dir: str | Path, names: list[str], compute, *extra):
+    """compute() once per (kind, run, names, extra, the members' stamp): a live page re-reads
+    the same finished epochs every poll, and scoring them (bootstrap, T) costs ~0.4 s."""
+    key = (kind, str(run_dir), tuple(names), extra, members_stamp(run_dir, names))
+    if key not in _VIEWS:
+        if len(_VIEWS) > 64:
+            _VIEWS.clear()
+        _VIEWS[key] = compute()
+    return _VIEWS[key]
+
+
 def ensemble_curve(run_dir: str | Path, names: list[str], split: str = "test") -> list[tuple[int, dict[str, float]]]:
     """Ensemble metrics per epoch e: every member contributes its probabilities of epoch e, or
     of its last saved epoch if it has not reached e yet (what the ensemble would be right then).
     Members with no saved epoch yet are left out; members must share the same labels."""
+    return _memo("ensemble_curve", run_dir, names, lambda: _ensemble_curve(run_dir, names, split), split)
+
+
+def _ensemble_curve(run_dir: str | Path, names: list[str], split: str) -> list[tuple[int, dict[str, float]]]:
     loaded = {n: member_epochs(run_dir, n) for n in names}
     loaded = {n: v for n, v in loaded.items() if v[0]}
     if not loaded:
@@ -295,7 +325,12 @@ class LiveEnsemble:
 
 
 def live_ensemble(run_dir: str | Path, names: list[str]) -> LiveEnsemble:
-    """Score the chosen members from their saved probabilities (see `LiveEnsemble`)."""
+    """Score the chosen members from their saved probabilities (see `LiveEnsemble`); computed once
+    per state of their files."""
+    return _memo("live_ensemble", run_dir, names, lambda: _live_ensemble(run_dir, names))
+
+
+def _live_ensemble(run_dir: str | Path, names: list[str]) -> LiveEnsemble:
     run = RunDir(run_dir)
     loaded = {n: member_epochs(run_dir, n) for n in names}
     loaded = {n: v for n, v in loaded.items() if v[0]}
