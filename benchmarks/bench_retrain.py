@@ -7,10 +7,16 @@
     set, scored after every epoch on the full 10 000-image test set: the training seconds (evaluation
     included) until the first epoch at ≥ 90 %, the final accuracy and the whole wall time;
 (c) worker start-up: a fresh Python process from its start to the end of its first training step
-    (imports, dataset load, network build), median of 3.
+    (imports, dataset load, network build), median of 3;
+(d) with --profile: where a training step goes, per op family (stem, 1×1 preprocessing, depthwise,
+    pointwise, pooling, batch norm, ReLU, cell glue and loss, head, optimizer, data): its share of
+    the step's wall time (torch.profiler; forward ops labelled by module, backward ops mapped to their
+    forward op by autograd sequence number) and, for the families that do arithmetic, the achieved
+    GFLOP/s (torch.utils.flop_counter per module: 3 × the forward's FLOPs for forward + backward).
 
     python benchmarks/bench_retrain.py                       # ~4 min on 2 cores
     python benchmarks/bench_retrain.py --set epochs=3 --skip-startup
+    python benchmarks/bench_retrain.py --profile --skip-train --skip-startup   # (a) and (d), a minute
 
 Last line: RESULT retrain_img_s=… plain_img_s=… speedup=… time_to_90_s=… final_acc=… startup_s=…
 """
@@ -123,6 +129,136 @@ def startup(genotype_file: Path) -> float:
     return statistics.median(times)
 
 
+FAMILY_OF = (("stem.", "stem"), (".pre0", "1×1 preprocessing"), (".pre1", "1×1 preprocessing"),
+             ("classifier", "head"), ("pool", "head"))  # FQN markers, checked before the module type
+
+
+def family(fqn: str, module: torch.nn.Module) -> str:
+    """The op family of a leaf module of the member network, by where it sits, then by its type."""
+    for marker, fam in FAMILY_OF:
+        if marker in f".{fqn}" and (marker != "pool" or fqn == "pool"):
+            return fam
+    kind = type(module).__name__
+    if kind == "DepthwiseConv2d" or (isinstance(module, torch.nn.Conv2d) and module.groups > 1):
+        return "depthwise"
+    if isinstance(module, torch.nn.Conv2d):
+        return "pointwise"
+    if "BatchNorm" in kind:
+        return "batch norm"
+    if "Pool" in kind:
+        return "pooling"
+    return "ReLU" if kind == "ReLU" else "cell glue and loss"
+
+
+def _label_forward(net: torch.nn.Module) -> None:
+    """Every leaf module's forward runs inside a profiler range named `family::<family>`."""
+    from torch.autograd.profiler import record_function
+
+    def pre(mod, _):
+        mod._nes_range = record_function(f"family::{mod._nes_family}")
+        mod._nes_range.__enter__()
+
+    def post(mod, _, __):
+        mod._nes_range.__exit__(None, None, None)
+    for fqn, mod in net.named_modules():
+        if not list(mod.children()):
+            mod._nes_family = family(fqn, mod)
+            mod.register_forward_pre_hook(pre)
+            mod.register_forward_hook(post)
+
+
+def _event_family(ev, seq_family: dict[int, str]) -> str:
+    """The family of one profiler event: its labelled range, the optimizer or data range, or (for a
+    backward op) the family of the forward op with the same autograd sequence number."""
+    node = ev
+    while node is not None:
+        name = node.name
+        if name.startswith("family::"):
+            return name[len("family::"):]
+        if name.startswith(("Optimizer.", "optimizer")):
+            return "optimizer"
+        if name == "data":
+            return "data"
+        if name.startswith("autograd::engine::evaluate_function") and node.sequence_nr in seq_family:
+            return seq_family[node.sequence_nr]
+        node = node.cpu_parent
+    return "ReLU" if "relu" in ev.name.lower() else "cell glue and loss"  # functional ReLUs, cat, sums, loss
+
+
+def _step_times(net, opt, batches) -> dict[str, float]:
+    """Self wall time (ms, main thread) per family over the profiled steps."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for x, y in batches:
+            with record_function("data"):
+                x, y = x.clone(), y.clone()  # the loader's work is timed in (a); here the copy marks it
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    events = prof.events()
+    seq_family = {}
+    for ev in events:  # forward ops: their labelled range gives the family of their sequence number
+        if ev.sequence_nr >= 0 and not ev.name.startswith("autograd::"):
+            fam = _event_family(ev, {})
+            if fam != "cell glue and loss" or ev.sequence_nr not in seq_family:
+                seq_family[ev.sequence_nr] = fam
+    out: dict[str, float] = {}
+    for ev in events:
+        if ev.self_cpu_time_total > 0 and ev.thread == events[0].thread:
+            fam = _event_family(ev, seq_family)
+            out[fam] = out.get(fam, 0.0) + ev.self_cpu_time_total / 1000
+    return out
+
+
+def _family_flops(net, x, y) -> dict[str, float]:
+    """FLOPs of one training step per family: 3 × the forward's (the backward's input- and weight-
+    gradient convolutions cost one forward each), from the flop counter per module. The counter's
+    own backward formulas overcount grouped (depthwise) convolutions by the group count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fams = {fqn: family(fqn, m) for fqn, m in net.named_modules() if not list(m.children())}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    out: dict[str, float] = {}
+    for fqn, ops in counter.get_flop_counts().items():
+        name = fqn.removeprefix("Global").removeprefix(".")
+        parts = [p for p in name.split(".") if p]
+        leaf = ".".join(parts[1:]) if parts and parts[0] == type(net).__name__ else name
+        if leaf in fams:
+            out[fams[leaf]] = out.get(fams[leaf], 0.0) + 3 * sum(ops.values())
+    return out
+
+
+ARITHMETIC = ("stem", "1×1 preprocessing", "depthwise", "pointwise", "head")  # convolutions and matmuls
+
+
+def profile_step(cfg: TrainConfig, genotype, steps: int) -> None:
+    """(d): print each family's share of a training step and its achieved GFLOP/s."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir, "cpu", cfg.batch_size * (steps + 3), 10, download=False)
+    info = ds.info.with_crop(cfg.image_size, cfg.pad)
+    torch.manual_seed(0)
+    net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader = DeviceLoader(ds.train_x, ds.train_y, info, cfg.batch_size, train=True, channels_last=True)
+    batches = list(loader.epoch(torch.Generator().manual_seed(0)))
+    flops = _family_flops(net, *batches[0])
+    _label_forward(net)
+    for x, y in batches[:3]:  # warm-up (oneDNN primitive creation)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    ms = _step_times(net, opt, batches[3:3 + steps])
+    total = sum(ms.values())
+    print(f"(d) where a training step goes ({steps} steps, batch {cfg.batch_size}; {total / steps:.1f} ms per step):")
+    for fam, t in sorted(ms.items(), key=lambda kv: -kv[1]):
+        rate = f", {flops[fam] * steps / (t / 1000) / 1e9:.1f} GFLOP/s" if flops.get(fam) and fam in ARITHMETIC else ""
+        print(f"    {fam:<20} {100 * t / total:5.1f} %  {t / steps:6.2f} ms/step{rate}")
+    print(f"    FLOPs per step: {sum(flops.values()) / 1e9:.2f} GFLOP ({sum(flops.values()) / cfg.batch_size / 1e6:.1f} "
+          "MFLOP per image)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--genotype", default=str(DEMO_GENOTYPE), help="genotype file (default: the demo's genotype*)")
@@ -131,12 +267,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="(d): per-op-family profile of a training step")
     a = ap.parse_args()
     configure_threads()
     cfg = from_preset(TrainConfig, "quick", dict(kv.split("=", 1) for kv in a.set))
     genotype = load_genotype(a.genotype)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; genotype {genotype.compact()}")
     ours, plain = throughput(cfg, genotype, a.repeats, a.steps)
+    if a.profile:
+        profile_step(cfg, genotype, a.steps)
     t90, acc, wall = (float("nan"),) * 3 if a.skip_train else time_to_90(cfg, genotype)
     up = float("nan") if a.skip_startup else startup(Path(a.genotype))
     print("targets: time_to_90_s ≤ 180 on 2 cores, startup_s ≤ 10")
