@@ -65,11 +65,20 @@ except First:
 """
 
 
-def img_per_s(cfg: TrainConfig, genotype, ds, channels_last: bool, steps: int) -> float:
-    """Training steps of the member network (forward, backward, SGD) on real batches."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def img_per_s(cfg: TrainConfig, genotype, ds, channels_last: bool, steps: int,
+              device: torch.device = torch.device("cpu")) -> float:
+    """Training steps of the member network (forward, backward, SGD) on real batches (bf16 autocast
+    on CUDA, as members train there)."""
+    from nes.runtime import autocast
+
     info = ds.info.with_crop(cfg.image_size, cfg.pad)
     torch.manual_seed(0)
-    net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels)
+    net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -78,32 +87,39 @@ def img_per_s(cfg: TrainConfig, genotype, ds, channels_last: bool, steps: int) -
     it = loader.epoch(torch.Generator().manual_seed(0))
     t0 = 0.0
     for i, (x, y) in enumerate(it):
-        if i == 3:  # after warm-up steps (oneDNN primitive creation)
+        if i == 3:  # after warm-up steps (oneDNN primitive creation, cuDNN autotuning)
+            _sync(device)
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
+        with autocast(device):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
         opt.step()
+    _sync(device)
     return steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
-def throughput(cfg: TrainConfig, genotype, repeats: int, steps: int) -> tuple[float, float]:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, "cpu", cfg.batch_size * (steps + 3), 10, download=False)
+def throughput(cfg: TrainConfig, genotype, repeats: int, steps: int,
+               device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """(ours, plain) median img/s; on CUDA both are NCHW (channels-last and the CPU kernels are CPU choices)."""
+    ds = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.batch_size * (steps + 3), 10, download=False)
+    cpu = device.type == "cpu"
     ours, plain = [], []
     for _ in range(repeats):
         kernels.FAST_CPU_KERNELS = True
-        ours.append(img_per_s(cfg, genotype, ds, True, steps))
+        ours.append(img_per_s(cfg, genotype, ds, cpu, steps, device))
         kernels.FAST_CPU_KERNELS = False
-        plain.append(img_per_s(cfg, genotype, ds, False, steps))
+        plain.append(img_per_s(cfg, genotype, ds, False, steps, device))
     kernels.FAST_CPU_KERNELS = True
     print(f"(a) step throughput, batch {cfg.batch_size}, C={cfg.channels}, {cfg.layers} cells: ours {[round(v) for v in ours]} "
           f"img/s, plain NCHW {[round(v) for v in plain]} img/s")
     return statistics.median(ours), statistics.median(plain)
 
 
-def time_to_90(cfg: TrainConfig, genotype) -> tuple[float, float, float]:
+def time_to_90(cfg: TrainConfig, genotype, device: torch.device = torch.device("cpu")) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = retrain(cfg, genotype, tmp, "m", "cpu")
+        res = retrain(cfg, genotype, tmp, "m", device)
         wall = time.perf_counter() - t0
     print(f"(b) quick member, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr} ({cfg.schedule}), "
           f"{res.steps} steps, wall {wall:.1f} s:")
@@ -268,15 +284,18 @@ def main() -> None:
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--profile", action="store_true", help="(d): per-op-family profile of a training step")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: (a) and (b) on that device")
     a = ap.parse_args()
     configure_threads()
+    from nes.runtime import resolve_device
+    device = resolve_device(a.device)
     cfg = from_preset(TrainConfig, "quick", dict(kv.split("=", 1) for kv in a.set))
     genotype = load_genotype(a.genotype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; genotype {genotype.compact()}")
-    ours, plain = throughput(cfg, genotype, a.repeats, a.steps)
-    if a.profile:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; genotype {genotype.compact()}")
+    ours, plain = throughput(cfg, genotype, a.repeats, a.steps, device)
+    if a.profile and device.type == "cpu":
         profile_step(cfg, genotype, a.steps)
-    t90, acc, wall = (float("nan"),) * 3 if a.skip_train else time_to_90(cfg, genotype)
+    t90, acc, wall = (float("nan"),) * 3 if a.skip_train else time_to_90(cfg, genotype, device)
     up = float("nan") if a.skip_startup else startup(Path(a.genotype))
     print("targets: time_to_90_s ≤ 180 on 2 cores, startup_s ≤ 10")
     print(f"RESULT retrain_img_s={ours:.0f} plain_img_s={plain:.0f} speedup={ours / plain:.2f} "
