@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import networkx as nx
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 
 from ..method.space import OPS, Genotype, edge_index
@@ -31,7 +32,15 @@ OP_COLORS = {
 }
 DIFF_COLOR = "#D55E00"  # edges that differ from genotype*
 JS_COLORSCALE = "Viridis"
-_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10))
+_GRID = "#EBF0F8"
+# plotly_white's look in a template of a few keys: a named stock template is deep-copied into every
+# figure (14–27 ms per heatmap, most of a live page's poll); this one costs 5–7 ms
+pio.templates["nes"] = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"),
+    colorway=list(pio.templates["plotly_white"].layout.colorway),
+    xaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID, automargin=True),
+    yaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID, automargin=True)))
+_LAYOUT = dict(template="nes", margin=dict(l=10, r=10, t=40, b=10))
 
 
 def input_name(inp: int) -> str:

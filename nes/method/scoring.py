@@ -217,7 +217,12 @@ def _same_test_images(a: MemberProbs, b: MemberProbs) -> bool:
 
 # ----------------------------------------------------------------------------- curves and matrices
 def member_curve(run_dir: str | Path, name: str, split: str = "test") -> list[tuple[int, dict[str, float]]]:
-    """Per finished epoch: metrics of member NAME's saved probabilities (live while it trains)."""
+    """Per finished epoch: metrics of member NAME's saved probabilities (live while it trains);
+    computed once per state of its files."""
+    return _memo("member_curve", run_dir, [name], lambda: _member_curve(run_dir, name, split), split)
+
+
+def _member_curve(run_dir: str | Path, name: str, split: str) -> list[tuple[int, dict[str, float]]]:
     epochs, labels = member_epochs(run_dir, name)
     return [(e, member_metrics(p[split], labels[f"{split}_y"])) for e, p in epochs]
 
