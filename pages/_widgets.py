@@ -19,7 +19,8 @@ from nes.explorer.runview import RunView
 from nes.method.space import Genotype
 from pages._state import active_jobs, refresh_jobs, run_view, store
 
-POLL_SECONDS = 2.0  # how often live panels re-read the store
+POLL_SECONDS = 5.0  # how often live panels re-read the store: an epoch lasts about a minute, and every poll
+# costs the server and the browser CPU that the workers train on (benchmarks/bench_live.py)
 
 
 def load_view(run_id: str) -> RunView:
