@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from nes.data import DeviceLoader  # noqa: E402
 from nes.layout import RunDir  # noqa: E402
-from nes.method.shift import DEFAULT_IMAGES, infer, inference_network, member_config, member_network, split_images  # noqa: E402
+from nes.method.shift import DEFAULT_IMAGES, infer, inference_network, member_network, split_images  # noqa: E402
+from nes.method.train import read_member  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
 from nes.runs.tasks import shift_task  # noqa: E402
 
@@ -40,10 +41,11 @@ from nes.runs.tasks import shift_task  # noqa: E402
 def inference_speed(run: Path, name: str, n: int) -> tuple[float, float]:
     """(ours, plain) images per second of member NAME on n test images, no flip."""
     d = RunDir(run).member(name)
-    cfg = member_config(d)
+    member = read_member(d)
+    cfg = member.config
     x, y, info = split_images(cfg, "test", n, 0)
     dev = torch.device("cpu")
-    net = member_network(d, cfg, info, dev)
+    net = member_network(d, member, info, dev)
     ours = DeviceLoader(x, y, info, 128, train=False, channels_last=True)
     frozen = inference_network(net, next(iter(ours.epoch()))[0])
     infer(frozen, ours, False)  # warm-up

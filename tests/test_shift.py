@@ -205,13 +205,14 @@ def test_compare_py_shift_section_tables_each_method_and_says_the_verdict():
 
 def test_the_frozen_inference_network_predicts_what_the_member_does(shifted):
     from nes.layout import RunDir
-    from nes.method.shift import inference_network, member_config, member_network, split_images
+    from nes.method.shift import inference_network, member_network, split_images
+    from nes.method.train import read_member
 
     run, _, _ = shifted
     d = RunDir(run).member("m0")
-    cfg = member_config(d)
-    x, _, info = split_images(cfg, "test", 32, 0)
-    net = member_network(d, cfg, info, torch.device("cpu"))
+    member = read_member(d)
+    x, _, info = split_images(member.config, "test", 32, 0)
+    net = member_network(d, member, info, torch.device("cpu"))
     batch = ((x.float() / 255 - info.mean[0]) / info.std[0]).contiguous(memory_format=torch.channels_last)
     frozen = inference_network(net, batch)
     assert frozen is not net, "the member's network was not traced and frozen"
@@ -224,13 +225,14 @@ def test_a_retrained_or_damaged_member_cache_is_recomputed(shifted):
     import os
 
     from nes.layout import RunDir
-    from nes.method.shift import member_config, member_probs, shifted_images
+    from nes.method.shift import member_probs, shifted_images
+    from nes.method.train import read_member
 
     run, _, _ = shifted
     rd = RunDir(run)
     d = rd.member("m1")
     s = ShiftSettings(images=64)
-    cfg = member_config(d)
+    cfg = read_member(d).config
     images, y, info = shifted_images(rd, cfg, s, "test")
     member_probs(d, images, y, info, s.key("test", cfg), torch.device("cpu"))
     cache = d.path / "shift" / f"{s.key('test', cfg)}.safetensors"

@@ -23,9 +23,8 @@ import torch
 from safetensors.torch import save as st_save
 
 from .._version import __version__
-from ..artifacts import atomic_write_bytes, load_tensors, read_json, reading, with_suppress_unlink
+from ..artifacts import ArtifactError, atomic_write_bytes, load_tensors, read_json, reading, with_suppress_unlink
 from ..data import DataError, load_dataset
-from ..config import TrainConfig, from_dict, upgrade_keys, validate
 from ..layout import MemberDir, RunDir, check_name
 from ..method.divergence import genotype_js_matrix
 from ..method.ensemble import predictive_js
@@ -33,6 +32,7 @@ from ..method.network import Network
 from ..method.space import Genotype
 from ..method.scoring import MemberProbs, score
 from ..method.shift import shift_summary
+from ..method.train import read_member
 from .bundle import bundle_problem, load_ensemble
 from .manifest import SCHEMA, SCHEMA_VERSION, BundleError, model_sha256, sha256
 from .card import model_card
@@ -92,18 +92,11 @@ def _chosen(run: RunDir, members: Sequence[str]) -> tuple[list[str], dict[str, A
 
 def _member_files(d: MemberDir) -> tuple[dict[str, Any], dict[str, Any], Genotype]:
     """A member's training config and genotype record, checked (BundleError naming the file)."""
-    cfg = read_json(d.config, dict, "a member's training config")
-    gmeta = read_json(d.genotype, dict, "a member's genotype record")
     try:
-        cfg = upgrade_keys(cfg)  # settings saved under earlier names (c → channels)
-        validate(from_dict(TrainConfig, cfg))
-    except (TypeError, ValueError) as e:
-        raise BundleError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
-    try:
-        g = Genotype.from_dict(gmeta["genotype"] if isinstance(gmeta, dict) else None)
-    except (KeyError, ValueError, TypeError) as e:
-        raise BundleError(f"{d.genotype}: no valid genotype ({e}); retrain the member") from None
-    return cfg, gmeta, g
+        m = read_member(d)
+    except ArtifactError as e:
+        raise BundleError(str(e)) from None
+    return m.raw, m.record, m.genotype
 
 
 def _member_entry(run: RunDir, name: str, info: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor], dict]:

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from ..artifacts import ArtifactError, load_tensors, read_json, save_tensors
-from ..config import TrainConfig, from_dict, upgrade_keys, validate
+from ..config import TrainConfig
 from ..corruptions import SEVERITIES, TEST_CORRUPTIONS, VAL_CORRUPTIONS, VERSION, corrupt
 from ..data import DataError, DatasetInfo, DeviceLoader, load_dataset, split_indices
 from ..layout import MemberDir, RunDir
@@ -34,8 +34,7 @@ from ..runtime import autocast, resolve_device, use_channels_last
 from .ledger import TERMS, ledger_difference
 from .network import Network
 from .scoring import EnsembleReport, MemberProbs, score
-from .space import Genotype
-from .train import SPLIT_SEED
+from .train import SPLIT_SEED, SavedMember, read_member
 
 DEFAULT_IMAGES = 1000  # per condition: 41 conditions × 10 members (×2 with flip TTA) fit 3 minutes on 2 cores
 SELECT = ("clean", "shifted")
@@ -77,25 +76,11 @@ class ShiftSettings:
 
 
 # ----------------------------------------------------------------------------- members and images
-def member_config(d: MemberDir) -> TrainConfig:
-    """A member's training config, checked (ArtifactError naming the file)."""
-    raw = read_json(d.config, dict, "a member's training config")
-    try:
-        cfg = from_dict(TrainConfig, upgrade_keys(raw))
-        validate(cfg)
-    except (TypeError, ValueError) as e:
-        raise ArtifactError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
-    return cfg
-
-
-def member_network(d: MemberDir, cfg: TrainConfig, info: DatasetInfo, device: torch.device) -> Network:
-    """Member D's trained network in eval mode on `device` (channels-last where that is faster)."""
-    gmeta = read_json(d.genotype, dict, "a member's genotype record")
-    try:
-        g = Genotype.from_dict(gmeta.get("genotype"))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ArtifactError(f"{d.genotype}: no valid genotype ({e}); retrain the member") from None
-    net = Network(g, cfg.channels, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary)
+def member_network(d: MemberDir, member: SavedMember, info: DatasetInfo, device: torch.device) -> Network:
+    """Member D's trained network (its records `member`, `train.read_member`) in eval mode on
+    `device` (channels-last where that is faster)."""
+    cfg = member.config
+    net = Network(member.genotype, cfg.channels, info.num_classes, cfg.layers, info.channels, auxiliary=cfg.auxiliary)
     state, _ = load_tensors(d.weights, finite=True)
     try:
         net.load_state_dict(state)
@@ -197,9 +182,9 @@ def member_probs(d: MemberDir, images: Conditions, y: torch.Tensor, info: Datase
     cached = _read_cache(path, stamp)
     missing = [k for k in images if k not in cached]
     if missing:
-        cfg = member_config(d)
-        net = member_network(d, cfg, info, device)
-        flip = bool(cfg.tta_flip and info.flip)  # as the member's own test scores
+        member = read_member(d)
+        net = member_network(d, member, info, device)
+        flip = bool(member.config.tta_flip and info.flip)  # as the member's own test scores
         for k in missing:
             loader = DeviceLoader(images[k].to(device), y.to(device), info, 128, train=False,
                                   channels_last=use_channels_last(device))
@@ -224,7 +209,7 @@ class ShiftProbs:
 
 
 def _check_same_data(run: RunDir, names: list[str]) -> TrainConfig:
-    cfgs = {n: member_config(run.member(n)) for n in names}
+    cfgs = {n: read_member(run.member(n)).config for n in names}
     first = cfgs[names[0]]
     for n, c in cfgs.items():
         odd = [k for k in _DATA_KEYS if getattr(c, k) != getattr(first, k)]

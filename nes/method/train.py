@@ -18,8 +18,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..artifacts import save_tensors, write_json
-from ..config import TrainConfig, to_dict
+from ..artifacts import ArtifactError, read_json, save_tensors, write_json
+from ..config import TrainConfig, from_dict, to_dict, upgrade_keys, validate
 from ..data import Dataset, DeviceLoader, load_dataset, split_indices
 from ..layout import MemberDir, RunDir
 from ..runtime import autocast, configure_threads, resolve_device, use_channels_last
@@ -39,6 +39,34 @@ class MemberResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SavedMember:
+    """A retrained member's records as saved: its training config (checked; `raw` is the JSON with
+    earlier setting names upgraded), its genotype record (genotype.json) and genotype."""
+
+    config: TrainConfig
+    raw: dict[str, Any]
+    record: dict[str, Any]
+    genotype: Genotype
+
+
+def read_member(d: MemberDir) -> SavedMember:
+    """Member D's config.json and genotype.json, checked (ArtifactError naming the file)."""
+    raw = read_json(d.config, dict, "a member's training config")
+    record = read_json(d.genotype, dict, "a member's genotype record")
+    try:
+        raw = upgrade_keys(raw)  # settings saved under earlier names (c → channels)
+        cfg = from_dict(TrainConfig, raw)
+        validate(cfg)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{d.config}: not a member's training config ({e}); retrain the member") from None
+    try:
+        g = Genotype.from_dict(record["genotype"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ArtifactError(f"{d.genotype}: no valid genotype ({e}); retrain the member") from None
+    return SavedMember(cfg, raw, record, g)
 
 
 @torch.inference_mode()
