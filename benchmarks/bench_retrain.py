@@ -130,6 +130,41 @@ def time_to_90(cfg: TrainConfig, genotype, device: torch.device = torch.device("
     return (hit[0] if hit else float("nan")), res.history[-1]["test_accuracy"], wall
 
 
+# (e) recipes compared, each a set of TrainConfig overrides on the quick preset; chosen on the
+# validation split (the fastest whose final val accuracy is >= RECIPE_VAL), the test split printed
+# once beside it to confirm
+RECIPES = {
+    "crop (before)": {"pad": "2", "epoch_sizes": ""},
+    "no crop": {"pad": "0", "epoch_sizes": ""},
+    "no crop, 14/20 px": {"pad": "0", "epoch_sizes": "14,20"},
+    "no crop, 2 epochs, 14 px": {"pad": "0", "epoch_sizes": "14", "epochs": "2"},
+}
+RECIPE_VAL = 0.905
+
+
+def recipes(genotype, names: list[str], seeds: list[int]) -> None:
+    """Train each recipe of RECIPES once per seed; print its epochs, time to 90 % and final accuracies."""
+    print(f"(e) recipes on the quick preset, seeds {seeds}; chosen on validation (final val >= {RECIPE_VAL}):")
+    rows = []
+    for name in names:
+        for seed in seeds:
+            cfg = from_preset(TrainConfig, "quick", {**RECIPES[name], "seed": str(seed)})
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                res = retrain(cfg, genotype, tmp, "m", "cpu")
+                wall = time.perf_counter() - t0
+            h = res.history
+            hit = next((r["seconds"] for r in h if r["test_accuracy"] >= 0.9), float("nan"))
+            rows.append((name, seed, wall, h[-1]["val_accuracy"], h[-1]["test_accuracy"], hit))
+            epochs = ", ".join(f"{r['val_accuracy']:.4f}/{r['test_accuracy']:.4f} at {r['seconds']:.0f} s" for r in h)
+            print(f"    {name:26s} seed {seed}: wall {wall:6.1f} s, val/test by epoch: {epochs}", flush=True)
+    for name in names:
+        mine = [r for r in rows if r[0] == name]
+        med = statistics.median
+        print(f"    {name:26s} median wall {med([r[2] for r in mine]):6.1f} s, val {med([r[3] for r in mine]):.4f}, "
+              f"test {med([r[4] for r in mine]):.4f}, time to 90 % {med([r[5] for r in mine]):.1f} s")
+
+
 def startup(genotype_file: Path) -> float:
     times = []
     for _ in range(3):
@@ -285,6 +320,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--profile", action="store_true", help="(d): per-op-family profile of a training step")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: (a) and (b) on that device")
+    ap.add_argument("--recipes", default="", help=f"(e): comma-separated names of {', '.join(RECIPES)} or 'all'")
+    ap.add_argument("--seeds", default="0", help="(e): comma-separated member seeds")
     a = ap.parse_args()
     configure_threads()
     from nes.runtime import resolve_device
@@ -292,6 +329,10 @@ def main() -> None:
     cfg = from_preset(TrainConfig, "quick", dict(kv.split("=", 1) for kv in a.set))
     genotype = load_genotype(a.genotype)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; genotype {genotype.compact()}")
+    if a.recipes:
+        names = list(RECIPES) if a.recipes == "all" else [n.strip() for n in a.recipes.split(",")]
+        recipes(genotype, names, [int(v) for v in a.seeds.split(",")])
+        return
     ours, plain = throughput(cfg, genotype, a.repeats, a.steps, device)
     if a.profile and device.type == "cpu":
         profile_step(cfg, genotype, a.steps)

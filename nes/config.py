@@ -115,6 +115,9 @@ class TrainConfig:
     warmup: float = 0.2  # onecycle: the fraction of steps rising from lr/10 to lr, then linear decay to lr_min
     nesterov: bool = False
     tta_flip: bool = False  # final scores average the image and its mirror (datasets that flip; earlier epochs: image only)
+    # progressive resizing: the training image size of each of the first epochs ("16,22"), later
+    # epochs at image_size; an epoch at 20×20 costs half of one at 28×28 (scores: always image_size)
+    epoch_sizes: str = ""
     seed: int = 0
     log_every: int = 20
 
@@ -142,14 +145,16 @@ HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="digits", limit=256, test_limit=128, channels=4, batch_size=32, epochs=2, log_every=2),
-    # ≥ 90 % on the full Fashion-MNIST test set in under 3 minutes on 2 CPU cores
-    # (benchmarks/bench_retrain.py; figures: benchmarks/results/README.md): all 54k training images
-    # for 3 epochs, a per-step one-cycle schedule peaking at 0.2, Nesterov momentum, label smoothing
-    # 0.1 (pooling-heavy genotypes reach 90 % in 3 epochs only with it), flip test-time augmentation
-    # of the final scores
-    "quick": dict(dataset="fashion-mnist", limit=None, image_size=28, pad=2, channels=12, batch_size=128,
+    # ≥ 90 % on Fashion-MNIST's validation split in under 2 minutes on 2 CPU cores
+    # (benchmarks/bench_retrain.py --recipes all; figures: benchmarks/results/README.md): all 54k
+    # training images for 3 epochs, the first two shrunk to 14 and 20 px (progressive resizing: 0.6×
+    # the time of three full-size epochs, ~1 point of accuracy), no random crop (a 3-epoch member
+    # underfits: the crop cost 0.4 points), a per-step one-cycle schedule peaking at 0.2, Nesterov
+    # momentum, label smoothing 0.1 (pooling-heavy genotypes reach 90 % in 3 epochs only with it),
+    # flip test-time augmentation of the final scores. `--set epoch_sizes=` trains every epoch at 28 px
+    "quick": dict(dataset="fashion-mnist", limit=None, image_size=28, pad=0, channels=12, batch_size=128,
                   epochs=3, lr=0.2, nesterov=True, schedule="onecycle", weight_decay=5e-4, tta_flip=True,
-                  label_smoothing=0.1),
+                  label_smoothing=0.1, epoch_sizes="14,20"),
     # the original experiment: 2 cells, C=16, 50 epochs
     "paper": dict(dataset="fashion-mnist", channels=16, layers=2, batch_size=64, epochs=50),
 }
@@ -273,12 +278,30 @@ def validate(cfg: Any) -> None:
     _check_split(cfg)
     if getattr(cfg, "mode", "darts") not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {cfg.mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    if hasattr(cfg, "epoch_sizes"):
+        epoch_sizes(cfg)  # ValueError naming the setting
     if getattr(cfg, "schedule", "cosine") not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZER_NAMES)}")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
+
+
+def epoch_sizes(cfg: Any) -> list[int]:
+    """TrainConfig.epoch_sizes as ints (one per early epoch); ValueError naming the setting when an
+    entry is not a size from 4 to image_size or there are not fewer of them than epochs."""
+    text = cfg.epoch_sizes.replace(" ", "")
+    try:
+        sizes = [int(v) for v in text.split(",")] if text else []
+    except ValueError:
+        raise ValueError(f"setting epoch_sizes={cfg.epoch_sizes!r} must be comma-separated image sizes, "
+                         "e.g. --set epoch_sizes=16,22") from None
+    top = cfg.image_size
+    if any(s < 4 or (top is not None and s > top) for s in sizes) or len(sizes) >= cfg.epochs:
+        raise ValueError(f"setting epoch_sizes={cfg.epoch_sizes!r} must hold fewer sizes than epochs ({cfg.epochs}), "
+                         f"each from 4 to image_size ({top})")
+    return sizes
 
 
 def _check_split(cfg: Any) -> None:

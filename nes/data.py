@@ -90,6 +90,21 @@ def downsample(ds: Dataset, info: DatasetInfo, factor: int) -> tuple[Dataset, Da
     return small, new
 
 
+def resized(x: torch.Tensor, info: DatasetInfo, size: int) -> tuple[torch.Tensor, DatasetInfo]:
+    """Images X (uint8 [N, C, H, W]) shrunk so that INFO's crop becomes SIZE pixels (antialiased
+    bilinear, uint8 kept) and the cropping info scaled alike (padding rounded, at least 1 when the
+    full size pads): a cheaper early training epoch (progressive resizing). SIZE ≥ the crop
+    returns both unchanged."""
+    if size >= info.image_size:
+        return x, info
+    f = size / info.image_size
+    h, w = max(1, round(info.height * f)), max(1, round(info.width * f))
+    pad = max(1, round(info.pad * f)) if info.pad else 0
+    small = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    small = small.round_().clamp_(0, 255).to(torch.uint8)
+    return small, dataclasses.replace(info, height=h, width=w).with_crop(min(size, min(h, w) + 2 * pad), pad)
+
+
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 def _short(e: Exception) -> str:

@@ -64,6 +64,7 @@ def _demo_sets(preset: str, data_dir: str | None, log: Callable[[str], None]) ->
             log("Fashion-MNIST not found (apt-get install dataset-fashion-mnist); building the demo on digits")
             for sets in (search_sets, train_sets):
                 sets.update(limit="none", test_limit="none", image_size="none", pad="none")
+            train_sets["epoch_sizes"] = ""  # 8×8 images: nothing to shrink
     if data_dir:
         search_sets["data_dir"] = train_sets["data_dir"] = data_dir
     return search_sets, train_sets

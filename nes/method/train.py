@@ -10,6 +10,7 @@ probs/epoch_XXX.safetensors, checkpoint.safetensors, weights.safetensors, histor
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..artifacts import ArtifactError, read_json, save_tensors, write_json
-from ..config import TrainConfig, from_dict, to_dict, upgrade_keys, validate
-from ..data import Dataset, DeviceLoader, load_dataset, split_indices
+from ..config import TrainConfig, epoch_sizes, from_dict, to_dict, upgrade_keys, validate
+from ..data import Dataset, DeviceLoader, load_dataset, resized, split_indices
 from ..layout import MemberDir, RunDir
 from ..runtime import autocast, configure_threads, resolve_device, use_channels_last
 from .ensemble import member_metrics
@@ -69,20 +70,33 @@ def read_member(d: MemberDir) -> SavedMember:
     return SavedMember(cfg, raw, record, g)
 
 
+def inference_network(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """NET traced and frozen for inference on the CPU: batch norms folded into the convolutions
+    before them and constants inlined (measured 1.5–1.9× faster on the demo's members, outputs
+    within 1e-6). NET itself when tracing fails or the frozen copy disagrees with it beyond 1e-4."""
+    if example.device.type != "cpu":
+        return net
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values taken as constants
+            frozen = torch.jit.freeze(torch.jit.trace(net.eval(), example).eval())
+            gap = (frozen(example).float() - net(example).float()).abs().max().item()
+    except (RuntimeError, ValueError):
+        return net
+    return frozen if gap < 1e-4 else net
+
+
 @torch.inference_mode()
-def predict_probs(net: nn.Module, loader: DeviceLoader, device: torch.device, flip: bool = False) -> torch.Tensor:
-    """Softmax outputs [N, K] (float32, on CPU) of `net` in eval mode over `loader` (in order);
-    with `flip`, the mean of the image's and its mirror's (test-time augmentation)."""
-    was_training = net.training
-    net.eval()
+def infer(net: torch.nn.Module, loader: DeviceLoader, flip: bool) -> torch.Tensor:
+    """Softmax outputs [N, K] float32 (CPU) of an eval-mode (or frozen) NET over LOADER, in order; with
+    FLIP the mean with the mirror image's (test-time augmentation)."""
     out = []
     for x, _ in loader.epoch():
-        with autocast(device):
+        with autocast(x.device):
             p = torch.softmax(net(x).float(), dim=1)
             if flip:
                 p = 0.5 * (p + torch.softmax(net(x.flip(3)).float(), dim=1))
         out.append(p)
-    net.train(was_training)
     return torch.cat(out).cpu()
 
 
@@ -107,6 +121,30 @@ class MemberData:
     test: DeviceLoader
     val_y: torch.Tensor  # on the data's device
     test_y: torch.Tensor
+    train_x: torch.Tensor  # uint8 [N, C, H, W]: the training split's images (the early epochs shrink them)
+    val_index: torch.Tensor  # the validation split's indices into ds.train_x
+    small: dict[int, tuple[DeviceLoader, ...]] = field(default_factory=dict)  # early epochs' (train, val, test)
+
+    def loaders(self, cfg: TrainConfig, epoch: int) -> tuple[DeviceLoader, DeviceLoader, DeviceLoader]:
+        """EPOCH's (train, val, test) loaders: for the early epochs of cfg.epoch_sizes the same images
+        shrunk to that size (same batches and random draws as at full size; scored at the size the
+        member trains on, so that its live curve means what it says), else the full-size ones."""
+        sizes = epoch_sizes(cfg)
+        if epoch >= len(sizes) or sizes[epoch] >= self.train.info.image_size:
+            return self.train, self.val, self.test
+        size = sizes[epoch]
+        if size not in self.small:
+            self.small[size] = tuple(
+                DeviceLoader(*_shrunk(x, ld, size), ld.batch_size, train=ld.train, channels_last=ld.channels_last)
+                for x, ld in ((self.train_x, self.train), (self.ds.train_x[self.val_index], self.val),
+                              (self.ds.test_x, self.test)))
+        return self.small[size]
+
+
+def _shrunk(x: torch.Tensor, ld: DeviceLoader, size: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """(images, labels, info) of loader LD's images X shrunk to SIZE."""
+    small, info = resized(x, ld.info, size)
+    return small, ld.y, info
 
 
 def member_data(cfg: TrainConfig, device: torch.device) -> MemberData:
@@ -122,7 +160,7 @@ def member_data(cfg: TrainConfig, device: torch.device) -> MemberData:
         DeviceLoader(ds.train_x[tr], ds.train_y[tr], info, bs, train=True, channels_last=cl),
         DeviceLoader(ds.train_x[va], ds.train_y[va], info, 256, train=False, channels_last=cl),
         DeviceLoader(ds.test_x, ds.test_y, info, 256, train=False, channels_last=cl),
-        ds.train_y[va], ds.test_y)
+        ds.train_y[va], ds.test_y, ds.train_x[tr], va)
 
 
 def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, loader: DeviceLoader,
@@ -159,12 +197,14 @@ def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, l
     return {"train_loss": s[0], "train_acc": s[1]}
 
 
-def _evaluate_epoch(net: nn.Module, data: MemberData, out: MemberDir, epoch: int,
-                    device: torch.device, flip: bool) -> dict[str, float]:
-    """Save this epoch's val/test probabilities (float16) and return their metrics, computed on
-    the saved values so that reports and `evaluate` agree."""
-    val_p = predict_probs(net, data.val, device, flip).half()
-    test_p = predict_probs(net, data.test, device, flip).half()
+def _evaluate_epoch(net: nn.Module, loaders: tuple[DeviceLoader, ...], data: MemberData, out: MemberDir,
+                    epoch: int, device: torch.device, flip: bool) -> dict[str, float]:
+    """Save this epoch's val/test probabilities (float16) over LOADERS' (train, val, test) last two
+    and return their metrics, computed on the saved values so that reports and `evaluate` agree."""
+    was_training = net.training
+    fast = inference_network(net.eval(), next(iter(loaders[1].epoch()))[0])  # one trace serves both splits
+    val_p, test_p = infer(fast, loaders[1], flip).half(), infer(fast, loaders[2], flip).half()
+    net.train(was_training)
     save_tensors(out.probs(epoch), {"val": val_p, "test": test_p}, {"epoch": epoch})
     vm = member_metrics(val_p.float(), data.val_y.cpu())
     tm = member_metrics(test_p.float(), data.test_y.cpu())
@@ -205,10 +245,12 @@ def retrain(
         progress(loop.start * steps_per_epoch, steps_per_epoch * cfg.epochs, {"epoch": loop.start})
     for epoch, gen in loop:
         net.drop_prob = cfg.drop_path * epoch / cfg.epochs
-        row = _train_epoch(cfg, net, opt, data.train, gen, epoch, device, progress)
+        loaders = data.loaders(cfg, epoch)
+        row = _train_epoch(cfg, net, opt, loaders[0], gen, epoch, device, progress)
         loop.check_finite(epoch, row)  # before this epoch's probabilities are saved
         # the mirror images cost a second pass: only the final scores (the member's) use them
-        scores = _evaluate_epoch(net, data, out, epoch, device, cfg.tta_flip and info.flip and epoch == cfg.epochs - 1)
+        flip = cfg.tta_flip and info.flip and epoch == cfg.epochs - 1
+        scores = _evaluate_epoch(net, loaders, data, out, epoch, device, flip)
         row = loop.end_epoch(epoch, {**row, **scores}, steps_per_epoch)
         if progress is not None:
             progress(loop.steps, steps_per_epoch * cfg.epochs, row)
