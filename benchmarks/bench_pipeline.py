@@ -9,7 +9,7 @@ worker frees are lent to the one still running) and scored on the
 full test set, then the ensemble against its best member (chosen by validation NLL) with a paired
 bootstrap 95 % interval over the test images. Stage times are the jobs' own start/finish times.
 
-    python benchmarks/bench_pipeline.py                      # ~10 min on 2 cores
+    python benchmarks/bench_pipeline.py                      # ~8 min on 2 cores
     python benchmarks/bench_pipeline.py --search-set mode=darts --search-set downsample=1
 
 Last line: RESULT total_s=… min_member_acc=… gain_pts=… gain_lo=… gain_hi=… (plus the stage times
@@ -106,7 +106,7 @@ def main() -> None:
     print(f"members: {', '.join(f'{100 * x:.2f} %' for x in accs)}")
     print(f"ensemble {100 * ev['ensemble']['accuracy']:.2f} % on {ev['test_images']} test images; vs best member "
           f"({ev['vs_best_member']['best_member']}): accuracy {acc.text()}, NLL {nll.text()}")
-    print("targets: total ≤ 600 s on 2 cores, every member ≥ 90 %, α* stable with kept-edge top-op p ≥ 0.4")
+    print("targets: total ≤ 360 s on 2 cores, every member ≥ 90 %, α* stable with kept-edge top-op p ≥ 0.4")
     print("RESULT " + " ".join(f"{k}_s={v:.0f}" for k, v in stages.items())
           + f" total_s={total:.0f} min_member_acc={min(accs):.4f} star_top_op={conf['kept_top_op']:.3f} "
             f"star_stable={stable} gain_pts={acc.value:.2f} gain_lo={acc.lo:.2f} gain_hi={acc.hi:.2f}")
