@@ -115,8 +115,8 @@ class TrainConfig:
     warmup: float = 0.2  # onecycle: the fraction of steps rising from lr/10 to lr, then linear decay to lr_min
     nesterov: bool = False
     tta_flip: bool = False  # final scores average the image and its mirror (datasets that flip; earlier epochs: image only)
-    # progressive resizing: the training image size of each of the first epochs ("16,22"), later
-    # epochs at image_size; an epoch at 20×20 costs half of one at 28×28 (scores: always image_size)
+    # progressive resizing: the image size of each of the first epochs ("16,22"; each is scored at
+    # its size), later epochs at image_size; an epoch at 20×20 costs half of one at 28×28
     epoch_sizes: str = ""
     seed: int = 0
     log_every: int = 20

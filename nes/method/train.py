@@ -198,8 +198,8 @@ def _train_epoch(cfg: TrainConfig, net: nn.Module, opt: torch.optim.Optimizer, l
 
 
 def _evaluate_epoch(net: nn.Module, loaders: tuple[DeviceLoader, ...], data: MemberData, out: MemberDir,
-                    epoch: int, device: torch.device, flip: bool) -> dict[str, float]:
-    """Save this epoch's val/test probabilities (float16) over LOADERS' (train, val, test) last two
+                    epoch: int, flip: bool) -> dict[str, float]:
+    """Save this epoch's val/test probabilities (float16) over the epoch's LOADERS (train, val, test)
     and return their metrics, computed on the saved values so that reports and `evaluate` agree."""
     was_training = net.training
     fast = inference_network(net.eval(), next(iter(loaders[1].epoch()))[0])  # one trace serves both splits
@@ -250,7 +250,7 @@ def retrain(
         loop.check_finite(epoch, row)  # before this epoch's probabilities are saved
         # the mirror images cost a second pass: only the final scores (the member's) use them
         flip = cfg.tta_flip and info.flip and epoch == cfg.epochs - 1
-        scores = _evaluate_epoch(net, loaders, data, out, epoch, device, flip)
+        scores = _evaluate_epoch(net, loaders, data, out, epoch, flip)
         row = loop.end_epoch(epoch, {**row, **scores}, steps_per_epoch)
         if progress is not None:
             progress(loop.steps, steps_per_epoch * cfg.epochs, row)
