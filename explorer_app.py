@@ -1,12 +1,14 @@
 """NES Explorer — Streamlit entry point (`streamlit run explorer_app.py`).
 
-Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker and the device
-badge. The app process only reads the store and samples α(λ) (milliseconds); training runs in
-background worker processes (`nes.runs.jobs`), so the app keeps one torch thread.
+Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker, the device
+badge and, when `NES_READONLY` is set, the classroom-mode notice (`nes.explorer.jobcontrols.readonly`).
+The app process only reads the store and samples α(λ) (milliseconds); training runs in background
+worker processes (`nes.runs.jobs`), so the app keeps one torch thread.
 """
 import streamlit as st
 
 import nes
+from nes.explorer.jobcontrols import readonly
 from nes.runtime import available_cores, configure_threads, device_label, resolve_device
 from pages._state import select_run, store
 
@@ -39,6 +41,9 @@ st.sidebar.title("NES Explorer")
 st.sidebar.caption(f"Differentiable neural ensemble search with diversity control · nes {nes.__version__}")
 kind, detail = _device()
 st.sidebar.markdown(f":{'green' if kind in ('CUDA', 'MPS') else 'gray'}-badge[{kind}] {detail}")
+if readonly():  # classroom mode: the pages offer no control that writes, the actions refuse
+    st.sidebar.info("**Classroom mode: read-only.** Every run can be explored; nothing can be queued, cancelled, "
+                    "resumed or exported here (`NES_READONLY` is set).", icon=":material/school:")
 try:
     st.session_state["run_id"] = select_run()
 except Exception as e:  # a broken store: say what is wrong, keep the page alive

@@ -1,7 +1,9 @@
-"""Widgets every page shares: loading a run's view, friendly errors, teaching notes, job
-progress, live panels, and the cell panel of Explore and Search.
+"""Widgets every page shares: loading a run's view, friendly errors, teaching notes, the jobs table
+with its cancel and resume buttons, classroom mode's hiding of controls that write, live panels, and
+the cell panel of Explore and Search.
 
-Streamlit glue only; what the widgets show comes from `nes` (RunView, viz).
+Streamlit glue only; what the widgets show and offer comes from `nes` (RunView, viz, jobcontrols),
+what their buttons do from `nes.explorer.actions`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import streamlit as st
 import torch
 
 from nes.explorer import viz
+from nes.explorer.actions import cancel_job, resume_job
+from nes.explorer.jobcontrols import controls, error_headline, job_log_tail, readonly
 from nes.explorer.notes import eta_text
 from nes.explorer.runview import RunView
 from nes.method.space import Genotype
@@ -67,26 +71,82 @@ def teach(title: str, body: str) -> None:
         st.markdown(body)
 
 
+def writable(what: str, still: str = "") -> bool:
+    """Whether this page may offer its controls that write to the run store; in classroom mode
+    (`jobcontrols.readonly`) it may not, and a caption says what is withheld (`what`) and what is
+    `still` offered instead (the actions would refuse anyway: this keeps a control that cannot work
+    off the page)."""
+    if readonly():
+        tail = f"; {still}" if still else ""
+        st.caption(f":material/lock: Classroom mode (read-only): {what} is not offered{tail}.")
+        return False
+    return True
+
+
 def jobs_table(run_id: str, kinds: tuple[str, ...] | None = None, limit: int = 12) -> list:
-    """Progress bars for this run's jobs (newest first); failures show their message."""
+    """This run's jobs (newest first), each with its state: progress bars for running ones, a failure's
+    message with its error and worker-log tail in an expander, and the job's control (cancel while
+    queued or running, resume when failed or cancelled; none in classroom mode)."""
     s = store()
     jobs = [j for j in s.jobs(run_id) if kinds is None or j.kind in kinds][::-1][:limit]
     if not jobs:
         st.caption("No jobs for this run yet.")
     for j in jobs:
-        name = j.config.get("name") or j.config.get("regularizer") or ""
-        label = f"#{j.id} {j.kind} {name} — {j.status}"
-        if j.status == "running":
-            eta = eta_text(j.step, j.total, j.started, time.time())
-            st.progress(min(1.0, j.progress), text=f"{label} ({j.step}/{j.total or '?'} steps{', ' + eta if eta else ''})")
-        elif j.status == "failed":
-            st.error(f"{label}: {(j.error or '').splitlines()[0] if j.error else 'no message'}")
-            if j.error and "\n" in j.error:
-                with st.expander(f"Details of job #{j.id}"):
-                    st.code(j.error)
+        offered = controls(j)
+        if offered:
+            row, ctl = st.columns([7, 1], vertical_alignment="center")
+            with row:
+                job_row(j)
+            job_button(ctl, j, offered[0])
         else:
-            st.caption(label)
+            job_row(j)
+        kind, note = st.session_state.pop(f"_job_note_{j.id}", (None, None))
+        if note:
+            (st.success if kind == "success" else st.warning)(note)
     return jobs
+
+
+def job_row(j) -> None:
+    """One job's state: a progress bar with its ETA while running, its error (full error and log tail
+    folded below) when failed, a caption otherwise."""
+    name = j.config.get("name") or j.config.get("regularizer") or ""
+    label = f"#{j.id} {j.kind}{' ' + name if name else ''} — {j.status}"
+    if j.status == "running":
+        eta = eta_text(j.step, j.total, j.started, time.time())
+        stopping = " — stopping at its next report" if j.cancel_requested else ""
+        st.progress(min(1.0, j.progress),
+                    text=f"{label} ({j.step}/{j.total or '?'} steps{', ' + eta if eta else ''}){stopping}")
+    elif j.status == "failed":
+        st.error(f"{label}: {error_headline(j)}")
+        with st.expander(f"Error and log of job #{j.id}"):
+            st.code(j.error or "no message", language=None)
+            tail = job_log_tail(j)
+            if tail:
+                st.caption(f"The end of its worker log (`logs/job_{j.id}.log`):")
+                st.code(tail, language=None)
+            else:
+                st.caption("Its worker wrote no log.")
+    else:
+        st.caption(label)
+
+
+JOB_BUTTONS = {"cancel": ("Cancel", ":material/cancel:", cancel_job),
+               "resume": ("Resume", ":material/replay:", resume_job)}
+
+
+def job_button(col, j, action: str) -> None:
+    """The job's cancel or resume button; a click acts on the store, keeps what happened for the next
+    script run (shown under the job) and reruns the whole page, so every panel shows the new state
+    and a resumed job's page polls again."""
+    label, icon, act = JOB_BUTTONS[action]
+    if not col.button(label, key=f"{action}_{j.id}", icon=icon, help=f"{label} job #{j.id} ({j.kind})"):
+        return
+    try:
+        note = ("success", f"Job #{j.id}: {act(store(), j.id)}.")
+    except (ValueError, OSError) as e:  # it ended meanwhile (StoreError), or classroom mode (ReadOnlyError)
+        note = ("warning", f"Could not {action} job #{j.id}: {e}")
+    st.session_state[f"_job_note_{j.id}"] = note
+    st.rerun()
 
 
 def running_curve(run_id: str, kind: str, title: str, limit: int = 4) -> None:

@@ -6,7 +6,7 @@ from nes.explorer.actions import start_baseline, start_shift
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
-from pages._widgets import friendly, jobs_table, live, load_view, teach
+from pages._widgets import friendly, jobs_table, live, load_view, teach, writable
 
 route_through_app()
 
@@ -31,22 +31,24 @@ and NLL of the other ensembles at a fraction of the DARTS ensemble's search cost
 run_id = selected_run()
 view = load_view(run_id)
 
-with st.form("new_baseline"):
-    st.markdown("**Run a method** on this run (background worker; members use the run's member settings)")
-    c1, c2, c3, c4 = st.columns(4)
-    method = c1.selectbox("Method", list(METHODS),
-                          help="How the M architectures are chosen (see 'What are the baselines?' above); "
-                               "edgenes-<regularizer> needs that hypernetwork trained on this run.")
-    members = c2.number_input("Ensemble size M", min_value=1, max_value=20, value=3,
-                              help="Members of the final ensemble; each is retrained with the run's member "
-                                   "settings, so the cost grows with M.")
-    budget = c3.number_input("Budget (NES pool / EdgeNES λs; 0 = 2·M)", min_value=0, max_value=200, value=0,
-                             help="NES-RS / NES-RE: members trained in all before forward selection keeps M; "
-                                  "EdgeNES: λ values sampled for its pool. Ignored by the other methods.")
-    seed = c4.number_input("Seed", min_value=0, max_value=10_000, value=0,
-                           help="Member i trains with seed 1000·seed + i, the same for every method, so two "
-                                "methods of one seed differ only in their architectures.")
-    go = st.form_submit_button("Start", type="primary")
+go = False
+if writable("running a method"):
+    with st.form("new_baseline"):
+        st.markdown("**Run a method** on this run (background worker; members use the run's member settings)")
+        c1, c2, c3, c4 = st.columns(4)
+        method = c1.selectbox("Method", list(METHODS),
+                              help="How the M architectures are chosen (see 'What are the baselines?' above); "
+                                   "edgenes-<regularizer> needs that hypernetwork trained on this run.")
+        members = c2.number_input("Ensemble size M", min_value=1, max_value=20, value=3,
+                                  help="Members of the final ensemble; each is retrained with the run's member "
+                                       "settings, so the cost grows with M.")
+        budget = c3.number_input("Budget (NES pool / EdgeNES λs; 0 = 2·M)", min_value=0, max_value=200, value=0,
+                                 help="NES-RS / NES-RE: members trained in all before forward selection keeps M; "
+                                      "EdgeNES: λ values sampled for its pool. Ignored by the other methods.")
+        seed = c4.number_input("Seed", min_value=0, max_value=10_000, value=0,
+                               help="Member i trains with seed 1000·seed + i, the same for every method, so two "
+                                    "methods of one seed differ only in their architectures.")
+        go = st.form_submit_button("Start", type="primary")
 if go:
     with friendly("start the method"):
         job = start_baseline(store(), run_id, view, method, int(members), int(seed), int(budget))
@@ -164,11 +166,12 @@ def shift_panel() -> None:
 
 with friendly("show the shift evaluation"):
     shift_panel()
-with st.form("new_shift"):
-    select = st.radio("Choose the best member and T on", ["clean", "shifted"], horizontal=True,
-                      help="clean: the clean validation split (default); shifted: that split under the validation "
-                           "corruptions, which never test. The same for every method.")
-    if st.form_submit_button("Evaluate under shift (every method of this run)"):
-        with friendly("start the shift evaluation"):
-            job = start_shift(store(), run_id, view, select)
-            st.success(f"Job #{job} queued: every ensemble of this run under 8 corruptions × 5 severities.")
+if writable("a shift evaluation"):
+    with st.form("new_shift"):
+        select = st.radio("Choose the best member and T on", ["clean", "shifted"], horizontal=True,
+                          help="clean: the clean validation split (default); shifted: that split under the validation "
+                               "corruptions, which never test. The same for every method.")
+        if st.form_submit_button("Evaluate under shift (every method of this run)"):
+            with friendly("start the shift evaluation"):
+                job = start_shift(store(), run_id, view, select)
+                st.success(f"Job #{job} queued: every ensemble of this run under 8 corruptions × 5 severities.")

@@ -7,7 +7,7 @@ from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
 from nes.method.stats import Difference
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
-from pages._widgets import friendly, jobs_table, live, load_view, teach
+from pages._widgets import friendly, jobs_table, live, load_view, teach, writable
 
 route_through_app()
 
@@ -41,22 +41,27 @@ with friendly("list the members"):
     members = view.members()
     regs = view.regularizers()
 
-st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
-c1, c2 = st.columns([1, 4])
-reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs, key=f"member_reg_{run_id}",
-                   help="The hypernetwork α(λ) the members' architectures are sampled from; the λ list follows it.")
-with c2.form("new_members"):
-    f1, f2 = st.columns([4, 1])
-    grid = [round(x, 4) for x in view.axis_grid(reg)] if regs else []
-    lams = f1.multiselect("Diversity (λ)", grid, default=[], key=f"member_lams_{run_id}_{reg}", format_func=lambda x: (
-        f"{lam_diversity(reg, x, *view.lam_range(reg).target):.3g} (λ={x:.3g})"),
-        help="One member per position on the diversity axis (0 = α*, 1 = most diverse): the architecture "
-             "α(λ), discretized.")
-    seed = f2.number_input("Seed", min_value=0, max_value=10_000, value=0,
-                           help="The member's training seed (initial weights, data order). The same λ with "
-                                "another seed trains another member.")
-    star = st.checkbox("Also α* itself", value=False, help="Retrain the searched architecture α* with this seed too.")
-    go = st.form_submit_button("Start training", type="primary")
+go = False
+if writable("training members"):
+    st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
+    c1, c2 = st.columns([1, 4])
+    reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs, key=f"member_reg_{run_id}",
+                       help="The hypernetwork α(λ) the members' architectures are sampled from; the λ list "
+                            "follows it.")
+    with c2.form("new_members"):
+        f1, f2 = st.columns([4, 1])
+        grid = [round(x, 4) for x in view.axis_grid(reg)] if regs else []
+        lams = f1.multiselect("Diversity (λ)", grid, default=[], key=f"member_lams_{run_id}_{reg}",
+                              format_func=lambda x: (
+                                  f"{lam_diversity(reg, x, *view.lam_range(reg).target):.3g} (λ={x:.3g})"),
+                              help="One member per position on the diversity axis (0 = α*, 1 = most diverse): "
+                                   "the architecture α(λ), discretized.")
+        seed = f2.number_input("Seed", min_value=0, max_value=10_000, value=0,
+                               help="The member's training seed (initial weights, data order). The same λ with "
+                                    "another seed trains another member.")
+        star = st.checkbox("Also α* itself", value=False,
+                           help="Retrain the searched architecture α* with this seed too.")
+        go = st.form_submit_button("Start training", type="primary")
 
 if go:
     with friendly("start the members"):

@@ -2,13 +2,14 @@
 import streamlit as st
 
 from nes.explorer import viz
+from nes.explorer.actions import export_bundle
 from nes.explorer.notes import ledger_text, member_origin
 from nes.export.onnx import onnx_missing
-from nes.export.write import bundle_summary, default_bundle_name, export_into_run, list_bundles, plan_export
+from nes.export.write import bundle_summary, default_bundle_name, list_bundles, plan_export
 from nes.layout import RunDir
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run
-from pages._widgets import friendly, load_view, teach
+from pages._widgets import friendly, load_view, teach, writable
 
 route_through_app()
 
@@ -98,18 +99,20 @@ with st.expander("manifest.json (before export: hashes are added when the files 
 
 onnx_problem = onnx_missing()
 
-with st.form("export"):
-    f1, f2 = st.columns([3, 1])
-    bundle_name = f1.text_input("Bundle name", value=default_bundle_name(run_id, names),
-                                help=f"Folder and zip name under {run.exports}. Letters, digits, '-', '_', '.'.")
-    onnx = f2.checkbox("Also ONNX", value=False, disabled=onnx_problem is not None,
-                       help=onnx_problem or "ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)")
-    replace = f2.checkbox("Replace if it exists", value=False)
-    go = st.form_submit_button("Export", type="primary")
+go = False
+if writable("writing a bundle into the run", "the bundles already written can still be downloaded below"):
+    with st.form("export"):
+        f1, f2 = st.columns([3, 1])
+        bundle_name = f1.text_input("Bundle name", value=default_bundle_name(run_id, names),
+                                    help=f"Folder and zip name under {run.exports}. Letters, digits, '-', '_', '.'.")
+        onnx = f2.checkbox("Also ONNX", value=False, disabled=onnx_problem is not None,
+                           help=onnx_problem or "ensemble.onnx, checked against PyTorch with onnxruntime (adds ~10 s)")
+        replace = f2.checkbox("Replace if it exists", value=False)
+        go = st.form_submit_button("Export", type="primary")
 if go:
     with friendly("export the bundle"):
         with st.spinner("Writing the bundle and checking it against the run…"):
-            res = export_into_run(run_id, names, bundle_name, onnx=onnx, overwrite=replace)
+            res = export_bundle(run_id, names, bundle_name, onnx=onnx, overwrite=replace)
         v = res.manifest.get("verification", {})
         msg = f"Exported **{res.path.name}** ({len(names)} members)."
         if v.get("checked"):

@@ -7,7 +7,7 @@ from nes.method.diversity import collapse_warning
 from nes.method.regularizers import AXES, REGULARIZERS
 from nes.explorer.actions import start_hypernet
 from pages._state import active_jobs, route_through_app, selected_run, store
-from pages._widgets import flash, friendly, live, load_view, running_curve, show_flash, teach
+from pages._widgets import flash, friendly, live, load_view, running_curve, show_flash, teach, writable
 
 route_through_app()
 
@@ -33,19 +33,21 @@ with friendly("prepare the hypernetwork form"):
         st.info("This run has no search yet: start one on the **Search** page first.")
         st.stop()
 
-    with st.form("new_hypernet"):
-        st.markdown("**Train a hypernetwork** on this run (background worker)")
-        c1, c2, c3, c4 = st.columns(4)
-        reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"),
-                           help="What λ asks of α(λ): " + "; ".join(f"{r}: {AXES[r].lam}" for r in REGULARIZERS)
-                                + ". The run keeps one hypernetwork per regularizer.")
-        preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
-        epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
-                                 help="Passes over the training data, λ drawn at random every step. Too few "
-                                      "leave the curve below flat; 0 keeps the preset's.")
-        pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
-                                 help="Number of anchors of the piecewise-linear map (end pivots fixed).")
-        go = st.form_submit_button("Train hypernetwork", type="primary")
+    go = False
+    if writable("training a hypernetwork"):
+        with st.form("new_hypernet"):
+            st.markdown("**Train a hypernetwork** on this run (background worker)")
+            c1, c2, c3, c4 = st.columns(4)
+            reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"),
+                               help="What λ asks of α(λ): " + "; ".join(f"{r}: {AXES[r].lam}" for r in REGULARIZERS)
+                                    + ". The run keeps one hypernetwork per regularizer.")
+            preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
+            epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
+                                     help="Passes over the training data, λ drawn at random every step. Too few "
+                                          "leave the curve below flat; 0 keeps the preset's.")
+            pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
+                                     help="Number of anchors of the piecewise-linear map (end pivots fixed).")
+            go = st.form_submit_button("Train hypernetwork", type="primary")
     if go:
         sets = {"pivots": str(pivots)}
         if epochs:
