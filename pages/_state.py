@@ -10,7 +10,7 @@ import os
 
 import streamlit as st
 
-from nes.explorer import urlstate
+from nes.explorer import archmap, urlstate
 from nes.explorer.demo import DEMO_RUN, install_demo
 from nes.explorer.runview import RunView
 from nes.layout import RunDir
@@ -91,6 +91,17 @@ def run_view(run_id: str) -> RunView:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _run_view(run_id: str, stamp: tuple) -> RunView:
     return RunView(run_id)
+
+
+def arch_map(run_id: str) -> archmap.ArchMap:
+    """The run's architecture map (~1 s to build), rebuilt only when α*, a hypernetwork, a
+    member's metrics or a baseline change on disk: a slider move only moves the marker."""
+    return _arch_map(run_id, archmap.map_stamp(run_id))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _arch_map(run_id: str, stamp: tuple) -> archmap.ArchMap:
+    return archmap.build_map(run_id, view=run_view(run_id))
 
 
 def selected_run() -> str:

@@ -1,9 +1,9 @@
 """Explore: move λ and watch the architecture α(λ) leave α*; compare architectures pairwise."""
 import streamlit as st
 
-from nes.explorer import urlstate, viz
+from nes.explorer import archmap, urlstate, viz
 from nes.method.regularizers import AXES, diversity_lam
-from pages._state import route_through_app, selected_run
+from pages._state import arch_map, route_through_app, selected_run
 from pages._widgets import cell_panel, friendly, load_view, teach
 
 route_through_app()
@@ -74,6 +74,17 @@ with friendly("show the architecture at this λ"):
     with st.expander("Per-edge operation probabilities at this λ"):
         for ct, (alpha, _) in cells.items():
             st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), key=f"bars_{ct}")
+
+st.subheader("The architecture map")
+with friendly("draw the architecture map"):
+    amap = arch_map(run_id)
+    st.plotly_chart(archmap.map_figure(amap, at={reg: lam}), key="arch_map")
+    st.caption(f"Every architecture of this run placed so that distances on the page follow the architecture "
+               f"divergence (Kruskal stress-1 {amap.stress:.3f}: {archmap.stress_words(amap.stress)}). "
+               f"The ring is the slider's λ on the {reg} path; members are coloured by test accuracy. "
+               "`python -m nes map --run RUN --out map.html` writes the same map as one HTML file.")
+    for n in amap.notes:
+        st.caption(n)
 
 st.subheader("Pairwise architecture divergence")
 with friendly("compare architectures"):

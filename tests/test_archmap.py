@@ -176,3 +176,39 @@ def test_cli_exits_2_on_a_missing_run_or_search(tmp_path, capsys):
     assert main(["map", "--run", str(tmp_path / "empty"), "--out", str(out)]) == 2, "a run without search accepted"
     assert "nes search" in capsys.readouterr().err, "the message does not say to run the search"
     assert not out.exists(), "a refused command wrote its --out"
+
+
+def _map_spec(at):
+    import json
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    maps = [f for f in figs if "stress" in ((f.get("layout") or {}).get("meta") or {})]
+    assert len(maps) == 1, f"the Explore page shows {len(maps)} architecture maps, expected 1"
+    return maps[0]
+
+
+def _traces(spec, kind):
+    return [t for t in spec["data"] if (t.get("meta") or {}).get("kind") == kind]
+
+
+def test_the_explore_page_shows_the_map_and_its_marker_follows_the_slider(home, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from nes.explorer.demo import DEMO_DIR
+    from nes.explorer.runview import RunView
+
+    monkeypatch.setenv("NES_MAX_WORKERS", "1")
+    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
+    at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = _map_spec(at)
+    view = RunView(DEMO_DIR)
+    members = sum(len(t["x"]) for t in _traces(spec, "member"))
+    assert members == len(view.finished_members()), f"{members} member points for {len(view.finished_members())} members"
+    regs = [t["meta"]["regularizer"] for t in _traces(spec, "path")]
+    assert sorted(regs) == sorted(view.regularizers()), f"map paths {regs} vs hypernetworks {view.regularizers()}"
+    before = _traces(spec, "marker")[0]
+    at.slider[0].set_value(1.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    after = _traces(_map_spec(at), "marker")[0]
+    assert (before["x"], before["y"]) != (after["x"], after["y"]), "the map's marker did not move with the slider"

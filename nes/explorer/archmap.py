@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..artifacts import ArtifactError
+from ..layout import RunDir
 from ..method.divergence import js_divergence
 from ..method.space import ArchLayout, Genotype
 from ..method.train import read_member
@@ -299,6 +300,15 @@ def build_map(run_dir: str | Path, grid: int = DEFAULT_GRID, seed: int = 0, spac
                             y=float(x[slot[key], 1])) for it, key in zip(items, keys))
     return ArchMap(rv.dir.name, space, seed, grid, points, {r: tuple(ix) for r, ix in paths.items()},
                    kruskal_stress(d, x), tuple(notes))
+
+
+def map_stamp(run_dir: str | Path) -> tuple:
+    """What a run's map depends on, cheaply (for a page's cache): α* and the hypernetworks
+    (`RunDir.stamp`), each member's metrics.json and each baseline's baseline.json, by mtime."""
+    run = RunDir(run_dir)
+    files = [*(run.member(n).path / "metrics.json" for n in run.list_members()),
+             *sorted(run.path.glob("baselines/*/baseline.json"))]
+    return run.stamp() + tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
 
 
 def path_position(amap: ArchMap, regularizer: str, lam: float | None = None, diversity: float | None = None
