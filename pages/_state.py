@@ -10,7 +10,7 @@ import os
 
 import streamlit as st
 
-from nes.explorer import archmap, urlstate
+from nes.explorer import archmap, mapclick, urlstate
 from nes.explorer.demo import DEMO_RUN, install_demo
 from nes.explorer.runview import RunView
 from nes.layout import RunDir
@@ -102,6 +102,17 @@ def arch_map(run_id: str) -> archmap.ArchMap:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _arch_map(run_id: str, stamp: tuple) -> archmap.ArchMap:
     return archmap.build_map(run_id, view=run_view(run_id))
+
+
+def map_trust(run_id: str) -> mapclick.Trust:
+    """The run's one-shot scorer and its rank agreement on the retrained members (~1 s), kept
+    until the run's search or members change: a click then costs one estimate (~0.15 s)."""
+    return _map_trust(run_id, archmap.map_stamp(run_id))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _map_trust(run_id: str, stamp: tuple) -> mapclick.Trust:
+    return mapclick.trust(run_id)
 
 
 def selected_run() -> str:

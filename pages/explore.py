@@ -1,9 +1,10 @@
 """Explore: move λ and watch the architecture α(λ) leave α*; compare architectures pairwise."""
 import streamlit as st
 
-from nes.explorer import archmap, urlstate, viz
+from nes.explorer import archmap, mapclick, urlstate, viz
+from nes.method.oneshot import one_shot_accuracy
 from nes.method.regularizers import AXES, diversity_lam
-from pages._state import arch_map, route_through_app, selected_run
+from pages._state import arch_map, map_trust, route_through_app, selected_run
 from pages._widgets import cell_panel, friendly, load_view, teach
 
 route_through_app()
@@ -76,15 +77,28 @@ with friendly("show the architecture at this λ"):
             st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), key=f"bars_{ct}")
 
 st.subheader("The architecture map")
+point = None
 with friendly("draw the architecture map"):
     amap = arch_map(run_id)
-    st.plotly_chart(archmap.map_figure(amap, at={reg: lam}), key="arch_map")
+    event = st.plotly_chart(archmap.map_figure(amap, at={reg: lam}), key="arch_map", on_select="rerun",
+                            selection_mode="points")
     st.caption(f"Every architecture of this run placed so that distances on the page follow the architecture "
                f"divergence (Kruskal stress-1 {amap.stress:.3f}: {archmap.stress_words(amap.stress)}). "
                f"The ring is the slider's λ on the {reg} path; members are coloured by test accuracy. "
+               "**Click a point of a path** to see that architecture at once, without training. "
                "`python -m nes map --run RUN --out map.html` writes the same map as one HTML file.")
     for n in amap.notes:
         st.caption(n)
+    point = mapclick.picked(amap, (event or {}).get("selection", {}).get("points", []))
+if point is not None:
+    with friendly("show the clicked architecture"):
+        st.markdown(f"**Clicked:** `{point.genotype.compact()}` ({point.label})")
+        cols = st.columns(len(view.layout.cell_types))
+        for col, ct in zip(cols, view.layout.cell_types):
+            col.plotly_chart(viz.cell_figure(point.genotype, ct, reference=view.star, title=f"clicked — {ct} cell"),
+                             key=f"clicked_{ct}")
+        trust = map_trust(run_id)
+        st.markdown(mapclick.estimate_text(point, one_shot_accuracy(trust.setup, point.genotype), trust))
 
 st.subheader("Pairwise architecture divergence")
 with friendly("compare architectures"):

@@ -385,6 +385,7 @@ def map_figure(amap: ArchMap, at: dict[str, float] | None = None, title: str | N
         pts = [amap.points[i] for i in ix]
         fig.add_trace(go.Scatter(x=[p.x for p in pts], y=[p.y for p in pts], mode="lines+markers", name=f"α(λ), {reg}",
                                  hovertext=[_hover(p) for p in pts], hoverinfo="text", marker=dict(size=5),
+                                 customdata=list(ix),  # a click names the point (nes.explorer.mapclick)
                                  meta={"kind": "path", "regularizer": reg}))
     star = amap.of_kind("alpha_star")[0]
     fig.add_trace(go.Scatter(x=[star.x], y=[star.y], mode="markers", name="α*", hovertext=[_hover(star)],
