@@ -1,7 +1,7 @@
 """Ensemble: retrain members in the background and watch the ensemble improve live."""
 import streamlit as st
 
-from nes.explorer import viz
+from nes.explorer import diversityview, viz
 from nes.explorer.actions import member_choice, member_options, submit_members
 from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
@@ -158,3 +158,24 @@ def ensemble_panel() -> None:
 
 with friendly("show the ensemble"):
     live(ensemble_panel, ("retrain",), "show the ensemble")
+
+st.subheader("Accuracy against diversity")
+with friendly("show accuracy against diversity"):
+    trained = view.finished_members()
+    if not trained:
+        st.info("No member has finished training yet: each finished member appears here.")
+    else:
+        points = diversityview.member_points(view, trained)
+        curve = diversityview.selection_curve(view.dir, trained)
+        a, b = st.columns(2)
+        a.plotly_chart(diversityview.diversity_figure(points), key="acc_vs_distance")
+        a.caption("Each finished member's test accuracy against the architecture JS between its genotype and "
+                  "α*'s (0 … ln 2; the distance of the discrete cells, as on the architecture map). Black: "
+                  "α*'s own genotype retrained, its diversity from the seed alone (distance 0).")
+        b.plotly_chart(diversityview.selection_figure(curve), key="selection_curve")
+        stop = next(r for r in curve if r["val_minimum"])
+        b.caption(f"NES forward selection over all {len(trained)} finished members: the order comes from the "
+                  "**validation** split only (each step adds the member that lowers the ensemble's validation NLL "
+                  "most); the test set only scores each step, never chooses. Bars: paired bootstrap 95 % interval "
+                  f"of the gain over the best member (**{curve[0]['member']}**, lowest validation NLL; dotted "
+                  f"line). Validation NLL is lowest at {stop['step']} member(s).")
