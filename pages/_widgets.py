@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 import traceback
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import streamlit as st
 import torch
 
 from nes.explorer import viz
+from nes.explorer.snapshot import snapshot_html, snapshot_name
 from nes.explorer.actions import cancel_job, resume_job
 from nes.explorer.jobcontrols import controls, error_headline, job_log_tail, readonly
 from nes.explorer.notes import eta_text
@@ -179,12 +181,27 @@ def live(panel, kinds: tuple[str, ...] | None = None, what: str = "show this pan
 
 
 def cell_panel(view: RunView, theta: torch.Tensor, genotype: Genotype, reference: Genotype | None = None,
-               title: str | None = None, key: str = "cell") -> dict:
+               title: str | None = None, key: str = "cell", page: str = "app") -> dict:
     """One graph per cell type of `genotype`, its edges weighted by θ (edges that differ from
-    `reference` marked); returns the per-cell (α, β) of θ for further figures."""
+    `reference` marked), each with its HTML snapshot; returns the per-cell (α, β) of θ for further figures."""
     cells = view.cells(theta)
     for col, (ct, (alpha, betas)) in zip(st.columns(len(cells)), cells.items()):
         w = viz.edge_weights(alpha, betas, genotype, ct)
-        col.plotly_chart(viz.cell_figure(genotype, ct, w, reference=reference,
-                                         title=title.format(ct=ct) if title else None), key=f"{key}_{ct}")
+        with col:
+            chart(viz.cell_figure(genotype, ct, w, reference=reference, title=title.format(ct=ct) if title else None),
+                  f"{key}_{ct}", page)
     return cells
+
+
+def chart(fig, key: str, page: str, **kwargs):
+    """st.plotly_chart of FIG plus a one-click, self-contained HTML snapshot of it (made only when
+    clicked: plotly.js inlined is ~4 MB) holding the run, the page and the view's URL state."""
+    event = st.plotly_chart(fig, key=key, **kwargs)
+    run = Path(st.session_state.get("run_id") or "run").name
+    state = {k: (v[0] if len(v) == 1 else v) for k in st.query_params for v in [st.query_params.get_all(k)]}
+    st.download_button("HTML snapshot", data=lambda: snapshot_html(fig, run, page, state), key=f"snap_{key}",
+                       file_name=snapshot_name(run, page, key), mime="text/html", on_click="ignore",
+                       icon=":material/download:", help="This figure as one HTML file that opens offline, "
+                       "with the run's name and this view's settings, for slides and rooms without the app.")
+    return event
+

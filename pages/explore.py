@@ -5,7 +5,7 @@ from nes.explorer import archmap, mapclick, urlstate, viz
 from nes.method.oneshot import one_shot_accuracy
 from nes.method.regularizers import AXES, diversity_lam
 from pages._state import arch_map, map_trust, route_through_app, selected_run
-from pages._widgets import cell_panel, friendly, load_view, teach
+from pages._widgets import cell_panel, chart, friendly, load_view, teach
 
 route_through_app()
 
@@ -71,7 +71,7 @@ with friendly("show the architecture at this λ"):
     if note:
         st.warning(f"Heads-up: {note}.")
 
-    cells = cell_panel(view, sample.theta, sample.genotype, reference=view.star)
+    cells = cell_panel(view, sample.theta, sample.genotype, reference=view.star, page="explore")
     with st.expander("Per-edge operation probabilities at this λ"):
         for ct, (alpha, _) in cells.items():
             st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), key=f"bars_{ct}")
@@ -80,8 +80,8 @@ st.subheader("The architecture map")
 point = None
 with friendly("draw the architecture map"):
     amap = arch_map(run_id)
-    event = st.plotly_chart(archmap.map_figure(amap, at={reg: lam}), key="arch_map", on_select="rerun",
-                            selection_mode="points")
+    event = chart(archmap.map_figure(amap, at={reg: lam}), "arch_map", "explore", on_select="rerun",
+                  selection_mode="points")
     st.caption(f"Every architecture of this run placed so that distances on the page follow the architecture "
                f"divergence (Kruskal stress-1 {amap.stress:.3f}: {archmap.stress_words(amap.stress)}). "
                f"The ring is the slider's λ on the {reg} path; members are coloured by test accuracy. "
@@ -114,9 +114,11 @@ with friendly("compare architectures"):
         samples = view.sample(reg, [diversity_lam(reg, d, lo, hi) for d in sel])
         labels = [f"d={d:g} (λ={s.lam:.3g})" for d, s in zip(sel, samples)]
         h1, h2 = st.columns(2)
-        h1.plotly_chart(viz.js_heatmap(view.pairwise_js(samples), labels, title="architecture JS (all edges)"),
-                        key="js_heatmap")
-        h2.plotly_chart(viz.diff_heatmap([s.genotype for s in samples], labels), key="diff_heatmap")
+        with h1:
+            chart(viz.js_heatmap(view.pairwise_js(samples), labels, title="architecture JS (all edges)"),
+                  "js_heatmap", "explore")
+        with h2:
+            chart(viz.diff_heatmap([s.genotype for s in samples], labels), "diff_heatmap", "explore")
         n_unique = len({s.genotype for s in samples})
         st.caption(f"{n_unique} distinct genotype(s) among {len(samples)} positions.")
 
