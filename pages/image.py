@@ -107,9 +107,10 @@ def _votes_panel(sweeps, severity: int) -> None:
     v = sweeps[severity]
     rows = v.rows()
     ens = rows[-1]
-    c1, c2 = st.columns(2)
-    c1.metric("Ensemble votes", ens["class"], f"p = {ens['probability']:.2f}", delta_color="off")
-    c2.metric("Members agreeing with it", f"{v.agreement()}/{len(v.names)}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Ensemble votes", ens["class"])
+    c2.metric("Its probability", f"{ens['probability']:.2f}", help="The mean of the members' probabilities for it.")
+    c3.metric("Members agreeing with it", f"{v.agreement()}/{len(v.names)}")
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"who": "member", "class": "top class", "probability": "its probability"})
 
@@ -128,6 +129,7 @@ stamp, ms = _load(run_id)
 images, what = _source(run_id, stamp, ms.info)
 c1, c2 = st.columns(2)
 corruption = c1.selectbox("Corruption", ownimage.CORRUPTIONS, key="image_corruption",
+                          format_func=lambda c: c.replace("_", " "),
                           help="The dataset-shift issue's test corruptions, with its severity tables.")
 severity = c2.slider("Severity", 0, 5, 0, key="image_severity", help="0 = your image as it is; 5 = the strongest.")
 with friendly("score the image"):
