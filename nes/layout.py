@@ -2,7 +2,8 @@
 
     RUN/run.json                 what the run is about (dataset info, preset, member settings)
     RUN/search/                  DARTS: arch.safetensors (α*), supernet.safetensors, genotype.json,
-                                 config.json, history.json, checkpoint.safetensors
+                                 config.json, history.json, checkpoint.safetensors,
+                                 theta_history.safetensors (θ at recorded moments, for the replay)
     RUN/hypernet/<reg>/          hypernet.safetensors, curve.json, config.json, history.json, ...
     RUN/fixed_lambda/lam_<λ>/    one per-λ search (arch.safetensors, genotype.json, ...)
     RUN/samples.json             α(λ) samples of the `sample` step
@@ -116,6 +117,7 @@ class StepDir:
     supernet = property(lambda self: self.path / "supernet.safetensors")
     hypernet = property(lambda self: self.path / "hypernet.safetensors")
     curve = property(lambda self: self.path / "curve.json")
+    theta_history = property(lambda self: self.path / "theta_history.safetensors")  # a search's θ replay record
 
     def exists(self) -> bool:
         return self.path.is_dir()

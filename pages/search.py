@@ -3,7 +3,7 @@ import streamlit as st
 
 from nes.config import SEARCH_MODES, SEARCH_PRESETS
 from nes.data import DATASETS
-from nes.explorer import viz
+from nes.explorer import replay, viz
 from nes.explorer.actions import start_search
 from pages._state import route_through_app, show_run, store
 from pages._widgets import cell_panel, flash, friendly, live, load_view, running_curve, show_flash, teach, writable
@@ -108,3 +108,35 @@ with friendly("show α*"):
             st.plotly_chart(viz.metric_curves(series, "search history", "epoch", "accuracy"), key="search_hist")
     else:
         st.info("No finished search in this run yet.")
+
+
+def replay_panel() -> None:
+    """The search replayed: a slider over the recorded moments redraws the cell graphs and the op
+    probabilities of θ at that moment; a chart counts the kept edges that change per moment."""
+    rep = replay.load_replay(view.dir, view.layout)
+    st.subheader("Replay the search")
+    if rep is None:
+        st.caption(replay.MISSING_NOTE)
+        return
+    st.caption("θ as the search went: recorded after ¼, ½ and ¾ of the first epoch and at the end of every "
+               "epoch. Edges marked ≠ α* are choices the search had not settled on yet.")
+    k = len(rep) - 1
+    if len(rep) > 1:
+        k = st.select_slider("Moment of the search", options=list(range(len(rep))), value=k, format_func=rep.label,
+                             key=f"replay_{run_id}",
+                             help="Redraws the cell and the op probabilities with θ as it was at that moment; "
+                                  "the last moment is α*.")
+    g = rep.genotypes[k]
+    st.caption(f"At {rep.label(k)}: `{g.compact()}`, {replay.changed_edges(g, view.star)} kept edge(s) differ from α*")
+    cells = cell_panel(view, rep.theta[k], g, reference=view.star, title=f"replay, {rep.label(k)} — {{ct}} cell",
+                       key="replay")
+    for ct, (alpha, _) in cells.items():
+        st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, g, ct,
+                                                title=f"op probabilities per edge ({ct}), {rep.label(k)}"),
+                        key=f"replay_bars_{ct}")
+    st.plotly_chart(replay.changes_figure(rep, view.star, at=k), key="replay_changes")
+
+
+if view.has_search:
+    with friendly("replay the search"):
+        replay_panel()

@@ -72,6 +72,15 @@ class ArchModule(nn.Module):
         """θ that the run reports as its result (α* for DARTS)."""
         raise NotImplementedError
 
+    def at_moment(self, epoch: int, done: int, steps: int) -> None:
+        """Called on the host when θ holds the architecture after `done` of the `steps` steps of
+        epoch `epoch` (0: before its first step; a resumed session starts with θ as checkpointed).
+        DARTS records θ at a few such moments for the Search page's replay; default: nothing."""
+
+    def epoch_saved(self, epoch: int) -> None:
+        """Called once epoch `epoch`'s checkpoint is written, so that what a module saves beside
+        the checkpoint never runs ahead of what a resume restores. Default: nothing."""
+
 
 @dataclass
 class SearchResult:
@@ -220,6 +229,7 @@ def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epo
     train_loader, val_loader = loaders
     steps_per_epoch = min(len(train_loader), len(val_loader))
     count, extra = 0, {}
+    arch.at_moment(epoch, 0, steps_per_epoch)
     for i, ((xt, yt), (xv, yv)) in enumerate(zip(train_loader.epoch(gen), val_loader.epoch(gen))):
         done = epoch * steps_per_epoch + i
         frac = done / max(1, total)
@@ -229,6 +239,7 @@ def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epo
         else:
             loss_v = step(xt, yt, xv, yv, drawn, frac, sums)
         count += len(yt)
+        arch.at_moment(epoch, i + 1, steps_per_epoch)
         for k, v in arch.step_metrics(drawn, loss_v).items():
             extra.setdefault(k, []).append(v)
         if progress is not None and ((done + 1) % log_every == 0 or i == steps_per_epoch - 1):
@@ -298,3 +309,4 @@ def _epochs(cfg: SearchConfig, net: Supernet, arch: ArchModule, step: BilevelSte
             graphs = False  # capture failed (warned once): the rest of the run is eager
             set_capturable(step.a_opt, False, device)
         loop.end_epoch(epoch, row, steps_per_epoch)
+        arch.epoch_saved(epoch)
