@@ -28,8 +28,10 @@ def _device() -> tuple[str, str]:
 
 
 pages = [
+    st.Page("pages/lesson.py", title="Lesson", icon=":material/school:", url_path="lesson"),
     st.Page("pages/explore.py", title="Explore", icon=":material/explore:", default=True, url_path="explore"),
     st.Page("pages/ensemble.py", title="Ensemble", icon=":material/hub:", url_path="ensemble"),
+    st.Page("pages/image.py", title="Your image", icon=":material/image:", url_path="image"),
     st.Page("pages/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("pages/hypernetwork.py", title="Hypernetwork", icon=":material/tune:", url_path="hypernetwork"),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
