@@ -16,7 +16,7 @@ from typing import Iterator
 import streamlit as st
 import torch
 
-from nes.explorer import viz
+from nes.explorer import urlstate, viz
 from nes.explorer.snapshot import snapshot_html, snapshot_name
 from nes.explorer.actions import cancel_job, resume_job
 from nes.explorer.jobcontrols import controls, error_headline, job_log_tail, readonly
@@ -204,4 +204,13 @@ def chart(fig, key: str, page: str, **kwargs):
                        icon=":material/download:", help="This figure as one HTML file that opens offline, "
                        "with the run's name and this view's settings, for slides and rooms without the app.")
     return event
+
+
+def url_choice(key: str, options, what: str) -> None:
+    """Before a widget bound to the URL under `key` is drawn: a link whose value is not one of
+    `options` gets a warning that names it, and the value leaves the URL (the widget shows its default)."""
+    warning = urlstate.check_choice(st.query_params, key, [str(o) for o in options], what)
+    if warning:
+        st.warning(warning)
+        del st.query_params[key]
 

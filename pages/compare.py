@@ -6,7 +6,7 @@ from nes.explorer.actions import start_baseline, start_shift
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
-from pages._widgets import friendly, jobs_table, live, load_view, teach, writable
+from pages._widgets import friendly, jobs_table, live, load_view, teach, url_choice, writable
 
 route_through_app()
 
@@ -61,7 +61,9 @@ def differences_table(records: list[dict]) -> None:
     methods = sorted({r["method"] for r in records})
     if len(methods) < 2:
         return
+    url_choice("ref", methods, "reference method")
     ref = st.selectbox("Compare against", methods, index=methods.index("deepens") if "deepens" in methods else 0,
+                       key="ref", bind="query-params",
                        help="Each method's ensemble minus this method's ensemble of the same seed, on the same "
                             "test images.")
     found = verdict.verdicts(run_id, ref)
@@ -138,7 +140,9 @@ def shift_panel() -> None:
     st.subheader("Under dataset shift")
     chosen = shiftview.protocols(run_id)
     if len(chosen) > 1:
+        url_choice("shift_protocol", chosen, "selection protocol")
         chosen = [st.radio("Best member and T chosen on", chosen, horizontal=True, key="shift_protocol",
+                           bind="query-params",
                            help="clean: the clean validation split; shifted: that split under the validation "
                                 "corruptions (never the test ones). The same protocol for every method.")]
     found = shiftview.reports(run_id, chosen[0] if chosen else "clean")
@@ -148,7 +152,8 @@ def shift_panel() -> None:
                 f"`python -m nes shift --run {run_id} --baselines`.")
         return
     first = next(iter(found.values()))
-    severity = st.select_slider("Severity", options=levels, value=levels[-1], key="shift_severity",
+    url_choice("shift_severity", levels, "severity")
+    severity = st.select_slider("Severity", options=levels, value=levels[-1], key="shift_severity", bind="query-params",
                                 help="0: the test images clean; 1–5: the eight test corruptions at that severity, "
                                      "pooled. The corruptions that choose the best member and T never test.")
     st.dataframe(shiftview.severity_rows(found, severity), hide_index=True, width="stretch")

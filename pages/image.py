@@ -7,7 +7,7 @@ import streamlit as st
 
 from nes.explorer import ownimage
 from pages._state import route_through_app, selected_run
-from pages._widgets import friendly, teach
+from pages._widgets import friendly, teach, url_choice
 
 route_through_app()
 
@@ -53,7 +53,8 @@ def _pick_sample(run_id: str, stamp: tuple):
         st.info("This run's test images are not on this machine (no shift images cached, no dataset): "
                 "upload a picture instead.")
         st.stop()
-    i = st.selectbox("Test image", range(len(found)), key="image_sample",
+    url_choice("image_sample", range(len(found)), "test image")
+    i = st.selectbox("Test image", range(len(found)), key="image_sample", bind="query-params",
                      format_func=lambda k: f"{found[k].label} (test image #{found[k].index})",
                      help="One image of each class from the run's own test set (the images its shift report used).")
     return found[i].images, f"a test image whose true class is **{found[i].label}**"
@@ -95,7 +96,8 @@ def _pick_drawing(info):
 
 def _source(run_id: str, stamp: tuple, info):
     choices = [SAMPLE, UPLOAD] + ([DRAW] if st_canvas is not None else [])
-    how = st.radio("Image", choices, horizontal=True, key="image_source")
+    url_choice("image_source", choices, "image source")
+    how = st.radio("Image", choices, horizontal=True, key="image_source", bind="query-params")
     if st_canvas is None:
         st.caption("Drawing needs `streamlit-drawable-canvas` (not installed here): upload or pick a test image.")
     if how == SAMPLE:
@@ -128,10 +130,15 @@ stamp, ms = _load(run_id)
 
 images, what = _source(run_id, stamp, ms.info)
 c1, c2 = st.columns(2)
-corruption = c1.selectbox("Corruption", ownimage.CORRUPTIONS, key="image_corruption",
+with c1:
+    url_choice("image_corruption", ownimage.CORRUPTIONS, "corruption")
+corruption = c1.selectbox("Corruption", ownimage.CORRUPTIONS, key="image_corruption", bind="query-params",
                           format_func=lambda c: c.replace("_", " "),
                           help="The dataset-shift issue's test corruptions, with its severity tables.")
-severity = c2.slider("Severity", 0, 5, 0, key="image_severity", help="0 = your image as it is; 5 = the strongest.")
+with c2:
+    url_choice("image_severity", range(6), "severity")
+severity = c2.slider("Severity", 0, 5, 0, key="image_severity", bind="query-params",
+                     help="0 = your image as it is; 5 = the strongest.")
 with friendly("score the image"):
     sweeps = ownimage.sweep(ms, images, corruption)
     shown = ownimage.shifted(images, corruption, severity)

@@ -6,7 +6,8 @@ from nes.data import DATASETS
 from nes.explorer import replay, viz
 from nes.explorer.actions import start_search
 from pages._state import route_through_app, show_run, store
-from pages._widgets import cell_panel, flash, friendly, live, load_view, running_curve, show_flash, teach, writable
+from pages._widgets import (cell_panel, flash, friendly, live, load_view, running_curve, show_flash, teach, url_choice,
+                           writable)
 
 route_through_app()
 
@@ -122,8 +123,9 @@ def replay_panel() -> None:
                "epoch. Edges marked ≠ α* are choices the search had not settled on yet.")
     k = len(rep) - 1
     if len(rep) > 1:
+        url_choice("moment", range(len(rep)), "search moment")
         k = st.select_slider("Moment of the search", options=list(range(len(rep))), value=k, format_func=rep.label,
-                             key=f"replay_{run_id}",
+                             key="moment", bind="query-params",
                              help="Redraws the cell and the op probabilities with θ as it was at that moment; "
                                   "the last moment is α*.")
     g = rep.genotypes[k]

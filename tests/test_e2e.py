@@ -139,3 +139,45 @@ def test_slider_changes_the_graph_in_a_real_browser(server):
         assert model.class_names[0] == "T-shirt/top", \
             f"the downloaded bundle's first class is {model.class_names[0]!r}, expected T-shirt/top"
         browser.close()
+
+
+MAP = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).find(gd => gd.layout && gd.layout.meta && 'stress' in gd.layout.meta)"
+
+
+def test_the_lesson_and_the_map_in_a_room_sized_window(server):
+    """The Lesson's six steps and the architecture map at 1280×720 (a projector): every step draws
+    without an exception; a click on a path point of the map shows that architecture and its one-shot
+    estimate; the map's HTML snapshot downloads and names the run. Screenshots in tests/artifacts/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720}, accept_downloads=True)
+        for step in range(1, 7):
+            page.goto(f"{server}/lesson?run=demo&step={step}", wait_until="domcontentloaded")
+            page.get_by_text("What to notice").first.wait_for(timeout=90_000)
+            page.wait_for_function(f"() => new URLSearchParams(window.location.search).get('step') === '{step}'",
+                                   timeout=30_000)
+            assert page.locator('[data-testid="stException"]').count() == 0, f"lesson step {step} raised"
+            page.screenshot(path=str(ARTIFACTS / f"e2e_lesson_step{step}.png"), full_page=True)
+
+        page.goto(f"{server}/explore?run=demo", wait_until="domcontentloaded")
+        page.wait_for_function(f"() => !!({MAP})()", timeout=90_000)
+        page.get_by_text("The architecture map").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "e2e_map.png"), full_page=True)
+        # the far end of the first path, in page pixels (plotly's axes map data to pixels)
+        x, y = page.evaluate(f"""() => {{ const gd = ({MAP})(); const t = gd.data.find(d => d.meta && d.meta.kind === 'path');
+            const i = t.x.length - 1, L = gd._fullLayout, r = gd.getBoundingClientRect();
+            return [r.left + L._size.l + L.xaxis.l2p(t.x[i]), r.top + L._size.t + L.yaxis.l2p(t.y[i])]; }}""")
+        page.mouse.click(x, y)
+        page.get_by_text("One-shot estimate").first.wait_for(timeout=90_000)
+        assert page.locator('[data-testid="stException"]').count() == 0, "clicking the map raised"
+        page.screenshot(path=str(ARTIFACTS / "e2e_map_clicked.png"), full_page=True)
+
+        with page.expect_download(timeout=60_000) as dl:
+            page.get_by_role("button", name="HTML snapshot").first.click()
+        from nes.explorer.snapshot import read_state
+
+        state = read_state(Path(dl.value.path()).read_text())
+        assert state["run"] == "demo", f"the snapshot names run {state['run']!r}, expected demo"
+        browser.close()

@@ -52,6 +52,18 @@ def apply(target: MutableMapping, fixes: Mapping[str, "str | list[str] | None"])
             target[k] = v
 
 
+def check_choice(params: Params, key: str, options: Sequence[str], what: str) -> str | None:
+    """A message when the link's `key` is not one of `options` (the page then shows its default and
+    the bad value leaves the URL); None when the key is absent or valid. `what` names the setting
+    for the reader ("severity"). Every page's URL-bound choice goes through this, so a mistyped
+    link says what it got and what it accepts instead of silently showing something else."""
+    got = value(params, key)
+    if got is None or got in options:
+        return None
+    shown = ", ".join(options[:8]) + (" …" if len(options) > 8 else "")
+    return f"The link's {what} **{got}** (`{key}`) is not one of {shown}; showing the default."
+
+
 # -- the run (every page) -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunChoice:
