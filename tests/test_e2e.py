@@ -161,13 +161,16 @@ def test_the_lesson_and_the_map_in_a_room_sized_window(server):
             assert page.locator('[data-testid="stException"]').count() == 0, f"lesson step {step} raised"
             page.screenshot(path=str(ARTIFACTS / f"e2e_lesson_step{step}.png"), full_page=True)
 
-        page.goto(f"{server}/explore?run=demo", wait_until="domcontentloaded")
+        page.goto(f"{server}/?run=demo", wait_until="domcontentloaded")  # Explore, the default page, is the root
         page.wait_for_function(f"() => !!({MAP})()", timeout=90_000)
         page.get_by_text("The architecture map").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "e2e_map.png"), full_page=True)
-        # the far end of the first path, in page pixels (plotly's axes map data to pixels)
+        # a point of the first path that no member, α* or ring sits on, in viewport pixels (plotly's axes map data to pixels)
         x, y = page.evaluate(f"""() => {{ const gd = ({MAP})(); const t = gd.data.find(d => d.meta && d.meta.kind === 'path');
-            const i = t.x.length - 1, L = gd._fullLayout, r = gd.getBoundingClientRect();
+            const others = gd.data.filter(d => d.meta && d.meta.kind !== 'path').flatMap(d => d.x.map((x, k) => [x, d.y[k]]));
+            const free = t.x.map((x, k) => k).filter(k => !others.some(o => Math.hypot(o[0] - t.x[k], o[1] - t.y[k]) < 1e-6));
+            const i = free[free.length - 1], L = gd._fullLayout;
+            gd.scrollIntoView({{block: 'center'}}); const r = gd.getBoundingClientRect();
             return [r.left + L._size.l + L.xaxis.l2p(t.x[i]), r.top + L._size.t + L.yaxis.l2p(t.y[i])]; }}""")
         page.mouse.click(x, y)
         page.get_by_text("One-shot estimate").first.wait_for(timeout=90_000)
