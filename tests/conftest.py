@@ -18,6 +18,16 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def app_home(home, monkeypatch):
+    """The store the app tests open: fresh, one worker at a time, the checkout's bundled demo (copied
+    in on the first visit), classroom mode off."""
+    monkeypatch.setenv("NES_MAX_WORKERS", "1")
+    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
+    monkeypatch.delenv("NES_READONLY", raising=False)
+    return home
+
+
+@pytest.fixture
 def searched(home):
     """A store whose run `base` has a finished smoke search (run by a real worker)."""
     from nes.runs.jobs import submit, wait

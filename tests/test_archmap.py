@@ -190,14 +190,12 @@ def _traces(spec, kind):
     return [t for t in spec["data"] if (t.get("meta") or {}).get("kind") == kind]
 
 
-def test_the_explore_page_shows_the_map_and_its_marker_follows_the_slider(home, monkeypatch):
+def test_the_explore_page_shows_the_map_and_its_marker_follows_the_slider(app_home):
     from streamlit.testing.v1 import AppTest
 
     from nes.explorer.demo import DEMO_DIR
     from nes.explorer.runview import RunView
 
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
     at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

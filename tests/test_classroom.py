@@ -33,12 +33,9 @@ needs_demo = pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="n
 
 
 @pytest.fixture
-def home(home, monkeypatch):
-    """conftest's fresh store, one worker at a time, the checkout's bundled demo, classroom mode off."""
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
-    monkeypatch.delenv("NES_READONLY", raising=False)
-    return home
+def home(app_home):
+    """The app tests' store (conftest's app_home)."""
+    return app_home
 
 
 def app(page: str | None = None) -> AppTest:

@@ -125,9 +125,7 @@ def test_figures_hold_every_member_and_step(points, curve):
     assert [len(tr.x) for tr in sel.data] == [len(curve)] * 2, f"curve traces of {[len(tr.x) for tr in sel.data]} points"
 
 
-def test_ensemble_page_shows_both_charts(home, monkeypatch):
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
+def test_ensemble_page_shows_both_charts(app_home):
     at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/ensemble.py").run()

@@ -113,12 +113,9 @@ def test_shift_answer_follows_an_edited_report(tmp_path):
 
 # -- the page ------------------------------------------------------------------------------------------
 @pytest.fixture
-def home(home, monkeypatch):
-    """conftest's fresh store, one worker at a time, the checkout's bundled demo, classroom mode off."""
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
-    monkeypatch.delenv("NES_READONLY", raising=False)
-    return home
+def home(app_home):
+    """The app tests' store (conftest's app_home)."""
+    return app_home
 
 
 def lesson_app(step: str | None = None) -> AppTest:

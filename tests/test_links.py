@@ -24,10 +24,9 @@ def test_a_choice_the_page_does_not_offer_is_named_with_what_it_accepts():
 
 
 @pytest.fixture
-def home(home, monkeypatch):
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
-    return home
+def home(app_home):
+    """The app tests' store (conftest's app_home)."""
+    return app_home
 
 
 def page_at(page: str, query: dict) -> AppTest:

@@ -131,10 +131,9 @@ def test_the_sweep_starts_at_the_clean_votes(members, sample):
 
 
 @pytest.fixture
-def home(home, monkeypatch):
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
-    return home
+def home(app_home):
+    """The app tests' store (conftest's app_home)."""
+    return app_home
 
 
 def test_the_page_offers_the_samples_and_shows_votes(home):

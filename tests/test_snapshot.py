@@ -46,9 +46,7 @@ def test_a_document_without_state_is_refused():
 
 
 @pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="no bundled demo (assets/demo)")
-def test_the_explore_page_offers_a_snapshot_beside_its_figures(home, monkeypatch):
-    monkeypatch.setenv("NES_MAX_WORKERS", "1")
-    monkeypatch.delenv("NES_DEMO_DIR", raising=False)
+def test_the_explore_page_offers_a_snapshot_beside_its_figures(app_home):
     at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=120)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
