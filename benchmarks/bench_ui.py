@@ -2,14 +2,18 @@
 
 1. A λ-slider change on the Explore page: the app script rerun in-process with streamlit's AppTest
    (sample α(λ), cell graphs, op bars, JS heatmap, genotype diff) after the slider moves.
-2. A live Ensemble page: the server CPU time of one rerun of the page (what its fragment does
+2. A click on the architecture map (Explore): the calls the page makes for it (`mapclick.picked`,
+   the one-shot estimate, the clicked cell graphs), timed in-process on path points of the demo's
+   map; the first click also builds the one-shot scorer and scores the run's members (`mapclick.trust`).
+3. A live Ensemble page: the server CPU time of one rerun of the page (what its fragment does
    every `POLL_SECONDS` while a member trains), with the scored views kept until a member's files
    change (now) against recomputing them every rerun (before), side by side; the CPU share of a
    core one open page costs is that time over the poll period.
 Browser rendering is not included.
 
     python benchmarks/bench_ui.py [--n 20]
-Last line: RESULT slider_ms=<median> live_cpu_ms=<median> live_cpu_ms_recomputed=<median> live_core_pct=<…>
+Last line: RESULT slider_ms=<median> click_ms=<median> first_click_ms=<…> live_cpu_ms=<median>
+live_cpu_ms_recomputed=<median> live_core_pct=<…>
 """
 from __future__ import annotations
 
@@ -59,14 +63,37 @@ def main() -> None:
     print(f"first page load (demo install + all figures): {first:.0f} ms")
     print(f"slider change, {a.n} runs: median {med:.1f} ms, min {times[0]:.1f} ms, "
           f"p90 {times[int(0.9 * (len(times) - 1))]:.1f} ms, max {times[-1]:.1f} ms")
+    click, first_click = map_click(a.n)
+    print(f"map click (one-shot estimate and the clicked cells), {a.n} clicks: median {click:.1f} ms; the first, "
+          f"which also scores the run's members once: {first_click:.0f} ms")
     live, live_old = live_page(at, a.n)
     from pages._widgets import POLL_SECONDS
     share = 100 * live / 1000 / POLL_SECONDS
     print(f"live Ensemble page rerun, server CPU: median {live:.1f} ms (views kept until files change) vs "
           f"{live_old:.1f} ms (recomputed every rerun); one open page every {POLL_SECONDS:.0f} s costs "
           f"{share:.1f} % of a core ({100 * live_old / 1000 / POLL_SECONDS:.1f} % before)")
-    print(f"RESULT slider_ms={med:.1f} live_cpu_ms={live:.1f} live_cpu_ms_recomputed={live_old:.1f} "
-          f"live_core_pct={share:.1f}")
+    print(f"RESULT slider_ms={med:.1f} click_ms={click:.1f} first_click_ms={first_click:.0f} live_cpu_ms={live:.1f} "
+          f"live_cpu_ms_recomputed={live_old:.1f} live_core_pct={share:.1f}")
+
+
+def map_click(n: int) -> tuple[float, float]:
+    """(median ms of a click on a path point of the demo's map, ms of the first click)."""
+    from nes.explorer import archmap, mapclick, viz
+    from nes.explorer.demo import DEMO_DIR
+    from nes.method.oneshot import one_shot_accuracy
+
+    amap = archmap.build_map(DEMO_DIR)
+    path = [i for ix in amap.paths.values() for i in ix]
+    times, trust = [], None
+    for k in range(n + 1):
+        t = time.perf_counter()
+        point = mapclick.picked(amap, [{"customdata": path[(k * 7) % len(path)]}])
+        trust = trust or mapclick.trust(DEMO_DIR)
+        mapclick.estimate_text(point, one_shot_accuracy(trust.setup, point.genotype), trust)
+        for ct in point.genotype.cell_types:
+            viz.cell_figure(point.genotype, ct, reference=amap.of_kind("alpha_star")[0].genotype).to_json()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times[1:]), times[0]
 
 
 def live_page(at, n: int) -> tuple[float, float]:
