@@ -88,7 +88,7 @@ def map_click(n: int) -> tuple[float, float]:
     for k in range(n + 1):
         t = time.perf_counter()
         point = mapclick.picked(amap, [{"customdata": path[(k * 7) % len(path)]}])
-        trust = trust or mapclick.trust(DEMO_DIR)
+        trust = trust or mapclick.trust(DEMO_DIR, amap)
         mapclick.estimate_text(point, one_shot_accuracy(trust.setup, point.genotype), trust)
         for ct in point.genotype.cell_types:
             viz.cell_figure(point.genotype, ct, reference=amap.of_kind("alpha_star")[0].genotype).to_json()

@@ -112,7 +112,7 @@ def map_trust(run_id: str) -> mapclick.Trust:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _map_trust(run_id: str, stamp: tuple) -> mapclick.Trust:
-    return mapclick.trust(run_id)
+    return mapclick.trust(run_id, arch_map(run_id))
 
 
 def selected_run() -> str:

@@ -20,7 +20,8 @@ def demo():
     from nes.explorer.demo import dataset_available
     if not dataset_available("fashion-mnist"):
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    return RunView(DEMO_DIR), build_map(DEMO_DIR), trust(DEMO_DIR)
+    amap = build_map(DEMO_DIR)
+    return RunView(DEMO_DIR), amap, trust(DEMO_DIR, amap)
 
 
 def test_discrete_weights_are_exactly_the_genotypes_choices(demo):

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..artifacts import ArtifactError
-from ..layout import RunDir
 from ..method.oneshot import OneShot, one_shot_accuracy, one_shot_setup, rank_agreement
-from ..method.train import read_member
 from .archmap import ArchMap, MapPoint
 
 
@@ -38,22 +35,13 @@ class Trust:
     rho: float | None
 
 
-def trust(run_dir: str | Path, device: str | None = None) -> Trust:
-    """The run's one-shot scorer and its rank agreement on every finished member with a test
-    accuracy (an ArtifactError from the search passes through; a broken member is skipped)."""
+def trust(run_dir: str | Path, amap: ArchMap, device: str | None = None) -> Trust:
+    """The run's one-shot scorer and its rank agreement on the retrained members AMAP holds (their
+    genotypes and test accuracies, read once by `archmap.build_map`; members without an accuracy
+    are left out). An ArtifactError from the search passes through."""
     setup = one_shot_setup(run_dir, device=device)
-    run, rows = RunDir(run_dir), []
-    for name in run.list_members():
-        d = run.member(name)
-        if not d.finished:
-            continue
-        try:
-            g = read_member(d).genotype
-            acc = d.read("metrics.json", {}).get("metrics", {}).get("test_accuracy")
-        except (ArtifactError, AttributeError):
-            continue
-        if isinstance(acc, (int, float)):
-            rows.append((name, one_shot_accuracy(setup, g), float(acc)))
+    rows = [(p.label, one_shot_accuracy(setup, p.genotype), p.accuracy)
+            for p in amap.of_kind("member") if p.accuracy is not None]
     return Trust(setup, rows, rank_agreement([r[1] for r in rows], [r[2] for r in rows]))
 
 
