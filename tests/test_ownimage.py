@@ -90,18 +90,14 @@ def test_member_probabilities_sum_to_one_and_the_ensemble_is_their_mean(members,
     assert len(v.rows()) == len(members.members) + 1, "rows() is not one per member plus the ensemble"
 
 
-def test_a_test_image_gets_each_members_own_saved_probabilities(members, sample):
-    """The member's saved test probabilities (float16, flip TTA as its config says) on the same
-    image: its shift cache's clean images and its last epoch's full test set."""
-    v = ownimage.votes(members, sample.images)
+def test_each_member_mirrors_as_its_config_says(members):
+    """Flip TTA per member follows its own config (and the dataset's flip rule); the next test
+    checks the votes against the member's saved last-epoch test probabilities. (The members'
+    shift caches are generated on first use and not in the repository, so they are not read.)"""
     run = RunDir(DEMO_DIR)
-    for m, p in zip(members.members, v.probs):
+    for m in members.members:
         cfg = read_member(run.member(m.name)).config
         assert m.flip == bool(cfg.tta_flip and members.info.flip), f"member {m.name} does not mirror its tta_flip"
-        shift_file = next((run.member(m.name).path / "shift").glob("test_*.safetensors"))
-        saved = load_tensors(shift_file)[0]["clean"][sample.index].float()
-        gap = (saved - p).abs().max().item()
-        assert gap < 2e-3, f"member {m.name}: {gap} from its saved probabilities on test image #{sample.index}"
 
 
 def test_the_sample_is_the_test_set_image_whose_last_epoch_probabilities_match(members, sample):
