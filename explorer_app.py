@@ -1,13 +1,14 @@
 """NES Explorer — Streamlit entry point (`streamlit run explorer_app.py`).
 
-Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker, the device
-badge and, when `NES_READONLY` is set, the classroom-mode notice (`nes.explorer.jobcontrols.readonly`).
+Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker, the
+presentation-mode toggle (`nes.explorer.present`), the device badge and, when `NES_READONLY` is set, the classroom-mode notice (`nes.explorer.jobcontrols.readonly`).
 The app process only reads the store and samples α(λ) (milliseconds); training runs in background
 worker processes (`nes.runs.jobs`), so the app keeps one torch thread.
 """
 import streamlit as st
 
 import nes
+from nes.explorer import present
 from nes.explorer.jobcontrols import readonly
 from nes.runtime import available_cores, configure_threads, device_label, resolve_device
 from pages._state import select_run, store
@@ -41,6 +42,11 @@ nav = st.navigation(pages)
 
 st.sidebar.title("NES Explorer")
 st.sidebar.caption(f"Differentiable neural ensemble search with diversity control · nes {nes.__version__}")
+presenting = st.sidebar.toggle("Presentation mode", key=present.KEY, bind="query-params",
+                               help="For a projector: larger text and figures, no store path or developer menu. "
+                                    "The link keeps it (?present=true).")
+if presenting:
+    st.html(present.PAGE_CSS)
 kind, detail = _device()
 st.sidebar.markdown(f":{'green' if kind in ('CUDA', 'MPS') else 'gray'}-badge[{kind}] {detail}")
 if readonly():  # classroom mode: the pages offer no control that writes, the actions refuse
@@ -51,5 +57,6 @@ try:
 except Exception as e:  # a broken store: say what is wrong, keep the page alive
     st.session_state["run_id"] = None
     st.error(f"The run store could not be opened: {e}")
-st.sidebar.caption(f"Run store: `{store().home}`" if "_store" in st.session_state else "")
+if not presenting:
+    st.sidebar.caption(f"Run store: `{store().home}`" if "_store" in st.session_state else "")
 nav.run()

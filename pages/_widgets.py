@@ -16,7 +16,7 @@ from typing import Iterator
 import streamlit as st
 import torch
 
-from nes.explorer import urlstate, viz
+from nes.explorer import present, urlstate, viz
 from nes.explorer.snapshot import snapshot_html, snapshot_name
 from nes.explorer.actions import cancel_job, resume_job
 from nes.explorer.jobcontrols import controls, error_headline, job_log_tail, readonly
@@ -195,7 +195,10 @@ def cell_panel(view: RunView, theta: torch.Tensor, genotype: Genotype, reference
 
 def chart(fig, key: str, page: str, **kwargs):
     """st.plotly_chart of FIG plus a one-click, self-contained HTML snapshot of it (made only when
-    clicked: plotly.js inlined is ~4 MB) holding the run, the page and the view's URL state."""
+    clicked: plotly.js inlined is ~4 MB) holding the run, the page and the view's URL state. In
+    presentation mode both are `present.scaled` (projector-sized fonts)."""
+    if st.session_state.get(present.KEY):
+        fig = present.scaled(fig)
     event = st.plotly_chart(fig, key=key, **kwargs)
     run = Path(st.session_state.get("run_id") or "run").name
     state = {k: (v[0] if len(v) == 1 else v) for k in st.query_params for v in [st.query_params.get_all(k)]}

@@ -41,7 +41,8 @@ def test_cell_figure_labels_weights_and_highlights_differences():
     assert fig.layout.meta["edges_differing"] == n_diff == 2
     labels = [a.text for a in fig.layout.annotations if a.text]
     assert sum("≠ α*" in t for t in labels) == n_diff
-    assert all(any(op in t for t in labels) for _, _, _, op in OTHER.edges())
+    for _, _, _, op in OTHER.edges():
+        assert any(viz.OP_SHORT[op] in t for t in labels), f"no edge label names {op} ({viz.OP_SHORT[op]})"
     same = viz.cell_figure(STAR, "reduce", reference=STAR)
     assert same.layout.meta["edges_differing"] == 0
     assert same.to_json() != fig.to_json()
@@ -110,7 +111,8 @@ def test_join_curve_and_seed_summary():
     joins = [("m0", {"accuracy": 0.80, "nll": 0.6}), ("m1", {"accuracy": 0.82, "nll": 0.5})]
     fig = viz.join_curve(joins, ["m2"])
     assert list(fig.data[0].x) == [1, 2], f"join curve sizes {list(fig.data[0].x)}"
-    assert list(fig.data[0].text) == ["+m0", "+m1"], f"join curve labels {list(fig.data[0].text)}"
+    assert list(fig.layout.xaxis.ticktext) == ["+m0", "+m1"], f"join curve labels {list(fig.layout.xaxis.ticktext)}"
+    assert list(fig.layout.xaxis.tickvals) == [1, 2], f"join curve labels sit at {list(fig.layout.xaxis.tickvals)}"
     assert "m2" in fig.layout.title.text, f"the title does not name the left-out m2: {fig.layout.title.text!r}"
     assert "not in the ensemble" in fig.layout.title.text, \
         f"the title does not say m2 is not in the ensemble: {fig.layout.title.text!r}"

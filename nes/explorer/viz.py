@@ -20,17 +20,23 @@ from ..method.space import OPS, Genotype, edge_index
 
 LN2 = math.log(2.0)
 
-# One colour per operation (colour-blind friendly, Okabe–Ito order); parameter-free ops are muted.
+# One colour per operation in every figure: the Okabe–Ito colour-blind-safe palette (vermillion is
+# kept for "differs from α*", black for nothing since it vanishes on the dark theme) and a mid grey,
+# legible on both themes, for the identity.
 OP_COLORS = {
-    "max_pool_3x3": "#999999",
-    "avg_pool_3x3": "#BBBBBB",
-    "skip_connect": "#555555",
-    "sep_conv_3x3": "#0072B2",
-    "sep_conv_5x5": "#56B4E9",
-    "dil_conv_3x3": "#009E73",
-    "dil_conv_5x5": "#E69F00",
+    "max_pool_3x3": "#CC79A7",  # reddish purple
+    "avg_pool_3x3": "#F0E442",  # yellow
+    "skip_connect": "#999999",  # grey
+    "sep_conv_3x3": "#0072B2",  # blue
+    "sep_conv_5x5": "#56B4E9",  # sky blue
+    "dil_conv_3x3": "#009E73",  # bluish green
+    "dil_conv_5x5": "#E69F00",  # orange
 }
-DIFF_COLOR = "#D55E00"  # edges that differ from genotype*
+OP_SHORT = {"max_pool_3x3": "max pool", "avg_pool_3x3": "avg pool", "skip_connect": "skip",
+            "sep_conv_3x3": "sep 3×3", "sep_conv_5x5": "sep 5×5", "dil_conv_3x3": "dil 3×3", "dil_conv_5x5": "dil 5×5"}
+DIFF_COLOR = "#D55E00"  # vermillion: edges that differ from genotype* (a halo around the op's colour)
+CONCAT_COLOR = "#8C8C8C"  # the dotted node → c_k lines, legible on the light and the dark theme
+LABEL_SIZE = 13  # edge labels and node names, px (at 1280×720 a projector needs ≥ 12)
 JS_COLORSCALE = "Viridis"
 _GRID = "#EBF0F8"
 # plotly_white's look in a template of a few keys: a named stock template is deep-copied into every
@@ -41,6 +47,31 @@ pio.templates["nes"] = go.layout.Template(layout=dict(
     xaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID, automargin=True),
     yaxis=dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID, automargin=True)))
 _LAYOUT = dict(template="nes", margin=dict(l=10, r=10, t=40, b=10))
+TITLE_CHARS = 38  # a title line that fits a third of a 1280 px page (three charts side by side) at 16 px
+
+
+def wrap(text: str, width: int = TITLE_CHARS) -> str:
+    """`text` broken into lines of at most `width` characters at spaces (plotly never wraps a title,
+    it cuts it at the figure's edge); "<br>" marks the breaks."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _titled(text: str, sub: str = "", width: int = TITLE_CHARS) -> dict:
+    """A layout's title (wrapped) and smaller subtitle lines (wrapped wider), with the top margin
+    they need, so neither is cut off in a narrow column."""
+    title = wrap(text, width)
+    lines = title.count("<br>") + 1
+    if sub:
+        sub_wrapped = wrap(sub, int(width * 1.4))
+        title += "<br><sup>" + sub_wrapped.replace("<br>", "</sup><br><sup>") + "</sup>"
+        lines += sub_wrapped.count("<br>") + 1
+    return dict(title=dict(text=title), margin=dict(l=10, r=10, t=24 + 20 * lines, b=10))
 
 
 def input_name(inp: int) -> str:
@@ -87,58 +118,93 @@ def _positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
 
 def cell_figure(genotype: Genotype, cell_type: str, weights: Mapping[tuple[int, int], tuple[float, dict[str, float]]] | None = None,
                 reference: Genotype | None = None, title: str | None = None) -> go.Figure:
-    """A cell graph: op names on the edges, edge width from its weight, differences highlighted.
+    """A cell graph: each kept edge in its operation's colour (`OP_COLORS`, named in the legend),
+    its width from its weight, edges that differ from `reference` (genotype*) haloed in vermillion.
 
     `weights[(node, inp)] = (edge weight, {op: probability})` from α(λ) (see `edge_weights`); the
     weight (probability that the node takes this input × probability of the kept op) sets the
-    line width and is printed next to the op. Edges not in `reference` (genotype*) are drawn in
-    the highlight colour with a "≠ α*" mark."""
+    line width and is printed in parentheses after the op. Labels sit beside their edge, not on it."""
     g = cell_graph(genotype, cell_type)
     pos = _positions(g)
     ref_edges = None if reference is None else {
         (i, inp, op) for i, node in enumerate(reference.cell(cell_type)) for op, inp in node}
-    fig = go.Figure()
-    annotations = []
-    n_diff = 0
+    fig, annotations, shown, n_diff = go.Figure(), [], set(), 0
     for u, v, data in g.edges(data=True):
         (x0, y0), (x1, y1) = pos[u], pos[v]
         if data["op"] == "concat":
-            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
-                                     line=dict(color="#CCCCCC", width=1.5, dash="dot")))
+            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", legendgroup="concat",
+                                     name="concatenated into c_k", showlegend="concat" not in shown,
+                                     line=dict(color=CONCAT_COLOR, width=1.5, dash="dot")))
+            shown.add("concat")
             continue
         op, node, inp = data["op"], data["node"], data["inp"]
         w, probs = (weights or {}).get((node, inp), (None, {}))
         differs = ref_edges is not None and (node, inp, op) not in ref_edges
         n_diff += differs
         width = 2.0 + (6.0 * w if w is not None else 2.0)
-        color = DIFF_COLOR if differs else OP_COLORS[op]
+        xs = [x0 + (x1 - x0) * t / 10 for t in range(11)]  # points along the edge carry the hover text
+        ys = [y0 + (y1 - y0) * t / 10 for t in range(11)]
+        if differs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", opacity=0.4, legendgroup="differs",
+                                     name="differs from α*", showlegend="differs" not in shown,
+                                     line=dict(color=DIFF_COLOR, width=width + 9)))
+            shown.add("differs")
         top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
         hover = (f"node {node} ← {input_name(inp)}<br>op: {op}" + (f"<br>edge weight {w:.2f}" if w is not None else "")
                  + "".join(f"<br>p({k}) = {p:.2f}" for k, p in top) + ("<br><b>differs from α*</b>" if differs else ""))
-        xs = [x0 + (x1 - x0) * t / 10 for t in range(11)]  # points along the edge carry the hover text
-        ys = [y0 + (y1 - y0) * t / 10 for t in range(11)]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=width), hoverinfo="text",
-                                 text=[hover] * len(xs), name=f"{node}←{inp}", showlegend=False))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=OP_COLORS[op], width=width), hoverinfo="text",
+                                 text=[hover] * len(xs), legendgroup=op, name=OP_SHORT[op], showlegend=op not in shown))
+        shown.add(op)
         annotations.append(dict(ax=x0, ay=y0, x=x0 + (x1 - x0) * 0.93, y=y0 + (y1 - y0) * 0.93, xref="x", yref="y",
                                 axref="x", ayref="y", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.5,
-                                arrowcolor=color, text=""))
-        label = op + (f" ({w:.2f})" if w is not None else "") + (" ≠ α*" if differs else "")
-        annotations.append(dict(x=(x0 + x1) / 2, y=(y0 + y1) / 2, xref="x", yref="y", text=label, showarrow=False,
-                                font=dict(size=11, color=color), bgcolor="rgba(255,255,255,0.85)"))
+                                arrowcolor=OP_COLORS[op], text=""))
+        label = OP_SHORT[op] + (f" ({w:.2f})" if w is not None else "") + (" ≠ α*" if differs else "")
+        annotations.append(_beside((x0, y0), (x1, y1), label))
+    _draw_nodes(fig, g, pos)
+    legend_title = "colour = operation" + (" · (w) = p(input) × p(op)" if weights else "")
+    fig.update_layout(**_LAYOUT, height=380, annotations=annotations,
+                      title=title or f"{cell_type} cell" + (f" — {n_diff} edge(s) differ from α*" if reference is not None else ""),
+                      legend=dict(orientation="h", yanchor="top", y=0.0, x=0.0, title=dict(text=legend_title, side="top")),
+                      xaxis=dict(visible=False, range=[-1.25, 1.25]), yaxis=dict(visible=False, range=[-0.9, 0.9]))
+    fig.layout.meta = {"cell_type": cell_type, "genotype": genotype.to_dict(), "edges_differing": n_diff}
+    return fig
+
+
+def _beside(p0: tuple[float, float], p1: tuple[float, float], text: str, gap_px: float = 9.0) -> dict:
+    """An edge label anchored at the edge's midpoint and shifted `gap_px` pixels along the edge's
+    normal that points away from the figure's centre (0, 0), so the text sits beside the line,
+    not over it, and the labels of two edges meeting at a node fall on opposite sides. The pixel
+    shift assumes the cell figure's aspect (about 250 px per x unit and 150 per y unit)."""
+    mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2
+    dx, dy = (p1[0] - p0[0]) * 250.0, (p1[1] - p0[1]) * 150.0
+    norm = math.hypot(dx, dy) or 1.0
+    nx_, ny_ = -dy / norm, dx / norm
+    outward = nx_ * mx * 250.0 + ny_ * my * 150.0
+    if outward < 0 or (abs(outward) < 1e-9 and ny_ < 0):
+        nx_, ny_ = -nx_, -ny_
+    xanchor = "left" if nx_ > 0.35 else "right" if nx_ < -0.35 else "center"
+    yanchor = "bottom" if ny_ > 0.35 else "top" if ny_ < -0.35 else "middle"
+    return dict(x=mx, y=my, xref="x", yref="y", text=text, showarrow=False, xshift=gap_px * nx_, yshift=gap_px * ny_,
+                xanchor=xanchor, yanchor=yanchor, font=dict(size=LABEL_SIZE))
+
+
+def _node_text(name: str) -> str:
+    """A node's name as drawn: c_{k-2} → c with a subscript k−2 (fits inside its marker)."""
+    return f"c<sub>{name[3:-1].replace('-', '−')}</sub>" if name.startswith("c_{") else name
+
+
+def _draw_nodes(fig: go.Figure, g: nx.DiGraph, pos: Mapping[str, tuple[float, float]]) -> None:
+    """The cell's nodes as markers with their names: inputs and output as squares, intermediate
+    nodes as circles (light fill, dark text: legible on both themes)."""
     kinds = {"input": ("#4C72B0", "square"), "node": ("#F2F2F2", "circle"), "output": ("#55A868", "square")}
     for kind, (fill, symbol) in kinds.items():
         names = [n for n in g.nodes if g.nodes[n]["kind"] == kind]
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-            text=[n for n in names], textposition="middle center", hoverinfo="text", showlegend=False,
+            text=[_node_text(n) for n in names], textposition="middle center", hoverinfo="text", showlegend=False,
             hovertext=[f"{n} ({kind})" for n in names], name=kind,
-            marker=dict(size=38, color=fill, symbol=symbol, line=dict(color="#333333", width=1.5)),
-            textfont=dict(color="white" if kind != "node" else "#222222", size=11)))
-    fig.update_layout(**_LAYOUT, height=320, annotations=annotations,
-                      title=title or f"{cell_type} cell" + (f" — {n_diff} edge(s) differ from α*" if reference is not None else ""),
-                      xaxis=dict(visible=False, range=[-1.25, 1.25]), yaxis=dict(visible=False, range=[-0.9, 0.9]))
-    fig.layout.meta = {"cell_type": cell_type, "genotype": genotype.to_dict(), "edges_differing": n_diff}
-    return fig
+            marker=dict(size=40, color=fill, symbol=symbol, line=dict(color="#333333", width=1.5)),
+            textfont=dict(color="white" if kind != "node" else "#222222", size=LABEL_SIZE - 1)))
 
 
 def edge_weights(alpha: torch.Tensor, betas: Sequence[torch.Tensor], genotype: Genotype, cell_type: str
@@ -208,28 +274,29 @@ def js_heatmap(matrix: torch.Tensor | Sequence[Sequence[float]], labels: Sequenc
                                colorbar=dict(title="JS" if zmax == LN2 else "", tickvals=[0, top / 2, top],
                                              ticktext=["0", f"{top / 2:.3g}", bound_text if top == zmax else f"{top:.3g}"])))
     sub = note + (f"; high = {high}" if high else "")
-    fig.update_layout(**_LAYOUT, title=dict(text=f"{title}<br><sup>{sub}</sup>"), height=160 + 40 * len(labels),
+    fig.update_layout(**{**_LAYOUT, **_titled(title, sub)}, height=180 + 40 * len(labels),
                       yaxis=dict(autorange="reversed"), xaxis=dict(type="category"))
     fig.update_yaxes(type="category")
     return fig
 
 
 def join_curve(joins: Sequence[tuple[str, Mapping[str, float]]], training: Sequence[str] = ()) -> go.Figure:
-    """Ensemble accuracy and NLL as each finished member joined (in the order they finished);
-    members still training are named in the title, not drawn."""
+    """Ensemble accuracy and NLL as each finished member joined (in the order they finished), the
+    joining member named under its point on the x axis (slanted, so long names never run into
+    each other); members still training are named in the subtitle, not drawn."""
     xs = list(range(1, len(joins) + 1))
+    names = [f"+{n}" for n, _ in joins]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=[m["accuracy"] for _, m in joins], name="accuracy", mode="lines+markers+text",
-                             text=[f"+{n}" for n, _ in joins], textposition="top center",
-                             hovertemplate="%{text}: accuracy %{y:.2%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=[m["accuracy"] for _, m in joins], name="accuracy", mode="lines+markers",
+                             customdata=names, hovertemplate="%{customdata}: accuracy %{y:.2%}<extra></extra>"))
     fig.add_trace(go.Scatter(x=xs, y=[m["nll"] for _, m in joins], name="NLL", mode="lines+markers", yaxis="y2",
-                             line=dict(dash="dot")))
-    wait = f"<br><sup>still training (not in the ensemble): {', '.join(training)}</sup>" if training else ""
-    fig.update_layout(**_LAYOUT, height=300, title=dict(text=f"ensemble as each finished member joined{wait}"),
-                      xaxis=dict(title="finished members in the ensemble", dtick=1),
+                             line=dict(dash="dot"), customdata=names, hovertemplate="%{customdata}: NLL %{y:.4f}<extra></extra>"))
+    wait = f"still training (not in the ensemble): {', '.join(training)}" if training else ""
+    fig.update_layout(**{**_LAYOUT, **_titled("ensemble as each finished member joined", wait)}, height=340,
+                      xaxis=dict(title="member joining the ensemble", tickvals=xs, ticktext=names, tickangle=-30),
                       yaxis=dict(title="test accuracy", tickformat=".1%"),
                       yaxis2=dict(title="NLL", overlaying="y", side="right", showgrid=False),
-                      legend=dict(orientation="h", y=-0.3))
+                      legend=dict(orientation="h", y=-0.45))
     return fig
 
 
@@ -249,7 +316,7 @@ def lambda_curve(curve: Sequence[Mapping[str, float]], lam: float | None = None,
     fig.add_trace(go.Scatter(x=xs, y=ys, name=dist_name, mode="lines+markers", yaxis="y2", line=dict(color=DIFF_COLOR)))
     if lam is not None:
         fig.add_vline(x=lam, line=dict(color="#444444", dash="dash"))
-    fig.update_layout(**_LAYOUT, height=300, title=title or "diversity", legend=dict(orientation="h", y=-0.25),
+    fig.update_layout(**{**_LAYOUT, **_titled(title or "diversity")}, height=320, legend=dict(orientation="h", y=-0.25),
                       xaxis=dict(title="diversity (0 = α*, 1 = most diverse)" if axis else "λ"),
                       yaxis=dict(title="matched edges", rangemode="tozero"),
                       yaxis2=dict(title=dist_name, overlaying="y", side="right", range=[0, LN2]))
@@ -267,7 +334,7 @@ def diff_heatmap(genotypes: Sequence[Genotype], labels: Sequence[str], title: st
     fig = go.Figure(go.Heatmap(z=m, x=list(labels), y=list(labels), zmin=0, zmax=top, colorscale=JS_COLORSCALE,
                                text=m, texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z} edges differ<extra></extra>",
                                colorbar=dict(title="edges")))
-    fig.update_layout(**_LAYOUT, title=title, height=140 + 40 * n, yaxis=dict(autorange="reversed", type="category"),
+    fig.update_layout(**{**_LAYOUT, **_titled(title)}, height=140 + 40 * n, yaxis=dict(autorange="reversed", type="category"),
                       xaxis=dict(type="category"))
     return fig
 
