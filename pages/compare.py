@@ -1,4 +1,7 @@
-"""Compare: EdgeNES ensembles against the baselines a user would otherwise run."""
+"""Compare: EdgeNES ensembles against the baselines a user would otherwise run.
+
+Every figure has its HTML snapshot beside it, the live panel's too: it redraws only while a method
+runs, and the snapshot is made on click."""
 import streamlit as st
 
 from nes.explorer import shiftview, verdict, viz
@@ -6,7 +9,7 @@ from nes.explorer.actions import start_baseline, start_shift
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
-from pages._widgets import friendly, jobs_table, live, load_view, teach, url_choice, writable
+from pages._widgets import chart, friendly, jobs_table, live, load_view, teach, url_choice, writable
 
 route_through_app()
 
@@ -123,12 +126,12 @@ def compare_panel() -> None:
     for r in records:
         by_method.setdefault(r["method"], []).append(r)
     figs = viz.compare_figures(by_method)
-    a, b = st.columns(2)
-    a.plotly_chart(figs["accuracy_vs_size"], key="acc_size")
-    b.plotly_chart(figs["accuracy_vs_cost"], key="acc_cost")
-    c, d = st.columns(2)
-    c.plotly_chart(figs["nll_vs_size"], key="nll_size")
-    d.plotly_chart(figs["ece_vs_size"], key="ece_size")
+    rows = [[("accuracy_vs_size", "acc_size"), ("accuracy_vs_cost", "acc_cost")],
+            [("nll_vs_size", "nll_size"), ("ece_vs_size", "ece_size")]]
+    for row in rows:
+        for col, (name, key) in zip(st.columns(2), row):
+            with col:
+                chart(figs[name], key, "compare")
 
 
 with friendly("show the comparison"):

@@ -1,15 +1,21 @@
-"""Ensemble: retrain members in the background and watch the ensemble improve live."""
+"""Ensemble: retrain members in the background and watch the ensemble improve live.
+
+The ensemble's key numbers come first (above the form that trains members); the members in it are
+in the page's link (`?members=`, nes.explorer.urlstate). Every figure has its HTML snapshot beside
+it, the live ones too: they redraw only while members train, and the snapshot is made on click.
+"""
 import streamlit as st
 
-from nes.explorer import diversityview, viz
+from nes.explorer import diversityview, urlstate, viz
 from nes.explorer.actions import member_choice, member_options, submit_members
 from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
 from nes.method.stats import Difference
 from pages._state import active_jobs, route_through_app, run_view, selected_run, store
-from pages._widgets import friendly, jobs_table, live, load_view, teach, writable
+from pages._widgets import chart, flash, friendly, jobs_table, live, load_view, show_flash, teach, writable
 
 route_through_app()
+PAGE = "ensemble"  # the page's URL path, in its snapshots' names
 
 st.header("Ensemble: retrain members, watch the ensemble")
 teach("Why an ensemble of different architectures?", r"""
@@ -40,10 +46,43 @@ with friendly("list the members"):
         st.stop()
     members = view.members()
     regs = view.regularizers()
+MEMBERS_KEY = f"members_{run_id}"  # the picker's state, per run; the URL holds it as ?members=
 
-go = False
-if writable("training members"):
-    st.markdown("**Train new members** (each in a background worker; cores are shared, never oversubscribed)")
+
+def choose_members(names: list[str]) -> list[str]:
+    """The members in the ensemble, set before the picker is drawn (the headline above it shows
+    them): a link's `?members=` as it is (a member this run lacks named in a warning), unless this
+    session wrote that itself; else this session's choice for the run, which new members join
+    (`member_choice`); every member on a first visit."""
+    link = urlstate.read_members(st.query_params, urlstate.MEMBERS, names, st.session_state.get("_url_members"))
+    if link.warning:
+        st.warning(link.warning)
+    if link.chosen is not None:
+        previous, known = link.chosen, names  # the link's selection: no member joins it
+    else:
+        previous, known = st.session_state.get(MEMBERS_KEY), st.session_state.get(f"{MEMBERS_KEY}_known", [])
+    st.session_state[MEMBERS_KEY] = member_choice(previous, known, names)
+    st.session_state[f"{MEMBERS_KEY}_known"] = names
+    return st.session_state[MEMBERS_KEY]
+
+
+def ready_members(fresh) -> list[str]:
+    """The chosen members with at least one saved epoch."""
+    return [n for n in chosen if n in fresh.member_names() and fresh.member(n).epochs_done > 0]
+
+
+def headline_panel() -> None:
+    """The key numbers, first on the page: the ensemble of the chosen members that finished."""
+    fresh = run_view(run_id)
+    ready = ready_members(fresh)
+    if not ready:
+        st.info("No member has finished an epoch yet: the ensemble's numbers appear here once its members have.")
+        return
+    headline(fresh.live_ensemble(ready))
+
+
+def train_form() -> tuple[bool, str | None, list, int, bool]:
+    """The form that starts new members: (clicked, hypernetwork, λ values, seed, α* too)."""
     c1, c2 = st.columns([1, 4])
     reg = c1.selectbox("Hypernetwork", regs or ["—"], disabled=not regs, key=f"member_reg_{run_id}",
                        help="The hypernetwork α(λ) the members' architectures are sampled from; the λ list "
@@ -62,27 +101,18 @@ if writable("training members"):
         star = st.checkbox("Also α* itself", value=False,
                            help="Retrain the searched architecture α* with this seed too.")
         go = st.form_submit_button("Start training", type="primary")
+    return go, reg if regs else None, lams, int(seed), star
 
-if go:
-    with friendly("start the members"):
-        res = submit_members(store(), run_id, view, reg if regs else None, lams, int(seed), star)
-        if res.started:
-            st.success("Started: " + ", ".join(f"#{job} {name}" for job, name in res.started))
-        if res.skipped:
-            st.warning(f"Already trained or training: {', '.join(res.skipped)} (pick another seed to train them again).")
 
-names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
-key = f"members_{run_id}"
-st.session_state[key] = member_choice(st.session_state.get(key), st.session_state.get(f"{key}_known", []), names)
-st.session_state[f"{key}_known"] = names
-chosen = st.multiselect("Members in the ensemble", names, key=key,
-                        help="The ensemble averages these members' probabilities; new members join it.")
-done = set(view.finished_members())
-finished = [n for n in chosen if n in done]
-if st.button("Export these members", icon=":material/download:", disabled=not finished,
-             help="Open the Export page with the finished members chosen here."):
-    st.session_state[f"export_members_{run_id}"] = finished  # the Export page's member picker
-    st.switch_page("pages/export.py")
+def start_members(reg: str | None, lams: list, seed: int, star: bool) -> None:
+    """Queue the members; when some started, rerun the page so that every panel (the headline's
+    included) sees their jobs and the new members join the ensemble's picker at once."""
+    res = submit_members(store(), run_id, view, reg, lams, seed, star)
+    if res.skipped:
+        st.session_state["_members_skipped"] = res.skipped
+    if res.started:
+        flash("ensemble", "Started: " + ", ".join(f"#{job} {name}" for job, name in res.started))
+        st.rerun()
 
 
 def headline(ens) -> None:
@@ -125,57 +155,98 @@ def headline(ens) -> None:
 
 
 def ensemble_panel() -> None:
+    """The members' jobs, their test accuracy per epoch beside the ensemble's, and how differently
+    they predict; live while members train (the headline above is live too)."""
     jobs_table(run_id, ("retrain", "evaluate"), limit=8)
     fresh = run_view(run_id)
-    ready = [n for n in chosen if n in fresh.member_names() and fresh.member(n).epochs_done > 0]
+    ready = ready_members(fresh)
     if not ready:
-        st.info("No member has finished an epoch yet.")
-        return
-    ens = fresh.live_ensemble(ready)
-    headline(ens)
+        return  # the headline panel says so
+    ens = fresh.live_ensemble(ready)  # computed once per state of the members' files: the headline's
     training = {n for n, _, _ in ens.training}
     series = {f"{n} (training)" if n in training else n: [(e, m["accuracy"]) for e, m in fresh.member_curve(n)]
               for n in ready}
     if ens.finished:
         series["ensemble (finished members)"] = [(e, m["accuracy"]) for e, m in fresh.ensemble_curve(ens.finished)]
     a, b = st.columns(2)
-    a.plotly_chart(viz.metric_curves(series, "test accuracy per epoch", "epoch", "accuracy"), key="acc_curve")
+    with a:
+        chart(viz.metric_curves(series, "test accuracy per epoch", "epoch", "accuracy"), "acc_curve", PAGE)
     if ens.joins:
-        b.plotly_chart(viz.join_curve(ens.joins, sorted(training)), key="join_curve")
+        with b:
+            chart(viz.join_curve(ens.joins, sorted(training)), "join_curve", PAGE)
     if len(ready) >= 2:
         fixed = st.toggle("Fixed heatmap scales (0 … ln 2, 0 … 1)", value=False,
                           help="Off: each heatmap's colours span its own values, so small differences show. "
                                "On: the largest possible value is the top colour, comparable across runs.")
         c, d = st.columns(2)
-        c.plotly_chart(viz.js_heatmap(fresh.predictive_js(ready), ready, title="predictive JS between members",
-                                      fit=not fixed, high="the two members predict differently"), key="pred_js")
-        d.plotly_chart(viz.js_heatmap(fresh.disagreement(ready), ready, title="disagreement (test images)", zmax=1.0,
-                                      fit=not fixed, high="their top-1 labels differ on more images"), key="disagree")
+        with c:
+            chart(viz.js_heatmap(fresh.predictive_js(ready), ready, title="predictive JS between members",
+                                 fit=not fixed, high="the two members predict differently"), "pred_js", PAGE)
+        with d:
+            chart(viz.js_heatmap(fresh.disagreement(ready), ready, title="disagreement (test images)", zmax=1.0,
+                                 fit=not fixed, high="their top-1 labels differ on more images"), "disagree", PAGE)
         picked = fresh.greedy_selection(ready)
         st.markdown("**Greedy selection** (validation NLL, NES forward selection): "
                     + ", ".join(f"{i + 1}. {n}" for i, n in enumerate(picked)))
 
+
+def diversity_section() -> None:
+    """Each finished member's accuracy against its distance from α*, and NES forward selection over them."""
+    trained = view.finished_members()
+    if not trained:
+        st.info("No member has finished training yet: each finished member appears here.")
+        return
+    points = diversityview.member_points(view, trained)
+    curve = diversityview.selection_curve(view.dir, trained)
+    a, b = st.columns(2)
+    with a:
+        chart(diversityview.diversity_figure(points), "acc_vs_distance", PAGE)
+        st.caption("Each finished member's test accuracy against the architecture JS between its genotype and "
+                   "α*'s (0 … ln 2; the distance of the discrete cells, as on the architecture map). Black: "
+                   "α*'s own genotype retrained, its diversity from the seed alone (distance 0).")
+    with b:
+        chart(diversityview.selection_figure(curve), "selection_curve", PAGE)
+        stop = next(r for r in curve if r["val_minimum"])
+        st.caption(f"NES forward selection over all {len(trained)} finished members: the order comes from the "
+                   "**validation** split only (each step adds the member that lowers the ensemble's validation NLL "
+                   "most); the test set only scores each step, never chooses. Bars: paired bootstrap 95 % interval "
+                   f"of the gain over the best member (**{curve[0]['member']}**, lowest validation NLL; dotted "
+                   f"line). Validation NLL is lowest at {stop['step']} member(s).")
+
+
+# -- the page: the key numbers first, then training, the members, the curves ----------------------
+done = set(view.finished_members())
+names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
+chosen = choose_members(names)
+with friendly("show the ensemble's numbers"):
+    live(headline_panel, ("retrain",), "show the ensemble's numbers")
+
+if writable("training members"):
+    with st.expander("Train new members (each in a background worker; cores are shared, never oversubscribed)",
+                     icon=":material/model_training:", expanded=not done):
+        go, reg, lams, seed, star = train_form()
+    if go:
+        with friendly("start the members"):
+            start_members(reg, lams, seed, star)
+show_flash("ensemble")
+skipped = st.session_state.pop("_members_skipped", None)
+if skipped:
+    st.warning(f"Already trained or training: {', '.join(skipped)} (pick another seed to train them again).")
+
+chosen = st.multiselect("Members in the ensemble", names, key=MEMBERS_KEY,
+                        help="The ensemble averages these members' probabilities; new members join it. The "
+                             "page's link holds the choice.")
+urlstate.apply(st.query_params, urlstate.members_fixes(st.query_params, urlstate.MEMBERS, chosen))
+st.session_state["_url_members"] = chosen
+finished = [n for n in chosen if n in done]
+if st.button("Export these members", icon=":material/download:", disabled=not finished,
+             help="Open the Export page with the finished members chosen here."):
+    st.session_state[f"export_members_{run_id}"] = finished  # the Export page's member picker
+    st.switch_page("pages/export.py", query_params={"run": st.query_params.get("run", ""), urlstate.EXPORT: finished})
 
 with friendly("show the ensemble"):
     live(ensemble_panel, ("retrain",), "show the ensemble")
 
 st.subheader("Accuracy against diversity")
 with friendly("show accuracy against diversity"):
-    trained = view.finished_members()
-    if not trained:
-        st.info("No member has finished training yet: each finished member appears here.")
-    else:
-        points = diversityview.member_points(view, trained)
-        curve = diversityview.selection_curve(view.dir, trained)
-        a, b = st.columns(2)
-        a.plotly_chart(diversityview.diversity_figure(points), key="acc_vs_distance")
-        a.caption("Each finished member's test accuracy against the architecture JS between its genotype and "
-                  "α*'s (0 … ln 2; the distance of the discrete cells, as on the architecture map). Black: "
-                  "α*'s own genotype retrained, its diversity from the seed alone (distance 0).")
-        b.plotly_chart(diversityview.selection_figure(curve), key="selection_curve")
-        stop = next(r for r in curve if r["val_minimum"])
-        b.caption(f"NES forward selection over all {len(trained)} finished members: the order comes from the "
-                  "**validation** split only (each step adds the member that lowers the ensemble's validation NLL "
-                  "most); the test set only scores each step, never chooses. Bars: paired bootstrap 95 % interval "
-                  f"of the gain over the best member (**{curve[0]['member']}**, lowest validation NLL; dotted "
-                  f"line). Validation NLL is lowest at {stop['step']} member(s).")
+    diversity_section()

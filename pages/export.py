@@ -1,7 +1,10 @@
-"""Export: pick members, see the bundle's manifest, write it (optionally with ONNX), download the zip."""
+"""Export: pick members, see the bundle's manifest, write it (optionally with ONNX), download the zip.
+
+The members picked are in the page's link (`?export=`, nes.explorer.urlstate); the heatmaps have
+their HTML snapshots beside them."""
 import streamlit as st
 
-from nes.explorer import viz
+from nes.explorer import urlstate, viz
 from nes.explorer.actions import export_bundle
 from nes.explorer.notes import ledger_text, member_origin
 from nes.export.onnx import onnx_missing
@@ -9,7 +12,7 @@ from nes.export.write import bundle_summary, default_bundle_name, list_bundles, 
 from nes.layout import RunDir
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run
-from pages._widgets import friendly, load_view, teach, writable
+from pages._widgets import chart, friendly, load_view, teach, writable
 
 route_through_app()
 
@@ -50,13 +53,20 @@ def _stamp(names: list[str]) -> tuple:
 
 
 key = f"export_members_{run_id}"
-if key not in st.session_state:
+link = urlstate.read_members(st.query_params, urlstate.EXPORT, finished, st.session_state.get("_url_export"))
+if link.warning:
+    st.warning(link.warning)
+if link.chosen is not None:  # a link's selection (the Ensemble page's "Export these members" is one)
+    st.session_state[key] = link.chosen
+elif key not in st.session_state:
     with friendly("rank the members"):
         st.session_state[key] = view.greedy_selection(finished, size=min(3, len(finished)))
 st.session_state[key] = [n for n in st.session_state.get(key, []) if n in finished]
 names = st.multiselect("Members", finished, key=key,
                        help="Finished members of this run. The default is the greedy forward selection of 3 "
-                            "on the validation split (best NLL first).")
+                            "on the validation split (best NLL first). The page's link holds the choice.")
+urlstate.apply(st.query_params, urlstate.members_fixes(st.query_params, urlstate.EXPORT, names))
+st.session_state["_url_export"] = names  # what this session wrote: not read back as a link
 if not names:
     st.info("Pick at least one member.")
     st.stop()
@@ -90,9 +100,11 @@ if len(names) > 1:
     a, b = st.columns(2)
     arch = manifest["diversity"]["architecture_js"]
     if arch is not None:
-        a.plotly_chart(viz.js_heatmap(arch, names, "Architecture JS between members"), key="exp_arch_js")
-    b.plotly_chart(viz.js_heatmap(manifest["diversity"]["predictive_js"], names, "Predictive JS (test)"),
-                   key="exp_pred_js")
+        with a:
+            chart(viz.js_heatmap(arch, names, "Architecture JS between members"), "exp_arch_js", "export")
+    with b:
+        chart(viz.js_heatmap(manifest["diversity"]["predictive_js"], names, "Predictive JS (test)"), "exp_pred_js",
+              "export")
 with st.expander("manifest.json (before export: hashes are added when the files are written)"):
     st.json({**manifest, "members": [{k: v for k, v in m.items() if k != "tensors"} for m in manifest["members"]]},
             expanded=1)

@@ -1,4 +1,7 @@
-"""Hypernetwork: train α(λ) with either regularizer and check that λ controls diversity."""
+"""Hypernetwork: train α(λ) with either regularizer and check that λ controls diversity.
+
+Each trained hypernetwork's curve has its HTML snapshot beside it; the live curve of a running
+training (`running_curve`) stays a plain figure, redrawn every few seconds while it runs."""
 import streamlit as st
 
 from nes.config import HYPERNET_PRESETS
@@ -7,7 +10,7 @@ from nes.method.diversity import collapse_warning
 from nes.method.regularizers import AXES, REGULARIZERS
 from nes.explorer.actions import start_hypernet
 from pages._state import active_jobs, route_through_app, selected_run, store
-from pages._widgets import flash, friendly, live, load_view, running_curve, show_flash, teach, writable
+from pages._widgets import chart, flash, friendly, live, load_view, running_curve, show_flash, teach, writable
 
 route_through_app()
 
@@ -73,8 +76,9 @@ with friendly("show the trained hypernetworks"):
     cols = st.columns(max(1, len(regs)))
     for col, r in zip(cols, regs):
         lo, hi = view.lam_range(r).target
-        col.plotly_chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer along the diversity axis"),
-                         key=f"curve_{r}")
+        with col:
+            chart(viz.lambda_curve(view.curve(r), title=f"{r} regularizer along the diversity axis"), f"curve_{r}",
+                  "hypernetwork")
         q = view.quality(r)
         col.caption(f"trained for λ ∈ [{lo:g}, {hi:g}] · {q['distinct']} distinct genotypes of {q['samples']} · "
                     f"Spearman ρ(distance, diversity) = {q['rho'] if q['rho'] is not None else 'n/a'}")

@@ -1,4 +1,7 @@
-"""Search: run DARTS in the background and look at the base architecture α*."""
+"""Search: run DARTS in the background and look at the base architecture α*.
+
+The figures of α* and of the replay have their HTML snapshots beside them; the live curve of a
+running search (`running_curve`) stays a plain figure, redrawn every few seconds while it runs."""
 import streamlit as st
 
 from nes.config import SEARCH_MODES, SEARCH_PRESETS
@@ -6,8 +9,8 @@ from nes.data import DATASETS
 from nes.explorer import replay, viz
 from nes.explorer.actions import start_search
 from pages._state import route_through_app, show_run, store
-from pages._widgets import (cell_panel, flash, friendly, live, load_view, running_curve, show_flash, teach, url_choice,
-                           writable)
+from pages._widgets import (cell_panel, chart, flash, friendly, live, load_view, running_curve, show_flash, teach,
+                           url_choice, writable)
 
 route_through_app()
 
@@ -101,12 +104,12 @@ with friendly("show α*"):
         if conf["kept_top_op"] < 0.25:
             st.warning("α* is close to uniform: the search could hardly tell the operations apart, so 'matched edges' "
                        "are close to coin flips. Search longer or with a larger architecture learning rate (a_lr).")
-        cells = cell_panel(view, view.theta_star, view.star, title="α* — {ct} cell", key="star")
+        cells = cell_panel(view, view.theta_star, view.star, title="α* — {ct} cell", key="star", page="search")
         for ct, (alpha, _) in cells.items():
-            st.plotly_chart(viz.alpha_heatmap(alpha, view.layout.nodes, view.star, ct), key=f"alpha_{ct}")
+            chart(viz.alpha_heatmap(alpha, view.layout.nodes, view.star, ct), f"alpha_{ct}", "search")
         if hist:
             series = {k: [(h["epoch"], h[k]) for h in hist if k in h] for k in ("train_acc", "val_acc")}
-            st.plotly_chart(viz.metric_curves(series, "search history", "epoch", "accuracy"), key="search_hist")
+            chart(viz.metric_curves(series, "search history", "epoch", "accuracy"), "search_hist", "search")
     else:
         st.info("No finished search in this run yet.")
 
@@ -131,12 +134,12 @@ def replay_panel() -> None:
     g = rep.genotypes[k]
     st.caption(f"At {rep.label(k)}: `{g.compact()}`, {replay.changed_edges(g, view.star)} kept edge(s) differ from α*")
     cells = cell_panel(view, rep.theta[k], g, reference=view.star, title=f"replay, {rep.label(k)} — {{ct}} cell",
-                       key="replay")
+                       key="replay", page="search")
     for ct, (alpha, _) in cells.items():
-        st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, g, ct,
-                                                title=f"op probabilities per edge ({ct}), {rep.label(k)}"),
-                        key=f"replay_bars_{ct}")
-    st.plotly_chart(replay.changes_figure(rep, view.star, at=k), key="replay_changes")
+        chart(viz.op_probability_bars(alpha, view.layout.nodes, g, ct,
+                                      title=f"op probabilities per edge ({ct}), {rep.label(k)}"), f"replay_bars_{ct}",
+              "search")
+    chart(replay.changes_figure(rep, view.star, at=k), "replay_changes", "search")
 
 
 if view.has_search:

@@ -339,7 +339,8 @@ def test_export_page_previews_writes_and_offers_the_bundle(home):
     bundle = home / "demo" / "exports" / "two"
     model = nes.load_ensemble(bundle.with_name("two.zip"))
     assert model.member_names == pair
-    assert len(at.get("download_button")) == 1
+    zips = [b for b in at.get("download_button") if b.proto.label == "Download zip"]
+    assert len(zips) == 1, f"{len(zips)} bundles offered for download, expected 1"
     card = " ".join(m.value for m in at.markdown if "Ensemble model card" in m.value)
     assert "Trained on all the training images of fashion-mnist" in card, f"the model card's data line: {card[:2000]}"
     assert "None images" not in card, "the model card says 'Trained on None images'"

@@ -54,3 +54,19 @@ def test_the_explore_page_offers_a_snapshot_beside_its_figures(app_home):
     keys = {b.proto.id for b in buttons}
     assert len(buttons) >= 4, f"{len(buttons)} snapshot buttons on the Explore page (map, cells, heatmaps)"
     assert len(keys) == len(buttons), "two snapshot buttons share an id"
+
+
+@pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="no bundled demo (assets/demo)")
+def test_every_figure_of_the_other_pages_has_its_snapshot(app_home):
+    """On the bundled demo (no job running, so no live curve of a running job is drawn), each figure
+    of these pages has an HTML snapshot button."""
+    at = AppTest.from_file(str(ROOT / "explorer_app.py"), default_timeout=180)
+    at.run()
+    for page in ("ensemble", "compare", "search", "hypernetwork", "export"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        figures = len(at.get("plotly_chart"))
+        snapshots = [b for b in at.get("download_button") if b.proto.label == "HTML snapshot"]
+        assert figures, f"the {page} page shows no figure on the demo"
+        assert len(snapshots) == figures, f"the {page} page has {len(snapshots)} snapshot buttons for {figures} figures"

@@ -1,7 +1,10 @@
 """Every page's URL state (the query string), read and checked without Streamlit.
 
 A link reproduces a view: `?run=demo` picks the run (every page), `?reg=js&div=0.5&sel=0.0&sel=1.0`
-the Explore page's hypernetwork, position on the diversity axis and the positions it compares.
+the Explore page's hypernetwork, position on the diversity axis and the positions it compares,
+`?members=alpha_star&members=lam_1_00` the members in the Ensemble page's ensemble (`MEMBERS`), and
+`?export=alpha_star&export=lam_1_00` the members the Export page bundles (`EXPORT`); one repeated key
+per member, in the order chosen, and a key with an empty value (`?members=`) for an empty selection.
 The functions here take the query parameters as a plain mapping (a key to a string, or to a list
 of strings for a repeated key, as `st.query_params` holds them) and return what to show, the
 messages for a link that asks for something that does not exist, and the parameters to write
@@ -20,6 +23,8 @@ from typing import Callable, Mapping, MutableMapping, Sequence
 from ..method.regularizers import lam_diversity
 
 Params = Mapping[str, "str | Sequence[str]"]
+MEMBERS = "members"  # the Ensemble page's members in the ensemble
+EXPORT = "export"  # the Export page's members in the bundle
 DIVERSITY_STEP = 0.025  # the Explore slider's step
 POSITIONS = tuple(i / 8 for i in range(9))  # the diversity positions the Explore page compares
 
@@ -92,6 +97,44 @@ def read_run(params: Params, names: Sequence[str], remembered: str | None = None
 def run_fixes(name: str) -> dict[str, str]:
     """The query that selects run `name`."""
     return {"run": name}
+
+
+# -- member selections (the Ensemble and Export pages) --------------------------------------------
+@dataclass(frozen=True)
+class MemberLink:
+    """The members a link selects (in its order; None: the page keeps its own choice), and a message
+    naming the members it asked for that the run does not have (the rest of the selection applies)."""
+
+    chosen: list[str] | None
+    warning: str | None = None
+
+
+def read_members(params: Params, key: str, names: Sequence[str],
+                 written: Sequence[str] | None = None) -> MemberLink:
+    """The member selection `key` of a link, among the run's members `names`. No selection (None)
+    when the link has no `key`, or holds exactly what this session wrote there itself (`written`): the
+    session's own choice then stands, and after a change of run in the sidebar the URL's members,
+    which belong to the run shown before, are not read as a link naming members this run lacks."""
+    raw = list(dict.fromkeys(values(params, key)))  # a member named twice is chosen once
+    asked = [r for r in raw if r]  # `?members=` alone: an empty selection
+    if not raw or (written is not None and asked == list(written)):
+        return MemberLink(None)
+    chosen = [r for r in asked if r in names]
+    unknown = [r for r in asked if r not in names]
+    if not unknown:
+        return MemberLink(chosen)
+    rest = "showing the rest of the selection" if chosen else "none of the link's members is shown"
+    missing = ", ".join(f"**{u}**" for u in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    return MemberLink(chosen, f"This run has no member{plural} {missing} (`{key}` in the link); {rest}.")
+
+
+def members_fixes(params: Params, key: str, chosen: Sequence[str]) -> dict[str, list[str]]:
+    """What to write so that the query holds the selection `chosen` under `key` (nothing when it
+    does): the key once per member, in order; an empty selection as the key with an empty value, so
+    that a link keeps it empty instead of opening the page's default."""
+    wanted = list(chosen) or [""]
+    return {} if values(params, key) == wanted else {key: wanted}
 
 
 # -- the Explore page -----------------------------------------------------------------------------
