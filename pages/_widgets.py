@@ -195,14 +195,17 @@ def cell_panel(view: RunView, theta: torch.Tensor, genotype: Genotype, reference
 
 def chart(fig, key: str, page: str, **kwargs):
     """st.plotly_chart of FIG plus a one-click, self-contained HTML snapshot of it (made only when
-    clicked: plotly.js inlined is ~4 MB) holding the run, the page and the view's URL state. In
-    presentation mode both are `present.scaled` (projector-sized fonts)."""
-    if st.session_state.get(present.KEY):
-        fig = present.scaled(fig)
-    event = st.plotly_chart(fig, key=key, **kwargs)
+    clicked: plotly.js inlined is ~4 MB) holding the run, the page and the view's URL state. Both
+    go through `present.styled`: the page's figure in the text colour of the browser's theme, the
+    snapshot's in the light theme's (its paper is white), both projector-sized in presentation mode."""
+    presenting = bool(st.session_state.get(present.KEY))
+    # a theme the server's config fixes wins (st.context then still reports the browser's own
+    # preference, measured with Streamlit 1.67), else the browser's (its system setting or menu choice)
+    theme = st.get_option("theme.base") or st.context.theme.type
+    event = st.plotly_chart(present.styled(fig, theme, presenting), key=key, **kwargs)
     run = Path(st.session_state.get("run_id") or "run").name
     state = {k: (v[0] if len(v) == 1 else v) for k in st.query_params for v in [st.query_params.get_all(k)]}
-    st.download_button("HTML snapshot", data=lambda: snapshot_html(fig, run, page, state), key=f"snap_{key}",
+    st.download_button("HTML snapshot", data=lambda: snapshot_html(present.styled(fig, "light", presenting), run, page, state), key=f"snap_{key}",
                        file_name=snapshot_name(run, page, key), mime="text/html", on_click="ignore",
                        icon=":material/download:", help="This figure as one HTML file that opens offline, "
                        "with the run's name and this view's settings, for slides and rooms without the app.")

@@ -1,7 +1,7 @@
 """Explore: move λ and watch the architecture α(λ) leave α*; compare architectures pairwise."""
 import streamlit as st
 
-from nes.explorer import archmap, mapclick, urlstate, viz
+from nes.explorer import archmap, mapclick, notes, urlstate, viz
 from nes.method.oneshot import one_shot_accuracy
 from nes.method.regularizers import AXES, diversity_lam
 from pages._state import arch_map, map_trust, route_through_app, selected_run
@@ -23,7 +23,7 @@ a hypernetwork trained by this version is pinned to α\*), **1 the most diverse*
 stands for is shown beside it. What λ means:
 """ + "\n".join(f"- **{name}**: {axis.lam} (control: {axis.strength})." for name, axis in AXES.items()) + r"""
 
-Edges that differ from α\* are drawn in orange and marked "≠ α\*". Two measures of distance:
+Each edge is drawn in its operation's colour (the legend names them); edges that differ from α\* are haloed in vermillion and marked "≠ α\*". Two measures of distance:
 - **matched edges**: how many (node, input, operation) choices the sampled cell shares with α\*;
 - **distance to α\***: the Jensen–Shannon divergence JS_g between the two architectures' probability
   tables on genotype\*'s own edges and nodes, averaged (0 at α\* by construction).
@@ -43,7 +43,7 @@ with friendly("show the architecture at this λ"):
         st.info("This run has no trained hypernetwork yet: train one on the **Hypernetwork** page. "
                 "Meanwhile, this is the searched architecture α*:")
         for ct in view.layout.cell_types:
-            st.plotly_chart(viz.cell_figure(view.star, ct, title=f"α* — {ct} cell"), key=f"star_{ct}")
+            chart(viz.cell_figure(view.star, ct, title=f"α* — {ct} cell"), f"star_{ct}", "explore")
         st.stop()
 
     url = urlstate.read_explore(st.query_params, regs, lambda r: view.lam_range(r).target)
@@ -74,7 +74,7 @@ with friendly("show the architecture at this λ"):
     cells = cell_panel(view, sample.theta, sample.genotype, reference=view.star, page="explore")
     with st.expander("Per-edge operation probabilities at this λ"):
         for ct, (alpha, _) in cells.items():
-            st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), key=f"bars_{ct}")
+            chart(viz.op_probability_bars(alpha, view.layout.nodes, sample.genotype, ct), f"bars_{ct}", "explore")
 
 st.subheader("The architecture map")
 point = None
@@ -95,8 +95,9 @@ if point is not None:
         st.markdown(f"**Clicked:** `{point.genotype.compact()}` ({point.label})")
         cols = st.columns(len(view.layout.cell_types))
         for col, ct in zip(cols, view.layout.cell_types):
-            col.plotly_chart(viz.cell_figure(point.genotype, ct, reference=view.star, title=f"clicked — {ct} cell"),
-                             key=f"clicked_{ct}")
+            with col:
+                chart(viz.cell_figure(point.genotype, ct, reference=view.star, title=f"clicked — {ct} cell"),
+                      f"clicked_{ct}", "explore")
         trust = map_trust(run_id)
         st.markdown(mapclick.estimate_text(point, one_shot_accuracy(trust.setup, point.genotype), trust))
 
@@ -113,14 +114,17 @@ with friendly("compare architectures"):
         sel = sorted(sel)
         samples = view.sample(reg, [diversity_lam(reg, d, lo, hi) for d in sel])
         labels = [f"d={d:g} (λ={s.lam:.3g})" for d, s in zip(sel, samples)]
+        js = view.pairwise_js(samples)
         h1, h2 = st.columns(2)
         with h1:
-            chart(viz.js_heatmap(view.pairwise_js(samples), labels, title="architecture JS (all edges)"),
-                  "js_heatmap", "explore")
+            chart(viz.js_heatmap(js, labels, title="architecture JS (all edges)"), "js_heatmap", "explore")
         with h2:
             chart(viz.diff_heatmap([s.genotype for s in samples], labels), "diff_heatmap", "explore")
         n_unique = len({s.genotype for s in samples})
         st.caption(f"{n_unique} distinct genotype(s) among {len(samples)} positions.")
+        why = notes.distance_note(sel, [s.distance for s in samples], js[0].tolist())
+        if why:
+            st.caption(why)
 
 st.subheader("Side-by-side difference of two architectures")
 with friendly("compare two genotypes"):

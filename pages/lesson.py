@@ -92,7 +92,7 @@ def widget_2(view, run_id):
     cells = cell_panel(view, view.theta_star, view.star, title="α* weighted by its probabilities — {ct} cell",
                        key="lesson_alpha", page="lesson")
     for ct, (alpha, _) in cells.items():
-        st.plotly_chart(viz.op_probability_bars(alpha, view.layout.nodes, view.star, ct), key=f"lesson_bars_{ct}")
+        chart(viz.op_probability_bars(alpha, view.layout.nodes, view.star, ct), f"lesson_bars_{ct}", "lesson")
     return lesson.step(view, 2)
 
 
@@ -120,10 +120,12 @@ def widget_4(view, run_id):
     names = view.finished_members()
     if names:
         a, b = st.columns(2)
-        a.plotly_chart(diversityview.diversity_figure(diversityview.member_points(view, names)), key="lesson_acc_div")
+        with a:
+            chart(diversityview.diversity_figure(diversityview.member_points(view, names)), "lesson_acc_div", "lesson")
         if len(names) >= 2:
-            b.plotly_chart(viz.js_heatmap(view.predictive_js(names), names, title="predictive JS between members",
-                                          fit=True, high="the two members predict differently"), key="lesson_pred_js")
+            with b:
+                chart(viz.js_heatmap(view.predictive_js(names), names, title="predictive JS between members",
+                                     fit=True, high="the two members predict differently"), "lesson_pred_js", "lesson")
     return lesson.step(view, 4)
 
 

@@ -28,6 +28,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """`streamlit run explorer_app.py` on a free port with a fresh store: its URL once healthy."""
     home = tmp_path_factory.mktemp("e2e") / "home"
     port = _free_port()
     env = {**os.environ, "NES_HOME": str(home), "NES_NO_PROGRESS": "1"}
@@ -55,6 +56,28 @@ def server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+# Every text plotly drew outside the data (titles, axis ticks and titles, legends, annotations such
+# as the cell graphs' edge labels) with its WCAG contrast ratio against its figure's paper colour.
+CONTRAST = """() => { const lum = c => { const v = c.match(/[\\d.]+/g).slice(0, 3).map(x => +x / 255)
+        .map(x => x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4));
+        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+    const out = [];
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const paper = gd._fullLayout.paper_bgcolor;
+        for (const el of gd.querySelectorAll('.gtitle, .annotation-text, .legendtext, .xtick text, .ytick text, .xtitle, .ytitle, .y2title')) {
+            if (!el.textContent.trim()) continue;
+            const a = lum(getComputedStyle(el).fill), b = lum(paper.startsWith('#') ?
+                'rgb(' + [1, 3, 5].map(i => parseInt(paper.slice(i, i + 2), 16)).join(',') + ')' : paper);
+            out.push([el.textContent.slice(0, 40), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)]);
+        } }
+    return out; }"""
+
+
+def _low_contrast(page, minimum: float = 4.5) -> list:
+    """The figure texts on the page whose contrast with their paper is below `minimum` (WCAG AA)."""
+    return [(text, round(ratio, 2)) for text, ratio in page.evaluate(CONTRAST) if ratio < minimum]
 
 
 # every cell graph on the page differs from α* (the old α* figures are gone)
@@ -165,6 +188,8 @@ def test_the_lesson_and_the_map_in_a_room_sized_window(server):
         page.wait_for_function(f"() => !!({MAP})()", timeout=90_000)
         page.get_by_text("The architecture map").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "e2e_map.png"), full_page=True)
+        low = _low_contrast(page)
+        assert low == [], f"light theme: figure texts below 4.5:1 {low}"
         # a point of the first path that no member, α* or ring sits on, in viewport pixels (plotly's axes map data to pixels)
         x, y = page.evaluate(f"""() => {{ const gd = ({MAP})(); const t = gd.data.find(d => d.meta && d.meta.kind === 'path');
             const others = gd.data.filter(d => d.meta && d.meta.kind !== 'path').flatMap(d => d.x.map((x, k) => [x, d.y[k]]));
@@ -183,4 +208,26 @@ def test_the_lesson_and_the_map_in_a_room_sized_window(server):
 
         state = read_state(Path(dl.value.path()).read_text())
         assert state["run"] == "demo", f"the snapshot names run {state['run']!r}, expected demo"
+        browser.close()
+
+
+def test_figures_are_legible_on_the_dark_theme_in_presentation_mode(server):
+    """The Explore and Ensemble pages in a browser whose system setting is dark (Streamlit then
+    draws its dark theme) with ?present=true at 1280×720: every
+    figure text (titles, ticks, legends, edge labels) has a WCAG AA contrast (≥ 4.5) with its
+    paper; the developer toolbar and the store path are hidden. Screenshots in tests/artifacts/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720}, color_scheme="dark")
+        for path, name in (("/", "explore"), ("/ensemble", "ensemble")):
+            page.goto(f"{server}{path}?run=demo&present=true", wait_until="domcontentloaded")
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .gtitle').length > 1", timeout=90_000)
+            page.wait_for_timeout(1500)  # the last figures of the script run
+            assert page.locator('[data-testid="stException"]').count() == 0, f"the {name} page raised"
+            page.screenshot(path=str(ARTIFACTS / f"e2e_dark_present_{name}.png"), full_page=True)
+            assert _low_contrast(page) == [], f"{name} page, dark theme: figure texts below 4.5:1 {_low_contrast(page)}"
+            assert not page.locator('[data-testid="stToolbar"]').is_visible(), f"the {name} page shows the toolbar"
+            assert page.get_by_text("Run store").count() == 0, f"the {name} page shows the store path"
         browser.close()

@@ -129,3 +129,18 @@ def test_presentation_mode_from_a_link_enlarges_figures_and_hides_the_store(home
     assert plain.sidebar.toggle(key=present.KEY).value is False, "presentation mode is on without the link asking"
     assert "Run store" in " ".join(c.value for c in plain.sidebar.caption), "the store path is gone outside it"
     assert all(f < 18 for f in cell_fonts(plain)), f"cell figures are enlarged outside presentation mode"
+
+
+def test_the_distance_note_gives_both_measures_of_each_pair():
+    from nes.explorer.notes import distance_note
+    note = distance_note([0.0, 0.5, 1.0], [0.0, 0.3, 0.43], [0.0, 0.2, 0.321])
+    for part in ("d = 0.5: 0.300 vs 0.200", "d = 1: 0.430 vs 0.321"):
+        assert part in note, f"the note does not give {part!r}: {note!r}"
+    assert distance_note([0.5, 1.0], [0.3, 0.43], [0.0, 0.2]) is None, "a note without an α* row to compare"
+
+
+@pytest.mark.skipif(not (DEMO_DIR / "demo.json").exists(), reason="no bundled demo (assets/demo)")
+def test_explore_says_why_distance_and_heatmap_differ_beside_the_heatmap(home):
+    at = explore({"run": "demo"})
+    shown = " ".join(c.value for c in at.caption)
+    assert "Distance to α\\* vs heatmap JS" in shown, "the Explore page does not explain the two distances unfolded"

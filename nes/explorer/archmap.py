@@ -33,7 +33,7 @@ from ..method.divergence import js_divergence
 from ..method.space import ArchLayout, Genotype
 from ..method.train import read_member
 from .runview import RunView
-from .viz import DIFF_COLOR
+from .viz import DIFF_COLOR, NEUTRAL
 
 KINDS = ("alpha_star", "path", "member", "baseline")
 SPACES = ("genotype", "continuous")
@@ -331,7 +331,7 @@ def path_position(amap: ArchMap, regularizer: str, lam: float | None = None, div
 
 # -- the figure ---------------------------------------------------------------------------------
 _LAYOUT = dict(template="nes", margin=dict(l=10, r=10, t=70, b=10))  # "nes": registered by viz
-STAR_COLOR = "#222222"
+STAR_COLOR = NEUTRAL  # legible on the light and the dark theme
 NO_ACCURACY = "#AAAAAA"
 
 
@@ -369,7 +369,7 @@ def _scored(points: Sequence[MapPoint], name: str, symbol: str, size: int, kind:
             name=name if scored else f"{name} (no test accuracy yet)", text=[p.label for p in pts] if text else None,
             textposition="top center", hovertext=[_hover(p) for p in pts], hoverinfo="text",
             marker=dict(symbol=symbol, size=size, color=color, coloraxis="coloraxis" if scored else None,
-                        line=dict(color=None if hollow else "#333333", width=2 if hollow else 1)),
+                        line=dict(color=None if hollow else NEUTRAL, width=2 if hollow else 1)),
             meta={"kind": kind, "labels": [p.label for p in pts]}))
     return traces
 

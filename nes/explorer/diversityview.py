@@ -29,9 +29,9 @@ from ..method import scoring
 from ..method.divergence import genotype_js_matrix
 from ..method.ensemble import ensemble_metrics
 from .runview import RunView
-from .viz import DIFF_COLOR, LN2
+from .viz import DIFF_COLOR, LN2, NEUTRAL
 
-SEED_ONLY_COLOR = "#222222"  # same genotype as α*: diversity from the seed alone
+SEED_ONLY_COLOR = NEUTRAL  # same genotype as α*: diversity from the seed alone (grey: legible on both themes)
 _LAYOUT = dict(template="nes", margin=dict(l=10, r=10, t=60, b=10))  # "nes": registered by viz
 _CACHE: dict[tuple, Any] = {}
 
@@ -128,8 +128,8 @@ _TEXT_AT = ("top center", "bottom center", "middle right", "top right", "bottom 
 
 def diversity_figure(points: Sequence[dict[str, Any]]) -> go.Figure:
     """Test accuracy (y) against the architecture JS to α* (x, from 0 to ln 2 at most), one
-    labelled marker per member: those with α*'s genotype (seed-only diversity, x = 0) in black,
-    the others in orange. The x axis starts a little left of 0 so the seed-only members show."""
+    labelled marker per member: those with α*'s genotype (seed-only diversity, x = 0) in grey,
+    the others in vermillion. The x axis starts a little left of 0 so the seed-only members show."""
     fig = go.Figure()
     for seed_only, name, color in ((True, "same genotype as α* (seed only)", SEED_ONLY_COLOR),
                                    (False, "another architecture", DIFF_COLOR)):
@@ -174,7 +174,7 @@ def selection_figure(curve: Sequence[dict[str, Any]]) -> go.Figure:
             hovertemplate="%{y:.4g}<br>gain over best member %{customdata[0]:+.3g} (95% CI %{customdata[1]:+.3g} "
                           "to %{customdata[2]:+.3g})<extra></extra>"), row=1, col=col)
         if curve:
-            fig.add_hline(y=scale * curve[0][f"best_{metric}"], line=dict(color="#444444", dash="dot"), row=1, col=col)
+            fig.add_hline(y=scale * curve[0][f"best_{metric}"], line=dict(color=NEUTRAL, dash="dot"), row=1, col=col)
         fig.update_xaxes(tickvals=steps, ticktext=ticks, title_text="members (validation selection order)",
                          row=1, col=col)
     fig.update_layout(**{**_LAYOUT, "margin": dict(l=10, r=10, t=90, b=10)}, height=420, showlegend=False,

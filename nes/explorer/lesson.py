@@ -125,7 +125,7 @@ def lambda_step(view: RunView, reg: str, div: float = 0.0) -> Step:
     moved = (f"the first edge leaves α* at diversity {first:g}" if first is not None
              else "no edge leaves α* anywhere on the axis")
     notice = (f"On the {reg} axis (λ from {lo:g} to {hi:g}) {moved}; at diversity {div:g} (λ = {here.lam:.3g}) the "
-              f"cell shares {here.matched_edges} of {n} edges with α*. Edges that differ are drawn in orange.")
+              f"cell shares {here.matched_edges} of {n} edges with α*. Edges that differ are haloed in vermillion.")
     why = f"At the most diverse end the cell keeps {end} of α*'s {n} edges (distance to α* {along[-1].distance:.3f})."
     q = Question(f"At the most diverse end of the {reg} axis, how many of α*'s {n} edges will the cell keep?",
                  KEPT, answer, why)

@@ -88,3 +88,18 @@ def eta_text(step: int, total: int | None, started: float | None, now: float) ->
         return None
     left = (now - started) / step * (total - step)
     return f"≈ {left:.0f} s left" if left < 90 else f"≈ {left / 60:.0f} min left"
+
+
+def distance_note(positions: list[float], distances: list[float], js_from_first: list[float]) -> str | None:
+    """Why the Explore page's "Distance to α*" and the heatmap's JS for the same pair differ, with
+    the run's numbers: the heatmap averages the JS over every categorical choice of the cell (each
+    possible edge's op and each node's inputs), the distance JS_g over genotype*'s own kept edges
+    and nodes only, where α(λ) moves most. `positions[0]` must be 0 (α*), `distances[i]` the JS_g
+    of position i, `js_from_first[i]` the heatmap's row 0; None when the heatmap has no α* row."""
+    if not positions or positions[0] != 0.0 or len(positions) < 2:
+        return None
+    pairs = "; ".join(f"d = {d:g}: {g:.3f} vs {j:.3f}" for d, g, j in zip(positions[1:], distances[1:], js_from_first[1:]))
+    return ("The heatmap's row d = 0 is not the **Distance to α\\*** above: the heatmap averages JS over every "
+            "choice the cell could make (each possible edge's operation and each node's inputs), the distance "
+            "JS_g only over α\\*'s own kept edges and nodes, where the architecture moves most; so the distance "
+            f"reads higher. Distance to α\\* vs heatmap JS: {pairs}.")

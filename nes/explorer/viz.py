@@ -35,7 +35,7 @@ OP_COLORS = {
 OP_SHORT = {"max_pool_3x3": "max pool", "avg_pool_3x3": "avg pool", "skip_connect": "skip",
             "sep_conv_3x3": "sep 3×3", "sep_conv_5x5": "sep 5×5", "dil_conv_3x3": "dil 3×3", "dil_conv_5x5": "dil 5×5"}
 DIFF_COLOR = "#D55E00"  # vermillion: edges that differ from genotype* (a halo around the op's colour)
-CONCAT_COLOR = "#8C8C8C"  # the dotted node → c_k lines, legible on the light and the dark theme
+NEUTRAL = "#8C8C8C"  # the dotted node → c_k lines, reference lines, α*: a grey legible on the light and the dark theme
 LABEL_SIZE = 13  # edge labels and node names, px (at 1280×720 a projector needs ≥ 12)
 JS_COLORSCALE = "Viridis"
 _GRID = "#EBF0F8"
@@ -134,7 +134,7 @@ def cell_figure(genotype: Genotype, cell_type: str, weights: Mapping[tuple[int, 
         if data["op"] == "concat":
             fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", legendgroup="concat",
                                      name="concatenated into c_k", showlegend="concat" not in shown,
-                                     line=dict(color=CONCAT_COLOR, width=1.5, dash="dot")))
+                                     line=dict(color=NEUTRAL, width=1.5, dash="dot")))
             shown.add("concat")
             continue
         op, node, inp = data["op"], data["node"], data["inp"]
@@ -315,7 +315,7 @@ def lambda_curve(curve: Sequence[Mapping[str, float]], lam: float | None = None,
                              mode="lines+markers", line=dict(color="#0072B2", shape="hv")))
     fig.add_trace(go.Scatter(x=xs, y=ys, name=dist_name, mode="lines+markers", yaxis="y2", line=dict(color=DIFF_COLOR)))
     if lam is not None:
-        fig.add_vline(x=lam, line=dict(color="#444444", dash="dash"))
+        fig.add_vline(x=lam, line=dict(color=NEUTRAL, dash="dash"))
     fig.update_layout(**{**_LAYOUT, **_titled(title or "diversity")}, height=320, legend=dict(orientation="h", y=-0.25),
                       xaxis=dict(title="diversity (0 = α*, 1 = most diverse)" if axis else "λ"),
                       yaxis=dict(title="matched edges", rangemode="tozero"),
