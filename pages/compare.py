@@ -36,22 +36,23 @@ view = load_view(run_id)
 
 go = False
 if writable("running a method"):
-    with st.form("new_baseline"):
-        st.markdown("**Run a method** on this run (background worker; members use the run's member settings)")
-        c1, c2, c3, c4 = st.columns(4)
-        method = c1.selectbox("Method", list(METHODS),
-                              help="How the M architectures are chosen (see 'What are the baselines?' above); "
-                                   "edgenes-<regularizer> needs that hypernetwork trained on this run.")
-        members = c2.number_input("Ensemble size M", min_value=1, max_value=20, value=3,
-                                  help="Members of the final ensemble; each is retrained with the run's member "
-                                       "settings, so the cost grows with M.")
-        budget = c3.number_input("Budget (NES pool / EdgeNES λs; 0 = 2·M)", min_value=0, max_value=200, value=0,
-                                 help="NES-RS / NES-RE: members trained in all before forward selection keeps M; "
-                                      "EdgeNES: λ values sampled for its pool. Ignored by the other methods.")
-        seed = c4.number_input("Seed", min_value=0, max_value=10_000, value=0,
-                               help="Member i trains with seed 1000·seed + i, the same for every method, so two "
-                                    "methods of one seed differ only in their architectures.")
-        go = st.form_submit_button("Start", type="primary")
+    with st.expander("Run a method", icon=":material/add:", expanded=not view.baselines()):
+        with st.form("new_baseline"):
+            st.markdown("**Run a method** on this run (background worker; members use the run's member settings)")
+            c1, c2, c3, c4 = st.columns(4)
+            method = c1.selectbox("Method", list(METHODS),
+                                  help="How the M architectures are chosen (see 'What are the baselines?' above); "
+                                       "edgenes-<regularizer> needs that hypernetwork trained on this run.")
+            members = c2.number_input("Ensemble size M", min_value=1, max_value=20, value=3,
+                                      help="Members of the final ensemble; each is retrained with the run's member "
+                                           "settings, so the cost grows with M.")
+            budget = c3.number_input("Budget (NES pool / EdgeNES λs; 0 = 2·M)", min_value=0, max_value=200, value=0,
+                                     help="NES-RS / NES-RE: members trained in all before forward selection keeps M; "
+                                          "EdgeNES: λ values sampled for its pool. Ignored by the other methods.")
+            seed = c4.number_input("Seed", min_value=0, max_value=10_000, value=0,
+                                   help="Member i trains with seed 1000·seed + i, the same for every method, so two "
+                                        "methods of one seed differ only in their architectures.")
+            go = st.form_submit_button("Start", type="primary")
 if go:
     with friendly("start the method"):
         job = start_baseline(store(), run_id, view, method, int(members), int(seed), int(budget))

@@ -38,19 +38,20 @@ with friendly("prepare the hypernetwork form"):
 
     go = False
     if writable("training a hypernetwork"):
-        with st.form("new_hypernet"):
-            st.markdown("**Train a hypernetwork** on this run (background worker)")
-            c1, c2, c3, c4 = st.columns(4)
-            reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"),
-                               help="What λ asks of α(λ): " + "; ".join(f"{r}: {AXES[r].lam}" for r in REGULARIZERS)
-                                    + ". The run keeps one hypernetwork per regularizer.")
-            preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
-            epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
-                                     help="Passes over the training data, λ drawn at random every step. Too few "
-                                          "leave the curve below flat; 0 keeps the preset's.")
-            pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
-                                     help="Number of anchors of the piecewise-linear map (end pivots fixed).")
-            go = st.form_submit_button("Train hypernetwork", type="primary")
+        with st.expander("Train a hypernetwork", icon=":material/add:", expanded=not view.regularizers()):
+            with st.form("new_hypernet"):
+                st.markdown("**Train a hypernetwork** on this run (background worker)")
+                c1, c2, c3, c4 = st.columns(4)
+                reg = c1.selectbox("Regularizer", list(REGULARIZERS), index=list(REGULARIZERS).index("edges"),
+                                   help="What λ asks of α(λ): " + "; ".join(f"{r}: {AXES[r].lam}" for r in REGULARIZERS)
+                                        + ". The run keeps one hypernetwork per regularizer.")
+                preset = c2.selectbox("Preset", list(HYPERNET_PRESETS), index=1, help="quick: ~10 epochs, minutes on a CPU")
+                epochs = c3.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
+                                         help="Passes over the training data, λ drawn at random every step. Too few "
+                                              "leave the curve below flat; 0 keeps the preset's.")
+                pivots = c4.number_input("Anchors K", min_value=2, max_value=12, value=5,
+                                         help="Number of anchors of the piecewise-linear map (end pivots fixed).")
+                go = st.form_submit_button("Train hypernetwork", type="primary")
     if go:
         sets = {"pivots": str(pivots)}
         if epochs:

@@ -8,6 +8,7 @@ from nes.config import SEARCH_MODES, SEARCH_PRESETS
 from nes.data import DATASETS
 from nes.explorer import replay, viz
 from nes.explorer.actions import start_search
+from nes.layout import RunDir
 from pages._state import route_through_app, show_run, store
 from pages._widgets import (cell_panel, chart, flash, friendly, live, load_view, running_curve, show_flash, teach,
                            url_choice, writable)
@@ -28,40 +29,42 @@ the hypernetwork can find diverse but equally good alternatives.""")
 run_id = st.session_state.get("run_id")
 
 go = False
+has_search = bool(run_id) and RunDir(run_id).has_search  # a run with α* shows it first, the form folded
 if writable("starting a search"):
-    with st.form("new_search"):
-        st.markdown("**Start a new search** (runs in a background worker; you can leave this page)")
-        c1, c2, c3 = st.columns(3)
-        name = c1.text_input("Run name", value="", placeholder="e.g. fashion-1",
-                             help="A new folder in the run store. An existing run with a search resumes it.")
-        dataset = c2.selectbox("Dataset", list(DATASETS), index=list(DATASETS).index("fashion-mnist"),
-                               help="fashion-mnist: Debian package dataset-fashion-mnist or a data dir; "
-                                    "digits: always available (8×8 images, scikit-learn).")
-        preset = c3.selectbox("Preset", list(SEARCH_PRESETS), index=1,
-                              help="smoke: seconds (digits-sized); quick: a few minutes on 2 CPU cores; "
-                                   "paper: the original experiment (50 epochs, needs a GPU to be pleasant).")
-        d1, d2, d3, d4 = st.columns(4)
-        epochs = d1.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
-                                 help="Passes over the search's training data, each alternating weight steps and "
-                                      "α steps. More epochs give a surer α*, at proportional cost. 0 keeps the "
-                                      "preset's.")
-        c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0,
-                            help="Channels of the first cell of the supernet (doubled at each reduction). More is "
-                                 "slower and closer to the members' network. 0 keeps the preset's.")
-        nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4,
-                                help="Intermediate nodes of a cell; each picks its input(s) and an operation. "
-                                     "4 as in DARTS; fewer is faster and a smaller search space.")
-        k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
-        e1, e2 = st.columns(2)
-        mode = e1.selectbox("Search mode", list(SEARCH_MODES), index=0, format_func=lambda m: f"{m}: {SEARCH_MODES[m]}",
-                            help="Cheaper search steps: PC-DARTS partial channels or GDAS sampling "
-                                 "(benchmarks/bench_search.py measures their step time and α* quality).")
-        low = e2.selectbox("Search resolution", [1, 2], index=0, format_func=lambda f: "full" if f == 1 else f"1/{f}",
-                           help="Search on images shrunk by this factor (members still train at full resolution).")
-        chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True,
-                            help="Queue the edges hypernetwork α(λ) to start when the search ends (other "
-                                 "regularizers: the Hypernetwork page).")
-        go = st.form_submit_button("Start search", type="primary")
+    with st.expander("Start a new search", icon=":material/add:", expanded=not has_search):
+        with st.form("new_search"):
+            st.markdown("**Start a new search** (runs in a background worker; you can leave this page)")
+            c1, c2, c3 = st.columns(3)
+            name = c1.text_input("Run name", value="", placeholder="e.g. fashion-1",
+                                 help="A new folder in the run store. An existing run with a search resumes it.")
+            dataset = c2.selectbox("Dataset", list(DATASETS), index=list(DATASETS).index("fashion-mnist"),
+                                   help="fashion-mnist: Debian package dataset-fashion-mnist or a data dir; "
+                                        "digits: always available (8×8 images, scikit-learn).")
+            preset = c3.selectbox("Preset", list(SEARCH_PRESETS), index=1,
+                                  help="smoke: seconds (digits-sized); quick: a few minutes on 2 CPU cores; "
+                                       "paper: the original experiment (50 epochs, needs a GPU to be pleasant).")
+            d1, d2, d3, d4 = st.columns(4)
+            epochs = d1.number_input("Epochs (0 = preset's)", min_value=0, max_value=500, value=0,
+                                     help="Passes over the search's training data, each alternating weight steps and "
+                                          "α steps. More epochs give a surer α*, at proportional cost. 0 keeps the "
+                                          "preset's.")
+            c = d2.number_input("Channels C (0 = preset's)", min_value=0, max_value=64, value=0,
+                                help="Channels of the first cell of the supernet (doubled at each reduction). More is "
+                                     "slower and closer to the members' network. 0 keeps the preset's.")
+            nodes = d3.number_input("Nodes per cell", min_value=1, max_value=8, value=4,
+                                    help="Intermediate nodes of a cell; each picks its input(s) and an operation. "
+                                         "4 as in DARTS; fewer is faster and a smaller search space.")
+            k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
+            e1, e2 = st.columns(2)
+            mode = e1.selectbox("Search mode", list(SEARCH_MODES), index=0, format_func=lambda m: f"{m}: {SEARCH_MODES[m]}",
+                                help="Cheaper search steps: PC-DARTS partial channels or GDAS sampling "
+                                     "(benchmarks/bench_search.py measures their step time and α* quality).")
+            low = e2.selectbox("Search resolution", [1, 2], index=0, format_func=lambda f: "full" if f == 1 else f"1/{f}",
+                               help="Search on images shrunk by this factor (members still train at full resolution).")
+            chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True,
+                                help="Queue the edges hypernetwork α(λ) to start when the search ends (other "
+                                     "regularizers: the Hypernetwork page).")
+            go = st.form_submit_button("Start search", type="primary")
 
 if go:
     with friendly("start the search"):
