@@ -4,7 +4,8 @@
    (sample α(λ), cell graphs, op bars, JS heatmap, genotype diff) after the slider moves.
 2. A click on the architecture map (Explore): the calls the page makes for it (`mapclick.picked`,
    the one-shot estimate, the clicked cell graphs), timed in-process on path points of the demo's
-   map; the first click also builds the one-shot scorer and scores the run's members (`mapclick.trust`).
+   map; the first click also builds the one-shot scorer (the search's supernet and validation slice) and
+   takes the members' estimates (`mapclick.trust`: read from RUN/oneshot_trust.json, which the demo ships).
 3. A live Ensemble page: the server CPU time of one rerun of the page (what its fragment does
    every `POLL_SECONDS` while a member trains), with the scored views kept until a member's files
    change (now) against recomputing them every rerun (before), side by side; the CPU share of a
@@ -65,7 +66,7 @@ def main() -> None:
           f"p90 {times[int(0.9 * (len(times) - 1))]:.1f} ms, max {times[-1]:.1f} ms")
     click, first_click = map_click(a.n)
     print(f"map click (one-shot estimate and the clicked cells), {a.n} clicks: median {click:.1f} ms; the first, "
-          f"which also scores the run's members once: {first_click:.0f} ms")
+          f"which also loads the one-shot scorer and the members' estimates: {first_click:.0f} ms")
     live, live_old = live_page(at, a.n)
     from pages._widgets import POLL_SECONDS
     share = 100 * live / 1000 / POLL_SECONDS

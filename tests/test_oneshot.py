@@ -1,6 +1,7 @@
 """A click on the architecture map (issue 26, item 3): the path point it names, the architecture's
 one-shot accuracy from the search's shared weights, and how far that estimate ranks the run's
 retrained members right. Real parts: the bundled demo's search, supernet weights and members."""
+import json
 import math
 
 import pytest
@@ -83,3 +84,59 @@ def test_rank_agreement_is_one_for_the_same_order_and_none_below_three():
     assert rank_agreement([0.1, 0.2], [0.5, 0.6]) is None, "two points cannot give a rank correlation"
     with pytest.raises(ValueError):
         rank_agreement([0.1, 0.2, 0.3], [0.5, 0.6])
+
+
+def _copy_search(tmp_path):
+    """A run folder holding only a copy of the demo's search (all `trust` reads besides the map)."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(DEMO_DIR / "search", run / "search")
+    return run
+
+
+def test_trust_keeps_its_estimates_and_reads_them_back(demo, tmp_path):
+    from nes.artifacts import read_json, write_json
+    from nes.explorer.mapclick import TRUST_FILE
+
+    _, amap, t = demo
+    run = _copy_search(tmp_path)
+    first = trust(run, amap)
+    assert [m[1] for m in first.members] == [m[1] for m in t.members], "a copy of the search scored differently"
+    saved = read_json(run / TRUST_FILE, dict)
+    assert saved["estimates"] == [m[1] for m in first.members], "the saved estimates are not the computed ones"
+    planted = [round(0.1 + 0.1 * i, 3) for i in range(len(saved["estimates"]))]
+    write_json(run / TRUST_FILE, {**saved, "estimates": planted})
+    assert [m[1] for m in trust(run, amap).members] == planted, "a matching saved file was not read back"
+
+
+@pytest.mark.parametrize("damage", ["key", "nan", "garbage"])
+def test_a_stale_or_damaged_trust_file_is_recomputed_and_replaced(demo, tmp_path, damage):
+    from nes.artifacts import read_json
+    from nes.explorer.mapclick import TRUST_FILE
+
+    _, amap, t = demo
+    run = _copy_search(tmp_path)
+    trust(run, amap)
+    path = run / TRUST_FILE
+    saved = read_json(path, dict)
+    if damage == "key":
+        path.write_text(json.dumps({**saved, "key": "another supernet", "estimates": [0.5] * len(saved["estimates"])}))
+    elif damage == "nan":
+        path.write_text(json.dumps({**saved, "estimates": [float("nan")] * len(saved["estimates"])}))
+    else:
+        path.write_text("{not json")
+    got = [m[1] for m in trust(run, amap).members]
+    assert got == [m[1] for m in t.members], f"a {damage} file gave {got}, not the recomputed estimates"
+    assert read_json(path, dict)["key"] == saved["key"], f"the {damage} file was not replaced"
+
+
+def test_the_bundled_demo_ships_its_current_estimates(demo):
+    """The demo's first click reads its members' estimates instead of scoring them."""
+    from nes.artifacts import read_json
+    from nes.explorer.mapclick import TRUST_FILE, _trust_key
+
+    _, amap, t = demo
+    members = [p for p in amap.of_kind("member") if p.accuracy is not None]
+    saved = read_json(DEMO_DIR / TRUST_FILE, dict)
+    assert saved["key"] == _trust_key(DEMO_DIR, t.setup, members), \
+        f"assets/demo/{TRUST_FILE} is stale: delete it and click the map once (or run mapclick.trust) to renew it"

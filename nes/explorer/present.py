@@ -29,26 +29,21 @@ html { font-size: 125%; }
 
 def themed(fig: go.Figure, theme: str | None) -> go.Figure:
     """`fig` (changed in place, and returned) with every text outside the data in the body text
-    colour of Streamlit's `theme` ("light" or "dark"; None is light): title, legend, axes' ticks
-    and titles, colour bars and annotations that set no colour of their own."""
+    colour of Streamlit's `theme` ("light" or "dark"; None is light): the figure's font (which
+    titles, legends and annotations without a colour of their own inherit) and every axis's ticks
+    and title (Streamlit's theme colours those explicitly)."""
     color = TEXT.get(theme or "light", TEXT["light"])
-    fig.update_layout(font_color=color, title_font_color=color, legend_font_color=color,
-                      legend_title_font_color=color)
-    fig.update_xaxes(tickfont_color=color, title_font_color=color)
-    fig.update_yaxes(tickfont_color=color, title_font_color=color)
-    for a in fig.layout.annotations:
-        if a.font.color is None:
-            a.font.color = color
-    for t in fig.data:
-        if "colorbar" in t:
-            t.update(colorbar=dict(tickfont=dict(color=color), title=dict(font=dict(color=color))))
+    text = {"color": color}
+    axis = {"tickfont": text, "title": {"font": text}}
+    axes = {k: axis for k in fig.layout if k.startswith(("xaxis", "yaxis"))} or {"xaxis": axis, "yaxis": axis}
+    fig.update_layout(font=text, **axes)  # one validated update: a few ms per figure on every rerun
     return fig
 
 
 def styled(fig: go.Figure, theme: str | None, presenting: bool) -> go.Figure:
-    """A copy of `fig` as a page shows it: `themed` for Streamlit's theme, and `scaled` in
-    presentation mode (`fig` itself, possibly a cached figure, is unchanged)."""
-    return themed(scaled(fig) if presenting else go.Figure(fig), theme)
+    """`fig` as a page shows it: `themed` for Streamlit's theme (in place: setting the colours
+    twice changes nothing), and in presentation mode `scaled`, a copy (scaling twice would)."""
+    return themed(scaled(fig) if presenting else fig, theme)
 
 
 def _times(size: float | None, default: float, scale: float) -> float:
