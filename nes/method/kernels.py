@@ -73,9 +73,10 @@ class DepthwiseConv2d(nn.Conv2d):
 class ChannelsLastBNFn(torch.autograd.Function):
     """Batch-statistics BN (no affine) of a channels-last tensor seen as a [M = N·H·W, C] matrix.
 
-    Channel sums and sums of squares come from two matmuls (ones @ X and diag(Xᵀ X)), the
-    normalization is one fused multiply-add, and the backward reuses the output; on CPU this is
-    ~2× faster than PyTorch's channels-last batch-norm kernels (forward + backward).
+    Channel sums and sums of squares are column reductions of X and X∘X (2–9× faster than the
+    matmuls ones @ X and diag(Xᵀ X) at the search's and members' sizes, which compute the whole
+    Gram matrix), the normalization is one fused multiply-add, and the backward reuses the output;
+    on CPU this is faster than PyTorch's channels-last batch-norm kernels (forward + backward).
     Returns (y [N, C, H, W] channels-last, mean [C], biased var [C])."""
 
     @staticmethod
@@ -83,8 +84,8 @@ class ChannelsLastBNFn(torch.autograd.Function):
         n, c, h, w = x.shape
         x2 = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels-last memory
         m = x2.shape[0]
-        mean = (x2.new_ones(1, m) @ x2).squeeze(0) / m  # [C]
-        var = (torch.linalg.matmul(x2.t(), x2).diagonal() / m - mean * mean).clamp_min(0)
+        mean = x2.sum(0) / m  # [C]
+        var = ((x2 * x2).sum(0) / m - mean * mean).clamp_min(0)
         rstd = torch.rsqrt(var + eps)
         y2 = torch.addcmul(-mean * rstd, x2, rstd)  # (x − mean)·rstd in one pass
         ctx.save_for_backward(y2, rstd)
@@ -98,8 +99,8 @@ class ChannelsLastBNFn(torch.autograd.Function):
         n, h, w, c = ctx.shape
         g2 = g.permute(0, 2, 3, 1).reshape(-1, c)
         m = g2.shape[0]
-        mg = (g2.new_ones(1, m) @ g2).squeeze(0) / m
-        mgy = torch.linalg.matmul(g2.t(), y2).diagonal() / m
+        mg = g2.sum(0) / m
+        mgy = (g2 * y2).sum(0) / m
         # dx = rstd·(g − mean(g) − ŷ·mean(g·ŷ)), in two passes over [M, C]
         gx = torch.addcmul(-mg * rstd, y2, -mgy * rstd).addcmul_(g2, rstd)
         return gx.view(n, h, w, c).permute(0, 3, 1, 2), None
@@ -203,3 +204,48 @@ def factorized_reduce_many(mods: Sequence[nn.Module], xr: torch.Tensor) -> list[
         bn.track(mean[sl], var[sl], m)
         outs.append(y[:, sl])
     return outs
+
+
+def _many_bn(bns: Sequence[nn.Module], y: torch.Tensor) -> torch.Tensor:
+    """The T non-affine BNs of T modules over their outputs side by side in y [B, T·C, H, W]:
+    statistics are per channel, so one normalization is exact; each module tracks its slice."""
+    z, mean, var = ChannelsLastBNFn.apply(y, bns[0].eps)
+    m = y.numel() // y.shape[1]
+    for bn, mu, v in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):
+        bn.track(mu, v, m)
+    return z
+
+
+def conv_ops_many(mods: Sequence[nn.Module], xr: torch.Tensor) -> list[torch.Tensor] | None:
+    """`[m.body(xr) for m in mods]` for T same-kind sep_conv or dil_conv ops (`ops.sep_conv`,
+    `ops.dil_conv`: depthwise → pointwise → BN, twice for sep) sharing input `xr` [B, C, H, W]
+    (the edges leaving one state), as one op per stage instead of T: the first depthwise convs as
+    one conv with channel multiplier T (output channel c·T + t is module t's channel c), the
+    first pointwise convs as one 1×1 conv whose weight [T·C, C·T] reads module t's channels
+    c·T + t into block t (output channel-blocked from here on), the later depthwise and pointwise
+    convs as grouped convs over the blocks, each BN stage as one normalization. At the search's
+    sizes a step is mostly per-op overhead, so this saves time although the block weight multiplies
+    zeros. Returns None where it does not apply (then use the modules)."""
+    t, c = len(mods), xr.shape[1]
+    body = [m.body for m in mods]
+    bns = [b[i] for b in body for i in range(2, len(b), 4)]
+    if t < 2 or not FAST_CPU_KERNELS or any(bn.affine or not bn.fast_path(xr) for bn in bns):
+        return None
+    first = body[0][0]
+    s, p, d = first.stride[0], first.padding[0], first.dilation[0]
+    x = xr
+    if s == 2 and d == 2 and p % 2 == 0:  # as in DepthwiseConv2d: only even rows/cols are read
+        x, s, p, d = xr[:, :, ::2, ::2], 1, p // 2, 1
+    dw = torch.stack([b[0].weight for b in body], 1).reshape(c * t, 1, *first.weight.shape[-2:])
+    y = F.conv2d(x, dw, None, s, p, d, c)  # [B, C·T], channel c·T + t from module t
+    pw = torch.stack([b[1].weight.view(-1, c) for b in body])  # [T, C_out, C]
+    block = (pw.unsqueeze(-1) * torch.eye(t, dtype=pw.dtype, device=pw.device)[:, None, None, :])
+    y = F.conv2d(y, block.reshape(-1, c * t, 1, 1))  # [B, T·C_out], module t's channels in block t
+    y = _many_bn([b[2] for b in body], y)
+    if len(body[0]) > 3:  # sep_conv: ReLU → depthwise → pointwise → BN once more, per block
+        second = body[0][4]
+        y = DepthwiseConvFn.apply(F.relu(y), torch.cat([b[4].weight for b in body]),
+                                  second.stride[0], second.padding[0], second.dilation[0])
+        y = F.conv2d(y, torch.cat([b[5].weight for b in body]), None, 1, 0, 1, t)
+        y = _many_bn([b[6] for b in body], y)
+    return list(y.chunk(t, 1))

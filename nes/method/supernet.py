@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .backbone import CellBase, CellStack
-from .kernels import factorized_reduce_many
+from .kernels import conv_ops_many, factorized_reduce_many
 from .ops import FactorizedReduce, Identity, PoolBN, make_op
 from .space import OPS, ArchWeights, edge_index, num_edges
 
@@ -87,7 +87,8 @@ class MixedCell(CellBase):
         All edges leaving one state h_j share its ReLU; the parameter-free ops (pools with their
         non-affine BN, identity) give the same output on each of those edges, so they are computed
         once per source; the FactorizedReduce convs of a source's stride-2 edges are one matmul
-        (`factorized_reduce_many`). Node j−2 is complete once sources 0 … j−1 are done. Ops whose
+        (`factorized_reduce_many`), and each conv op of its edges runs once for all of them
+        (`conv_ops_many`). Node j−2 is complete once sources 0 … j−1 are done. Ops whose
         weight is exactly 0 on every edge of a source (GDAS's one sampled op per edge) are skipped.
         Equals `forward_edge_by_edge` (tests/test_networks.py checks it)."""
         if self.edge_by_edge:
@@ -157,10 +158,15 @@ class MixedCell(CellBase):
                 ys = [y] * len(mods)
             elif isinstance(mods[0], FactorizedReduce) and len(mods) > 1:
                 ys = factorized_reduce_many(mods, hr) or [m.body(hr) for m in mods]
+            elif name in _BATCHED and len(mods) > 1:
+                ys = conv_ops_many(mods, hr) or [m.body(hr) for m in mods]
             else:
                 ys = [m.body(hr) if m.pre_relu else m(h) for m in mods]
             for (i, e), y in zip(sel, ys):
                 acc[i] = _accumulate(acc[i], y, w[e, k])
+
+
+_BATCHED = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")  # kernels.conv_ops_many
 
 
 def _shared(op: nn.Module) -> bool:
