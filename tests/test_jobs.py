@@ -330,3 +330,25 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     assert store.job(job.id).quiet() is not None, "a heartbeat after the upgrade stamped no monotonic beat"
     version = store._rows("SELECT value FROM meta WHERE key='schema_version'")[0][0]
     assert version == str(SCHEMA_VERSION), f"the upgraded database says version {version}"
+
+
+def test_the_pipelines_alpha_star_member_waits_only_for_the_search(home):
+    """`nes run`'s jobs (nes.runs.pipeline): the α* member is queued on the search alone, so it can
+    train beside the hypernetwork; the other members wait for the sample; all of them finish,
+    α*'s member under its own name with genotype*, and the evaluation sees both."""
+    from nes.method.darts import load_search
+    from nes.method.space import Genotype
+    from nes.runs.pipeline import pipeline
+
+    store = Store()
+    s, h, sm, star, other, e = pipeline(store, "p", "digits", "smoke", 2)
+    assert store.job(star).deps == [s], f"the α* member waits for {store.job(star).deps}, not the search {s}"
+    assert store.job(other).deps == [sm], f"the sampled member waits for {store.job(other).deps}, not the sample {sm}"
+    jobs = wait(store, [s, h, sm, star, other, e], poll=0.3)
+    assert all(j.status == "done" for j in jobs), [why(j) for j in jobs if j.status != "done"]
+    run = home / "p"
+    assert store.job(star).result["name"] == "alpha_star", f"the α* member is named {store.job(star).result['name']}"
+    genotype = Genotype.from_dict(read_json(run / "members" / "alpha_star" / "genotype.json")["genotype"])
+    assert genotype == load_search(run).star, "the α* member did not train genotype*"
+    evaluated = {m["name"] for m in store.job(e).result["members"]}
+    assert evaluated == {"alpha_star", store.job(other).result["name"]}, f"the evaluation saw {evaluated}"

@@ -1,9 +1,14 @@
-"""The whole method as dependent background jobs: search → hypernet → sample → members → evaluate."""
+"""The whole method as dependent background jobs: search → hypernet → sample → members → evaluate.
+
+The α* member needs only the search, so it trains while the hypernetwork does (two workers on two
+cores: the hypernetwork's small ops gain little from a second thread, a member's convs gain much
+from the core it frees later); the other members wait for the sample."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import INHERITED_FROM_SEARCH, MAX_MEMBERS, HypernetConfig, SearchConfig, from_preset
+from ..layout import member_name
 from .jobs import launch_ready, submit
 from .store import Store, StoreError
 from .tasks import member_config
@@ -28,7 +33,9 @@ def check_settings(preset: str, search_sets: dict[str, str], regularizer: str, m
 def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
              executor: str = "local", sets: dict[str, str] | None = None,
              member_resources: dict[str, float] | None = None) -> list[int]:
-    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate.
+    """The whole method as dependent jobs: search → hypernet → sample → members → evaluate; the
+    first member is α* itself (seed 0, `alpha_star`), queued on the search alone, the others are
+    the sample's diverse architectures 1 … members − 1 (seed i; the sample's index 0 is its α* end).
 
     `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for."""
     if not 1 <= members <= MAX_MEMBERS:
@@ -44,9 +51,11 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
     sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset}, [h],
                 launch=False)
-    m = [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "regularizer": regularizer, "seed": i,
-                                        **(member_resources or {})},
-                [sm], executor=executor, launch=False) for i in range(members)]
+    res = member_resources or {}
+    m = [submit(store, run, "retrain", {"preset": preset, "name": member_name(), "seed": 0, **res}, [s],
+                executor=executor, launch=False)]
+    m += [submit(store, run, "retrain", {"preset": preset, "sample_index": i, "regularizer": regularizer, "seed": i,
+                                         **res}, [sm], executor=executor, launch=False) for i in range(1, members)]
     e = submit(store, run, "evaluate", {}, m, launch=False)
     launch_ready(store)
     return [s, h, sm, *m, e]
