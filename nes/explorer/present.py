@@ -8,7 +8,8 @@ height with them.
 Themes: Streamlit paints a figure's paper in its light or dark theme's background, but its light
 theme draws tick labels, legends and annotations in a grey with a 3.7:1 contrast on white, below
 what a projector needs (WCAG AA: 4.5:1). `themed` sets every figure text to the theme's body text
-colour instead (15:1 on either theme). The builders in `viz` use only data colours legible on both.
+colour instead (12.5:1 on white, 18:1 on the dark background). The builders in `viz` use only data
+colours legible on both.
 """
 from __future__ import annotations
 
