@@ -8,6 +8,9 @@
     (Δ val NLL), and the diversity it buys: D, the Jensen gap of the pair {α* seed s, it seed s} on
     validation, against the pair of two α* seeds. The one-shot estimate (`nes.method.oneshot`) of
     each architecture beside it, and its Spearman ρ with −(retrained validation NLL).
+(3) With --strength-aware: members chosen without training by the one-shot estimate (strong: within
+    2 points of α*'s; of those the most distant from α*), retrained, against α*'s own seeds trained
+    the same way, and the forward selection from every network trained here.
 (2) The levers that need no training (`nes.method.levers`) on the run's EdgeNES members against
     its DeepEns baseline at M members: each row's NLL gap with the ledger's split into strength
     and diversity, every term with its paired 95 % interval over the full test set.
@@ -16,6 +19,7 @@ Validation chooses (forward selection, temperatures); the test split is scored o
 
     python benchmarks/bench_frontier.py                       # ~15 min on 2 cores
     python benchmarks/bench_frontier.py --skip-train          # (2) only, seconds
+    python benchmarks/bench_frontier.py --reuse --strength-aware   # and (3), reusing (1)'s members
 
 Last line: RESULT edgenes_nll=… deepens_nll=… gap=… gap_lo=… gap_hi=… strength_term=… diversity_term=…
 hybrid_gap=… hybrid_gap_lo=… hybrid_gap_hi=… estimate_rho=…
@@ -36,7 +40,7 @@ from nes.explorer.demo import DEMO_DIR  # noqa: E402
 from nes.explorer.runview import RunView  # noqa: E402
 from nes.layout import STAR, RunDir, member_name  # noqa: E402
 from nes.method import levers  # noqa: E402
-from nes.method.diversity import spearman  # noqa: E402
+from nes.method.diversity import lam_grid, spearman  # noqa: E402
 from nes.method.ledger import ledger  # noqa: E402
 from nes.method.oneshot import one_shot_accuracy, one_shot_setup  # noqa: E402
 from nes.method.regularizers import diversity_lam  # noqa: E402
@@ -46,9 +50,12 @@ from nes.method.stats import Difference  # noqa: E402
 SCRATCH = ROOT / "benchmarks" / "results" / "tmp" / "frontier"
 
 
-def scratch_run(source: Path) -> Path:
-    """A fresh store home with a copy of SOURCE's search, hypernetworks and run.json (no members)."""
+def scratch_run(source: Path, reuse: bool = False) -> Path:
+    """A fresh store home with a copy of SOURCE's search, hypernetworks and run.json (no members);
+    with `reuse`, the one a previous run left (its members are not trained again)."""
     home = SCRATCH / "home"
+    if reuse and (home / "frontier" / "search").exists():
+        return home / "frontier"
     if SCRATCH.exists():
         shutil.rmtree(SCRATCH)  # our own scratch folder, rebuilt every run
     run = home / "frontier"
@@ -84,11 +91,12 @@ def train(run: Path, reg: str, rows: list[dict], seeds: list[int]) -> None:
     store, jobs, by_genotype = Store(), [], {}
     for r in rows:
         if r["genotype"] not in by_genotype:
-            by_genotype[r["genotype"]] = [member_name(STAR, seed=s) if r["star"] else member_name(reg, r["lam"], s)
-                                          for s in seeds]
-            for name, s in zip(by_genotype[r["genotype"]], seeds):
-                jobs.append(submit(store, run.name, "retrain", {"preset": "quick", "genotype": r["genotype"].to_dict(),
-                                                                "name": name, "seed": s}))
+            by_genotype[r["genotype"]] = [member_name(STAR, seed=s) if r["star"] else member_name(r.get("reg", reg), r["lam"], s)
+                                          for s in r.get("seeds", seeds)]
+            for name, s in zip(by_genotype[r["genotype"]], r.get("seeds", seeds)):
+                if not RunDir(run).member(name).finished:  # a reused scratch run keeps what it trained
+                    jobs.append(submit(store, run.name, "retrain", {"preset": "quick", "name": name, "seed": s,
+                                                                    "genotype": r["genotype"].to_dict()}))
         r["members"] = by_genotype[r["genotype"]]
     done = wait(store, jobs, poll=2.0)
     failed = [j for j in done if j.status != "done"]
@@ -125,6 +133,51 @@ def frontier(run: Path, rows: list[dict]) -> float | None:
     return rho
 
 
+def strength_aware(run: Path, size: int) -> list[levers.LeverRow]:
+    """(3) Members chosen without training: every distinct architecture on the 33-point grids of the
+    run's hypernetworks, scored by the one-shot estimate; the size − 1 most distant from α* among
+    those within 2 points of α*'s estimate (`levers.strong_and_diverse`), trained with seeds
+    1 … size − 1 beside α* seed 0, against α*'s seeds 0 … size − 1 (DeepEns) trained the same way."""
+    view, setup = RunView(run), one_shot_setup(run)
+    found = {}
+    for reg in view.regularizers():
+        lo, hi = view.lam_range(reg).target
+        for s in view.sample(reg, lam_grid(lo, hi, 33)):
+            if s.genotype != view.star and (s.genotype not in found or s.distance > found[s.genotype][2]):
+                found[s.genotype] = (reg, s.lam, s.distance)
+    cands = [(g, one_shot_accuracy(setup, g), d) for g, (_, _, d) in found.items()]
+    star_est = one_shot_accuracy(setup, view.star)
+    picked = levers.strong_and_diverse(cands, star_est, size - 1)
+    print(f"(3) strength-aware choice: {len(cands)} distinct architectures on the grids, α* one-shot {100 * star_est:.1f} %, "
+          f"{sum(c[1] >= star_est - 0.02 for c in cands)} within 2 points; picked (most distant first):")
+    est = {g: e for g, e, _ in cands}
+    rows = [{"genotype": view.star, "star": True, "lam": None, "seeds": list(range(size))}]
+    for i, g in enumerate(picked, 1):
+        reg, lam, dist = found[g]
+        print(f"    {g.compact()}  ({reg}, λ = {lam:.3g}, distance {dist:.3f}, one-shot {100 * est[g]:.1f} %) seed {i}")
+        rows.append({"genotype": g, "star": False, "reg": reg, "lam": lam, "seeds": [i]})
+    train(run, "edges", rows, [])
+    probs = MemberProbs.load(run, [n for r in rows for n in r["members"]])
+    deepens = probs.subset(rows[0]["members"])
+    strong = probs.subset([rows[0]["members"][0]] + [r["members"][0] for r in rows[1:]])
+    everything = MemberProbs.load(run, RunDir(run).finished_members())
+    out = [levers.lever_row("strength-aware EdgeNES (α* seed 0 + the picked, seeds 1 …)", strong, deepens),
+           levers.lever_row("hybrid: forward selection on validation from every network trained here",
+                            levers.select(everything, size), deepens)]
+    print_rows(out, f"against DeepEns trained the same way ({', '.join(deepens.names)})")
+    return out
+
+
+def print_rows(rows: list[levers.LeverRow], against: str) -> None:
+    print(f"    this − DeepEns, {against}, full test set:")
+    for r in rows:
+        g = {k: Difference.from_dict(v) for k, v in r.gap.items()}
+        print(f"    {r.lever}: NLL {r.ledger['nll']:.4f}, gap {g['nll'].text()}")
+        print(f"        strength (mean member NLL) {g['mean_member_nll'].text()}; diversity D {g['diversity_nll'].text()}; "
+              f"accuracy {g['accuracy'].text()}")
+        print(f"        members: {', '.join(r.members)}")
+
+
 def lever_table(source: Path, size: int) -> list[levers.LeverRow]:
     """Print every training-free lever's row against the run's DeepEns baseline (seed 0)."""
     rd = RunDir(source)
@@ -132,13 +185,8 @@ def lever_table(source: Path, size: int) -> list[levers.LeverRow]:
     edgenes = MemberProbs.load(source, rd.finished_members())
     deepens = MemberProbs.load(base.path, base.finished_members())
     rows = levers.lever_rows(edgenes, deepens, size)
-    print(f"(2) levers at M = {size} against DeepEns ({', '.join(deepens.names[:size])}), full test set; this − DeepEns:")
-    for r in rows:
-        g = {k: Difference.from_dict(v) for k, v in r.gap.items()}
-        print(f"    {r.lever}: NLL {r.ledger['nll']:.4f}, gap {g['nll'].text()}")
-        print(f"        strength (mean member NLL) {g['mean_member_nll'].text()}; diversity D {g['diversity_nll'].text()}; "
-              f"accuracy {g['accuracy'].text()}")
-        print(f"        members: {', '.join(r.members)}")
+    print(f"(2) levers at M = {size} on the run's own members:")
+    print_rows(rows, f"the run's DeepEns ({', '.join(deepens.names[:size])})")
     return rows
 
 
@@ -150,14 +198,18 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--members", type=int, default=5, help="ensemble size M of the levers")
     ap.add_argument("--skip-train", action="store_true", help="only the training-free levers (2)")
+    ap.add_argument("--reuse", action="store_true", help="keep the scratch run's trained members from a previous run")
+    ap.add_argument("--strength-aware", action="store_true", help="also (3): members chosen by the one-shot estimate")
     a = ap.parse_args()
     source = Path(a.run).resolve()
     rho = None
     if not a.skip_train:
-        run = scratch_run(source)
+        run = scratch_run(source, a.reuse)
         rows = positions(RunView(run), a.regularizer, [float(x) for x in a.positions.split(",")])
         train(run, a.regularizer, rows, [int(s) for s in a.seeds.split(",")])
         rho = frontier(run, rows)
+        if a.strength_aware:
+            strength_aware(run, a.members)
     rows = lever_table(source, a.members)
     first = {k: Difference.from_dict(v) for k, v in rows[0].gap.items()}
     hybrid = Difference.from_dict(next(r for r in rows if r.lever.startswith("hybrid pool (α*")).gap["nll"])

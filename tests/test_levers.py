@@ -91,3 +91,11 @@ def test_every_lever_on_the_demo_has_five_members_and_a_split_gap(demo_pools):
         assert abs(g["nll"] - (g["mean_member_nll"] - g["diversity_nll"])) < 1e-9, f"{r.lever}: {g}"
     hybrid = next(r for r in rows if r.lever.startswith("hybrid pool (α*"))
     assert all(n.split("/")[0] in ("edgenes", "deepens") for n in hybrid.members), f"hybrid members {hybrid.members}"
+
+
+def test_strong_and_diverse_takes_the_most_distant_of_the_strong_first():
+    cands = [("near strong", 0.63, 0.1), ("far weak", 0.20, 0.9), ("far strong", 0.625, 0.5), ("mid weak", 0.40, 0.3)]
+    got = levers.strong_and_diverse(cands, star_estimate=0.64, n=3, margin=0.02)
+    assert got[:2] == ["far strong", "near strong"], f"the strong ones, most distant first: {got}"
+    assert got[2] == "mid weak", f"with too few strong ones the next best estimate fills in: {got}"
+    assert levers.strong_and_diverse(cands, 0.64, 9) == got + ["far weak"], "asking for more than there are"

@@ -107,3 +107,14 @@ def lever_rows(edgenes: MemberProbs, deepens: MemberProbs, size: int) -> list[Le
     rows += [lever_row("EdgeNES, per-member temperature", cal_edge.subset(cal_edge.names[:size]), cal_ref),
              lever_row("hybrid pool, per-member temperature, forward selection", select(cal_hybrid, size), cal_ref)]
     return rows
+
+
+def strong_and_diverse(candidates: list[tuple[object, float, float]], star_estimate: float, n: int,
+                       margin: float = 0.02) -> list[object]:
+    """N architectures chosen without training: of the candidates (architecture, one-shot estimate,
+    distance to α*; α* itself left out by the caller), those whose estimate is within `margin` of
+    α*'s count as strong, and the N most distant of them are taken; when fewer are strong, the
+    next best estimates fill in. The margin is fixed beforehand, never fitted to retrained scores."""
+    strong = sorted((c for c in candidates if c[1] >= star_estimate - margin), key=lambda c: -c[2])
+    rest = sorted((c for c in candidates if c[1] < star_estimate - margin), key=lambda c: -c[1])
+    return [c[0] for c in (strong + rest)[:n]]
