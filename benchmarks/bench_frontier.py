@@ -121,7 +121,8 @@ def frontier(run: Path, rows: list[dict]) -> float | None:
         v = [val[n]["nll"] for n in r["members"]]
         d = statistics.mean(pair(a, b) for a, b in zip(star["members"], r["members"]) if a != b) if not r["star"] else 0.0
         r["one_shot"] = one_shot_accuracy(setup, r["genotype"])
-        est.append(r["one_shot"]), nlls.append(-statistics.mean(v))
+        est.append(r["one_shot"])
+        nlls.append(-statistics.mean(v))
         print(f"    {r['position']:5.2f}  {r['lam']:7.3f}  {r['distance']:7.3f}  {r['matched']:5d}   "
               f"{statistics.mean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}  {statistics.mean(v) - star_nll:+.4f}  "
               f"{100 * statistics.mean(val[n]['accuracy'] for n in r['members']):6.2f} %  {d:9.4f}  {100 * r['one_shot']:5.1f} %"

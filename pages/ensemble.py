@@ -202,7 +202,7 @@ def diversity_section() -> None:
     with a:
         chart(diversityview.diversity_figure(points), "acc_vs_distance", PAGE)
         st.caption("Each finished member's test accuracy against the architecture JS between its genotype and "
-                   "α*'s (0 … ln 2; the distance of the discrete cells, as on the architecture map). Black: "
+                   "α*'s (0 … ln 2; the distance of the discrete cells, as on the architecture map). Grey: "
                    "α*'s own genotype retrained, its diversity from the seed alone (distance 0).")
     with b:
         chart(diversityview.selection_figure(curve), "selection_curve", PAGE)
