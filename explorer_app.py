@@ -1,7 +1,8 @@
 """NES Explorer — Streamlit entry point (`streamlit run explorer_app.py`).
 
 Routes the pages in `pages/` with `st.navigation`; the sidebar holds the run picker, the
-presentation-mode toggle (`nes.explorer.present`), the device badge and, when `NES_READONLY` is set, the classroom-mode notice (`nes.explorer.jobcontrols.readonly`).
+presentation-mode toggle (`nes.explorer.present`), the device badge and, when `NES_READONLY` is
+set, the classroom-mode notice (`nes.explorer.jobcontrols.readonly`).
 The app process only reads the store and samples α(λ) (milliseconds); training runs in background
 worker processes (`nes.runs.jobs`), so the app keeps one torch thread.
 """

@@ -205,7 +205,8 @@ def chart(fig, key: str, page: str, **kwargs):
     event = st.plotly_chart(present.styled(fig, theme, presenting), key=key, **kwargs)
     run = Path(st.session_state.get("run_id") or "run").name
     state = {k: (v[0] if len(v) == 1 else v) for k in st.query_params for v in [st.query_params.get_all(k)]}
-    st.download_button("HTML snapshot", data=lambda: snapshot_html(present.styled(fig, "light", presenting), run, page, state), key=f"snap_{key}",
+    st.download_button("HTML snapshot", key=f"snap_{key}",
+                       data=lambda: snapshot_html(present.styled(fig, "light", presenting), run, page, state),
                        file_name=snapshot_name(run, page, key), mime="text/html", on_click="ignore",
                        icon=":material/download:", help="This figure as one HTML file that opens offline, "
                        "with the run's name and this view's settings, for slides and rooms without the app.")

@@ -23,7 +23,8 @@ a hypernetwork trained by this version is pinned to α\*), **1 the most diverse*
 stands for is shown beside it. What λ means:
 """ + "\n".join(f"- **{name}**: {axis.lam} (control: {axis.strength})." for name, axis in AXES.items()) + r"""
 
-Each edge is drawn in its operation's colour (the legend names them); edges that differ from α\* are haloed in vermillion and marked "≠ α\*". Two measures of distance:
+Each edge is drawn in its operation's colour (the legend names them); edges that differ from α\*
+are haloed in vermillion and marked "≠ α\*". Two measures of distance:
 - **matched edges**: how many (node, input, operation) choices the sampled cell shares with α\*;
 - **distance to α\***: the Jensen–Shannon divergence JS_g between the two architectures' probability
   tables on genotype\*'s own edges and nodes, averaged (0 at α\* by construction).
