@@ -101,9 +101,9 @@ def lever_rows(edgenes: MemberProbs, deepens: MemberProbs, size: int) -> list[Le
     rows = [lever_row("EdgeNES as trained", edgenes.subset(edgenes.names[:size]), ref),
             lever_row("EdgeNES, forward selection on validation NLL", select(edgenes, size), ref),
             lever_row("hybrid pool (α* seeds + EdgeNES), forward selection", select(hybrid, size), ref)]
-    cal_ref = calibrate(ref)[0]
-    cal_edge = calibrate(edgenes)[0]
-    cal_hybrid = union(("edgenes", cal_edge), ("deepens", calibrate(deepens)[0]))
+    cal_deepens, cal_edge = calibrate(deepens)[0], calibrate(edgenes)[0]  # one T per member, fitted once
+    cal_ref = cal_deepens.subset(cal_deepens.names[:size])
+    cal_hybrid = union(("edgenes", cal_edge), ("deepens", cal_deepens))
     rows += [lever_row("EdgeNES, per-member temperature", cal_edge.subset(cal_edge.names[:size]), cal_ref),
              lever_row("hybrid pool, per-member temperature, forward selection", select(cal_hybrid, size), cal_ref)]
     return rows
