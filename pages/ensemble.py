@@ -6,7 +6,7 @@ it, the live ones too: they redraw only while members train, and the snapshot is
 """
 import streamlit as st
 
-from nes.explorer import diversityview, urlstate, viz
+from nes.explorer import diversityview, frontier, urlstate, viz
 from nes.explorer.actions import member_choice, member_options, submit_members
 from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
@@ -214,6 +214,17 @@ def diversity_section() -> None:
                    f"line). Validation NLL is lowest at {stop['step']} member(s).")
 
 
+def strength_section() -> None:
+    """Each finished member's validation NLL and its diversity D with α* against its distance from
+    α*, beside α*'s own seeds (nes.explorer.frontier)."""
+    fr = frontier.frontier(view)
+    if fr.reason:
+        st.info(fr.reason)
+        return
+    chart(frontier.frontier_figure(fr), "strength_frontier", PAGE)
+    st.caption(frontier.frontier_caption(fr))
+
+
 # -- the page: the key numbers first, then training, the members, the curves ----------------------
 done = set(view.finished_members())
 names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
@@ -250,3 +261,7 @@ with friendly("show the ensemble"):
 st.subheader("Accuracy against diversity")
 with friendly("show accuracy against diversity"):
     diversity_section()
+
+st.subheader("Strength against diversity")
+with friendly("show strength against diversity"):
+    strength_section()
