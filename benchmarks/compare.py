@@ -9,7 +9,9 @@ Writes a markdown table and plotly figures (HTML + JSON) to benchmarks/results/.
     python benchmarks/compare.py --dataset digits --preset smoke --seeds 2      # minutes: a dry run
     python benchmarks/compare.py ... --shift [clean|shifted]    # also every method under dataset shift
 
-The report ends with each method's verdict against DeepEns in words (equal members, equal cost).
+The report ends with each method's verdict against DeepEns in words (equal members, equal cost), and
+the best ensemble the levers (`nes.method.levers`) build from EdgeNES (edges)'s pool, alone or with
+α*'s seeds, against DeepEns: clean and, with --shift, per severity.
 Last line: RESULT edges_gain_pts=<EdgeNES(edges) accuracy − its best member (by validation NLL), points>
 edges_vs_deepens_pts=<EdgeNES(edges) − DeepEns, points>; the report gives each with its paired bootstrap interval;
 edges_search_cost_vs_darts=<its search cost / the DARTS ensemble's> (plus the mean accuracies).
@@ -72,6 +74,11 @@ def one_seed(work: Path, dataset: str, preset: str, seed: int, members: int, bud
             method = name.rsplit("_s", 1)[0]
             if method in out:
                 out[method]["shift"] = rep
+    from nes.method.levers import report as levers_report
+    from nes.method.shift import ShiftSettings
+    log(f"seed {seed}: the levers (EdgeNES (edges)'s pool with α*'s seeds, chosen on validation)")
+    out["levers"] = levers_report(run, members, ShiftSettings() if shift else None, device,
+                                  source=f"edgenes-edges_s{seed}")
     dee = out["deepens"]
     first = dee["members"][0]  # a single α* member is DeepEns' first member: same training, no extra cost
     single_cost = dee["costs"]["search_seconds"] + dee["costs"]["train"][first]
@@ -117,6 +124,18 @@ def shift_section(per_seed: list[dict[str, dict]], severities: tuple[int, ...] =
     for i, r in enumerate(per_seed):
         rep = r.get("edgenes-edges", {}).get("shift")
         lines += [f"- seed {i}: {t}" for s in severities if rep and (t := sentence(rep, s))]
+    return lines
+
+
+def levers_section(per_seed: list[dict[str, dict]]) -> list[str]:
+    """Per seed, the best ensemble built from EdgeNES (edges)'s pool (alone or with α*'s seeds,
+    picked on validation) against DeepEns, at equal members and at equal cost, clean and under shift."""
+    from nes.explorer.leversview import verdict
+
+    lines = ["", "The levers: EdgeNES (edges)'s pool, alone or with α*'s seeds, against DeepEns (nes.method.levers):"]
+    for s, r in enumerate(per_seed):
+        if "levers" in r:
+            lines += [f"- seed {s}: {t.replace('**', '')}" for t in verdict(r["levers"])]
     return lines
 
 
@@ -208,6 +227,7 @@ def main() -> None:
               f"(search + hypernetwork) for any M, so it is ≤ 60 % from M ≥ {breakeven:.1f} members."]
     lines += shift_section(per_seed)
     lines += verdict_section(per_seed)
+    lines += levers_section(per_seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"compare_{a.dataset}_{a.preset}_m{a.members}_s{a.seeds}"

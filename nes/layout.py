@@ -267,6 +267,12 @@ class RunDir:
         """Members whose training ended (final weights written), sorted by name."""
         return [n for n in self.list_members() if self.member(n).finished]
 
+    def members_as_trained(self) -> list[str]:
+        """Finished members in the order they were trained for: by recorded seed (α* first), then name;
+        an ensemble's first m members are a baseline's member i's counterpart."""
+        recs = {n: self.member(n).record() for n in self.finished_members()}
+        return sorted(recs, key=lambda n: (recs[n].seed is None, recs[n].seed or 0, n))
+
     # -- baselines ------------------------------------------------------------------------------
     def baseline(self, method: str, seed: int) -> "RunDir":
         """RUN/baselines/<method>_s<seed>: a run folder of its own (its members, baseline.json)."""

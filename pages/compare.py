@@ -4,8 +4,8 @@ Every figure has its HTML snapshot beside it, the live panel's too: it redraws o
 runs, and the snapshot is made on click."""
 import streamlit as st
 
-from nes.explorer import shiftview, verdict, viz
-from nes.explorer.actions import start_baseline, start_shift
+from nes.explorer import leversview, shiftview, verdict, viz
+from nes.explorer.actions import start_baseline, start_levers, start_shift
 from nes.method.baselines import METHODS
 from nes.method.stats import Difference
 from pages._state import route_through_app, selected_run, store
@@ -137,6 +137,44 @@ def compare_panel() -> None:
 
 with friendly("show the comparison"):
     live(compare_panel, ("baseline",), "show the comparison")
+
+
+def levers_panel() -> None:
+    """The best EdgeNES-derived ensemble against DeepEns, lever by lever, clean and under shift."""
+    st.subheader("What diversity is worth: EdgeNES levers against DeepEns")
+    jobs_table(run_id, ("levers",), limit=3)
+    rep = leversview.load(run_id)
+    if rep is None:
+        st.info("No levers report on this run yet: start one below, or run "
+                f"`python -m nes levers --run {run_id}` (it needs finished members and a DeepEns baseline).")
+        return
+    if not leversview.fresh(run_id, rep):
+        st.warning("This report was made from other members than the run has now (a member was added or "
+                   "retrained since): recompute it below.")
+    for line in leversview.verdict(rep):
+        st.markdown(("- " if not line.startswith("**") else "") + line)
+    levels = leversview.severities(rep)
+    url_choice("levers_severity", levels, "severity")
+    severity = st.select_slider("Shift severity (0: the full clean test set)", options=levels, key="levers_severity",
+                                bind="query-params",
+                                help="1–5: the eight test corruptions at that severity, pooled; the members and "
+                                     "temperatures are the ones chosen on clean validation.")
+    st.dataframe(leversview.table(rep, severity), hide_index=True, width="stretch")
+    st.caption(leversview.caption(rep))
+
+
+with friendly("show the levers"):
+    levers_panel()
+if writable("a levers report"):
+    with st.form("new_levers"):
+        shifted = st.checkbox("Also under shift", value=True,
+                              help="Also score every lever on the 8 test corruptions at severities 1–5 (minutes: "
+                                   "every member of the run and of DeepEns on 1000 images per corruption and "
+                                   "severity, cached for the next time); off: the clean test set alone, seconds.")
+        if st.form_submit_button("Compute the levers against DeepEns"):
+            with friendly("start the levers report"):
+                job = start_levers(store(), run_id, view, 5, shifted)
+                st.success(f"Job #{job} queued: the levers report of this run.")
 
 
 def shift_panel() -> None:

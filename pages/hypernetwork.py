@@ -83,6 +83,10 @@ with friendly("show the trained hypernetworks"):
         q = view.quality(r)
         col.caption(f"trained for λ ∈ [{lo:g}, {hi:g}] · {q['distinct']} distinct genotypes of {q['samples']} · "
                     f"Spearman ρ(distance, diversity) = {q['rho'] if q['rho'] is not None else 'n/a'}")
+        tracking = view.edge_tracking() if r == "edges" else None
+        if tracking:
+            col.caption(f"shared edges are the nearest whole number to λ at {tracking['on_target']} of "
+                        f"{tracking['points']} grid points, off by up to {tracking['max_off']:g} edges: close, not exact")
         warning = collapse_warning(q, 3, r)
         if warning:
             col.warning(warning)

@@ -276,6 +276,18 @@ def test_compare_page_queues_a_method_and_shows_finished_ones(home):
     assert any("Paired bootstrap" in c.value for c in at.caption)
 
 
+def test_compare_page_shows_the_levers_verdict_clean_and_under_shift(home):
+    at = app(page="pages/compare.py")
+    assert any("What diversity is worth" in h.value for h in at.subheader), "no levers section on the Compare page"
+    assert not any("other members than the run has now" in w.value for w in at.warning), \
+        "the demo's shipped levers report reads as stale"
+    verdict = [m.value for m in at.markdown if "Best EdgeNES-derived ensemble" in m.value]
+    assert len(verdict) == 2, f"expected the verdict at equal members and at equal cost, got {verdict}"
+    assert any("At shift severity 3" in m.value for m in at.markdown), "the verdict says nothing at shift severity 3"
+    table = next(d.value for d in at.dataframe if "NLL − DeepEns (95 % CI)" in d.value.columns)
+    assert "95% CI" in table["NLL − DeepEns (95 % CI)"][0], "a lever's gap has no interval"
+
+
 def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(home):
     from nes.runs.tasks import search_task
 

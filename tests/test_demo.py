@@ -127,13 +127,17 @@ def test_bundled_demo_is_valid():
     assert [b["method"] for b in view.baselines()] == ["deepens"]  # the Compare page has something to show
 
 
-def test_demo_command_summary_ends_with_the_budget_verdict():
+def test_demo_command_summary_ends_with_the_budget_verdict_and_the_levers():
     from helpers import nes
 
     r = nes("demo")
     assert r.returncode == 0, f"nes demo failed: {r.stderr[-500:]}"
-    last = r.stdout.strip().splitlines()[-1]
-    assert "equal cost" in last, f"the demo's summary does not end with the verdict at equal cost: {last!r}"
+    lines = r.stdout.strip().splitlines()
+    budget = [i for i, t in enumerate(lines) if "so at equal cost" in t or "at equal cost" in t and "device-seconds" in t]
+    levers_at = [i for i, t in enumerate(lines) if t.startswith("Best EdgeNES-derived ensemble at equal cost")]
+    assert budget, "the demo's summary has no budget verdict at equal cost"
+    assert levers_at and levers_at[0] > budget[0], "the levers' verdict at equal cost does not follow the budget verdict"
+    assert lines[-1].startswith("At shift severity"), f"the summary does not end with the levers under shift: {lines[-1]!r}"
     assert "At shift severity 5" in r.stdout, "the demo's summary does not say what happens under shift"
     j = nes("demo", "--json")
     assert "shift" in json.loads(j.stdout)["results"], "nes demo --json has no shift results"

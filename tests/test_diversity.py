@@ -256,3 +256,18 @@ def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
         f"{sum(1 for p in six[1:] if unused_cells(p.genotype, 2))} members with an unused cell, expected 1"
     # a collapsed family gives what it has (α* end only)
     assert len(pick_members(samples[:1] * 5, 3, star, layers=2)) == 1
+
+
+def test_the_edges_axis_is_measured_against_its_target_not_called_exact():
+    from nes.explorer.demo import DEMO_DIR
+    from nes.explorer.runview import RunView
+    from nes.method.diversity import edge_tracking
+    if not (DEMO_DIR / "demo.json").exists():
+        pytest.skip("no bundled demo (assets/demo)")
+    view = RunView(DEMO_DIR)
+    t = view.edge_tracking(33)
+    assert t["points"] == 33, f"tracked {t['points']} grid points, asked for 33"
+    assert 1 <= t["on_target"] <= 33, f"{t['on_target']} points on target: the α* end at least must be"
+    assert 0 <= t["max_off"] <= view.star.num_kept_edges(), f"off by {t['max_off']} edges, more than α* has"
+    star_end = view.sample("edges", [view.lam_range("edges").target[1]])
+    assert edge_tracking(star_end) == {"points": 1, "on_target": 1, "max_off": 0.0}, "the α* end is off its target"

@@ -3,12 +3,15 @@ temperatures that see only the validation split, hybrid pools, and the ledger's 
 lever's NLL difference. Synthetic probabilities for the invariants, the bundled demo for the rows."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
-from nes.artifacts import ArtifactError
+from nes.artifacts import ArtifactError, read_json
 from nes.method import levers
 from nes.method.scoring import MemberProbs
+from helpers import nes
 
 
 def pool(m: int, seed: int, n: int = 400, k: int = 5, sharp: float = 3.0) -> MemberProbs:
@@ -84,7 +87,7 @@ def demo_pools():
 def test_every_lever_on_the_demo_has_five_members_and_a_split_gap(demo_pools):
     edgenes, deepens = demo_pools
     rows = levers.lever_rows(edgenes, deepens, 5)
-    assert len(rows) == 5, f"{len(rows)} lever rows"
+    assert len(rows) == 6, f"{len(rows)} lever rows, expected 6 (4 levers, 2 of them again with temperatures)"
     for r in rows:
         assert len(r.members) == 5, f"{r.lever}: {len(r.members)} members"
         g = {k: v["value"] for k, v in r.gap.items()}
@@ -99,3 +102,109 @@ def test_strong_and_diverse_takes_the_most_distant_of_the_strong_first():
     assert got[:2] == ["far strong", "near strong"], f"the strong ones, most distant first: {got}"
     assert got[2] == "mid weak", f"with too few strong ones the next best estimate fills in: {got}"
     assert levers.strong_and_diverse(cands, 0.64, 9) == got + ["far weak"], "asking for more than there are"
+
+
+def test_every_choice_is_made_on_validation_alone():
+    edgenes, deepens = pool(6, 6), pool(5, 6, sharp=2.5)
+    _, temps, choices = levers.plan(edgenes, deepens, 4)
+    perm = torch.randperm(len(edgenes.test_y))
+    scrambled = MemberProbs(edgenes.names, edgenes.epochs, edgenes.test[:, perm], edgenes.test_y[perm],
+                            edgenes.val, edgenes.val_y)
+    ref_scrambled = MemberProbs(deepens.names, deepens.epochs, deepens.test[:, perm], deepens.test_y[perm],
+                                deepens.val, deepens.val_y)
+    _, temps2, again = levers.plan(scrambled, ref_scrambled, 4)
+    assert again == choices, "a lever's members or validation NLL changed when only the test split changed"
+    assert temps2 == temps, "the temperatures changed when only the test split changed"
+    assert levers.best(again) == levers.best(choices), "the best lever changed with the test split"
+
+
+def test_equal_cost_levers_train_no_more_networks_than_deepens_and_pools_hold_no_network_twice():
+    edgenes, deepens = pool(5, 7), pool(5, 7, sharp=2.5)
+    edgenes = MemberProbs(edgenes.names, edgenes.epochs, torch.cat([deepens.test[:1], edgenes.test[1:]]), edgenes.test_y,
+                          torch.cat([deepens.val[:1], edgenes.val[1:]]), edgenes.val_y)  # member 0 is DeepEns's seed 0
+    _, _, choices = levers.plan(edgenes, deepens, 4)
+    by_name = {c.lever: c for c in choices}
+    mix = by_name["hybrid at equal cost (α* seeds, then EdgeNES)"]
+    assert mix.networks == 4, f"the equal-cost mix counts {mix.networks} networks, DeepEns trains 4"
+    assert any(n.startswith("edgenes/") for n in mix.members), f"the equal-cost mix holds no EdgeNES member: {mix.members}"
+    hybrid = by_name["hybrid pool (α* seeds + EdgeNES), forward selection"]
+    assert hybrid.networks == 9, f"the hybrid pool counts {hybrid.networks} networks; 5 + 5 with one shared is 9"
+    assert not {"edgenes/m0", "deepens/m0"} <= set(hybrid.members), f"the shared network was picked twice: {hybrid.members}"
+    cheap = levers.best(choices, max_networks=4)
+    assert cheap.networks <= 4, f"the best lever at equal cost trained {cheap.networks} networks"
+    assert all(c.edgenes for c in choices if c.lever != levers.REFERENCE and not c.lever.startswith(levers.REFERENCE)), \
+        "a lever other than DeepEns is marked as the reference"
+
+
+def test_identical_corrupted_copies_do_not_narrow_the_interval():
+    edgenes, deepens = pool(4, 8), pool(4, 8, sharp=2.0)
+    p, temps, choices = levers.plan(edgenes, deepens, 3)
+    once = levers.evaluate(p, temps, choices)
+    copies = torch.cat([p.test] * 4, dim=1), p.test_y.repeat(4)
+    grouped = levers.evaluate(p, temps, choices, *copies, groups=4)
+    naive = levers.evaluate(p, temps, choices, *copies)
+    for a, b, c in zip(once, grouped, naive):
+        ga, gb, gc = a.gap["nll"], b.gap["nll"], c.gap["nll"]
+        assert abs(ga["value"] - gb["value"]) < 1e-12, f"{a.lever}: copies changed the gap {ga['value']} → {gb['value']}"
+        assert abs((ga["hi"] - ga["lo"]) - (gb["hi"] - gb["lo"])) < 1e-9, \
+            f"{a.lever}: copies drawn together should give the one-copy interval, got {gb} vs {ga}"
+        assert gc["hi"] - gc["lo"] < ga["hi"] - ga["lo"], f"{a.lever}: copies drawn one by one should look narrower"
+
+
+@pytest.fixture(scope="module")
+def demo_copy(tmp_path_factory):
+    """The bundled demo without its levers report or shift caches, in a scratch folder."""
+    from nes.explorer.demo import DEMO_DIR
+    if not (DEMO_DIR / "demo.json").exists():
+        pytest.skip("no bundled demo (assets/demo)")
+    run = tmp_path_factory.mktemp("levers") / "demo"
+    shutil.copytree(DEMO_DIR, run, ignore=lambda d, names: [n for n in names if n in ("shift", levers.LEVERS_FILE)])
+    return run
+
+
+def test_the_levers_command_writes_a_report_that_reads_back_and_knows_when_it_is_stale(demo_copy):
+    from nes.explorer import leversview
+    r = nes("levers", "--run", str(demo_copy), "--images", "8", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    rep = read_json(demo_copy / levers.LEVERS_FILE)
+    assert rep["kind"] == "levers" and rep["size"] == 5, f"report kind {rep['kind']!r}, size {rep['size']}"
+    assert leversview.severities(rep) == [0, 1, 2, 3, 4, 5], f"severities {leversview.severities(rep)}"
+    levers_shown = [row["lever"] for row in leversview.table(rep, 3)]
+    assert levers_shown == [row["lever"] for row in rep["clean"]["rows"]], "severity 3 lacks a lever of the clean table"
+    for sev in leversview.severities(rep):
+        for row in leversview.rows_at(rep, sev):
+            g = {k: v["value"] for k, v in row["gap"].items()}
+            assert abs(g["nll"] - (g["mean_member_nll"] - g["diversity_nll"])) < 1e-9, f"severity {sev}, {row['lever']}"
+    assert "Best EdgeNES-derived ensemble at equal cost" in r.stdout, "the command does not print the verdict"
+    assert leversview.fresh(demo_copy, rep), "a report just made reads as stale"
+    probs = sorted((demo_copy / "members" / "lam_1_00" / "probs").glob("epoch_*.safetensors"))[-1]
+    other = sorted((demo_copy / "members" / "lam_3_50" / "probs").glob("epoch_*.safetensors"))[-1]
+    shutil.copy(other, probs)  # as if lam_1_00 had been retrained
+    assert not leversview.fresh(demo_copy, rep), "a report about a retrained member still reads as fresh"
+
+
+def test_the_levers_command_refuses_a_run_without_deepens_and_writes_nothing(tmp_path):
+    from nes.explorer.demo import DEMO_DIR
+    run = tmp_path / "nodeep"
+    shutil.copytree(DEMO_DIR, run, ignore=lambda d, names: [n for n in names if n in ("shift", "baselines", levers.LEVERS_FILE)])
+    r = nes("levers", "--run", str(run), "--no-shift")
+    assert r.returncode == 2, f"exit code {r.returncode}, expected 2: {r.stderr}"
+    assert "baseline" in r.stderr and "deepens" in r.stderr, f"the message does not say what to run: {r.stderr}"
+    assert not (run / levers.LEVERS_FILE).exists(), "a refused command wrote a levers report"
+
+
+def test_compare_py_reports_the_levers_verdict_and_a_missing_pool_is_named(demo_copy):
+    import importlib.util
+
+    from helpers import ROOT
+    from nes.explorer.demo import DEMO_DIR
+    spec = importlib.util.spec_from_file_location("compare_bench_levers", ROOT / "benchmarks" / "compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rep = levers.load_report(DEMO_DIR)
+    assert rep is not None, "the bundled demo ships no levers report"
+    text = "\n".join(bench.levers_section([{"levers": rep}]))
+    for kind in ("at equal members", "at equal cost"):
+        assert f"seed 0: Best EdgeNES-derived ensemble {kind}" in text, f"no verdict {kind} in compare.py's report:\n{text}"
+    with pytest.raises(ArtifactError, match="edgenes-edges_s0"):
+        levers.report_sets(demo_copy, source="edgenes-edges_s0")

@@ -70,6 +70,15 @@ def test_a_compare_link_opens_the_same_severity_protocol_and_reference(home):
 
 
 @demo
+def test_a_levers_link_opens_the_same_test_set(home):
+    clean = page_at("pages/compare.py", {})
+    at = page_at("pages/compare.py", {"levers_severity": "3"})
+    assert at.select_slider(key="levers_severity").value == 3, "?levers_severity=3 did not open severity 3"
+    lever_table = lambda a: next(d.value for d in a.dataframe if "NLL − DeepEns (95 % CI)" in d.value.columns)  # noqa: E731
+    assert list(lever_table(at)["NLL"]) != list(lever_table(clean)["NLL"]), "severity 3 shows the clean table's NLLs"
+
+
+@demo
 def test_a_compare_link_with_an_unknown_severity_says_so(home):
     at = page_at("pages/compare.py", {"shift_severity": "9"})
     warnings = " ".join(w.value for w in at.warning)

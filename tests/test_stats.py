@@ -63,3 +63,15 @@ def test_difference_round_trips_through_json():
     back = Difference.from_dict(json.loads(json.dumps(d.to_dict())))
     assert back == d, f"JSON round trip changed the difference: {back} vs {d}"
     assert back.within_noise == d.to_dict()["within_noise"], "within_noise read back differs from the one written"
+
+
+def test_copies_of_the_same_images_are_drawn_together():
+    d = torch.randn(300, generator=torch.Generator().manual_seed(3))
+    one = bootstrap_mean(d)
+    grouped = bootstrap_mean(d.repeat(8), groups=8)
+    naive = bootstrap_mean(d.repeat(8))
+    assert grouped == pytest.approx(one, abs=1e-12), f"8 identical copies drawn together gave {grouped}, one copy {one}"
+    assert naive[2] - naive[1] < one[2] - one[1], "8 copies drawn one by one should look narrower: that is the bias"
+    assert abs(grouped[0] - naive[0]) < 1e-12, "grouping changed the mean"
+    with pytest.raises(ValueError, match="equal groups"):
+        bootstrap_mean(d, groups=7)

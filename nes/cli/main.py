@@ -11,11 +11,11 @@ import os
 import sys
 
 from .._version import __version__
-from . import archmap, bundle, jobs, method, misc, shift
+from . import archmap, bundle, jobs, levers, method, misc, shift
 from .common import EXIT_USER, Command, check_home, describe
 
 # in the order `--help` lists them
-ALL_COMMANDS: list[Command] = [*method.COMMANDS, shift.SHIFT, archmap.MAP, *jobs.COMMANDS, method.BASELINE, misc.DEMO,
+ALL_COMMANDS: list[Command] = [*method.COMMANDS, shift.SHIFT, levers.LEVERS, archmap.MAP, *jobs.COMMANDS, method.BASELINE, misc.DEMO,
                                *bundle.COMMANDS, misc.INFO]
 
 STORE_COMMANDS = ("run", "jobs", "worker", "ray-driver")  # those that open the run store in NES_HOME

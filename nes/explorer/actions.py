@@ -128,6 +128,16 @@ def start_shift(store: Store, run_id: str, view: RunView, select: str = "clean")
     return submit(store, run_id, "shift", {"baselines": True, "select": select})
 
 
+def start_levers(store: Store, run_id: str, view: RunView, members: int = 5, shift: bool = True) -> int:
+    """Queue the levers report of the run's members against its DeepEns (`nes levers`)."""
+    require_writable("queue the levers report")
+    if len(view.finished_members()) < 2:
+        raise ValueError("the levers need at least 2 finished members of this run: retrain members first")
+    if not any(b.get("method") == "deepens" for b in view.baselines()):
+        raise ValueError("the levers compare against DeepEns: run the deepens method above first")
+    return submit(store, run_id, "levers", {"members": int(members), "shift": bool(shift)})
+
+
 def cancel_job(store: Store, job_id: int) -> str:
     """Cancel job `job_id` from the app (`nes.runs.jobs.cancel`: a queued job at once, a running one
     at its worker's next progress report); returns what happened, in words. StoreError when the job

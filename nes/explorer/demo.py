@@ -2,7 +2,8 @@
 
 `python -m nes demo --rebuild` runs, in a scratch folder: a DARTS search (quick preset), the
 hypernetworks (`edges`, `js-target` and the paper's `js`), a sample of α(λ), the retraining of α*
-plus a few members at distinct λ, and a DeepEns baseline (for the Compare page); then it copies
+plus a few members at distinct λ, a DeepEns baseline (for the Compare page), both ensembles under
+shift and the levers report (`levers.json`: EdgeNES against DeepEns lever by lever); then it copies
 the result without checkpoints or logs (≤ 10 MB) into `assets/demo`,
 replacing the old one in one rename (the baselines' members keep their final epoch only). The app copies the demo into its run store on first start
 (`install_demo`), so a first visit shows graphs at once and a teacher can train more members from
@@ -24,7 +25,9 @@ from ..method.baselines import run_baseline
 from ..method.scoring import MemberProbs, compare, score
 from ..method.stats import Difference
 from ..runs.store import Store, StoreError
-from ..runs.tasks import evaluate_task, hypernet_task, retrain_task, sample_task, search_task, shift_task
+from ..runs.tasks import (evaluate_task, hypernet_task, levers_task, retrain_task, sample_task, search_task,
+                          shift_task)
+from . import leversview
 from .shiftview import reports, summary
 from .verdict import budget_verdict, own_record, record_probs
 
@@ -73,28 +76,30 @@ def _demo_sets(preset: str, data_dir: str | None, log: Callable[[str], None]) ->
 def _run_pipeline(run: Path, preset: str, search_sets: dict, members: int, device: str | None,
                   log: Callable[[str], None]) -> None:
     """The demo's steps, in `run`: search, both hypernetworks, samples, members, ensemble, DeepEns."""
-    log(f"1/7 DARTS search ({preset} preset)")
+    log(f"1/8 DARTS search ({preset} preset)")
     search_task(run, {"preset": preset, "set": search_sets}, None, device)
     for reg in ("edges", "js-target", "js"):
-        log(f"2/7 hypernetwork, {reg} regularizer")
+        log(f"2/8 hypernetwork, {reg} regularizer")
         hypernet_task(run, {"preset": preset, "regularizer": reg}, None, device)
-    log("3/7 picking the members from α(λ) (architectures alone: spread over the diversity axis)")
+    log("3/8 picking the members from α(λ) (architectures alone: spread over the diversity axis)")
     picked = sample_task(run, {"regularizer": "edges", "members": members, "preset": preset}, None, device)
     if picked.get("warning"):
         log(f"warning: {picked['warning']}")
     chosen = read_json(RunDir(run).samples_json, dict, "the sampled architectures")["samples"][1:]  # the first is the α* end
     lams = ", ".join(f"{s['lam']:.2f}" for s in chosen)
-    log(f"4/7 retraining α* and the members at λ = {lams}")
+    log(f"4/8 retraining α* and the members at λ = {lams}")
     retrain_task(run, {"name": member_name(), "preset": preset, "seed": 0}, None, device)
     for i, s in enumerate(chosen, start=1):  # member i → seed i, as DeepEns's members below
         retrain_task(run, {"name": member_name("edges", s["lam"], i), "lam": s["lam"], "regularizer": "edges",
                            "genotype": s["genotype"], "preset": preset, "seed": i}, None, device)
-    log("5/7 ensemble metrics")
+    log("5/8 ensemble metrics")
     evaluate_task(run, {}, None, device)
-    log("6/7 DeepEns baseline (α* with seeds), for the Compare page")
+    log("6/8 DeepEns baseline (α* with seeds), for the Compare page")
     run_baseline(run, "deepens", members, preset=preset, device=device)
-    log("7/7 both ensembles under dataset shift (8 corruptions × severities 1–5)")
+    log("7/8 both ensembles under dataset shift (8 corruptions × severities 1–5)")
     shift_task(run, {"baselines": True}, None, device)
+    log("8/8 the levers against DeepEns (selection, hybrid pool, temperatures), clean and under shift")
+    levers_task(run, {"members": members}, None, device)
 
 
 def _results(run: Path, members: int) -> dict:
@@ -124,6 +129,9 @@ def _results(run: Path, members: int) -> dict:
         shifted = summary(reports(run, select))
         if shifted is not None:
             out[key] = shifted
+    found = leversview.load(run)
+    if found is not None:
+        out["levers"] = {"best": found["best"], "sentences": leversview.verdict(found)}
     return out
 
 
@@ -145,6 +153,7 @@ def summary_lines(record: dict) -> list[str]:
     lines += [t for t in text if t.startswith(("On the clean", "At shift severity 5"))]
     verdict = res.get("verdict") or {}
     lines += list(verdict.get("sentences") or [])
+    lines += [t.replace("**", "") for t in (res.get("levers") or {}).get("sentences") or []]
     return lines
 
 

@@ -20,7 +20,7 @@ from ..method import scoring
 from ..method.baselines import method_differences
 from ..method.darts import SearchArtifacts, confidence, load_search
 from ..method.divergence import pairwise_arch_js
-from ..method.diversity import ArchSample, grid_quality, lam_grid
+from ..method.diversity import ArchSample, edge_tracking, grid_quality, lam_grid
 from ..method.regularizers import LamRange, diversity_lam
 from ..method.hypernet import TrainedHypernet, load_hypernet, trained_regularizers
 from ..method.space import ArchLayout, Genotype, unused_cells_note
@@ -129,6 +129,13 @@ class RunView:
         if not meta.get("quality"):  # measured once per loaded hypernetwork, not on every page rerun
             meta["quality"] = grid_quality(self.sample(regularizer, self.axis_grid(regularizer)))
         return meta["quality"]
+
+    def edge_tracking(self, n: int = 33) -> dict[str, Any] | None:
+        """`diversity.edge_tracking` of the `edges` hypernetwork on an n-point λ grid (None without one)."""
+        if "edges" not in self.regularizers():
+            return None
+        lo, hi = self.lam_range("edges").target
+        return edge_tracking(self.sample("edges", lam_grid(lo, hi, n)))
 
     def sample(self, regularizer: str, lams: list[float]) -> list[ArchSample]:
         return self.hypernet(regularizer).sample(self._search, lams)

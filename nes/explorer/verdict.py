@@ -51,11 +51,10 @@ def own_record(run: str | Path) -> dict[str, Any] | None:
     Members in the order they were trained for (their recorded seed, α* first), like a baseline's
     member i; costs: the run's search, each hypernetwork a member came from, each member's training."""
     rd = RunDir(run)
-    names = rd.finished_members()
-    if len(names) < 2:
+    order = rd.members_as_trained()
+    if len(order) < 2:
         return None
-    recs = {n: rd.member(n).record() for n in names}
-    order = sorted(names, key=lambda n: (recs[n].seed is None, recs[n].seed or 0, n))
+    recs = {n: rd.member(n).record() for n in order}
     regs = sorted({r.regularizer for r in recs.values() if r.regularizer})
     search = {"search": rd.search.seconds(), **{f"hypernet_{r}": rd.hypernet(r).seconds() for r in regs}}
     report = score(MemberProbs.load(rd.path, order))

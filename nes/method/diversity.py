@@ -84,6 +84,14 @@ def grid_quality(samples: Sequence[ArchSample]) -> dict[str, float | int | None]
             "star_end_matched": ordered[0].matched_edges, "edges": ordered[0].genotype.num_kept_edges()}
 
 
+def edge_tracking(samples: Sequence[ArchSample]) -> dict[str, float | int]:
+    """How closely the `edges` axis follows its target, λ = the number of α*'s edges to share: the
+    grid points whose matched edges are the nearest whole number to λ (|matched − λ| ≤ ½) and the
+    largest |matched − λ| over the grid, in edges."""
+    off = [abs(s.matched_edges - s.lam) for s in samples]
+    return {"points": len(off), "on_target": sum(o <= 0.5 + 1e-9 for o in off), "max_off": round(max(off, default=0.0), 3)}
+
+
 def collapse_warning(quality: dict, wanted: int, regularizer: str) -> str | None:
     """A message when the grid has fewer distinct genotypes than the members asked for."""
     n = quality.get("distinct", 0)

@@ -52,13 +52,14 @@ def ledger(member_probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
     return {k: float(v.mean()) for k, v in per_image(member_probs, labels).items()}
 
 
-def ledger_difference(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> dict[str, Difference]:
+def ledger_difference(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, groups: int = 1) -> dict[str, Difference]:
     """A − B of every ledger term for two ensembles (a [Ma, N, K], b [Mb, N, K]) on the same images,
-    each with its paired bootstrap interval (accuracies in points, the rest in their own units)."""
+    each with its paired bootstrap interval (accuracies in points, the rest in their own units;
+    `groups`: corrupted copies of the same source images, drawn together, `stats.bootstrap_mean`)."""
     pa, pb = per_image(a, labels), per_image(b, labels)
     out = {}
     for k in TERMS:
         scale = 100.0 if k.endswith("accuracy") else 1.0
-        value, lo, hi = bootstrap_mean(scale * (pa[k] - pb[k]))
+        value, lo, hi = bootstrap_mean(scale * (pa[k] - pb[k]), groups=groups)
         out[k] = Difference(k, value, lo, hi, int(pa[k].shape[0]))
     return out

@@ -15,14 +15,21 @@ the test split is scored once per row.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-from ..artifacts import ArtifactError
+from ..artifacts import ArtifactError, read_json
+from ..corruptions import SEVERITIES
+from ..layout import RunDir
 from .ensemble import fit_temperature, greedy_selection, temperature_scale
 from .ledger import ledger, ledger_difference
 from .scoring import MemberProbs
+from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs
 
 
 def _needs_val(p: MemberProbs, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,11 +45,11 @@ def select(p: MemberProbs, size: int) -> MemberProbs:
     return p.subset([p.names[i] for i in greedy_selection(val, val_y, size, "nll")])
 
 
-def union(*pools: tuple[str, MemberProbs]) -> MemberProbs:
+def union(*pools: tuple[str, MemberProbs], distinct: bool = True) -> MemberProbs:
     """One pool from several (prefix, probabilities) on the same test and validation images; each
-    member named `prefix/name`. A member identical to one already in the pool (the same network
-    trained twice: a pipeline's α* member is DeepEns's seed 0) is left out, so forward selection
-    cannot weight it twice. ArtifactError when the images differ."""
+    member named `prefix/name`. With `distinct`, a member identical to one already in the pool (the
+    same network trained twice: a pipeline's α* member is DeepEns's seed 0) is left out, so forward
+    selection cannot weight it twice. ArtifactError when the images differ."""
     first = pools[0][1]
     for prefix, p in pools[1:]:
         if not torch.equal(p.test_y, first.test_y):
@@ -52,7 +59,7 @@ def union(*pools: tuple[str, MemberProbs]) -> MemberProbs:
     kept: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []  # (name, epoch, test [N, K], val [Nv, K])
     for prefix, p in pools:
         for i, n in enumerate(p.names):
-            if not any(torch.equal(p.test[i], t) and torch.equal(p.val[i], v) for _, _, t, v in kept):
+            if not distinct or not any(torch.equal(p.test[i], t) and torch.equal(p.val[i], v) for _, _, t, v in kept):
                 kept.append((f"{prefix}/{n}", p.epochs[i], p.test[i], p.val[i]))
     names, epochs, test, val = zip(*kept)
     return MemberProbs(names, epochs, torch.stack(test), first.test_y, torch.stack(val), first.val_y)
@@ -67,6 +74,29 @@ def calibrate(p: MemberProbs) -> tuple[MemberProbs, list[float]]:
     return MemberProbs(p.names, p.epochs, scale(p.test), p.test_y, scale(val), val_y), temps
 
 
+REFERENCE = "DeepEns (α* seeds)"
+EDGENES, DEEPENS = "edgenes", "deepens"  # the pool's name prefixes
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One ensemble a lever builds, decided on validation alone: its members (pool names
+    "edgenes/<member>" or "deepens/<member>"), whether per-member temperatures are applied, the
+    networks trained for the pool it was picked from (its cost; hypernetworks counted apart), and
+    its ensemble's validation NLL (how the best lever is picked, never the test NLL)."""
+
+    lever: str
+    members: tuple[str, ...]
+    calibrated: bool
+    networks: int
+    val_nll: float
+    edgenes: bool = True  # False: the reference, α*'s own seeds
+
+    def to_dict(self) -> dict:
+        return {"lever": self.lever, "members": list(self.members), "calibrated": self.calibrated,
+                "networks": self.networks, "val_nll": self.val_nll, "edgenes": self.edgenes}
+
+
 @dataclass(frozen=True)
 class LeverRow:
     """One ensemble against the reference on the same test images: its ledger, and the paired
@@ -77,36 +107,94 @@ class LeverRow:
     members: tuple[str, ...]
     ledger: dict[str, float]
     gap: dict  # Difference.to_dict() per ledger term: "nll", "mean_member_nll", "diversity_nll", "accuracy"
+    networks: int = 0  # networks trained for the pool the lever picked from
 
     def to_dict(self) -> dict:
-        return {"lever": self.lever, "members": list(self.members), "ledger": self.ledger, "gap": self.gap}
+        return {"lever": self.lever, "members": list(self.members), "ledger": self.ledger, "gap": self.gap,
+                "networks": self.networks}
 
 
-def lever_row(lever: str, ens: MemberProbs, reference: MemberProbs) -> LeverRow:
+def lever_row(lever: str, ens: MemberProbs, reference: MemberProbs, networks: int = 0) -> LeverRow:
     """ENS scored once on the test split against REFERENCE (same images)."""
     if not torch.equal(ens.test_y, reference.test_y):
         raise ArtifactError(f"{lever}: the ensemble and the reference were tested on different images")
-    diff = ledger_difference(ens.test, reference.test, ens.test_y)
-    return LeverRow(lever, ens.names, ledger(ens.test, ens.test_y),
-                    {k: diff[k].to_dict() for k in ("nll", "mean_member_nll", "diversity_nll", "accuracy")})
+    return _row(lever, ens.names, ens.test, reference.test, ens.test_y, networks)
+
+
+def _row(lever: str, names: tuple[str, ...], test: torch.Tensor, ref: torch.Tensor, y: torch.Tensor,
+         networks: int, groups: int = 1) -> LeverRow:
+    diff = ledger_difference(test, ref, y, groups)
+    return LeverRow(lever, tuple(names), ledger(test, y),
+                    {k: diff[k].to_dict() for k in ("nll", "mean_member_nll", "diversity_nll", "accuracy")}, networks)
+
+
+def _val_nll(pool: MemberProbs, names: tuple[str, ...]) -> float:
+    return ledger(pool.subset(names).val, pool.val_y)["nll"]
+
+
+def _equal_cost_mix(pool: MemberProbs, seeds: list[str], diverse: list[str], size: int) -> tuple[str, ...]:
+    """`size` networks in all: the first size − k of α*'s seeds and the first k EdgeNES members that
+    are not α*, k ≥ 1 the one whose ensemble has the lowest validation NLL."""
+    mixes = [tuple(seeds[:size - k] + diverse[:k]) for k in range(1, min(size - 1, len(diverse)) + 1)]
+    return min(mixes, key=lambda m: _val_nll(pool, m)) if mixes else tuple(seeds[:size])
+
+
+def plan(edgenes: MemberProbs, deepens: MemberProbs, size: int) -> tuple[MemberProbs, list[float], list[Choice]]:
+    """Every training-free lever's ensemble at `size` members, chosen on validation only.
+
+    Returns the pool (every member of both sets, named "edgenes/…" and "deepens/…", duplicates kept
+    so each side scores as trained), one temperature per pool member fitted on validation, and the
+    choices: DeepEns (its first `size` seeds: the reference) and, on the EdgeNES side, the members
+    as trained, their forward selection, the hybrid pool's forward selection (duplicates dropped),
+    an equal-cost mix (`size` networks), and the same with per-member temperatures."""
+    pool = union((EDGENES, edgenes), (DEEPENS, deepens), distinct=False)
+    distinct = union((DEEPENS, deepens), (EDGENES, edgenes)).names  # α* seed 0 once, as DeepEns's
+    seeds = [f"{DEEPENS}/{n}" for n in deepens.names]
+    edge = [f"{EDGENES}/{n}" for n in edgenes.names]
+    diverse = [n for n in edge if n in distinct]
+    cal, temps = calibrate(pool)
+    picks = [(REFERENCE, tuple(seeds[:size]), len(seeds[:size]), False),
+             ("EdgeNES as trained", tuple(edge[:size]), len(edge[:size]), True),
+             ("EdgeNES, forward selection", select(pool.subset(edge), size).names, len(edge), True),
+             ("hybrid pool (α* seeds + EdgeNES), forward selection", select(pool.subset(distinct), size).names,
+              len(distinct), True),
+             ("hybrid at equal cost (α* seeds, then EdgeNES)", _equal_cost_mix(pool, seeds, diverse, size), size, True)]
+    out = [Choice(lever, names, False, nets, _val_nll(pool, names), side) for lever, names, nets, side in picks]
+    cal_picks = [(f"{REFERENCE}, per-member temperature", tuple(seeds[:size]), len(seeds[:size]), False),
+                 ("EdgeNES, per-member temperature", tuple(edge[:size]), len(edge[:size]), True),
+                 ("hybrid pool, per-member temperature, forward selection", select(cal.subset(distinct), size).names,
+                  len(distinct), True)]
+    out += [Choice(lever, names, True, nets, _val_nll(cal, names), side) for lever, names, nets, side in cal_picks]
+    return pool, temps, out
+
+
+def evaluate(pool: MemberProbs, temps: list[float], choices: list[Choice], test: torch.Tensor | None = None,
+             y: torch.Tensor | None = None, groups: int = 1) -> list[LeverRow]:
+    """Every EdgeNES-side choice scored against the reference with the same temperatures, on the
+    pool's test split or on another test set TEST [M_pool, N, K] (pool order) with labels Y [N]
+    (`groups` corrupted copies of the same source images: `ledger.ledger_difference`)."""
+    test, y = (pool.test, pool.test_y) if test is None else (test, y)
+    scaled = {False: test, True: torch.stack([temperature_scale(q, t) for q, t in zip(test, temps)])}
+    at = lambda c: scaled[c.calibrated][[pool.names.index(n) for n in c.members]]  # noqa: E731
+    refs = {c.calibrated: c for c in choices if not c.edgenes}
+    return [_row(c.lever, c.members, at(c), at(refs[c.calibrated]), y, c.networks, groups)
+            for c in choices if c.edgenes]
 
 
 def lever_rows(edgenes: MemberProbs, deepens: MemberProbs, size: int) -> list[LeverRow]:
-    """Every training-free lever at `size` members against DeepEns's first `size` seeds: EdgeNES
-    as trained, its forward selection, the hybrid pool's, and the three again with per-member
-    temperatures (against DeepEns with per-member temperatures, so calibration is not a lever of
-    one side only)."""
-    ref = deepens.subset(deepens.names[:size])
-    hybrid = union(("edgenes", edgenes), ("deepens", deepens))
-    rows = [lever_row("EdgeNES as trained", edgenes.subset(edgenes.names[:size]), ref),
-            lever_row("EdgeNES, forward selection on validation NLL", select(edgenes, size), ref),
-            lever_row("hybrid pool (α* seeds + EdgeNES), forward selection", select(hybrid, size), ref)]
-    cal_deepens, cal_edge = calibrate(deepens)[0], calibrate(edgenes)[0]  # one T per member, fitted once
-    cal_ref = cal_deepens.subset(cal_deepens.names[:size])
-    cal_hybrid = union(("edgenes", cal_edge), ("deepens", cal_deepens))
-    rows += [lever_row("EdgeNES, per-member temperature", cal_edge.subset(cal_edge.names[:size]), cal_ref),
-             lever_row("hybrid pool, per-member temperature, forward selection", select(cal_hybrid, size), cal_ref)]
-    return rows
+    """Every training-free lever at `size` members against DeepEns's first `size` seeds on the
+    test split (`plan`, then `evaluate`)."""
+    pool, temps, choices = plan(edgenes, deepens, size)
+    return evaluate(pool, temps, choices)
+
+
+def best(choices: list[Choice], max_networks: int | None = None) -> Choice:
+    """The EdgeNES-side choice whose validation NLL is lowest against its reference's (the same
+    temperatures on both sides), among those that trained at most `max_networks` networks: the
+    lever the product reports, picked without the test set."""
+    refs = {c.calibrated: c.val_nll for c in choices if not c.edgenes}
+    fair = [c for c in choices if c.edgenes and (max_networks is None or c.networks <= max_networks)]
+    return min(fair, key=lambda c: c.val_nll - refs[c.calibrated])
 
 
 def strong_and_diverse(candidates: list[tuple[object, float, float]], star_estimate: float, n: int,
@@ -118,3 +206,91 @@ def strong_and_diverse(candidates: list[tuple[object, float, float]], star_estim
     strong = sorted((c for c in candidates if c[1] >= star_estimate - margin), key=lambda c: -c[2])
     rest = sorted((c for c in candidates if c[1] < star_estimate - margin), key=lambda c: -c[1])
     return [c[0] for c in (strong + rest)[:n]]
+
+
+# ----------------------------------------------------------------------------- the saved report
+LEVERS_FILE = "levers.json"  # RUN/levers.json: `report`'s output
+VERSION = 1
+
+
+def pool_key(sets: list[tuple[RunDir, list[str]]]) -> str:
+    """What a levers report depends on: every member's name and the bytes of its last saved
+    probabilities (a retrained or extra member changes it; a copied or cloned run keeps it)."""
+    h = hashlib.sha256(f"levers v{VERSION}".encode())
+    for run, names in sets:
+        for n in names:
+            files = run.member(n).probs_files()
+            h.update(n.encode())
+            h.update(files[-1][1].read_bytes() if files else b"-")
+    return h.hexdigest()[:20]
+
+
+def _baseline(run: RunDir, label: str) -> RunDir:
+    method, _, seed = label.rpartition("_s")
+    return run.baseline(method, int(seed or 0))
+
+
+def report_sets(run_dir: str | Path, reference: str = "deepens_s0", source: str | None = None
+                ) -> list[tuple[RunDir, list[str]]]:
+    """[(the EdgeNES side: the run, or its baseline SOURCE e.g. "edgenes-edges_s0", with its
+    finished members as trained: a baseline's whole pool), (the DeepEns baseline REFERENCE, its
+    members)]; ArtifactError naming what to run when either has < 2 members."""
+    run = RunDir(run_dir)
+    side, base = (run if source is None else _baseline(run, source)), _baseline(run, reference)
+    own, seeds = (d.members_as_trained() if d.path.is_dir() else [] for d in (side, base))
+    if len(own) < 2:
+        raise ArtifactError(f"{side.path}: the levers need ≥ 2 finished members; "
+                            + ("retrain members first" if source is None else f"run the {source} baseline first"))
+    if len(seeds) < 2:
+        method = reference.rpartition("_s")[0]
+        raise ArtifactError(f"{run.path}: the levers compare against {reference}; run "
+                            f"`python -m nes baseline --run {run.path} --method {method}` first")
+    return [(side, own), (base, seeds)]
+
+
+def _rows_dict(rows: list[LeverRow]) -> list[dict]:
+    return [r.to_dict() for r in rows]
+
+
+def report(run_dir: str | Path, size: int, settings: ShiftSettings | None = None, device: str | None = None,
+           progress: Callable[[str], None] | None = None, source: str | None = None) -> dict:
+    """Every lever (`plan`) of the run's EdgeNES members against its DeepEns at `size` members:
+    chosen on validation, scored once on the full clean test set and, with SETTINGS, on the
+    test corruptions pooled per severity (`shift.pooled`, the same choices and temperatures).
+    `best`: the lever picked on validation NLL at equal members and at equal cost (≤ `size`
+    networks trained); `key`: `pool_key`. SOURCE: a baseline's pool instead of the run's members."""
+    t0 = time.perf_counter()
+    (side, own), (base, seeds) = report_sets(run_dir, source=source)
+    edgenes, deepens = MemberProbs.load(side.path, own), MemberProbs.load(base.path, seeds)
+    pool, temps, choices = plan(edgenes, deepens, min(size, len(seeds)))
+    out = {"kind": "levers", "version": VERSION, "size": min(size, len(seeds)), "key": pool_key([(side, own), (base, seeds)]),
+           "reference": "deepens_s0", "source": source, "temperatures": dict(zip(pool.names, temps)),
+           "choices": [c.to_dict() for c in choices],
+           "best": {"equal_members": best(choices).lever, "equal_cost": best(choices, min(size, len(seeds))).lever},
+           "clean": {"images": int(len(pool.test_y)), "rows": _rows_dict(evaluate(pool, temps, choices))}}
+    if settings is not None:
+        sp = [shift_probs(side.path, own, settings, run_dir, device, progress),
+              shift_probs(base.path, seeds, settings, run_dir, device, progress)]
+        out["shift"] = {"images": int(len(sp[0].y)), "seed": settings.seed, "by_severity": [
+            {"severity": s, "rows": _rows_dict(evaluate(pool, temps, choices, *_pooled_pool(sp, s)))}
+            for s in SEVERITIES]}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _pooled_pool(sets: list[ShiftProbs], severity: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The pool's probabilities [M_pool, C·N, K] on the C test corruptions at `severity` (pool
+    order: the run's members, then DeepEns's, as `plan` builds it), their labels, and C."""
+    (a, y), (b, y_b) = pooled(sets[0], severity), pooled(sets[1], severity)
+    if not torch.equal(y, y_b):
+        raise ArtifactError("the run's members and DeepEns's were shifted on different test images")
+    return torch.cat([a, b]), y, len(y) // len(sets[0].y)
+
+
+def load_report(run_dir: str | Path) -> dict | None:
+    """RUN/levers.json when it is a levers report, else None."""
+    path = Path(run_dir) / LEVERS_FILE
+    if not path.exists():
+        return None
+    rep = read_json(path, dict, "a levers report")
+    return rep if rep.get("kind") == "levers" and isinstance(rep.get("clean"), dict) else None

@@ -156,10 +156,11 @@ class EnsembleReport:
 
 
 def score(members: MemberProbs, test: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
-          split: str = "test") -> EnsembleReport:
+          split: str = "test", groups: int = 1) -> EnsembleReport:
     """Score the ensemble of `members` on their test split, or on another test set of the same
-    members (test [M, N, K], test_y [N], named `split`). Validation only picks the best member
-    and fits the temperature."""
+    members (test [M, N, K], test_y [N], named `split`; `groups` corrupted copies of the same
+    images, drawn together by the bootstrap). Validation only picks the best member and fits the
+    temperature."""
     test, test_y = (members.test, members.test_y) if test is None else (test, test_y)
     if test.shape[0] != len(members):
         raise ValueError(f"test set {split!r} has {test.shape[0]} members' probabilities, expected {len(members)}")
@@ -169,7 +170,7 @@ def score(members: MemberProbs, test: torch.Tensor | None = None, test_y: torch.
     if members.val is None:
         notes.append("the members were validated on different images: no best member and no temperature scaling")
     else:
-        vs_best = vs_best_member(members, test, test_y) if len(members) > 1 else None
+        vs_best = vs_best_member(members, test, test_y, groups) if len(members) > 1 else None
         calibrated, note = temperature(members, test, test_y)
         notes += [note] if note else []
     return EnsembleReport(members.names, split, int(test_y.shape[0]), metrics, per_member, vs_best, calibrated,
@@ -189,11 +190,11 @@ def temperature(members: MemberProbs, test: torch.Tensor, test_y: torch.Tensor) 
     return out, out.get("warning")
 
 
-def vs_best_member(members: MemberProbs, test: torch.Tensor, test_y: torch.Tensor) -> dict:
+def vs_best_member(members: MemberProbs, test: torch.Tensor, test_y: torch.Tensor, groups: int = 1) -> dict:
     """The ensemble of test [M, N, K] minus its best member, the one with the lowest validation
     NLL (picking it on the test set would favour it): {"best_member", "accuracy", "nll"}."""
     i = best_member_index(members.val, members.val_y)
-    diff = paired_difference(test.to(torch.float64).mean(0), test[i], test_y)
+    diff = paired_difference(test.to(torch.float64).mean(0), test[i], test_y, groups=groups)
     return {"best_member": members.names[i], **{k: v.to_dict() for k, v in diff.items()}}
 
 

@@ -212,10 +212,11 @@ def shift_probs(run_dir: str | Path, names: list[str], settings: ShiftSettings, 
 
 
 # ----------------------------------------------------------------------------- scoring
-def _row(members: MemberProbs, probs: torch.Tensor, y: torch.Tensor, corruption: str, severity: int) -> dict:
+def _row(members: MemberProbs, probs: torch.Tensor, y: torch.Tensor, corruption: str, severity: int,
+         groups: int = 1) -> dict:
     """One row of the shift table: the ledger (`ledger.TERMS`), ECE, the gain over the best member,
-    calibration after T, every member's metrics."""
-    rep: EnsembleReport = score(members, probs, y, condition(corruption, severity))
+    calibration after T, every member's metrics (`groups`: copies of the same images, `pooled`)."""
+    rep: EnsembleReport = score(members, probs, y, condition(corruption, severity), groups)
     return {"corruption": corruption, "severity": severity, "images": rep.images, **rep.ledger,
             "ece": rep.metrics["ece"], "disagreement": rep.metrics.get("disagreement"),
             "vs_best": rep.vs_best, "calibrated": rep.calibrated, "members": rep.members}
@@ -238,12 +239,17 @@ def _selector(run_dir: str | Path, sp: ShiftProbs, select: str) -> MemberProbs:
     return dataclasses.replace(clean, val=val, val_y=sp.val_y.repeat(len(keys)))
 
 
+def _copies(severity: int, corruptions: tuple[str, ...] = TEST_CORRUPTIONS) -> int:
+    """How many corrupted copies of each test image `pooled` holds at `severity`."""
+    return 1 if severity == 0 else len(corruptions)
+
+
 def shift_table(run_dir: str | Path, sp: ShiftProbs, settings: ShiftSettings) -> dict:
     """The shift report of one member set: a row per (corruption, severity) and, per severity,
     every test corruption pooled (`by_severity`, severity 0 = the same images clean)."""
     members = _selector(run_dir, sp, settings.select)
     rows = [_row(members, sp.test[condition(c, s)], sp.y, c, s) for c, s in conditions(TEST_CORRUPTIONS)]
-    by_sev = [_row(members, *pooled(sp, s), "clean" if s == 0 else "all", s) for s in (0, *SEVERITIES)]
+    by_sev = [_row(members, *pooled(sp, s), "clean" if s == 0 else "all", s, _copies(s)) for s in (0, *SEVERITIES)]
     return {"kind": "shift", "version": VERSION, "members": list(sp.names), "images": int(len(sp.y)),
             "seed": settings.seed, "select": settings.select,
             "corruptions": {"test": list(TEST_CORRUPTIONS), "val": list(VAL_CORRUPTIONS)},
@@ -259,7 +265,7 @@ def shift_difference(a: ShiftProbs, b: ShiftProbs) -> list[dict]:
     out = []
     for s in (0, *SEVERITIES):
         (pa, y), (pb, _) = pooled(a, s), pooled(b, s)
-        diff = ledger_difference(pa, pb, y)
+        diff = ledger_difference(pa, pb, y, groups=_copies(s))
         out.append({"severity": s, **{k: diff[k].to_dict() for k in TERMS}})
     return out
 

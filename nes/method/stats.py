@@ -64,14 +64,21 @@ def per_image(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12) -> 
 
 
 def bootstrap_mean(d: torch.Tensor, resamples: int = RESAMPLES, level: float = LEVEL,
-                   seed: int = 0) -> tuple[float, float, float]:
+                   seed: int = 0, groups: int = 1) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean of the per-image values d [N] and the percentile interval of its
-    bootstrap distribution (images drawn with replacement; a fixed seed makes reports repeatable)."""
+    bootstrap distribution (images drawn with replacement; a fixed seed makes reports repeatable).
+
+    groups > 1: the N images are `groups` corrupted copies of the same N / groups source images,
+    laid out copy by copy ([g · N/groups + i], as `shift.pooled` builds them). Source images are
+    drawn, each with all its copies: the copies of one image are not independent draws, and
+    resampling them one by one would narrow the interval. The mean is the same either way."""
     if d.dim() != 1 or d.shape[0] < 1:
         raise ValueError(f"need a non-empty 1-D tensor of per-image values, got {tuple(d.shape)}")
     if not 0.0 < level < 1.0 or resamples < 10:
         raise ValueError(f"level must lie in (0, 1) and resamples be >= 10, got {level}, {resamples}")
-    d = d.to(torch.float64)
+    if groups < 1 or d.shape[0] % groups:
+        raise ValueError(f"{d.shape[0]} images do not split into {groups} equal groups of copies")
+    d = d.to(torch.float64).reshape(groups, -1).mean(0)
     n = d.shape[0]
     g = torch.Generator(device="cpu").manual_seed(seed)
     means = []
@@ -83,12 +90,14 @@ def bootstrap_mean(d: torch.Tensor, resamples: int = RESAMPLES, level: float = L
 
 
 def paired_difference(probs_a: torch.Tensor, probs_b: torch.Tensor, labels: torch.Tensor,
-                      resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> dict[str, Difference]:
-    """{"accuracy", "nll"}: A − B on the same images, each with its paired bootstrap interval."""
+                      resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0,
+                      groups: int = 1) -> dict[str, Difference]:
+    """{"accuracy", "nll"}: A − B on the same images, each with its paired bootstrap interval
+    (`groups`: corrupted copies of the same images, drawn together; see `bootstrap_mean`)."""
     a, b = per_image(probs_a, labels), per_image(probs_b, labels)
     out = {}
     for metric in ("accuracy", "nll"):
-        value, lo, hi = bootstrap_mean(a[metric] - b[metric], resamples, level, seed)
+        value, lo, hi = bootstrap_mean(a[metric] - b[metric], resamples, level, seed, groups)
         out[metric] = Difference(metric, value, lo, hi, int(a[metric].shape[0]), level, resamples)
     return out
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEMA_VERSION = 2  # 2: jobs.beat (version 1 databases are upgraded when opened)
-JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate", "baseline", "shift")
+JOB_KINDS = ("search", "hypernet", "fixed_lambda", "sample", "retrain", "evaluate", "baseline", "shift", "levers")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -16,6 +16,7 @@ from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
+from ..method import levers
 from ..method.loop import Progress
 from ..method.space import Genotype, unused_cells
 from ..method.scoring import MemberProbs, score
@@ -228,6 +229,21 @@ def shift_task(run: Path, config: dict, progress: Progress | None = None, device
     return {"reports": {label: rep for label, (rep, _) in results.items()}, "reference": ref}
 
 
+def levers_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
+    """The training-free levers of the run's members against its DeepEns (`levers.report`: chosen
+    on validation, scored clean and, unless shift is off, per shift severity) → RUN/levers.json."""
+    images, seed = config.get("images"), config.get("seed")
+    settings = None if config.get("shift") is False else ShiftSettings(
+        DEFAULT_IMAGES if images is None else int(images), 0 if seed is None else int(seed)).check()
+    size = int(config.get("members") or 5)
+    if size < 2:
+        raise ArtifactError(f"levers need an ensemble of ≥ 2 members, got members={size}")
+    tick = (lambda text: progress(0, 1, {"levers": text})) if progress is not None else None
+    rep = levers.report(run, size, settings, device, tick)
+    write_json(Path(run) / levers.LEVERS_FILE, rep)
+    return {"levers": str(Path(run) / levers.LEVERS_FILE), "best": rep["best"], "seconds": rep["seconds"]}
+
+
 TASKS: dict[str, Task] = {
     "search": search_task,
     "hypernet": hypernet_task,
@@ -237,4 +253,5 @@ TASKS: dict[str, Task] = {
     "evaluate": evaluate_task,
     "shift": shift_task,
     "baseline": baseline_task,
+    "levers": levers_task,
 }
