@@ -139,6 +139,9 @@ def test_hypernetwork_page_shows_every_hypernetworks_curve(home):
     for c in curves:
         matched = c["data"][0]["y"]
         assert len(matched) == 9
+    tracking = [c.value for c in at.caption if "nearest whole number to λ" in c.value]
+    assert len(tracking) == 1 and "close, not exact" in tracking[0], \
+        f"the edges axis should say how closely it follows λ, once: {tracking}"
 
 
 def test_hypernetwork_page_queues_a_checked_job_and_says_so(home):
