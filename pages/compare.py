@@ -151,16 +151,24 @@ def levers_panel() -> None:
     if not leversview.fresh(run_id, rep):
         st.warning("This report was made from other members than the run has now (a member was added or "
                    "retrained since): recompute it below.")
-    for line in leversview.verdict(rep):
+    protocol = "clean"
+    if len(leversview.protocols(rep)) > 1:
+        url_choice("levers_protocol", leversview.protocols(rep), "selection protocol")
+        protocol = st.radio("Levers chosen on", leversview.protocols(rep), horizontal=True, key="levers_protocol",
+                            bind="query-params",
+                            help="Where members, forward selections, temperatures and the best lever are chosen: "
+                                 "clean: the clean validation split; shifted: that split under the validation "
+                                 "corruptions (never the test ones). The test set is scored once either way.")
+    for line in leversview.verdict(rep, protocol=protocol):
         st.markdown(("- " if not line.startswith("**") else "") + line)
-    levels = leversview.severities(rep)
+    levels = leversview.severities(rep, protocol)
     url_choice("levers_severity", levels, "severity")
     severity = st.select_slider("Shift severity (0: the full clean test set)", options=levels, key="levers_severity",
                                 bind="query-params",
-                                help="1–5: the eight test corruptions at that severity, pooled; the members and "
-                                     "temperatures are the ones chosen on clean validation.")
-    st.dataframe(leversview.table(rep, severity), hide_index=True, width="stretch")
-    st.caption(leversview.caption(rep))
+                                help="1–5: the eight test corruptions at that severity, pooled, scored with the "
+                                     "members and temperatures chosen above.")
+    st.dataframe(leversview.table(rep, severity, protocol), hide_index=True, width="stretch")
+    st.caption(leversview.caption(rep, protocol))
 
 
 with friendly("show the levers"):

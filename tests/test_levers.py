@@ -176,6 +176,13 @@ def test_the_levers_command_writes_a_report_that_reads_back_and_knows_when_it_is
             g = {k: v["value"] for k, v in row["gap"].items()}
             assert abs(g["nll"] - (g["mean_member_nll"] - g["diversity_nll"])) < 1e-9, f"severity {sev}, {row['lever']}"
     assert "Best EdgeNES-derived ensemble at equal cost" in r.stdout, "the command does not print the verdict"
+    assert leversview.protocols(rep) == ["clean", "shifted"], f"protocols {leversview.protocols(rep)}"
+    assert leversview.severities(rep, "shifted") == [1, 2, 3, 4, 5], "levers chosen on the validation corruptions"
+    picked = rep["shift_selected"]["best"]["equal_cost"]
+    assert any(r["lever"] == picked for r in leversview.rows_at(rep, 3, "shifted")), f"no severity-3 row for {picked}"
+    for row in leversview.rows_at(rep, 3, "shifted"):
+        g = {k: v["value"] for k, v in row["gap"].items()}
+        assert abs(g["nll"] - (g["mean_member_nll"] - g["diversity_nll"])) < 1e-9, f"shifted protocol, {row['lever']}"
     assert leversview.fresh(demo_copy, rep), "a report just made reads as stale"
     probs = sorted((demo_copy / "members" / "lam_1_00" / "probs").glob("epoch_*.safetensors"))[-1]
     other = sorted((demo_copy / "members" / "lam_3_50" / "probs").glob("epoch_*.safetensors"))[-1]

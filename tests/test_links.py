@@ -76,6 +76,10 @@ def test_a_levers_link_opens_the_same_test_set(home):
     assert at.select_slider(key="levers_severity").value == 3, "?levers_severity=3 did not open severity 3"
     lever_table = lambda a: next(d.value for d in a.dataframe if "NLL − DeepEns (95 % CI)" in d.value.columns)  # noqa: E731
     assert list(lever_table(at)["NLL"]) != list(lever_table(clean)["NLL"]), "severity 3 shows the clean table's NLLs"
+    shifted = page_at("pages/compare.py", {"levers_protocol": "shifted", "levers_severity": "3"})
+    said = [m.value for m in shifted.markdown if "Best EdgeNES-derived ensemble" in m.value]
+    assert said and all("chosen on the validation corruptions" in t for t in said), f"the shifted protocol's verdict: {said}"
+    assert 0 not in shifted.select_slider(key="levers_severity").options, "levers chosen on corruptions offer the clean set"
 
 
 @demo

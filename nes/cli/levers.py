@@ -38,15 +38,18 @@ def cmd_levers(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(rep, indent=2))
         return 0
-    for sev in leversview.severities(rep):
-        print(f"\nseverity {sev}:" if sev else "\nclean test set:")
-        for row in leversview.table(rep, sev):
-            print(f"  {row['lever']} ({row['networks trained']} networks): NLL {row['NLL']:.4f}, "
-                  f"− DeepEns {row['NLL − DeepEns (95 % CI)']}; strength {row['strength term']:+.4f}, "
-                  f"diversity {row['diversity term']:+.4f}")
-    print()
-    for line in leversview.verdict(rep):
-        print(line.replace("**", ""))
+    for protocol in leversview.protocols(rep):
+        print(f"\n== levers chosen on {leversview.PROTOCOLS[protocol]} ==")
+        for sev in leversview.severities(rep, protocol):
+            print(f"\nseverity {sev}:" if sev else "\nclean test set:")
+            for row in leversview.table(rep, sev, protocol):
+                print(f"  {row['lever']} ({row['networks trained']} networks): NLL {row['NLL']:.4f}, "
+                      f"− DeepEns {row['NLL − DeepEns (95 % CI)']}; strength {row['strength term']:+.4f}, "
+                      f"diversity {row['diversity term']:+.4f}")
+    for protocol in leversview.protocols(rep):
+        print()
+        for line in leversview.verdict(rep, protocol=protocol):
+            print(line.replace("**", ""))
     print(f"saved: {out['levers']} ({out['seconds']} s)")
     return 0
 

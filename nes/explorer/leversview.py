@@ -36,27 +36,42 @@ def fresh(run: str | Path, rep: dict) -> bool:
     return _FRESH[stamp]
 
 
-def severities(rep: dict) -> list[int]:
-    """0 (the full clean test set) and every shift severity the report has."""
-    return [0] + [int(b["severity"]) for b in (rep.get("shift") or {}).get("by_severity", [])]
+PROTOCOLS = {"clean": "clean validation", "shifted": "the validation corruptions"}
 
 
-def rows_at(rep: dict, severity: int) -> list[dict]:
-    """The report's lever rows at `severity` (0: the full clean test set)."""
-    if severity == 0:
+def protocols(rep: dict) -> list[str]:
+    """Where the report's levers were chosen: "clean" validation, and "shifted" (the validation
+    corruptions, `levers.report`'s "shift_selected") when it was scored under shift."""
+    return ["clean"] + (["shifted"] if rep.get("shift_selected") else [])
+
+
+def _shift(rep: dict, protocol: str) -> dict:
+    return (rep.get("shift") if protocol == "clean" else rep.get("shift_selected")) or {}
+
+
+def severities(rep: dict, protocol: str = "clean") -> list[int]:
+    """0 (the full clean test set, for levers chosen on clean validation) and every shift severity."""
+    found = [int(b["severity"]) for b in _shift(rep, protocol).get("by_severity", [])]
+    return ([0] if protocol == "clean" else []) + found
+
+
+def rows_at(rep: dict, severity: int, protocol: str = "clean") -> list[dict]:
+    """The report's lever rows at `severity` (0: the full clean test set) for levers chosen on
+    `protocol` validation."""
+    if severity == 0 and protocol == "clean":
         return rep["clean"]["rows"]
-    return next((b["rows"] for b in rep["shift"]["by_severity"] if int(b["severity"]) == severity), [])
+    return next((b["rows"] for b in _shift(rep, protocol).get("by_severity", []) if int(b["severity"]) == severity), [])
 
 
 def _short(names: list[str]) -> str:
     return ", ".join(n.replace("edgenes/", "").replace("deepens/", "DeepEns ") for n in names)
 
 
-def table(rep: dict, severity: int = 0) -> list[dict[str, Any]]:
+def table(rep: dict, severity: int = 0, protocol: str = "clean") -> list[dict[str, Any]]:
     """One row per lever for a table: networks trained, members, ensemble NLL, its gap to DeepEns
     with the interval, the strength and diversity terms (gap = strength − diversity), accuracy."""
     out = []
-    for r in rows_at(rep, severity):
+    for r in rows_at(rep, severity, protocol):
         g = {k: Difference.from_dict(v) for k, v in r["gap"].items()}
         out.append({"lever": r["lever"], "networks trained": r["networks"],
                     "equal cost": "yes" if r["networks"] <= rep["size"] else "no",
@@ -73,9 +88,9 @@ def _where(severity: int, rep: dict) -> str:
     return f"at shift severity {severity} (8 corruptions × {rep['shift']['images']} images)"
 
 
-def sentence(rep: dict, lever: str, severity: int) -> str | None:
+def sentence(rep: dict, lever: str, severity: int, protocol: str = "clean") -> str | None:
     """One lever at one severity in words: its gap to DeepEns and the ledger's split."""
-    row = next((r for r in rows_at(rep, severity) if r["lever"] == lever), None)
+    row = next((r for r in rows_at(rep, severity, protocol) if r["lever"] == lever), None)
     if row is None:
         return None
     g = {k: Difference.from_dict(v) for k, v in row["gap"].items()}
@@ -87,26 +102,26 @@ def sentence(rep: dict, lever: str, severity: int) -> str | None:
             f"({'more' if d.value > 0 else 'less'} diverse than DeepEns's seeds).")
 
 
-def verdict(rep: dict, shift_severities: tuple[int, ...] = (3, 5)) -> list[str]:
-    """The verdict in sentences: for the lever picked on validation at equal members and the one at
-    equal cost, clean and at the given shift severities."""
-    lines = []
-    for kind, lever in (("at equal members", rep["best"]["equal_members"]), ("at equal cost", rep["best"]["equal_cost"])):
+def verdict(rep: dict, shift_severities: tuple[int, ...] = (3, 5), protocol: str = "clean") -> list[str]:
+    """The verdict in sentences: for the lever picked on `protocol` validation at equal members and
+    the one at equal cost, clean (clean protocol only) and at the given shift severities."""
+    picks, lines = (rep if protocol == "clean" else rep["shift_selected"])["best"], []
+    where = "" if protocol == "clean" else ", chosen on the validation corruptions"
+    for kind, lever in (("at equal members", picks["equal_members"]), ("at equal cost", picks["equal_cost"])):
         row = next(r for r in rep["clean"]["rows"] if r["lever"] == lever)
-        lines.append(f"**Best EdgeNES-derived ensemble {kind}** (picked on validation NLL, never on test): "
-                     f"{lever}, {rep['size']} members from {row['networks']} networks trained "
+        lines.append(f"**Best EdgeNES-derived ensemble {kind}{where}** (picked by NLL on {PROTOCOLS[protocol]}, never "
+                     f"on test): {lever}, {rep['size']} members from {row['networks']} networks trained "
                      f"(DeepEns: {rep['size']}; hypernetworks not counted).")
-        for sev in [0] + [s for s in shift_severities if s in severities(rep)]:
-            lines.append(sentence(rep, lever, sev))
+        for sev in [s for s in (0, *shift_severities) if s in severities(rep, protocol)]:
+            lines.append(sentence(rep, lever, sev, protocol))
     return [line for line in lines if line]
 
 
-def caption(rep: dict) -> str:
+def caption(rep: dict, protocol: str = "clean") -> str:
     """What the lever table's numbers are, for its caption."""
-    return (f"Ensembles of {rep['size']} members; each row minus DeepEns ({rep['reference']}: α* with {rep['size']} "
-            "seeds), with the same temperatures on both sides where the row says per-member temperature. "
-            "Members, forward selections and temperatures are chosen on the clean validation split; the test set "
-            "is scored once. NLL gap = strength term − diversity term, exactly: a positive strength term means "
+    return (f"Members, forward selections and temperatures chosen on {PROTOCOLS[protocol]}. Ensembles of {rep['size']} members; each row minus DeepEns ({rep['reference']}: α* with {rep['size']} "
+            "seeds), with the same temperatures on both sides where the row says per-member temperature; the "
+            "test set is scored once. NLL gap = strength term − diversity term, exactly: a positive strength term means "
             "weaker members, a positive diversity term more diversity than DeepEns's seeds. Paired bootstrap 95 % "
             "intervals over the test images; under shift, each source image is drawn with its 8 corrupted copies. "
             "Equal cost: no more networks trained than DeepEns (the hypernetwork's training is not counted).")

@@ -15,6 +15,7 @@ the test split is scored once per row.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ..layout import RunDir
 from .ensemble import fit_temperature, greedy_selection, temperature_scale
 from .ledger import ledger, ledger_difference
 from .scoring import MemberProbs
-from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs
+from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
 
 def _needs_val(p: MemberProbs, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,24 +259,40 @@ def report(run_dir: str | Path, size: int, settings: ShiftSettings | None = None
     chosen on validation, scored once on the full clean test set and, with SETTINGS, on the
     test corruptions pooled per severity (`shift.pooled`, the same choices and temperatures).
     `best`: the lever picked on validation NLL at equal members and at equal cost (≤ `size`
-    networks trained); `key`: `pool_key`. SOURCE: a baseline's pool instead of the run's members."""
+    networks trained); `key`: `pool_key`. SOURCE: a baseline's pool instead of the run's members.
+    With SETTINGS also "shift_selected": every lever chosen again on the validation corruptions
+    instead (`shift.shifted_validation`, the NES protocol for shift), scored per severity."""
     t0 = time.perf_counter()
     (side, own), (base, seeds) = report_sets(run_dir, source=source)
     edgenes, deepens = MemberProbs.load(side.path, own), MemberProbs.load(base.path, seeds)
-    pool, temps, choices = plan(edgenes, deepens, min(size, len(seeds)))
-    out = {"kind": "levers", "version": VERSION, "size": min(size, len(seeds)), "key": pool_key([(side, own), (base, seeds)]),
-           "reference": "deepens_s0", "source": source, "temperatures": dict(zip(pool.names, temps)),
-           "choices": [c.to_dict() for c in choices],
-           "best": {"equal_members": best(choices).lever, "equal_cost": best(choices, min(size, len(seeds))).lever},
-           "clean": {"images": int(len(pool.test_y)), "rows": _rows_dict(evaluate(pool, temps, choices))}}
+    size = min(size, len(seeds))
+    out = {"kind": "levers", "version": VERSION, "size": size, "key": pool_key([(side, own), (base, seeds)]),
+           "reference": "deepens_s0", "source": source}
+    pool, temps, choices = plan(edgenes, deepens, size)
+    out.update(_picks(pool, temps, choices, size))
+    out["clean"] = {"images": int(len(pool.test_y)), "rows": _rows_dict(evaluate(pool, temps, choices))}
     if settings is not None:
-        sp = [shift_probs(side.path, own, settings, run_dir, device, progress),
-              shift_probs(base.path, seeds, settings, run_dir, device, progress)]
-        out["shift"] = {"images": int(len(sp[0].y)), "seed": settings.seed, "by_severity": [
-            {"severity": s, "rows": _rows_dict(evaluate(pool, temps, choices, *_pooled_pool(sp, s)))}
-            for s in SEVERITIES]}
+        shifted = dataclasses.replace(settings, select="shifted")
+        sp = [shift_probs(side.path, own, shifted, run_dir, device, progress),
+              shift_probs(base.path, seeds, shifted, run_dir, device, progress)]
+        out["shift"] = {"images": int(len(sp[0].y)), "seed": settings.seed,
+                        "by_severity": _by_severity(pool, temps, choices, sp)}
+        on_shift = [shifted_validation(edgenes, sp[0]), shifted_validation(deepens, sp[1])]
+        pool_s, temps_s, choices_s = plan(*on_shift, size)
+        out["shift_selected"] = {**_picks(pool_s, temps_s, choices_s, size),
+                                 "by_severity": _by_severity(pool_s, temps_s, choices_s, sp)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def _picks(pool: MemberProbs, temps: list[float], choices: list[Choice], size: int) -> dict:
+    """A plan's choices, temperatures and picks (at equal members, at equal cost) as JSON."""
+    return {"temperatures": dict(zip(pool.names, temps)), "choices": [c.to_dict() for c in choices],
+            "best": {"equal_members": best(choices).lever, "equal_cost": best(choices, size).lever}}
+
+
+def _by_severity(pool: MemberProbs, temps: list[float], choices: list[Choice], sp: list[ShiftProbs]) -> list[dict]:
+    return [{"severity": s, "rows": _rows_dict(evaluate(pool, temps, choices, *_pooled_pool(sp, s)))} for s in SEVERITIES]
 
 
 def _pooled_pool(sets: list[ShiftProbs], severity: int) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -232,11 +232,17 @@ def pooled(sp: ShiftProbs, severity: int, corruptions: tuple[str, ...] = TEST_CO
 def _selector(run_dir: str | Path, sp: ShiftProbs, select: str) -> MemberProbs:
     """The members' validation used to pick the best member and fit T under protocol `select`."""
     clean = MemberProbs.load(run_dir, list(sp.names))
-    if select == "clean":
-        return clean
+    return clean if select == "clean" else shifted_validation(clean, sp)
+
+
+def shifted_validation(members: MemberProbs, sp: ShiftProbs) -> MemberProbs:
+    """MEMBERS with their validation split replaced by its validation corruptions, every severity
+    pooled ([M, C·S·Nv, K]; SP made with select="shifted", members in the same order)."""
+    if sp.val is None or tuple(sp.names) != tuple(members.names):
+        raise ArtifactError(f"no shifted validation for members {', '.join(members.names)}: shift them with select=shifted")
     keys = [k for k in sp.val if k != CLEAN]
-    val = torch.cat([sp.val[k] for k in keys], dim=1)
-    return dataclasses.replace(clean, val=val, val_y=sp.val_y.repeat(len(keys)))
+    return dataclasses.replace(members, val=torch.cat([sp.val[k] for k in keys], dim=1),
+                               val_y=sp.val_y.repeat(len(keys)))
 
 
 def _copies(severity: int, corruptions: tuple[str, ...] = TEST_CORRUPTIONS) -> int:
