@@ -20,6 +20,7 @@ Validation chooses (forward selection, temperatures); the test split is scored o
     python benchmarks/bench_frontier.py                       # ~15 min on 2 cores
     python benchmarks/bench_frontier.py --skip-train          # (2) only, seconds
     python benchmarks/bench_frontier.py --reuse --strength-aware   # and (3), reusing (1)'s members
+    python benchmarks/bench_frontier.py --reuse --strength-aware --replicates 2 --shift   # (3) twice, under shift too
 
 Last line: RESULT edgenes_nll=… deepens_nll=… gap=… gap_lo=… gap_hi=… strength_term=… diversity_term=…
 hybrid_gap=… hybrid_gap_lo=… hybrid_gap_hi=… estimate_rho=…
@@ -36,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nes.explorer import leversview  # noqa: E402
 from nes.explorer.demo import DEMO_DIR  # noqa: E402
 from nes.explorer.runview import RunView  # noqa: E402
 from nes.layout import STAR, RunDir, member_name  # noqa: E402
@@ -134,11 +136,10 @@ def frontier(run: Path, rows: list[dict]) -> float | None:
     return rho
 
 
-def strength_aware(run: Path, size: int) -> list[levers.LeverRow]:
+def strength_aware_picks(run: Path, size: int) -> list[tuple]:
     """(3) Members chosen without training: every distinct architecture on the 33-point grids of the
     run's hypernetworks, scored by the one-shot estimate; the size − 1 most distant from α* among
-    those within 2 points of α*'s estimate (`levers.strong_and_diverse`), trained with seeds
-    1 … size − 1 beside α* seed 0, against α*'s seeds 0 … size − 1 (DeepEns) trained the same way."""
+    those within 2 points of α*'s estimate (`levers.strong_and_diverse`): [(genotype, reg, λ)]."""
     view, setup = RunView(run), one_shot_setup(run)
     found = {}
     for reg in view.regularizers():
@@ -152,21 +153,38 @@ def strength_aware(run: Path, size: int) -> list[levers.LeverRow]:
     print(f"(3) strength-aware choice: {len(cands)} distinct architectures on the grids, α* one-shot {100 * star_est:.1f} %, "
           f"{sum(c[1] >= star_est - 0.02 for c in cands)} within 2 points; picked (most distant first):")
     est = {g: e for g, e, _ in cands}
-    rows = [{"genotype": view.star, "star": True, "lam": None, "seeds": list(range(size))}]
-    for i, g in enumerate(picked, 1):
+    for g in picked:
         reg, lam, dist = found[g]
-        print(f"    {g.compact()}  ({reg}, λ = {lam:.3g}, distance {dist:.3f}, one-shot {100 * est[g]:.1f} %) seed {i}")
-        rows.append({"genotype": g, "star": False, "reg": reg, "lam": lam, "seeds": [i]})
+        print(f"    {g.compact()}  ({reg}, λ = {lam:.3g}, distance {dist:.3f}, one-shot {100 * est[g]:.1f} %)")
+    return [(g, *found[g][:2]) for g in picked]
+
+
+def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
+    """(3) The picked architectures trained with seeds 10r + 1 … 10r + size − 1 beside α* seed 10r,
+    against α*'s seeds 10r … 10r + size − 1 (DeepEns) trained the same way (replicate r: new
+    seeds, the same architectures); the levers report of the two sets (`levers.report`), clean and,
+    with `shift`, per severity. Returns that report."""
+    from nes.method.shift import ShiftSettings
+    base = 10 * replicate
+    rows = [{"genotype": RunView(run).star, "star": True, "lam": None, "seeds": [base + i for i in range(size)]}]
+    for i, (g, reg, lam) in enumerate(strength_aware_picks(run, size), 1):
+        rows.append({"genotype": g, "star": False, "reg": reg, "lam": lam, "seeds": [base + i]})
     train(run, "edges", rows, [])
-    probs = MemberProbs.load(run, [n for r in rows for n in r["members"]])
-    deepens = probs.subset(rows[0]["members"])
-    strong = probs.subset([rows[0]["members"][0]] + [r["members"][0] for r in rows[1:]])
-    everything = MemberProbs.load(run, RunDir(run).finished_members())
-    out = [levers.lever_row("strength-aware EdgeNES (α* seed 0 + the picked, seeds 1 …)", strong, deepens),
-           levers.lever_row("hybrid: forward selection on validation from every network trained here",
-                            levers.select(everything, size), deepens)]
-    print_rows(out, f"against DeepEns trained the same way ({', '.join(deepens.names)})")
-    return out
+    deepens = rows[0]["members"]
+    strong = [deepens[0]] + [r["members"][0] for r in rows[1:]]
+    rd = RunDir(run)
+    rep = levers.report(run, size, ShiftSettings() if shift else None, sets=[(rd, strong), (rd, deepens)])
+    print(f"    replicate {replicate}: EdgeNES = {', '.join(strong)}; DeepEns = {', '.join(deepens)}")
+    for sev in [0] + ([3, 5] if shift else []):
+        rows_at = leversview.rows_at(rep, sev)
+        for r in rows_at:
+            if r["lever"] in ("EdgeNES as trained", "hybrid pool (α* seeds + EdgeNES), forward selection",
+                              "EdgeNES, per-member temperature"):
+                g = {k: Difference.from_dict(v) for k, v in r["gap"].items()}
+                print(f"    {'clean' if sev == 0 else f'severity {sev}'}: {r['lever']} ({r['networks']} networks): "
+                      f"NLL − DeepEns {g['nll'].text()}; strength {g['mean_member_nll'].value:+.4f}, "
+                      f"diversity {g['diversity_nll'].value:+.4f}")
+    return rep
 
 
 def print_rows(rows: list[levers.LeverRow], against: str) -> None:
@@ -201,6 +219,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="only the training-free levers (2)")
     ap.add_argument("--reuse", action="store_true", help="keep the scratch run's trained members from a previous run")
     ap.add_argument("--strength-aware", action="store_true", help="also (3): members chosen by the one-shot estimate")
+    ap.add_argument("--replicates", type=int, default=1, help="(3) with new training seeds (10r + …) per replicate r")
+    ap.add_argument("--shift", action="store_true", help="(3) also under shift (8 corruptions × severities 1–5)")
     a = ap.parse_args()
     source = Path(a.run).resolve()
     rho = None
@@ -210,7 +230,10 @@ def main() -> None:
         train(run, a.regularizer, rows, [int(s) for s in a.seeds.split(",")])
         rho = frontier(run, rows)
         if a.strength_aware:
-            strength_aware(run, a.members)
+            reps = [strength_aware(run, a.members, r, a.shift) for r in range(a.replicates)]
+            gaps = [Difference.from_dict(r["clean"]["rows"][0]["gap"]["nll"]).value for r in reps]
+            print(f"    strength-aware EdgeNES − DeepEns, clean NLL per replicate: {', '.join(f'{g:+.4f}' for g in gaps)}"
+                  + (f"; mean {statistics.mean(gaps):+.4f}, sd {statistics.stdev(gaps):.4f}" if len(gaps) > 1 else ""))
     rows = lever_table(source, a.members)
     first = {k: Difference.from_dict(v) for k, v in rows[0].gap.items()}
     hybrid = Difference.from_dict(next(r for r in rows if r.lever.startswith("hybrid pool (α*")).gap["nll"])

@@ -352,3 +352,12 @@ def test_the_pipelines_alpha_star_member_waits_only_for_the_search(home):
     assert genotype == load_search(run).star, "the α* member did not train genotype*"
     evaluated = {m["name"] for m in store.job(e).result["members"]}
     assert evaluated == {"alpha_star", store.job(other).result["name"]}, f"the evaluation saw {evaluated}"
+
+
+def test_a_pipeline_with_an_unknown_pick_queues_nothing(home):
+    from nes.runs.pipeline import pipeline
+
+    store = Store()
+    with pytest.raises(StoreError, match="--pick"):
+        pipeline(store, "q", "digits", "smoke", 2, pick="best")
+    assert store.jobs() == [], f"a refused pipeline queued {[j.kind for j in store.jobs()]}"

@@ -215,3 +215,22 @@ def test_compare_py_reports_the_levers_verdict_and_a_missing_pool_is_named(demo_
         assert f"seed 0: Best EdgeNES-derived ensemble {kind}" in text, f"no verdict {kind} in compare.py's report:\n{text}"
     with pytest.raises(ArtifactError, match="edgenes-edges_s0"):
         levers.report_sets(demo_copy, source="edgenes-edges_s0")
+
+
+def test_a_strong_pick_takes_members_as_strong_as_alpha_star_before_weaker_ones(demo_copy):
+    from nes.method.darts import load_search
+    from nes.method.oneshot import one_shot_accuracy, one_shot_setup
+    from nes.runs.tasks import sample_task
+    out = sample_task(demo_copy, {"members": 4, "regularizer": "js-target", "preset": "quick", "pick": "strong"})
+    picked = read_json(demo_copy / "samples.json")["samples"]
+    assert out["members"] == len(picked) == 4, f"asked for 4 members, got {out['members']} ({len(picked)} saved)"
+    assert picked[0]["diversity"] == min(p["diversity"] for p in picked), "the first member is not the α* end"
+    from nes.method.space import Genotype
+    genotypes = [Genotype.from_dict(p["genotype"]) for p in picked[1:]]
+    star = load_search(demo_copy).star
+    assert len(set(genotypes)) == 3 and star not in genotypes, "the diverse members repeat a genotype or are α*"
+    setup = one_shot_setup(demo_copy)
+    bar = one_shot_accuracy(setup, star) - 0.02
+    strong = [one_shot_accuracy(setup, g) >= bar for g in genotypes]
+    assert strong == sorted(strong, reverse=True), f"a weaker member came before a strong one: {strong}"
+    assert any(strong), "no member within 2 points of α*'s one-shot estimate (the demo's js-target axis has some)"

@@ -13,6 +13,7 @@ from ..layout import RunDir
 from ..method.regularizers import REGULARIZERS
 from ..runs.jobs import cancel, reap, resume, wait, worker_env
 from ..runs.pipeline import pipeline
+from ..runs.tasks import PICKS
 from ..runs.ray_executor import run_ray_jobs
 from ..runs.store import Store, resolve_run
 from ..runs.worker import run_worker
@@ -25,6 +26,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run name (in NES_HOME) or folder")
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--regularizer", default="edges", choices=list(REGULARIZERS))
+    p.add_argument("--pick", default="spread", choices=list(PICKS),
+                   help="how the diverse members are picked: spread over the diversity axis (default), or strong: "
+                        "the most distant of those the one-shot estimate puts within 2 points of α*")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per member task (ray executor)")
@@ -93,7 +97,8 @@ def _queue_pipeline(store: Store, a: argparse.Namespace) -> tuple[str, list[int]
         if a.data_dir:
             sets["data_dir"] = a.data_dir
         res = {"num_cpus": a.ray_cpus, "num_gpus": a.ray_gpus} if a.executor == "ray" else None
-        return run_id, pipeline(store, run_id, a.dataset, a.preset, a.members, a.regularizer, a.executor, sets, res)
+        return run_id, pipeline(store, run_id, a.dataset, a.preset, a.members, a.regularizer, a.executor, sets, res,
+                                a.pick)
     except BaseException:
         store.release_run(run_id)
         raise

@@ -254,16 +254,18 @@ def _rows_dict(rows: list[LeverRow]) -> list[dict]:
 
 
 def report(run_dir: str | Path, size: int, settings: ShiftSettings | None = None, device: str | None = None,
-           progress: Callable[[str], None] | None = None, source: str | None = None) -> dict:
+           progress: Callable[[str], None] | None = None, source: str | None = None,
+           sets: list[tuple[RunDir, list[str]]] | None = None) -> dict:
     """Every lever (`plan`) of the run's EdgeNES members against its DeepEns at `size` members:
     chosen on validation, scored once on the full clean test set and, with SETTINGS, on the
     test corruptions pooled per severity (`shift.pooled`, the same choices and temperatures).
     `best`: the lever picked on validation NLL at equal members and at equal cost (≤ `size`
-    networks trained); `key`: `pool_key`. SOURCE: a baseline's pool instead of the run's members.
+    networks trained); `key`: `pool_key`. SOURCE: a baseline's pool instead of the run's members;
+    SETS: [(folder, EdgeNES members), (folder, DeepEns members)] given outright (a benchmark's).
     With SETTINGS also "shift_selected": every lever chosen again on the validation corruptions
     instead (`shift.shifted_validation`, the NES protocol for shift), scored per severity."""
     t0 = time.perf_counter()
-    (side, own), (base, seeds) = report_sets(run_dir, source=source)
+    (side, own), (base, seeds) = sets or report_sets(run_dir, source=source)
     edgenes, deepens = MemberProbs.load(side.path, own), MemberProbs.load(base.path, seeds)
     size = min(size, len(seeds))
     out = {"kind": "levers", "version": VERSION, "size": size, "key": pool_key([(side, own), (base, seeds)]),

@@ -11,7 +11,7 @@ from ..config import INHERITED_FROM_SEARCH, MAX_MEMBERS, HypernetConfig, SearchC
 from ..layout import member_name
 from .jobs import launch_ready, submit
 from .store import Store, StoreError
-from .tasks import member_config
+from .tasks import PICKS, member_config
 
 
 def check_settings(preset: str, search_sets: dict[str, str], regularizer: str, members: int) -> None:
@@ -32,12 +32,13 @@ def check_settings(preset: str, search_sets: dict[str, str], regularizer: str, m
 
 def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
              executor: str = "local", sets: dict[str, str] | None = None,
-             member_resources: dict[str, float] | None = None) -> list[int]:
+             member_resources: dict[str, float] | None = None, pick: str = "spread") -> list[int]:
     """The whole method as dependent jobs: search → hypernet → sample → members → evaluate; the
     first member is α* itself (seed 0, `alpha_star`), queued on the search alone, the others are
     the sample's diverse architectures 1 … members − 1 (seed i; the sample's index 0 is its α* end).
 
-    `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for."""
+    `member_resources` ({"num_cpus": …, "num_gpus": …}) is what each Ray member task asks for;
+    `pick`: how the sample picks the diverse members (`tasks.PICKS`)."""
     if not 1 <= members <= MAX_MEMBERS:
         raise StoreError(f"--members must be between 1 and {MAX_MEMBERS} (each member is a retraining job), "
                          f"got {members}; nothing was queued")
@@ -47,10 +48,12 @@ def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: 
     if dataset:
         search_sets["dataset"] = dataset
     check_settings(preset, search_sets, regularizer, members)
+    if pick not in PICKS:
+        raise StoreError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}; nothing was queued")
     s = submit(store, run, "search", {"preset": preset, "set": search_sets}, launch=False)
     h = submit(store, run, "hypernet", {"preset": preset, "regularizer": regularizer}, [s], launch=False)
-    sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset}, [h],
-                launch=False)
+    sm = submit(store, run, "sample", {"members": members, "regularizer": regularizer, "preset": preset, "pick": pick},
+                [h], launch=False)
     res = member_resources or {}
     m = [submit(store, run, "retrain", {"preset": preset, "name": member_name(), "seed": 0, **res}, [s],
                 executor=executor, launch=False)]
