@@ -162,11 +162,13 @@ def levers_panel() -> None:
     for line in leversview.verdict(rep, protocol=protocol):
         st.markdown(("- " if not line.startswith("**") else "") + line)
     levels = leversview.severities(rep, protocol)
-    url_choice("levers_severity", levels, "severity")
-    severity = st.select_slider("Shift severity (0: the full clean test set)", options=levels, key="levers_severity",
-                                bind="query-params",
-                                help="1–5: the eight test corruptions at that severity, pooled, scored with the "
-                                     "members and temperatures chosen above.")
+    severity = levels[0]
+    if len(levels) > 1:  # a report made with --no-shift has the clean test set alone
+        url_choice("levers_severity", levels, "severity")
+        severity = st.select_slider("Shift severity (0: the full clean test set)", options=levels,
+                                    key="levers_severity", bind="query-params",
+                                    help="1–5: the eight test corruptions at that severity, pooled, scored with the "
+                                         "members and temperatures chosen above.")
     st.dataframe(leversview.table(rep, severity, protocol), hide_index=True, width="stretch")
     st.caption(leversview.caption(rep, protocol))
 

@@ -291,6 +291,18 @@ def test_compare_page_shows_the_levers_verdict_clean_and_under_shift(home):
     assert "95% CI" in table["NLL − DeepEns (95 % CI)"][0], "a lever's gap has no interval"
 
 
+def test_a_clean_only_levers_report_shows_without_a_severity_slider(home):
+    from nes.runs.tasks import levers_task
+
+    app()  # the first visit copies the demo into the store
+    levers_task(Path(home, "demo"), {"members": 5, "shift": False})
+    at = app(page="pages/compare.py")
+    assert not [s for s in at.select_slider if s.key == "levers_severity"], "a clean-only report offers severities"
+    said = [m.value for m in at.markdown if "Best EdgeNES-derived ensemble" in m.value]
+    assert len(said) == 2, f"expected the verdict at equal members and at equal cost, got {said}"
+    assert not any("(8 corruptions ×" in m.value for m in at.markdown), "a clean-only levers report speaks of shift"
+
+
 def test_members_started_on_the_ensemble_page_appear_when_their_epochs_finish(home):
     from nes.runs.tasks import search_task
 

@@ -234,3 +234,13 @@ def test_a_strong_pick_takes_members_as_strong_as_alpha_star_before_weaker_ones(
     strong = [one_shot_accuracy(setup, g) >= bar for g in genotypes]
     assert strong == sorted(strong, reverse=True), f"a weaker member came before a strong one: {strong}"
     assert any(strong), "no member within 2 points of α*'s one-shot estimate (the demo's js-target axis has some)"
+
+
+def test_a_damaged_levers_report_is_named_with_the_command_that_remakes_it(tmp_path):
+    (tmp_path / levers.LEVERS_FILE).write_text('{"kind": "levers", "version": 1, "clean": {}}')
+    with pytest.raises(ArtifactError, match="nes levers"):
+        levers.load_report(tmp_path)
+    (tmp_path / levers.LEVERS_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match=levers.LEVERS_FILE):
+        levers.load_report(tmp_path)
+    assert levers.load_report(tmp_path / "nowhere") is None, "a run without a report should read as None"

@@ -8,10 +8,13 @@ with its paired bootstrap interval over the same test images. The levers here ne
 
 - `select`: NES forward selection (Zaidi et al. 2021) of M members on **validation** NLL;
 - `union`: a hybrid pool, α*'s seeds and EdgeNES members together, then `select`;
-- `calibrate`: one temperature per member fitted on **validation**, applied before averaging.
+- `calibrate`: one temperature per member fitted on **validation**, applied before averaging;
+- an equal-cost mix: M networks in all, α*'s seeds then EdgeNES members, the mix chosen on validation.
 
-Nothing is chosen on the test set: selection and temperatures see only the validation split, and
-the test split is scored once per row.
+`plan` makes every choice (on validation), `evaluate` scores them (once per test set), `best` picks
+the lever the product reports (on validation), and `report` writes all of it, clean and per shift
+severity, to RUN/levers.json. `strong_and_diverse` chooses members before any training, by the
+one-shot estimate. Nothing is chosen on the test set.
 """
 from __future__ import annotations
 
@@ -269,7 +272,7 @@ def report(run_dir: str | Path, size: int, settings: ShiftSettings | None = None
     edgenes, deepens = MemberProbs.load(side.path, own), MemberProbs.load(base.path, seeds)
     size = min(size, len(seeds))
     out = {"kind": "levers", "version": VERSION, "size": size, "key": pool_key([(side, own), (base, seeds)]),
-           "reference": "deepens_s0", "source": source}
+           "reference": "deepens_s0" if sets is None else base.path.name, "source": source}
     pool, temps, choices = plan(edgenes, deepens, size)
     out.update(_picks(pool, temps, choices, size))
     out["clean"] = {"images": int(len(pool.test_y)), "rows": _rows_dict(evaluate(pool, temps, choices))}
@@ -307,9 +310,15 @@ def _pooled_pool(sets: list[ShiftProbs], severity: int) -> tuple[torch.Tensor, t
 
 
 def load_report(run_dir: str | Path) -> dict | None:
-    """RUN/levers.json when it is a levers report, else None."""
+    """RUN/levers.json, None when the run has none; ArtifactError naming the file and the command
+    that remakes it when it is not a levers report of this version."""
     path = Path(run_dir) / LEVERS_FILE
     if not path.exists():
         return None
     rep = read_json(path, dict, "a levers report")
-    return rep if rep.get("kind") == "levers" and isinstance(rep.get("clean"), dict) else None
+    best_ok = isinstance(rep.get("best"), dict) and {"equal_members", "equal_cost"} <= set(rep["best"])
+    rows_ok = isinstance(rep.get("clean"), dict) and isinstance(rep["clean"].get("rows"), list)
+    if rep.get("kind") != "levers" or rep.get("version") != VERSION or not (best_ok and rows_ok):
+        raise ArtifactError(f"{path} is not a levers report of version {VERSION} (damaged, or from another "
+                            f"version); remake it with `python -m nes levers --run {Path(run_dir)}`")
+    return rep
