@@ -201,7 +201,7 @@ def lever_table(source: Path, size: int) -> list[levers.LeverRow]:
     """Print every training-free lever's row against the run's DeepEns baseline (seed 0)."""
     rd = RunDir(source)
     base = rd.baseline("deepens", 0)
-    edgenes = MemberProbs.load(source, rd.finished_members())
+    edgenes = MemberProbs.load(source, rd.members_as_trained())
     deepens = MemberProbs.load(base.path, base.finished_members())
     rows = levers.lever_rows(edgenes, deepens, size)
     print(f"(2) levers at M = {size} on the run's own members:")

@@ -124,7 +124,7 @@ def test_equal_cost_levers_train_no_more_networks_than_deepens_and_pools_hold_no
                           torch.cat([deepens.val[:1], edgenes.val[1:]]), edgenes.val_y)  # member 0 is DeepEns's seed 0
     _, _, choices = levers.plan(edgenes, deepens, 4)
     by_name = {c.lever: c for c in choices}
-    mix = by_name["hybrid at equal cost (α* seeds, then EdgeNES)"]
+    mix = by_name["hybrid at equal cost (α* seeds + EdgeNES)"]
     assert mix.networks == 4, f"the equal-cost mix counts {mix.networks} networks, DeepEns trains 4"
     assert any(n.startswith("edgenes/") for n in mix.members), f"the equal-cost mix holds no EdgeNES member: {mix.members}"
     hybrid = by_name["hybrid pool (α* seeds + EdgeNES), forward selection"]

@@ -9,7 +9,7 @@ with its paired bootstrap interval over the same test images. The levers here ne
 - `select`: NES forward selection (Zaidi et al. 2021) of M members on **validation** NLL;
 - `union`: a hybrid pool, α*'s seeds and EdgeNES members together, then `select`;
 - `calibrate`: one temperature per member fitted on **validation**, applied before averaging;
-- an equal-cost mix: M networks in all, α*'s seeds then EdgeNES members, the mix chosen on validation.
+- an equal-cost mix: M networks in all, α*'s seeds and EdgeNES members, the mix chosen on validation.
 
 `plan` makes every choice (on validation), `evaluate` scores them (once per test set), `best` picks
 the lever the product reports (on validation), and `report` writes all of it, clean and per shift
@@ -136,10 +136,22 @@ def _val_nll(pool: MemberProbs, names: tuple[str, ...]) -> float:
     return ledger(pool.subset(names).val, pool.val_y)["nll"]
 
 
+def _extend(pool: MemberProbs, base: list[str], candidates: list[str], k: int) -> tuple[str, ...]:
+    """BASE plus k of CANDIDATES, added one at a time, each the one that lowers the ensemble's
+    validation NLL most (forward selection from a fixed start)."""
+    chosen, left = list(base), list(candidates)
+    for _ in range(min(k, len(left))):
+        pick = min(left, key=lambda n: _val_nll(pool, tuple(chosen + [n])))
+        chosen.append(pick)
+        left.remove(pick)
+    return tuple(chosen)
+
+
 def _equal_cost_mix(pool: MemberProbs, seeds: list[str], diverse: list[str], size: int) -> tuple[str, ...]:
-    """`size` networks in all: the first size − k of α*'s seeds and the first k EdgeNES members that
-    are not α*, k ≥ 1 the one whose ensemble has the lowest validation NLL."""
-    mixes = [tuple(seeds[:size - k] + diverse[:k]) for k in range(1, min(size - 1, len(diverse)) + 1)]
+    """`size` networks in all: α*'s first size − k seeds and k EdgeNES members other than α*
+    (forward selection from the seeds, `_extend`), k ≥ 1 the one whose ensemble has the lowest
+    validation NLL; every network of it has to be trained, like DeepEns's."""
+    mixes = [_extend(pool, seeds[:size - k], diverse, k) for k in range(1, min(size - 1, len(diverse)) + 1)]
     return min(mixes, key=lambda m: _val_nll(pool, m)) if mixes else tuple(seeds[:size])
 
 
@@ -162,7 +174,7 @@ def plan(edgenes: MemberProbs, deepens: MemberProbs, size: int) -> tuple[MemberP
              ("EdgeNES, forward selection", select(pool.subset(edge), size).names, len(edge), True),
              ("hybrid pool (α* seeds + EdgeNES), forward selection", select(pool.subset(distinct), size).names,
               len(distinct), True),
-             ("hybrid at equal cost (α* seeds, then EdgeNES)", _equal_cost_mix(pool, seeds, diverse, size), size, True)]
+             ("hybrid at equal cost (α* seeds + EdgeNES)", _equal_cost_mix(pool, seeds, diverse, size), size, True)]
     out = [Choice(lever, names, False, nets, _val_nll(pool, names), side) for lever, names, nets, side in picks]
     cal_picks = [(f"{REFERENCE}, per-member temperature", tuple(seeds[:size]), len(seeds[:size]), False),
                  ("EdgeNES, per-member temperature", tuple(edge[:size]), len(edge[:size]), True),
