@@ -122,3 +122,13 @@ def test_start_baseline_checks_its_budget_before_queueing(tmp_path, queued):
     assert queued == [], f"a refused baseline was queued: {queued}"
     actions.start_baseline(Store(tmp_path / "home"), str(run), view, "nes-rs", 3, budget=6)
     assert [q[2]["budget"] for q in queued] == [6], f"a good baseline was not queued as asked: {queued}"
+
+
+@needs_demo
+def test_the_levers_action_refuses_a_run_without_deepens_and_queues_nothing(tmp_path):
+    run = tmp_path / "nodeep"
+    shutil.copytree(DEMO_DIR, run, ignore=lambda d, names: [n for n in names if n == "baselines"])
+    store = Store(tmp_path / "home")
+    with pytest.raises(ValueError, match="deepens"):
+        actions.start_levers(store, str(run), RunView(run))
+    assert store.jobs() == [], f"a refused levers action queued {[j.kind for j in store.jobs()]}"

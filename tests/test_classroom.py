@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from helpers import ROOT, why
 from nes.explorer import actions
 from nes.explorer.actions import (cancel_job, export_bundle, resume_job, start_baseline, start_hypernet, start_search,
-                                  start_shift, submit_members)
+                                  start_levers, start_shift, submit_members)
 from nes.explorer.demo import DEMO_DIR, install_demo
 from nes.explorer.jobcontrols import ReadOnlyError, controls, log_tail, readonly
 from nes.explorer.runview import RunView
@@ -227,6 +227,7 @@ def test_classroom_mode_refuses_every_write_action(home, monkeypatch):
         "start_hypernet": lambda: start_hypernet(store, run_id, "js", "smoke", {}),
         "start_baseline": lambda: start_baseline(store, run_id, view, "deepens", 2),
         "start_shift": lambda: start_shift(store, run_id, view),
+        "start_levers": lambda: start_levers(store, run_id, view),
         "cancel_job": lambda: cancel_job(store, queued),
         "resume_job": lambda: resume_job(store, stopped),
         "export_bundle": lambda: export_bundle(run_id, view.member_names()[:2], "room"),

@@ -17,7 +17,8 @@ _FRESH: dict[tuple, bool] = {}
 
 
 def load(run: str | Path) -> dict | None:
-    """The run's levers report, or None when it has none (or the file is not one)."""
+    """The run's levers report, or None when it has none (`levers.load_report`: ArtifactError when
+    the file is damaged)."""
     return levers.load_report(run)
 
 
@@ -119,9 +120,11 @@ def verdict(rep: dict, shift_severities: tuple[int, ...] = (3, 5), protocol: str
 
 def caption(rep: dict, protocol: str = "clean") -> str:
     """What the lever table's numbers are, for its caption."""
-    return (f"Members, forward selections and temperatures chosen on {PROTOCOLS[protocol]}. Ensembles of {rep['size']} members; each row minus DeepEns ({rep['reference']}: α* with {rep['size']} "
-            "seeds), with the same temperatures on both sides where the row says per-member temperature; the "
-            "test set is scored once. NLL gap = strength term − diversity term, exactly: a positive strength term means "
-            "weaker members, a positive diversity term more diversity than DeepEns's seeds. Paired bootstrap 95 % "
-            "intervals over the test images; under shift, each source image is drawn with its 8 corrupted copies. "
-            "Equal cost: no more networks trained than DeepEns (the hypernetwork's training is not counted).")
+    m = rep["size"]
+    return (f"Members, forward selections and temperatures chosen on {PROTOCOLS[protocol]}. Ensembles of {m} "
+            f"members; each row minus DeepEns ({rep['reference']}: α* with {m} seeds), with the same temperatures "
+            "on both sides where the row says per-member temperature; the test set is scored once. NLL gap = "
+            "strength term − diversity term, exactly: a positive strength term means weaker members, a positive "
+            "diversity term more diversity than DeepEns's seeds. Paired bootstrap 95 % intervals over the test "
+            "images; under shift, each source image is drawn with its 8 corrupted copies. Equal cost: no more "
+            "networks trained than DeepEns (the hypernetwork's training is not counted).")

@@ -309,7 +309,9 @@ def _picks(pool: MemberProbs, temps: list[float], choices: list[Choice], size: i
 
 
 def _by_severity(pool: MemberProbs, temps: list[float], choices: list[Choice], sp: list[ShiftProbs]) -> list[dict]:
-    return [{"severity": s, "rows": _rows_dict(evaluate(pool, temps, choices, *_pooled_pool(sp, s)))} for s in SEVERITIES]
+    """Every choice scored on each severity's pooled test corruptions: [{"severity", "rows"}]."""
+    return [{"severity": s, "rows": _rows_dict(evaluate(pool, temps, choices, *_pooled_pool(sp, s)))}
+            for s in SEVERITIES]
 
 
 def _pooled_pool(sets: list[ShiftProbs], severity: int) -> tuple[torch.Tensor, torch.Tensor, int]:

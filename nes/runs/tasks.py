@@ -12,11 +12,11 @@ from typing import Callable
 from ..artifacts import ArtifactError, read_json, reading, write_json
 from ..config import SearchConfig, TrainConfig, from_preset
 from ..layout import RunDir, member_name
+from ..method import levers
 from ..method.baselines import run_baseline
 from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
-from ..method import levers
 from ..method.loop import Progress
 from ..method.oneshot import one_shot_accuracy, one_shot_setup
 from ..method.space import Genotype, unused_cells
