@@ -21,6 +21,7 @@ Validation chooses (forward selection, temperatures); the test split is scored o
     python benchmarks/bench_frontier.py --skip-train          # (2) only, seconds
     python benchmarks/bench_frontier.py --reuse --strength-aware   # and (3), reusing (1)'s members
     python benchmarks/bench_frontier.py --reuse --strength-aware --replicates 2 --shift   # (3) twice, under shift too
+    python benchmarks/bench_frontier.py --reuse --keep-strength 0.3 --shift    # (4): a hypernetwork that keeps strength
 
 Last line: RESULT edgenes_nll=… deepens_nll=… gap=… gap_lo=… gap_hi=… strength_term=… diversity_term=…
 hybrid_gap=… hybrid_gap_lo=… hybrid_gap_hi=… estimate_rho=…
@@ -37,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nes.artifacts import read_json  # noqa: E402
 from nes.explorer import leversview  # noqa: E402
 from nes.explorer.demo import DEMO_DIR  # noqa: E402
 from nes.explorer.runview import RunView  # noqa: E402
@@ -47,6 +49,7 @@ from nes.method.ledger import ledger  # noqa: E402
 from nes.method.oneshot import one_shot_accuracy, one_shot_setup  # noqa: E402
 from nes.method.regularizers import diversity_lam  # noqa: E402
 from nes.method.scoring import MemberProbs  # noqa: E402
+from nes.method.space import Genotype  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
 
 SCRATCH = ROOT / "benchmarks" / "results" / "tmp" / "frontier"
@@ -187,6 +190,48 @@ def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
     return rep
 
 
+def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weight_end: float) -> dict:
+    """(4) A hypernetwork that keeps strength: js-target trained with its target weight c ramped to
+    `weight_end` instead of the preset's (the task loss weighs relatively more), in a scratch run
+    beside the frontier's (SOURCE's search, no other hypernetwork); members picked the product's
+    way (`pick_members`, spread over the axis), trained with seeds 1 … size − 1 beside α* seed 0,
+    against the frontier run's α* seeds 0 … size − 1 (DeepEns, the same recipe)."""
+    from nes.config import HypernetConfig, from_preset
+    from nes.method.shift import ShiftSettings
+    from nes.runs.tasks import hypernet_task, sample_task
+    run = frontier_run.parent / "keep"
+    if not (run / "hypernet" / "js-target").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        shutil.copytree(source / "search", run / "search")
+        shutil.copy2(source / "run.json", run / "run.json")
+        hypernet_task(run, {"preset": "quick", "regularizer": "js-target",
+                            "set": {"target_weight_start": str(weight_end / 10), "target_weight_end": str(weight_end)}})
+    view = RunView(run)
+    preset = from_preset(HypernetConfig, "quick")
+    print(f"(4) a hypernetwork that keeps strength: js-target, c ramped {weight_end / 10:g} → {weight_end:g} (the quick "
+          f"preset: {preset.target_weight_start:g} → {preset.target_weight_end:g}); 9-point grid {view.quality('js-target')}")
+    sample_task(run, {"members": size, "regularizer": "js-target", "preset": "quick"})
+    picked = read_json(RunDir(run).samples_json, dict, "the sampled architectures")["samples"][1:]
+    rows = [{"genotype": view.star, "star": True, "lam": None, "seeds": [0]}]
+    rows += [{"genotype": Genotype.from_dict(x["genotype"]), "star": False, "reg": "js-target", "lam": x["lam"],
+              "seeds": [i]} for i, x in enumerate(picked, 1)]
+    setup = one_shot_setup(run)
+    for r in rows[1:]:
+        print(f"    {r['genotype'].compact()}  (λ = {r['lam']:.3g}, one-shot {100 * one_shot_accuracy(setup, r['genotype']):.1f} %)")
+    train(run, "js-target", rows, [])
+    deepens = [member_name(STAR, seed=s) for s in range(size)]
+    rep = levers.report(run, size, ShiftSettings() if shift else None,
+                        sets=[(RunDir(run), [r["members"][0] for r in rows]), (RunDir(frontier_run), deepens)])
+    for sev in [0] + ([3, 5] if shift else []):
+        for r in leversview.rows_at(rep, sev):
+            if r["lever"] in ("EdgeNES as trained", "hybrid at equal cost (α* seeds + EdgeNES)"):
+                g = {k: Difference.from_dict(v) for k, v in r["gap"].items()}
+                print(f"    {'clean' if sev == 0 else f'severity {sev}'}: {r['lever']}: NLL − DeepEns {g['nll'].text()}; "
+                      f"strength {g['mean_member_nll'].value:+.4f}, diversity {g['diversity_nll'].value:+.4f}")
+    return rep
+
+
 def print_rows(rows: list[levers.LeverRow], against: str) -> None:
     print(f"    this − DeepEns, {against}, full test set:")
     for r in rows:
@@ -221,6 +266,9 @@ def main() -> None:
     ap.add_argument("--strength-aware", action="store_true", help="also (3): members chosen by the one-shot estimate")
     ap.add_argument("--replicates", type=int, default=1, help="(3) with new training seeds (10r + …) per replicate r")
     ap.add_argument("--shift", action="store_true", help="(3) also under shift (8 corruptions × severities 1–5)")
+    ap.add_argument("--keep-strength", type=float, default=None, metavar="C",
+                    help="also (4): a js-target hypernetwork whose target weight ends at C (weaker: the task loss "
+                         "weighs more), its spread members against α*'s seeds")
     a = ap.parse_args()
     source = Path(a.run).resolve()
     rho = None
@@ -234,6 +282,8 @@ def main() -> None:
             gaps = [Difference.from_dict(r["clean"]["rows"][0]["gap"]["nll"]).value for r in reps]
             print(f"    strength-aware EdgeNES − DeepEns, clean NLL per replicate: {', '.join(f'{g:+.4f}' for g in gaps)}"
                   + (f"; mean {statistics.mean(gaps):+.4f}, sd {statistics.stdev(gaps):.4f}" if len(gaps) > 1 else ""))
+        if a.keep_strength:
+            keep_strength(source, run, a.members, a.shift, a.keep_strength)
     rows = lever_table(source, a.members)
     first = {k: Difference.from_dict(v) for k, v in rows[0].gap.items()}
     hybrid = Difference.from_dict(next(r for r in rows if r.lever.startswith("hybrid pool (α*")).gap["nll"])
