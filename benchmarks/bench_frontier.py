@@ -21,7 +21,7 @@ Validation chooses (forward selection, temperatures); the test split is scored o
     python benchmarks/bench_frontier.py --skip-train          # (2) only, seconds
     python benchmarks/bench_frontier.py --reuse --strength-aware   # and (3), reusing (1)'s members
     python benchmarks/bench_frontier.py --reuse --strength-aware --replicates 2 --shift   # (3) twice, under shift too
-    python benchmarks/bench_frontier.py --reuse --keep-strength 0.3 --shift    # (4): a hypernetwork that keeps strength
+    python benchmarks/bench_frontier.py --reuse --keep-strength 0.3 --replicates 2 --shift   # (4): one that keeps strength
 
 Last line: RESULT edgenes_nll=… deepens_nll=… gap=… gap_lo=… gap_hi=… strength_term=… diversity_term=…
 hybrid_gap=… hybrid_gap_lo=… hybrid_gap_hi=… estimate_rho=…
@@ -190,12 +190,14 @@ def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
     return rep
 
 
-def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weight_end: float) -> dict:
+def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weight_end: float,
+                  replicate: int = 0) -> dict:
     """(4) A hypernetwork that keeps strength: js-target trained with its target weight c ramped to
     `weight_end` instead of the preset's (the task loss weighs relatively more), in a scratch run
     beside the frontier's (SOURCE's search, no other hypernetwork); members picked the product's
-    way (`pick_members`, spread over the axis), trained with seeds 1 … size − 1 beside α* seed 0,
-    against the frontier run's α* seeds 0 … size − 1 (DeepEns, the same recipe)."""
+    way (`pick_members`, spread over the axis), trained with seeds 10r + 1 … 10r + size − 1 beside
+    α* seed 10r, against the frontier run's α* seeds 10r … 10r + size − 1 (DeepEns, the same
+    recipe; (3) trains them)."""
     from nes.config import HypernetConfig, from_preset
     from nes.method.shift import ShiftSettings
     from nes.runs.tasks import hypernet_task, sample_task
@@ -213,14 +215,16 @@ def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weig
           f"preset: {preset.target_weight_start:g} → {preset.target_weight_end:g}); 9-point grid {view.quality('js-target')}")
     sample_task(run, {"members": size, "regularizer": "js-target", "preset": "quick"})
     picked = read_json(RunDir(run).samples_json, dict, "the sampled architectures")["samples"][1:]
-    rows = [{"genotype": view.star, "star": True, "lam": None, "seeds": [0]}]
+    base = 10 * replicate
+    rows = [{"genotype": view.star, "star": True, "lam": None, "seeds": [base]}]
     rows += [{"genotype": Genotype.from_dict(x["genotype"]), "star": False, "reg": "js-target", "lam": x["lam"],
-              "seeds": [i]} for i, x in enumerate(picked, 1)]
+              "seeds": [base + i]} for i, x in enumerate(picked, 1)]
     setup = one_shot_setup(run)
     for r in rows[1:]:
         print(f"    {r['genotype'].compact()}  (λ = {r['lam']:.3g}, one-shot {100 * one_shot_accuracy(setup, r['genotype']):.1f} %)")
     train(run, "js-target", rows, [])
-    deepens = [member_name(STAR, seed=s) for s in range(size)]
+    deepens = [member_name(STAR, seed=base + s) for s in range(size)]
+    print(f"    replicate {replicate}: against {', '.join(deepens)}")
     rep = levers.report(run, size, ShiftSettings() if shift else None,
                         sets=[(RunDir(run), [r["members"][0] for r in rows]), (RunDir(frontier_run), deepens)])
     for sev in [0] + ([3, 5] if shift else []):
@@ -264,7 +268,7 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="only the training-free levers (2)")
     ap.add_argument("--reuse", action="store_true", help="keep the scratch run's trained members from a previous run")
     ap.add_argument("--strength-aware", action="store_true", help="also (3): members chosen by the one-shot estimate")
-    ap.add_argument("--replicates", type=int, default=1, help="(3) with new training seeds (10r + …) per replicate r")
+    ap.add_argument("--replicates", type=int, default=1, help="(3), (4) with new training seeds (10r + …) per replicate r")
     ap.add_argument("--shift", action="store_true", help="(3) also under shift (8 corruptions × severities 1–5)")
     ap.add_argument("--keep-strength", type=float, default=None, metavar="C",
                     help="also (4): a js-target hypernetwork whose target weight ends at C (weaker: the task loss "
@@ -283,7 +287,8 @@ def main() -> None:
             print(f"    strength-aware EdgeNES − DeepEns, clean NLL per replicate: {', '.join(f'{g:+.4f}' for g in gaps)}"
                   + (f"; mean {statistics.mean(gaps):+.4f}, sd {statistics.stdev(gaps):.4f}" if len(gaps) > 1 else ""))
         if a.keep_strength:
-            keep_strength(source, run, a.members, a.shift, a.keep_strength)
+            for r in range(a.replicates):
+                keep_strength(source, run, a.members, a.shift, a.keep_strength, r)
     rows = lever_table(source, a.members)
     first = {k: Difference.from_dict(v) for k, v in rows[0].gap.items()}
     hybrid = Difference.from_dict(next(r for r in rows if r.lever.startswith("hybrid pool (α*")).gap["nll"])
