@@ -144,22 +144,22 @@ def strength_aware_picks(run: Path, size: int) -> list[tuple]:
     run's hypernetworks, scored by the one-shot estimate; the size − 1 most distant from α* among
     those within 2 points of α*'s estimate (`levers.strong_and_diverse`): [(genotype, reg, λ)]."""
     view, setup = RunView(run), one_shot_setup(run)
-    found = {}
+    reg_of, samples = {}, []
     for reg in view.regularizers():
         lo, hi = view.lam_range(reg).target
-        for s in view.sample(reg, lam_grid(lo, hi, 33)):
-            if s.genotype != view.star and (s.genotype not in found or s.distance > found[s.genotype][2]):
-                found[s.genotype] = (reg, s.lam, s.distance)
-    cands = [(g, one_shot_accuracy(setup, g), d) for g, (_, _, d) in found.items()]
+        for x in view.sample(reg, lam_grid(lo, hi, 33)):
+            reg_of[id(x)] = reg
+            samples.append(x)
+    cands = levers.one_shot_candidates(setup, samples, {view.star})
     star_est = one_shot_accuracy(setup, view.star)
     picked = levers.strong_and_diverse(cands, star_est, size - 1)
     print(f"(3) strength-aware choice: {len(cands)} distinct architectures on the grids, α* one-shot {100 * star_est:.1f} %, "
           f"{sum(c[1] >= star_est - 0.02 for c in cands)} within 2 points; picked (most distant first):")
-    est = {g: e for g, e, _ in cands}
-    for g in picked:
-        reg, lam, dist = found[g]
-        print(f"    {g.compact()}  ({reg}, λ = {lam:.3g}, distance {dist:.3f}, one-shot {100 * est[g]:.1f} %)")
-    return [(g, *found[g][:2]) for g in picked]
+    est = {id(x): e for x, e, _ in cands}
+    for x in picked:
+        print(f"    {x.genotype.compact()}  ({reg_of[id(x)]}, λ = {x.lam:.3g}, distance {x.distance:.3f}, "
+              f"one-shot {100 * est[id(x)]:.1f} %)")
+    return [(x.genotype, reg_of[id(x)], x.lam) for x in picked]
 
 
 def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
@@ -178,16 +178,20 @@ def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
     rd = RunDir(run)
     rep = levers.report(run, size, ShiftSettings() if shift else None, sets=[(rd, strong), (rd, deepens)])
     print(f"    replicate {replicate}: EdgeNES = {', '.join(strong)}; DeepEns = {', '.join(deepens)}")
+    print_gaps(rep, ("EdgeNES as trained", "hybrid pool (α* seeds + EdgeNES), forward selection",
+                     "EdgeNES, per-member temperature"), shift)
+    return rep
+
+
+def print_gaps(rep: dict, wanted: tuple[str, ...], shift: bool) -> None:
+    """The WANTED levers' rows of a levers report, clean and at severities 3 and 5."""
     for sev in [0] + ([3, 5] if shift else []):
-        rows_at = leversview.rows_at(rep, sev)
-        for r in rows_at:
-            if r["lever"] in ("EdgeNES as trained", "hybrid pool (α* seeds + EdgeNES), forward selection",
-                              "EdgeNES, per-member temperature"):
+        for r in leversview.rows_at(rep, sev):
+            if r["lever"] in wanted:
                 g = {k: Difference.from_dict(v) for k, v in r["gap"].items()}
                 print(f"    {'clean' if sev == 0 else f'severity {sev}'}: {r['lever']} ({r['networks']} networks): "
                       f"NLL − DeepEns {g['nll'].text()}; strength {g['mean_member_nll'].value:+.4f}, "
                       f"diversity {g['diversity_nll'].value:+.4f}")
-    return rep
 
 
 def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weight_end: float,
@@ -227,12 +231,7 @@ def keep_strength(source: Path, frontier_run: Path, size: int, shift: bool, weig
     print(f"    replicate {replicate}: against {', '.join(deepens)}")
     rep = levers.report(run, size, ShiftSettings() if shift else None,
                         sets=[(RunDir(run), [r["members"][0] for r in rows]), (RunDir(frontier_run), deepens)])
-    for sev in [0] + ([3, 5] if shift else []):
-        for r in leversview.rows_at(rep, sev):
-            if r["lever"] in ("EdgeNES as trained", "hybrid at equal cost (α* seeds + EdgeNES)"):
-                g = {k: Difference.from_dict(v) for k, v in r["gap"].items()}
-                print(f"    {'clean' if sev == 0 else f'severity {sev}'}: {r['lever']}: NLL − DeepEns {g['nll'].text()}; "
-                      f"strength {g['mean_member_nll'].value:+.4f}, diversity {g['diversity_nll'].value:+.4f}")
+    print_gaps(rep, ("EdgeNES as trained", "hybrid at equal cost (α* seeds + EdgeNES)"), shift)
     return rep
 
 

@@ -30,8 +30,10 @@ import torch
 from ..artifacts import ArtifactError, read_json
 from ..corruptions import SEVERITIES
 from ..layout import RunDir
+from .diversity import ArchSample
 from .ensemble import fit_temperature, greedy_selection, temperature_scale
 from .ledger import ledger, ledger_difference
+from .oneshot import OneShot, one_shot_accuracy
 from .scoring import MemberProbs
 from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
@@ -211,6 +213,18 @@ def best(choices: list[Choice], max_networks: int | None = None) -> Choice:
     refs = {c.calibrated: c.val_nll for c in choices if not c.edgenes}
     fair = [c for c in choices if c.edgenes and (max_networks is None or c.networks <= max_networks)]
     return min(fair, key=lambda c: c.val_nll - refs[c.calibrated])
+
+
+def one_shot_candidates(setup: OneShot, samples: list[ArchSample], exclude: set
+                        ) -> list[tuple[ArchSample, float, float]]:
+    """(sample, one-shot estimate, distance to α*) per distinct genotype of SAMPLES not in EXCLUDE,
+    the most distant sample of each genotype kept: what `strong_and_diverse` chooses from."""
+    found: dict = {}
+    far = lambda x: x.distance or 0.0  # noqa: E731
+    for x in samples:
+        if x.genotype not in exclude and (x.genotype not in found or far(x) > far(found[x.genotype])):
+            found[x.genotype] = x
+    return [(x, one_shot_accuracy(setup, g), x.distance or 0.0) for g, x in found.items()]
 
 
 def strong_and_diverse(candidates: list[tuple[object, float, float]], star_estimate: float, n: int,

@@ -69,11 +69,8 @@ def pick_strong(run: Path, drawn: list, n: int, star: Genotype, device: str | No
     whose one-shot estimate (`oneshot`, the search's shared weights) is within 2 points of α*'s,
     the most distant from α* (`levers.strong_and_diverse`); the next best estimates fill in."""
     ordered = sorted(drawn, key=lambda x: x.diversity or 0.0)
-    setup, seen, cands = one_shot_setup(run, device=device), {star, ordered[0].genotype}, []
-    for x in ordered:
-        if x.genotype not in seen:
-            seen.add(x.genotype)
-            cands.append((x, one_shot_accuracy(setup, x.genotype), x.distance or 0.0))
+    setup = one_shot_setup(run, device=device)
+    cands = levers.one_shot_candidates(setup, ordered, {star, ordered[0].genotype})
     return [ordered[0], *levers.strong_and_diverse(cands, one_shot_accuracy(setup, star), n - 1)]
 
 
