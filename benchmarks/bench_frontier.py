@@ -10,7 +10,10 @@
     each architecture beside it, and its Spearman ρ with −(retrained validation NLL).
 (3) With --strength-aware: members chosen without training by the one-shot estimate (strong: within
     2 points of α*'s; of those the most distant from α*), retrained, against α*'s own seeds trained
-    the same way, and the forward selection from every network trained here.
+    the same way, and the forward selection from every network trained here. With --predicted the
+    same for members chosen by forward selection of the ensemble NLL predicted from one-shot
+    probabilities. With --replicates N each is repeated with new training seeds, and the gap's mean
+    over replicates gets a t-interval (training-seed noise, which the per-replicate intervals omit).
 (2) The levers that need no training (`nes.method.levers`) on the run's EdgeNES members against
     its DeepEns baseline at M members: each row's NLL gap with the ledger's split into strength
     and diversity, every term with its paired 95 % interval over the full test set.
@@ -22,6 +25,7 @@ Validation chooses (forward selection, temperatures); the test split is scored o
     python benchmarks/bench_frontier.py --reuse --strength-aware   # and (3), reusing (1)'s members
     python benchmarks/bench_frontier.py --reuse --strength-aware --replicates 2 --shift   # (3) twice, under shift too
     python benchmarks/bench_frontier.py --reuse --keep-strength 0.3 --replicates 2 --shift   # (4): one that keeps strength
+    python benchmarks/bench_frontier.py --reuse --predicted --replicates 3 --shift   # (3) by predicted ensemble NLL
 
 Last line: RESULT edgenes_nll=… deepens_nll=… gap=… gap_lo=… gap_hi=… strength_term=… diversity_term=…
 hybrid_gap=… hybrid_gap_lo=… hybrid_gap_hi=… estimate_rho=…
@@ -46,7 +50,7 @@ from nes.layout import STAR, RunDir, member_name  # noqa: E402
 from nes.method import levers  # noqa: E402
 from nes.method.diversity import lam_grid, spearman  # noqa: E402
 from nes.method.ledger import ledger  # noqa: E402
-from nes.method.oneshot import one_shot_accuracy, one_shot_setup  # noqa: E402
+from nes.method.oneshot import accuracy_of, one_shot_accuracy, one_shot_probs, one_shot_setup  # noqa: E402
 from nes.method.regularizers import diversity_lam  # noqa: E402
 from nes.method.scoring import MemberProbs  # noqa: E402
 from nes.method.space import Genotype  # noqa: E402
@@ -139,10 +143,12 @@ def frontier(run: Path, rows: list[dict]) -> float | None:
     return rho
 
 
-def strength_aware_picks(run: Path, size: int) -> list[tuple]:
-    """(3) Members chosen without training: every distinct architecture on the 33-point grids of the
-    run's hypernetworks, scored by the one-shot estimate; the size − 1 most distant from α* among
-    those within 2 points of α*'s estimate (`levers.strong_and_diverse`): [(genotype, reg, λ)]."""
+def strength_aware_picks(run: Path, size: int, how: str = "strong") -> list[tuple]:
+    """(3) Members chosen without training from every distinct architecture on the 33-point grids
+    of the run's hypernetworks, by their one-shot estimates: "strong", the size − 1 most distant
+    from α* among those within 2 points of α*'s estimate (`levers.strong_and_diverse`), or
+    "predicted", forward selection of the predicted ensemble NLL after α* (`levers.predicted_selection`):
+    [(genotype, reg, λ)]."""
     view, setup = RunView(run), one_shot_setup(run)
     reg_of, samples = {}, []
     for reg in view.regularizers():
@@ -151,26 +157,29 @@ def strength_aware_picks(run: Path, size: int) -> list[tuple]:
             reg_of[id(x)] = reg
             samples.append(x)
     cands = levers.one_shot_candidates(setup, samples, {view.star})
-    star_est = one_shot_accuracy(setup, view.star)
-    picked = levers.strong_and_diverse(cands, star_est, size - 1)
-    print(f"(3) strength-aware choice: {len(cands)} distinct architectures on the grids, α* one-shot {100 * star_est:.1f} %, "
-          f"{sum(c[1] >= star_est - 0.02 for c in cands)} within 2 points; picked (most distant first):")
-    est = {id(x): e for x, e, _ in cands}
+    star_probs, y = one_shot_probs(setup, view.star), setup.loader.y.cpu()
+    star_est = accuracy_of(star_probs, y)
+    picked = (levers.predicted_selection(cands, star_probs, y, size - 1) if how == "predicted"
+              else levers.strong_and_diverse(cands, star_est, size - 1))
+    print(f"(3) {'predicted-NLL' if how == 'predicted' else 'strength-aware'} choice: {len(cands)} distinct architectures "
+          f"on the grids, α* one-shot {100 * star_est:.1f} %, {sum(c.estimate >= star_est - 0.02 for c in cands)} within "
+          f"2 points; picked ({'in the order forward selection added them' if how == 'predicted' else 'most distant first'}):")
+    est = {id(c.sample): c.estimate for c in cands}
     for x in picked:
         print(f"    {x.genotype.compact()}  ({reg_of[id(x)]}, λ = {x.lam:.3g}, distance {x.distance:.3f}, "
               f"one-shot {100 * est[id(x)]:.1f} %)")
     return [(x.genotype, reg_of[id(x)], x.lam) for x in picked]
 
 
-def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
-    """(3) The picked architectures trained with seeds 10r + 1 … 10r + size − 1 beside α* seed 10r,
-    against α*'s seeds 10r … 10r + size − 1 (DeepEns) trained the same way (replicate r: new
-    seeds, the same architectures); the levers report of the two sets (`levers.report`), clean and,
-    with `shift`, per severity. Returns that report."""
+def strength_aware(run: Path, size: int, replicate: int, shift: bool, how: str = "strong") -> dict:
+    """(3) The picked architectures (`strength_aware_picks`, HOW) trained with seeds 10r + 1 … 10r +
+    size − 1 beside α* seed 10r, against α*'s seeds 10r … 10r + size − 1 (DeepEns) trained the same
+    way (replicate r: new seeds, the same architectures); the levers report of the two sets
+    (`levers.report`), clean and, with `shift`, per severity. Returns that report."""
     from nes.method.shift import ShiftSettings
     base = 10 * replicate
     rows = [{"genotype": RunView(run).star, "star": True, "lam": None, "seeds": [base + i for i in range(size)]}]
-    for i, (g, reg, lam) in enumerate(strength_aware_picks(run, size), 1):
+    for i, (g, reg, lam) in enumerate(strength_aware_picks(run, size, how), 1):
         rows.append({"genotype": g, "star": False, "reg": reg, "lam": lam, "seeds": [base + i]})
     train(run, "edges", rows, [])
     deepens = rows[0]["members"]
@@ -181,6 +190,24 @@ def strength_aware(run: Path, size: int, replicate: int, shift: bool) -> dict:
     print_gaps(rep, ("EdgeNES as trained", "hybrid pool (α* seeds + EdgeNES), forward selection",
                      "EdgeNES, per-member temperature"), shift)
     return rep
+
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+"""Student t's 97.5 % quantile by degrees of freedom: the interval over training-seed replicates."""
+
+
+def over_replicates(label: str, reps: list[dict], severities: tuple[int, ...]) -> None:
+    """EdgeNES − DeepEns NLL ("EdgeNES as trained", the first lever row) per replicate and, over
+    replicates, the mean with its 95 % t-interval: the training-seed noise the per-replicate
+    intervals (test images only) leave out."""
+    for sev in severities:
+        gaps = [Difference.from_dict(leversview.rows_at(r, sev)[0]["gap"]["nll"]).value for r in reps]
+        line = f"    {label}, {'clean' if sev == 0 else f'severity {sev}'}: EdgeNES − DeepEns NLL per replicate " \
+               f"{', '.join(f'{g:+.4f}' for g in gaps)}"
+        if len(gaps) > 1:
+            m, half = statistics.mean(gaps), T95.get(len(gaps) - 1, 1.96) * statistics.stdev(gaps) / len(gaps) ** 0.5
+            line += f"; mean {m:+.4f} (95 % t-interval over replicates {m - half:+.4f} to {m + half:+.4f})"
+        print(line)
 
 
 def print_gaps(rep: dict, wanted: tuple[str, ...], shift: bool) -> None:
@@ -267,6 +294,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="only the training-free levers (2)")
     ap.add_argument("--reuse", action="store_true", help="keep the scratch run's trained members from a previous run")
     ap.add_argument("--strength-aware", action="store_true", help="also (3): members chosen by the one-shot estimate")
+    ap.add_argument("--predicted", action="store_true",
+                    help="also (3) with forward selection of the ensemble NLL predicted from one-shot probabilities")
     ap.add_argument("--replicates", type=int, default=1, help="(3), (4) with new training seeds (10r + …) per replicate r")
     ap.add_argument("--shift", action="store_true", help="(3) also under shift (8 corruptions × severities 1–5)")
     ap.add_argument("--keep-strength", type=float, default=None, metavar="C",
@@ -280,11 +309,11 @@ def main() -> None:
         rows = positions(RunView(run), a.regularizer, [float(x) for x in a.positions.split(",")])
         train(run, a.regularizer, rows, [int(s) for s in a.seeds.split(",")])
         rho = frontier(run, rows)
-        if a.strength_aware:
-            reps = [strength_aware(run, a.members, r, a.shift) for r in range(a.replicates)]
-            gaps = [Difference.from_dict(r["clean"]["rows"][0]["gap"]["nll"]).value for r in reps]
-            print(f"    strength-aware EdgeNES − DeepEns, clean NLL per replicate: {', '.join(f'{g:+.4f}' for g in gaps)}"
-                  + (f"; mean {statistics.mean(gaps):+.4f}, sd {statistics.stdev(gaps):.4f}" if len(gaps) > 1 else ""))
+        sevs = (0, 3, 5) if a.shift else (0,)
+        for how, on in (("strong", a.strength_aware), ("predicted", a.predicted)):
+            if on:
+                reps = [strength_aware(run, a.members, r, a.shift, how) for r in range(a.replicates)]
+                over_replicates("strength-aware" if how == "strong" else "predicted-NLL", reps, sevs)
         if a.keep_strength:
             for r in range(a.replicates):
                 keep_strength(source, run, a.members, a.shift, a.keep_strength, r)

@@ -4,6 +4,7 @@ lever's NLL difference. Synthetic probabilities for the invariants, the bundled 
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,12 +97,50 @@ def test_every_lever_on_the_demo_has_five_members_and_a_split_gap(demo_pools):
     assert all(n.split("/")[0] in ("edgenes", "deepens") for n in hybrid.members), f"hybrid members {hybrid.members}"
 
 
+def cand(name: str, estimate: float, distance: float, probs: torch.Tensor | None = None) -> levers.Candidate:
+    """A candidate architecture standing for a sample named NAME at DISTANCE from α*."""
+    return levers.Candidate(SimpleNamespace(name=name, distance=distance), probs if probs is not None
+                            else torch.full((4, 2), 0.5), estimate)
+
+
 def test_strong_and_diverse_takes_the_most_distant_of_the_strong_first():
-    cands = [("near strong", 0.63, 0.1), ("far weak", 0.20, 0.9), ("far strong", 0.625, 0.5), ("mid weak", 0.40, 0.3)]
-    got = levers.strong_and_diverse(cands, star_estimate=0.64, n=3, margin=0.02)
+    cands = [cand("near strong", 0.63, 0.1), cand("far weak", 0.20, 0.9), cand("far strong", 0.625, 0.5),
+             cand("mid weak", 0.40, 0.3)]
+    got = [x.name for x in levers.strong_and_diverse(cands, star_estimate=0.64, n=3, margin=0.02)]
     assert got[:2] == ["far strong", "near strong"], f"the strong ones, most distant first: {got}"
     assert got[2] == "mid weak", f"with too few strong ones the next best estimate fills in: {got}"
-    assert levers.strong_and_diverse(cands, 0.64, 9) == got + ["far weak"], "asking for more than there are"
+    assert [x.name for x in levers.strong_and_diverse(cands, 0.64, 9)] == got + ["far weak"], "asking for more than there are"
+
+
+def votes(right: torch.Tensor, k: int = 4, sure: float = 0.8) -> torch.Tensor:
+    """Probabilities [N, K] that put `sure` on the label 0 where RIGHT, else on label 1."""
+    p = torch.full((len(right), k), (1 - sure) / (k - 1))
+    p[torch.arange(len(right)), torch.where(right, 0, 1)] = sure
+    return p
+
+
+def test_predicted_selection_adds_the_candidate_that_errs_where_alpha_star_is_right():
+    n = 200
+    y = torch.zeros(n, dtype=torch.long)
+    star_right = torch.arange(n) % 4 != 0  # α* wrong on every 4th image
+    twin = cand("twin", 0.75, 0.2, votes(star_right))  # α*'s errors again: as strong, no diversity
+    other = cand("other", 0.75, 0.2, votes(torch.arange(n) % 4 != 1))  # as strong, errs elsewhere
+    weak = cand("weak", 0.40, 0.9, votes(torch.arange(n) % 5 < 2))
+    got = [x.name for x in levers.predicted_selection([twin, weak, other], votes(star_right), y, 2)]
+    assert got[0] == "other", f"the first pick is not the equally strong candidate that errs elsewhere: {got}"
+    assert len(set(got)) == 2, f"a candidate was picked twice: {got}"
+    assert len(levers.predicted_selection([twin, weak, other], votes(star_right), y, 5)) == 3, \
+        "asking for more candidates than there are did not return each once"
+
+
+def test_forward_selection_keeps_its_start_and_refuses_a_bad_one():
+    from nes.method.ensemble import greedy_selection
+    p = pool(5, 7)
+    got = greedy_selection(p.val, p.val_y, 3, start=(4,))
+    assert got[0] == 4, f"the start member is not first: {got}"
+    assert len(set(got)) == 3, f"a member was picked twice: {got}"
+    with pytest.raises(ValueError, match="start"):
+        greedy_selection(p.val, p.val_y, 3, start=(5,))
 
 
 def test_every_choice_is_made_on_validation_alone():
@@ -234,6 +273,19 @@ def test_a_strong_pick_takes_members_as_strong_as_alpha_star_before_weaker_ones(
     strong = [one_shot_accuracy(setup, g) >= bar for g in genotypes]
     assert strong == sorted(strong, reverse=True), f"a weaker member came before a strong one: {strong}"
     assert any(strong), "no member within 2 points of α*'s one-shot estimate (the demo's js-target axis has some)"
+
+
+def test_a_predicted_pick_takes_alpha_star_then_distinct_architectures(demo_copy):
+    from nes.method.darts import load_search
+    from nes.method.space import Genotype
+    from nes.runs.tasks import sample_task
+    out = sample_task(demo_copy, {"members": 4, "regularizer": "js-target", "preset": "quick", "pick": "predicted"})
+    picked = read_json(demo_copy / "samples.json")["samples"]
+    assert out["members"] == len(picked) == 4, f"asked for 4 members, got {out['members']} ({len(picked)} saved)"
+    assert picked[0]["diversity"] == min(p["diversity"] for p in picked), "the first member is not the α* end"
+    genotypes = [Genotype.from_dict(p["genotype"]) for p in picked[1:]]
+    assert len(set(genotypes)) == 3, f"the predicted pick repeats a genotype: {[g.compact() for g in genotypes]}"
+    assert load_search(demo_copy).star not in genotypes, "the predicted pick took α* as a diverse member"
 
 
 def test_a_damaged_levers_report_is_named_with_the_command_that_remakes_it(tmp_path):

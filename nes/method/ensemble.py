@@ -232,13 +232,15 @@ def calibrated_metrics(val_member_probs: torch.Tensor, val_labels: torch.Tensor,
 
 # ----------------------------------------------------------------------------- NES greedy selection
 def greedy_selection(
-    val_member_probs: torch.Tensor, val_labels: torch.Tensor, size: int, metric: str = "nll"
+    val_member_probs: torch.Tensor, val_labels: torch.Tensor, size: int, metric: str = "nll",
+    start: tuple[int, ...] = (),
 ) -> list[int]:
     """NES forward selection without replacement (Zaidi et al. 2021, Algorithm "ForwardSelect").
 
-    Starts from the best single member by `metric` ("nll": lower is better, "accuracy": higher is
-    better), then repeatedly adds the member whose inclusion makes the mean-probability ensemble
-    best; ties go to the lower index. Stops at `size` members or when members run out.
+    Starts from the members `start` (indices, kept in that order; none: the best single member by
+    `metric`, "nll": lower is better, "accuracy": higher is better), then repeatedly adds the
+    member whose inclusion makes the mean-probability ensemble best; ties go to the lower index.
+    Stops at `size` members or when members run out.
     """
     if metric not in _METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {_METRICS}")
@@ -247,8 +249,10 @@ def greedy_selection(
     mp, y = _mpl(val_member_probs, val_labels)  # [M, N, K], [N]
     loss = _nll if metric == "nll" else (lambda p, t: -_accuracy(p, t))  # lower is better
 
-    chosen: list[int] = []
-    total = torch.zeros_like(mp[0])  # [N, K] running sum of the chosen members' probs
+    if any(not 0 <= i < mp.shape[0] for i in start) or len(set(start)) < len(start):
+        raise ValueError(f"start {start!r} must be distinct indices of the {mp.shape[0]} members")
+    chosen: list[int] = list(start)
+    total = mp[chosen].sum(0) if chosen else torch.zeros_like(mp[0])  # [N, K] running sum of the chosen members' probs
     while len(chosen) < min(size, mp.shape[0]):
         best_i, best_loss = -1, math.inf
         for i in range(mp.shape[0]):  # increasing index + strict '<' => ties go to the lower index

@@ -13,8 +13,8 @@ with its paired bootstrap interval over the same test images. The levers here ne
 
 `plan` makes every choice (on validation), `evaluate` scores them (once per test set), `best` picks
 the lever the product reports (on validation), and `report` writes all of it, clean and per shift
-severity, to RUN/levers.json. `strong_and_diverse` chooses members before any training, by the
-one-shot estimate. Nothing is chosen on the test set.
+severity, to RUN/levers.json. `strong_and_diverse` and `predicted_selection` choose members before
+any training, from the one-shot estimate. Nothing is chosen on the test set.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from ..layout import RunDir
 from .diversity import ArchSample
 from .ensemble import fit_temperature, greedy_selection, temperature_scale
 from .ledger import ledger, ledger_difference
-from .oneshot import OneShot, one_shot_accuracy
+from .oneshot import OneShot, accuracy_of, one_shot_probs
 from .scoring import MemberProbs
 from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
@@ -215,27 +215,59 @@ def best(choices: list[Choice], max_networks: int | None = None) -> Choice:
     return min(fair, key=lambda c: c.val_nll - refs[c.calibrated])
 
 
-def one_shot_candidates(setup: OneShot, samples: list[ArchSample], exclude: set
-                        ) -> list[tuple[ArchSample, float, float]]:
-    """(sample, one-shot estimate, distance to α*) per distinct genotype of SAMPLES not in EXCLUDE,
-    the most distant sample of each genotype kept: what `strong_and_diverse` chooses from."""
+@dataclass
+class Candidate:
+    """An architecture offered without training: its sample on the diversity axis, its one-shot
+    class probabilities on the search's validation slice [N, K] and their accuracy (`oneshot`)."""
+
+    sample: ArchSample
+    probs: torch.Tensor
+    estimate: float
+
+    @property
+    def distance(self) -> float:
+        return self.sample.distance or 0.0
+
+
+def one_shot_candidates(setup: OneShot, samples: list[ArchSample], exclude: set) -> list[Candidate]:
+    """One `Candidate` per distinct genotype of SAMPLES not in EXCLUDE (its most distant sample):
+    what `strong_and_diverse` and `predicted_selection` choose from."""
     found: dict = {}
-    far = lambda x: x.distance or 0.0  # noqa: E731
     for x in samples:
-        if x.genotype not in exclude and (x.genotype not in found or far(x) > far(found[x.genotype])):
+        if x.genotype not in exclude and (x.genotype not in found or (x.distance or 0.0) > (found[x.genotype].distance or 0.0)):
             found[x.genotype] = x
-    return [(x, one_shot_accuracy(setup, g), x.distance or 0.0) for g, x in found.items()]
+    y = setup.loader.y.cpu()
+    out = []
+    for g, x in found.items():
+        p = one_shot_probs(setup, g)
+        out.append(Candidate(x, p, accuracy_of(p, y)))
+    return out
 
 
-def strong_and_diverse(candidates: list[tuple[object, float, float]], star_estimate: float, n: int,
-                       margin: float = 0.02) -> list[object]:
-    """N architectures chosen without training: of the candidates (architecture, one-shot estimate,
-    distance to α*; α* itself left out by the caller), those whose estimate is within `margin` of
-    α*'s count as strong, and the N most distant of them are taken; when fewer are strong, the
-    next best estimates fill in. The margin is fixed beforehand, never fitted to retrained scores."""
-    strong = sorted((c for c in candidates if c[1] >= star_estimate - margin), key=lambda c: -c[2])
-    rest = sorted((c for c in candidates if c[1] < star_estimate - margin), key=lambda c: -c[1])
-    return [c[0] for c in (strong + rest)[:n]]
+def strong_and_diverse(candidates: list[Candidate], star_estimate: float, n: int,
+                       margin: float = 0.02) -> list[ArchSample]:
+    """N architectures chosen without training: of the candidates (α* itself left out by the
+    caller), those whose one-shot estimate is within `margin` of α*'s count as strong, and the N
+    most distant of them are taken; when fewer are strong, the next best estimates fill in. The
+    margin is fixed beforehand, never fitted to retrained scores."""
+    strong = sorted((c for c in candidates if c.estimate >= star_estimate - margin), key=lambda c: -c.distance)
+    rest = sorted((c for c in candidates if c.estimate < star_estimate - margin), key=lambda c: -c.estimate)
+    return [c.sample for c in (strong + rest)[:n]]
+
+
+def predicted_selection(candidates: list[Candidate], star_probs: torch.Tensor, labels: torch.Tensor,
+                        n: int) -> list[ArchSample]:
+    """N architectures chosen without training by forward selection of the **predicted** ensemble
+    NLL (strength and diversity together): each architecture's one-shot probabilities on the
+    validation slice stand in for its retrained member's, after one temperature per architecture
+    fitted on that slice (shared-weight nets are miscalibrated by different amounts, and an
+    overconfident one would dominate the average); α* is the first member, then `greedy_selection`
+    adds the candidate that lowers the predicted ensemble's NLL most. star_probs, candidates'
+    probs: [N, K]; labels [N]."""
+    pool = [star_probs] + [c.probs for c in candidates]
+    scaled = torch.stack([temperature_scale(p, fit_temperature(p, labels)) for p in pool])
+    order = greedy_selection(scaled, labels, n + 1, "nll", start=(0,))
+    return [candidates[i - 1].sample for i in order[1:]]
 
 
 # ----------------------------------------------------------------------------- the saved report

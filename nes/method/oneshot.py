@@ -68,16 +68,23 @@ def discrete_weights(layout: ArchLayout, genotype: Genotype) -> ArchWeights:
 
 
 @torch.no_grad()
-def one_shot_accuracy(setup: OneShot, genotype: Genotype) -> float:
-    """Top-1 accuracy in [0, 1] of GENOTYPE with the shared weights on the validation slice."""
+def one_shot_probs(setup: OneShot, genotype: Genotype) -> torch.Tensor:
+    """Class probabilities [N, K] (float32, on the CPU) of GENOTYPE with the shared weights on the
+    validation slice (`setup.loader`'s images in order; their labels are `setup.loader.y`)."""
     w = {ct: (a.to(setup.loader.y.device), i.to(setup.loader.y.device))
          for ct, (a, i) in discrete_weights(setup.layout, genotype).items()}
     setup.net.train()  # batch statistics: the supernet's running BN stats mix every op
-    correct = total = 0
-    for x, y in setup.loader.epoch():
-        correct += int((setup.net(x, w).argmax(1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+    return torch.cat([torch.softmax(setup.net(x, w).float(), 1).cpu() for x, _ in setup.loader.epoch()])
+
+
+def one_shot_accuracy(setup: OneShot, genotype: Genotype) -> float:
+    """Top-1 accuracy in [0, 1] of GENOTYPE with the shared weights on the validation slice."""
+    return accuracy_of(one_shot_probs(setup, genotype), setup.loader.y)
+
+
+def accuracy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of probabilities [N, K] on labels [N], as correct / N (0 for no images)."""
+    return int((probs.argmax(1) == labels.to(probs.device)).sum()) / max(len(labels), 1)
 
 
 def rank_agreement(estimates: Sequence[float], retrained: Sequence[float]) -> float | None:

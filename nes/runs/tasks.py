@@ -18,7 +18,7 @@ from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
-from ..method.oneshot import one_shot_accuracy, one_shot_setup
+from ..method.oneshot import accuracy_of, one_shot_probs, one_shot_setup
 from ..method.space import Genotype, unused_cells
 from ..method.scoring import MemberProbs, score
 from ..method.shift import DEFAULT_IMAGES, ShiftSettings, report_path, shift_difference, shift_report
@@ -61,24 +61,32 @@ def fixed_lambda_task(run: Path, config: dict, progress: Progress | None = None,
 MEMBER_GRID = 33  # λ points that `sample_task` picks ensemble members from
 
 
-PICKS = ("spread", "strong")  # how `sample_task` picks members: `pick_members`, or `pick_strong`
+PICKS = ("spread", "strong", "predicted")  # how `sample_task` picks members: `pick_members`, `pick_strong`
 
 
-def pick_strong(run: Path, drawn: list, n: int, star: Genotype, device: str | None = None) -> list:
+def pick_strong(run: Path, drawn: list, n: int, star: Genotype, how: str = "strong",
+                device: str | None = None) -> list:
     """n members without training, strength first: the α* end, then of the distinct genotypes
-    whose one-shot estimate (`oneshot`, the search's shared weights) is within 2 points of α*'s,
-    the most distant from α* (`levers.strong_and_diverse`); the next best estimates fill in."""
+    drawn, by their one-shot estimates (`oneshot`, the search's shared weights), either ("strong")
+    the most distant of those within 2 points of α*'s estimate (`levers.strong_and_diverse`; the
+    next best fill in) or ("predicted") forward selection of the predicted ensemble NLL
+    (`levers.predicted_selection`)."""
     ordered = sorted(drawn, key=lambda x: x.diversity or 0.0)
     setup = one_shot_setup(run, device=device)
     cands = levers.one_shot_candidates(setup, ordered, {star, ordered[0].genotype})
-    return [ordered[0], *levers.strong_and_diverse(cands, one_shot_accuracy(setup, star), n - 1)]
+    star_probs = one_shot_probs(setup, star)
+    if how == "predicted":
+        return [ordered[0], *levers.predicted_selection(cands, star_probs, setup.loader.y.cpu(), n - 1)]
+    star_est = accuracy_of(star_probs, setup.loader.y)
+    return [ordered[0], *levers.strong_and_diverse(cands, star_est, n - 1)]
 
 
 def sample_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
     """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json. With `members`: M
     members picked on a fine grid, `pick` "spread" (`pick_members`: the α* end first, then distinct
-    genotypes spread over the diversity axis, those that use every cell first) or "strong"
-    (`pick_strong`: the most distant of those as strong as α* by the one-shot estimate)."""
+    genotypes spread over the diversity axis, those that use every cell first), "strong" or
+    "predicted" (`pick_strong`: by the one-shot estimate, the most distant of those as strong as
+    α*, or forward selection of the predicted ensemble NLL)."""
     trained = load_hypernet(run, config.get("regularizer"))
     s = load_search(run)
     lams = config.get("lams")
@@ -90,8 +98,9 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     out: dict = {"lams": lams}
     if wanted:
         layers = member_config(run, {k: config[k] for k in ("preset", "set") if k in config}).layers
-        picked = (pick_strong(run, drawn, wanted, s.star, device) if config.get("pick") == "strong"
-                  else pick_members(drawn, wanted, s.star, layers))
+        how = config.get("pick") or "spread"
+        picked = (pick_members(drawn, wanted, s.star, layers) if how == "spread"
+                  else pick_strong(run, drawn, wanted, s.star, how, device))
         while len(picked) < wanted:  # a collapsed family (warned above): repeat genotypes, other seeds
             picked.append(picked[len(picked) % len(picked)])
         drawn = picked
