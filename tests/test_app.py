@@ -289,6 +289,8 @@ def test_compare_page_shows_the_levers_verdict_clean_and_under_shift(home):
     assert any("At shift severity 3" in m.value for m in at.markdown), "the verdict says nothing at shift severity 3"
     table = next(d.value for d in at.dataframe if "NLL − DeepEns (95 % CI)" in d.value.columns)
     assert "95% CI" in table["NLL − DeepEns (95 % CI)"][0], "a lever's gap has no interval"
+    assert any("do not cover training seeds" in c.value for c in at.caption), \
+        "the levers caption does not say that its intervals leave out training-seed noise"
 
 
 def test_a_clean_only_levers_report_shows_without_a_severity_slider(home):

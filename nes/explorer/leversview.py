@@ -126,5 +126,7 @@ def caption(rep: dict, protocol: str = "clean") -> str:
             "on both sides where the row says per-member temperature; the test set is scored once. NLL gap = "
             "strength term − diversity term, exactly: a positive strength term means weaker members, a positive "
             "diversity term more diversity than DeepEns's seeds. Paired bootstrap 95 % intervals over the test "
-            "images; under shift, each source image is drawn with its 8 corrupted copies. Equal cost: no more "
-            "networks trained than DeepEns (the hypernetwork's training is not counted).")
+            "images; under shift, each source image is drawn with its 8 corrupted copies. They do not cover "
+            "training seeds: each side here is one draw of seeds, and retrained with other seeds the same levers "
+            "changed sign under shift (benchmarks/results/README.md, bench_frontier's replicates). Equal cost: no "
+            "more networks trained than DeepEns (the hypernetwork's training is not counted).")
