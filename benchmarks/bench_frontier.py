@@ -143,6 +143,26 @@ def frontier(run: Path, rows: list[dict]) -> float | None:
     return rho
 
 
+def estimate_agreement(run: Path) -> float | None:
+    """The one-shot estimate against every architecture the scratch run has retrained (the frontier's
+    positions and the picks of (3), any seed): per distinct genotype its estimate and its members'
+    mean validation NLL and accuracy; returns Spearman ρ of estimate with −(val NLL)."""
+    from nes.method.train import read_member
+    rd, by = RunDir(run), {}
+    for name in rd.finished_members():
+        m = read_json(rd.member(name).metrics, dict, "a member's metrics")["metrics"]
+        by.setdefault(read_member(rd.member(name)).genotype, []).append((m["val_nll"], m["val_accuracy"]))
+    setup = one_shot_setup(run)
+    rows = sorted(((one_shot_accuracy(setup, g), g, v) for g, v in by.items()), key=lambda r: -r[0])
+    print(f"    every architecture retrained here ({len(rows)} distinct, {sum(len(v) for v in by.values())} members):")
+    for est, g, v in rows:
+        print(f"      one-shot {100 * est:5.1f} %  val NLL {statistics.mean(x[0] for x in v):.4f}  "
+              f"val acc {100 * statistics.mean(x[1] for x in v):6.2f} %  ({len(v)} seeds)  {g.compact()}")
+    rho = spearman([r[0] for r in rows], [-statistics.mean(x[0] for x in r[2]) for r in rows]) if len(rows) >= 3 else None
+    print(f"    one-shot estimate vs −(retrained val NLL) over them: Spearman ρ = {rho if rho is None else round(rho, 3)}")
+    return rho
+
+
 def strength_aware_picks(run: Path, size: int, how: str = "strong") -> list[tuple]:
     """(3) Members chosen without training from every distinct architecture on the 33-point grids
     of the run's hypernetworks, by their one-shot estimates: "strong", the size − 1 most distant
@@ -309,6 +329,8 @@ def main() -> None:
         rows = positions(RunView(run), a.regularizer, [float(x) for x in a.positions.split(",")])
         train(run, a.regularizer, rows, [int(s) for s in a.seeds.split(",")])
         rho = frontier(run, rows)
+        if a.strength_aware or a.predicted:
+            rho = estimate_agreement(run)
         sevs = (0, 3, 5) if a.shift else (0,)
         for how, on in (("strong", a.strength_aware), ("predicted", a.predicted)):
             if on:
