@@ -279,6 +279,11 @@ def test_a_predicted_pick_takes_alpha_star_then_distinct_architectures(demo_copy
     from nes.method.darts import load_search
     from nes.method.space import Genotype
     from nes.runs.tasks import sample_task
+    before = (demo_copy / "samples.json").read_bytes() if (demo_copy / "samples.json").exists() else None
+    with pytest.raises(ValueError, match="--pick"):
+        sample_task(demo_copy, {"members": 4, "regularizer": "js-target", "preset": "quick", "pick": "best"})
+    after = (demo_copy / "samples.json").read_bytes() if (demo_copy / "samples.json").exists() else None
+    assert after == before, "a refused pick changed samples.json"
     out = sample_task(demo_copy, {"members": 4, "regularizer": "js-target", "preset": "quick", "pick": "predicted"})
     picked = read_json(demo_copy / "samples.json")["samples"]
     assert out["members"] == len(picked) == 4, f"asked for 4 members, got {out['members']} ({len(picked)} saved)"

@@ -233,8 +233,9 @@ def one_shot_candidates(setup: OneShot, samples: list[ArchSample], exclude: set)
     """One `Candidate` per distinct genotype of SAMPLES not in EXCLUDE (its most distant sample):
     what `strong_and_diverse` and `predicted_selection` choose from."""
     found: dict = {}
+    far = lambda x: x.distance or 0.0  # noqa: E731
     for x in samples:
-        if x.genotype not in exclude and (x.genotype not in found or (x.distance or 0.0) > (found[x.genotype].distance or 0.0)):
+        if x.genotype not in exclude and (x.genotype not in found or far(x) > far(found[x.genotype])):
             found[x.genotype] = x
     y = setup.loader.y.cpu()
     out = []

@@ -61,10 +61,10 @@ def fixed_lambda_task(run: Path, config: dict, progress: Progress | None = None,
 MEMBER_GRID = 33  # λ points that `sample_task` picks ensemble members from
 
 
-PICKS = ("spread", "strong", "predicted")  # how `sample_task` picks members: `pick_members`, `pick_strong`
+PICKS = ("spread", "strong", "predicted")  # how `sample_task` picks members: `pick_members`, `pick_by_estimate`
 
 
-def pick_strong(run: Path, drawn: list, n: int, star: Genotype, how: str = "strong",
+def pick_by_estimate(run: Path, drawn: list, n: int, star: Genotype, how: str = "strong",
                 device: str | None = None) -> list:
     """n members without training, strength first: the α* end, then of the distinct genotypes
     drawn, by their one-shot estimates (`oneshot`, the search's shared weights), either ("strong")
@@ -85,7 +85,7 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     """Sample α(λ) at `lams` (or `n` evenly spaced λ) → RUN/samples.json. With `members`: M
     members picked on a fine grid, `pick` "spread" (`pick_members`: the α* end first, then distinct
     genotypes spread over the diversity axis, those that use every cell first), "strong" or
-    "predicted" (`pick_strong`: by the one-shot estimate, the most distant of those as strong as
+    "predicted" (`pick_by_estimate`: by the one-shot estimate, the most distant of those as strong as
     α*, or forward selection of the predicted ensemble NLL)."""
     trained = load_hypernet(run, config.get("regularizer"))
     s = load_search(run)
@@ -99,8 +99,10 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
     if wanted:
         layers = member_config(run, {k: config[k] for k in ("preset", "set") if k in config}).layers
         how = config.get("pick") or "spread"
+        if how not in PICKS:
+            raise ValueError(f"pick {how!r}: expected one of {', '.join(PICKS)} (--pick); nothing was sampled")
         picked = (pick_members(drawn, wanted, s.star, layers) if how == "spread"
-                  else pick_strong(run, drawn, wanted, s.star, how, device))
+                  else pick_by_estimate(run, drawn, wanted, s.star, how, device))
         while len(picked) < wanted:  # a collapsed family (warned above): repeat genotypes, other seeds
             picked.append(picked[len(picked) % len(picked)])
         drawn = picked
