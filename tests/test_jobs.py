@@ -344,6 +344,7 @@ def test_the_pipelines_alpha_star_member_waits_only_for_the_search(home):
     s, h, sm, star, other, e = pipeline(store, "p", "digits", "smoke", 2)
     assert store.job(star).deps == [s], f"the α* member waits for {store.job(star).deps}, not the search {s}"
     assert store.job(other).deps == [sm], f"the sampled member waits for {store.job(other).deps}, not the sample {sm}"
+    assert store.job(sm).config["pick"] == "strong", f"the pipeline picks {store.job(sm).config['pick']} by default"
     jobs = wait(store, [s, h, sm, star, other, e], poll=0.3)
     assert all(j.status == "done" for j in jobs), [why(j) for j in jobs if j.status != "done"]
     run = home / "p"

@@ -26,10 +26,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run name (in NES_HOME) or folder")
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--regularizer", default="edges", choices=list(REGULARIZERS))
-    p.add_argument("--pick", default="spread", choices=list(PICKS),
-                   help="how the diverse members are picked: spread over the diversity axis (default), or strong: "
-                        "the most distant of those the one-shot estimate puts within 2 points of α*, or predicted: forward "
-                        "selection of the ensemble NLL predicted from one-shot probabilities (no training)")
+    p.add_argument("--pick", default="strong", choices=list(PICKS),
+                   help="how the diverse members are picked, without training: strong (default), the most distant of "
+                        "those the one-shot estimate puts within 2 points of α*; spread, evenly over the diversity axis "
+                        "(weaker members, more diversity); or predicted, forward selection of the ensemble NLL predicted "
+                        "from one-shot probabilities")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per member task (ray executor)")

@@ -32,7 +32,7 @@ def check_settings(preset: str, search_sets: dict[str, str], regularizer: str, m
 
 def pipeline(store: Store, run: str, dataset: str | None, preset: str, members: int, regularizer: str = "edges",
              executor: str = "local", sets: dict[str, str] | None = None,
-             member_resources: dict[str, float] | None = None, pick: str = "spread") -> list[int]:
+             member_resources: dict[str, float] | None = None, pick: str = "strong") -> list[int]:
     """The whole method as dependent jobs: search → hypernet → sample → members → evaluate; the
     first member is α* itself (seed 0, `alpha_star`), queued on the search alone, the others are
     the sample's diverse architectures 1 … members − 1 (seed i; the sample's index 0 is its α* end).
