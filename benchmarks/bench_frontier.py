@@ -179,8 +179,7 @@ def strength_aware_picks(run: Path, size: int, how: str = "strong") -> list[tupl
     cands = levers.one_shot_candidates(setup, samples, {view.star})
     star_probs, y = one_shot_probs(setup, view.star), setup.loader.y.cpu()
     star_est = accuracy_of(star_probs, y)
-    picked = (levers.predicted_selection(cands, star_probs, y, size - 1) if how == "predicted"
-              else levers.strong_and_diverse(cands, star_est, size - 1))
+    picked = levers.choose_untrained(cands, star_probs, y, size - 1, how)
     print(f"(3) {'predicted-NLL' if how == 'predicted' else 'strength-aware'} choice: {len(cands)} distinct architectures "
           f"on the grids, α* one-shot {100 * star_est:.1f} %, {sum(c.estimate >= star_est - 0.02 for c in cands)} within "
           f"2 points; picked ({'in the order forward selection added them' if how == 'predicted' else 'most distant first'}):")

@@ -271,6 +271,16 @@ def predicted_selection(candidates: list[Candidate], star_probs: torch.Tensor, l
     return [candidates[i - 1].sample for i in order[1:]]
 
 
+def choose_untrained(candidates: list[Candidate], star_probs: torch.Tensor, labels: torch.Tensor, n: int,
+                     how: str) -> list[ArchSample]:
+    """N of the candidates to add to α* without training, by HOW: "strong" (`strong_and_diverse`
+    against α*'s one-shot estimate) or "predicted" (`predicted_selection`). star_probs [N, K],
+    labels [N]: α*'s one-shot probabilities on the validation slice and its labels."""
+    if how == "predicted":
+        return predicted_selection(candidates, star_probs, labels, n)
+    return strong_and_diverse(candidates, accuracy_of(star_probs, labels), n)
+
+
 # ----------------------------------------------------------------------------- the saved report
 LEVERS_FILE = "levers.json"  # RUN/levers.json: `report`'s output
 VERSION = 1

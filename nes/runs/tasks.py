@@ -18,7 +18,7 @@ from ..method.darts import load_search, search
 from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_members
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
-from ..method.oneshot import accuracy_of, one_shot_probs, one_shot_setup
+from ..method.oneshot import one_shot_probs, one_shot_setup
 from ..method.space import Genotype, unused_cells
 from ..method.scoring import MemberProbs, score
 from ..method.shift import DEFAULT_IMAGES, ShiftSettings, report_path, shift_difference, shift_report
@@ -65,20 +65,16 @@ PICKS = ("spread", "strong", "predicted")  # how `sample_task` picks members: `p
 
 
 def pick_by_estimate(run: Path, drawn: list, n: int, star: Genotype, how: str = "strong",
-                device: str | None = None) -> list:
+                     device: str | None = None) -> list:
     """n members without training, strength first: the α* end, then of the distinct genotypes
     drawn, by their one-shot estimates (`oneshot`, the search's shared weights), either ("strong")
     the most distant of those within 2 points of α*'s estimate (`levers.strong_and_diverse`; the
     next best fill in) or ("predicted") forward selection of the predicted ensemble NLL
-    (`levers.predicted_selection`)."""
+    (`levers.predicted_selection`), through `levers.choose_untrained`."""
     ordered = sorted(drawn, key=lambda x: x.diversity or 0.0)
     setup = one_shot_setup(run, device=device)
     cands = levers.one_shot_candidates(setup, ordered, {star, ordered[0].genotype})
-    star_probs = one_shot_probs(setup, star)
-    if how == "predicted":
-        return [ordered[0], *levers.predicted_selection(cands, star_probs, setup.loader.y.cpu(), n - 1)]
-    star_est = accuracy_of(star_probs, setup.loader.y)
-    return [ordered[0], *levers.strong_and_diverse(cands, star_est, n - 1)]
+    return [ordered[0], *levers.choose_untrained(cands, one_shot_probs(setup, star), setup.loader.y.cpu(), n - 1, how)]
 
 
 def sample_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
