@@ -50,7 +50,8 @@ from nes.layout import STAR, RunDir, member_name  # noqa: E402
 from nes.method import levers  # noqa: E402
 from nes.method.diversity import lam_grid, spearman  # noqa: E402
 from nes.method.ledger import ledger  # noqa: E402
-from nes.method.oneshot import accuracy_of, one_shot_accuracy, one_shot_probs, one_shot_setup  # noqa: E402
+from nes.method.ensemble import accuracy  # noqa: E402
+from nes.method.oneshot import one_shot_accuracy, one_shot_probs, one_shot_setup  # noqa: E402
 from nes.method.regularizers import diversity_lam  # noqa: E402
 from nes.method.scoring import MemberProbs  # noqa: E402
 from nes.method.space import Genotype  # noqa: E402
@@ -178,7 +179,7 @@ def strength_aware_picks(run: Path, size: int, how: str = "strong") -> list[tupl
             samples.append(x)
     cands = levers.one_shot_candidates(setup, samples, {view.star})
     star_probs, y = one_shot_probs(setup, view.star), setup.loader.y.cpu()
-    star_est = accuracy_of(star_probs, y)
+    star_est = accuracy(star_probs, y)
     picked = levers.choose_untrained(cands, star_probs, y, size - 1, how)
     print(f"(3) {'predicted-NLL' if how == 'predicted' else 'strength-aware'} choice: {len(cands)} distinct architectures "
           f"on the grids, α* one-shot {100 * star_est:.1f} %, {sum(c.estimate >= star_est - 0.02 for c in cands)} within "

@@ -31,9 +31,9 @@ from ..artifacts import ArtifactError, read_json
 from ..corruptions import SEVERITIES
 from ..layout import RunDir
 from .diversity import ArchSample
-from .ensemble import fit_temperature, greedy_selection, temperature_scale
+from .ensemble import accuracy, fit_temperature, greedy_selection, temperature_scale
 from .ledger import ledger, ledger_difference
-from .oneshot import OneShot, accuracy_of, one_shot_probs
+from .oneshot import OneShot, one_shot_probs
 from .scoring import MemberProbs
 from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
@@ -241,7 +241,7 @@ def one_shot_candidates(setup: OneShot, samples: list[ArchSample], exclude: set)
     out = []
     for g, x in found.items():
         p = one_shot_probs(setup, g)
-        out.append(Candidate(x, p, accuracy_of(p, y)))
+        out.append(Candidate(x, p, accuracy(p, y)))
     return out
 
 
@@ -278,7 +278,7 @@ def choose_untrained(candidates: list[Candidate], star_probs: torch.Tensor, labe
     labels [N]: α*'s one-shot probabilities on the validation slice and its labels."""
     if how == "predicted":
         return predicted_selection(candidates, star_probs, labels, n)
-    return strong_and_diverse(candidates, accuracy_of(star_probs, labels), n)
+    return strong_and_diverse(candidates, accuracy(star_probs, labels), n)
 
 
 # ----------------------------------------------------------------------------- the saved report

@@ -22,6 +22,7 @@ from ..runtime import resolve_device, use_channels_last
 from .bilevel import build_supernet
 from .darts import load_search
 from .diversity import spearman
+from .ensemble import accuracy
 from .space import ArchLayout, ArchWeights, Genotype
 from .supernet import Supernet
 
@@ -79,12 +80,7 @@ def one_shot_probs(setup: OneShot, genotype: Genotype) -> torch.Tensor:
 
 def one_shot_accuracy(setup: OneShot, genotype: Genotype) -> float:
     """Top-1 accuracy in [0, 1] of GENOTYPE with the shared weights on the validation slice."""
-    return accuracy_of(one_shot_probs(setup, genotype), setup.loader.y)
-
-
-def accuracy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of probabilities [N, K] on labels [N], as correct / N (0 for no images)."""
-    return int((probs.argmax(1) == labels.to(probs.device)).sum()) / max(len(labels), 1)
+    return accuracy(one_shot_probs(setup, genotype), setup.loader.y)
 
 
 def rank_agreement(estimates: Sequence[float], retrained: Sequence[float]) -> float | None:
