@@ -1,8 +1,9 @@
 """Member retraining on CPU: step throughput, time to 90 % test accuracy, worker start-up.
 
 (a) img/s of training steps of the `quick` member (the bundled demo's genotype* by default), ours
-    (channels-last, the CPU kernels of `nes.method.kernels`) against the plain path (NCHW, stock
-    PyTorch kernels), interleaved in one run, median of `--repeats`;
+    (channels-last, the CPU kernels of `nes.method.kernels`, unread cell inputs skipped) against the
+    plain path (NCHW, stock PyTorch kernels, every cell input preprocessed as in DARTS's reference
+    code), interleaved in one run, median of `--repeats`;
 (b) one `quick` member trained by `nes.method.train.retrain` on the full Fashion-MNIST training
     set, scored after every epoch on the full 10 000-image test set: the training seconds (evaluation
     included) until the first epoch at ≥ 90 %, the final accuracy and the whole wall time;
@@ -76,14 +77,16 @@ def _sync(device: torch.device) -> None:
 
 
 def img_per_s(cfg: TrainConfig, genotype, ds, channels_last: bool, steps: int,
-              device: torch.device = torch.device("cpu")) -> float:
+              device: torch.device = torch.device("cpu"), reference: bool = False) -> float:
     """Training steps of the member network (forward, backward, SGD) on real batches (bf16 autocast
-    on CUDA, as members train there)."""
+    on CUDA, as members train there); `reference`: also preprocess the cell inputs no node reads,
+    as DARTS's reference code does (the plain path)."""
     from nes.runtime import autocast
 
     info = ds.info.with_crop(cfg.image_size, cfg.pad)
     torch.manual_seed(0)
     net = Network(genotype, cfg.channels, info.num_classes, cfg.layers, info.channels).to(device)
+    net.compute_unused = reference
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -114,7 +117,7 @@ def throughput(cfg: TrainConfig, genotype, repeats: int, steps: int,
         kernels.FAST_CPU_KERNELS = True
         ours.append(img_per_s(cfg, genotype, ds, cpu, steps, device))
         kernels.FAST_CPU_KERNELS = False
-        plain.append(img_per_s(cfg, genotype, ds, False, steps, device))
+        plain.append(img_per_s(cfg, genotype, ds, False, steps, device, reference=True))
     kernels.FAST_CPU_KERNELS = True
     print(f"(a) step throughput, batch {cfg.batch_size}, C={cfg.channels}, {cfg.layers} cells: ours {[round(v) for v in ours]} "
           f"img/s, plain NCHW {[round(v) for v in plain]} img/s")
@@ -207,7 +210,7 @@ def startup(genotype_file: Path) -> float:
     return statistics.median(times)
 
 
-FAMILY_OF = (("stem.", "stem"), (".pre0", "1×1 preprocessing"), (".pre1", "1×1 preprocessing"),
+FAMILY_OF = ((".stem", "stem"), (".pre0", "1×1 preprocessing"), (".pre1", "1×1 preprocessing"),
              ("classifier", "head"), ("pool", "head"))  # FQN markers, checked before the module type
 
 
@@ -229,7 +232,8 @@ def family(fqn: str, module: torch.nn.Module) -> str:
 
 
 def _label_forward(net: torch.nn.Module) -> None:
-    """Every leaf module's forward runs inside a profiler range named `family::<family>`."""
+    """Every leaf module's forward, and the stem's (its conv and BN run as one fused op), runs
+    inside a profiler range named `family::<family>`."""
     from torch.autograd.profiler import record_function
 
     def pre(mod, _):
@@ -239,7 +243,7 @@ def _label_forward(net: torch.nn.Module) -> None:
     def post(mod, _, __):
         mod._nes_range.__exit__(None, None, None)
     for fqn, mod in net.named_modules():
-        if not list(mod.children()):
+        if not list(mod.children()) or fqn == "stem":
             mod._nes_family = family(fqn, mod)
             mod.register_forward_pre_hook(pre)
             mod.register_forward_hook(post)

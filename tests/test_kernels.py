@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from nes.method import kernels
+from nes.method.backbone import Stem
 from nes.method.kernels import (BatchNorm2d, ChannelsLastBNFn, DepthwiseConv2d, DepthwiseConvFn, PhaseGatherFn,
-                                factorized_reduce_many)
+                                StemConvBNFn, factorized_reduce_many, stem_patches)
 from nes.method.ops import OP_TABLE, FactorizedReduce, make_op
 from nes.method.space import OPS
 
@@ -70,12 +71,17 @@ def test_channels_last_batchnorm_matches_reference(affine):
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4), "running_var differs"
 
 
+STEM_QE = stem_patches(torch.randn(2, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), 3)[0]
+
+
 @pytest.mark.parametrize("fn, args", [
     (lambda x, w: DepthwiseConvFn.apply(x, w, 1, 2, 2), [(2, 3, 6, 6), (3, 1, 3, 3)]),
     (lambda x, w: DepthwiseConvFn.apply(x, w, 2, 1, 1), [(2, 3, 6, 6), (3, 1, 3, 3)]),
     (lambda x: ChannelsLastBNFn.apply(x, 1e-5)[0], [(2, 3, 4, 4)]),
     (lambda x: PhaseGatherFn.apply(x), [(2, 3, 4, 6)]),
-], ids=["depthwise-flip", "depthwise-strided", "batchnorm", "phase-gather"])
+    (lambda w, gamma, beta: StemConvBNFn.apply(STEM_QE, w.view(4, 9), gamma.view(4), beta.view(4), (2, 5, 5), 1e-5)[0],
+     [(4, 1, 3, 3), (4, 1, 1, 1), (4, 1, 1, 1)]),
+], ids=["depthwise-flip", "depthwise-strided", "batchnorm", "phase-gather", "stem-conv-bn"])
 def test_autograd_functions_pass_gradcheck(fn, args):
     """Each backward is the derivative of its forward (finite differences, float64, channels-last)."""
     torch.manual_seed(0)
@@ -142,3 +148,38 @@ def test_kernels_switched_off_give_the_same_network(monkeypatch):
     names = ["output", "x grad"] + [n for n, _ in op.named_parameters()]
     for name, a, b in zip(names, *results):
         assert torch.allclose(a, b, atol=1e-4), f"{name} differs with the kernels off"
+
+
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_fused_stem_matches_conv_then_batchnorm(c_in, monkeypatch):
+    """The stem's conv + affine BN as one patch matmul (statistics from the patch covariance):
+    the output, every parameter gradient and the running statistics of conv → BN."""
+    torch.manual_seed(0)
+    stem, ref = Stem(c_in, 12).to(memory_format=CL), Stem(c_in, 12).to(memory_format=CL)
+    with torch.no_grad():
+        stem[1].weight.uniform_(0.5, 2)
+        stem[1].bias.uniform_(-1, 1)
+    ref.load_state_dict(stem.state_dict())
+    x = (2 * torch.randn(4, c_in, 9, 9) + 0.5).contiguous(memory_format=CL)
+    y = stem(x)
+    monkeypatch.setattr(kernels, "FAST_CPU_KERNELS", False)
+    yr = ref(x)
+    assert y.is_contiguous(memory_format=CL), "the fused stem's output is not channels-last"
+    assert torch.allclose(y, yr, atol=1e-4), f"c_in {c_in}: output differs from conv → BN"
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, list(stem.parameters()), g)
+    grads_ref = torch.autograd.grad(yr, list(ref.parameters()), g)
+    for (name, _), a, b in zip(stem.named_parameters(), grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-4), f"c_in {c_in}: {name} gradient differs"
+    for (name, a), b in zip(stem.named_buffers(), ref.buffers()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), f"c_in {c_in}: {name} differs"
+
+
+def test_fused_stem_steps_aside_where_it_does_not_apply():
+    """An input that needs a gradient (saliency) or evaluation mode takes conv → BN."""
+    stem = Stem(1, 6).to(memory_format=CL)
+    x = torch.randn(2, 1, 6, 6).contiguous(memory_format=CL).requires_grad_()
+    y = stem(x)
+    assert y.grad_fn is not None and "StemConvBNFn" not in type(y.grad_fn).__name__, \
+        "an input that needs a gradient went through the fused stem (it gives no input gradient)"
+    assert torch.autograd.grad(y.sum(), x)[0].abs().sum() > 0, "no gradient reached the input"

@@ -157,3 +157,30 @@ def test_unused_cells_are_exactly_the_cells_without_gradient(genotype, layers):
         assert no_grad == (1,), f"cells without gradient {no_grad}, expected (1,)"
         assert "cell 1" in unused_cells_note(genotype, layers), \
             f"the note does not name cell 1: {unused_cells_note(genotype, layers)!r}"
+
+
+@pytest.mark.parametrize("genotype, layers", [(G, 2), (INPUT0_ONLY, 2), (G2, 3)])
+def test_unread_cell_inputs_are_skipped_without_changing_the_network(genotype, layers):
+    """A cell input that no node reads is not preprocessed; the logits and every gradient are those
+    of the network that preprocesses it (`compute_unused`, DARTS's reference computation)."""
+    results = []
+    for compute_unused in (False, True):
+        torch.manual_seed(0)
+        net = Network(genotype, 4, 10, layers, in_channels=1)
+        net.compute_unused = compute_unused
+        x, y = torch.randn(4, 1, 12, 12), torch.arange(4)
+        logits = net(x)
+        grads = torch.autograd.grad(F.cross_entropy(logits, y), list(net.parameters()), allow_unused=True)
+        ran = {name: int(bn.num_batches_tracked) for name, bn in net.named_modules() if ".pre" in name
+               and isinstance(bn, torch.nn.BatchNorm2d)}
+        results.append((logits.detach(), grads, ran))
+    (l0, g0, ran0), (l1, g1, ran1) = results
+    assert torch.allclose(l0, l1, atol=1e-6), "skipping the unread inputs changed the logits"
+    for (name, _), a, b in zip(net.named_parameters(), g0, g1):
+        same = (a is None and (b is None or not b.any())) or (a is not None and b is not None and torch.allclose(a, b, atol=1e-6))
+        assert same, f"{name}: gradient differs when the unread inputs are skipped"
+    reads = [cell.reads for cell in net.cells]
+    skipped = {n for n, k in ran0.items() if k == 0}
+    expected = {n for n in ran0 if not reads[int(n.split(".")[1])][int(n.split(".pre")[1][0])]}
+    assert skipped == expected, f"preprocessing skipped {sorted(skipped)}, unread inputs {sorted(expected)}"
+    assert all(k == 1 for k in ran1.values()), f"compute_unused left some preprocessing out: {ran1}"

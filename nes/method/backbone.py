@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .kernels import BatchNorm2d
+from .kernels import BatchNorm2d, stem_conv_bn
 from .ops import ConvOp, FactorizedReduce, relu_conv_bn
 from .space import reduction_positions
 
@@ -27,8 +27,12 @@ class CellBase(nn.Module):
         self.pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else relu_conv_bn(c_pp, c, 1, 1, 0, affine)
         self.pre1 = relu_conv_bn(c_p, c, 1, 1, 0, affine)
 
-    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list[torch.Tensor]:
-        """[pre0(s0), pre1(s1)]; the first cell gets the stem's output twice, so one ReLU serves both."""
+    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor,
+                   need: tuple[bool, bool] = (True, True)) -> list[torch.Tensor | None]:
+        """[pre0(s0), pre1(s1)], None for an input whose `need` is False (no node reads it); the
+        first cell gets the stem's output twice, so one ReLU serves both."""
+        if not all(need):
+            return [self.pre0(s0) if need[0] else None, self.pre1(s1) if need[1] else None]
         if s0 is s1 and isinstance(self.pre0, ConvOp) and isinstance(self.pre1, ConvOp):
             r = F.relu(s1)
             return [self.pre0.body(r), self.pre1.body(r)]
@@ -37,6 +41,18 @@ class CellBase(nn.Module):
     @property
     def cell_type(self) -> str:
         return "reduce" if self.reduction else "normal"
+
+
+class Stem(nn.Sequential):
+    """3×3 conv → BN on the image (`stem.0`, `stem.1`); in CPU training both run as one fused
+    op (`kernels.stem_conv_bn`)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = stem_conv_bn(self[0], self[1], x)
+        return super().forward(x) if y is None else y
 
 
 CellFactory = Callable[[int, int, int, bool, bool], CellBase]
@@ -81,7 +97,7 @@ class CellStack(nn.Module):
         self.layers = layers
         self.nodes = nodes
         c_curr = stem_multiplier * c
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), BatchNorm2d(c_curr))
+        self.stem = Stem(in_channels, c_curr)
         red = reduction_positions(layers)
         c_pp, c_p, c_curr = c_curr, c_curr, c
         self.cells = nn.ModuleList()

@@ -7,6 +7,8 @@ only there because it is faster, or exact where oneDNN is not, for channels-last
 - `BatchNorm2d` (`ChannelsLastBNFn`): batch statistics and their backward as matmuls over [N·H·W, C].
 - `factorized_convs` / `factorized_reduce_many` (`PhaseGatherFn`): FactorizedReduce's two 1×1
   stride-2 convs, for several modules sharing an input, as one matmul (and one BN).
+- `stem_conv_bn` (`StemConvBNFn`): the stem's conv on a few input channels and its affine BN as
+  one matmul over image patches, the BN statistics taken from the patches' covariance.
 
 `FAST_CPU_KERNELS = False` sends the depthwise convs and batch norms through stock PyTorch
 (the benchmarks compare both); the FactorizedReduce gather stays, as it is also a correctness fix.
@@ -249,3 +251,68 @@ def conv_ops_many(mods: Sequence[nn.Module], xr: torch.Tensor) -> list[torch.Ten
         y = F.conv2d(y, torch.cat([b[5].weight for b in body]), None, 1, 0, 1, t)
         y = _many_bn([b[6] for b in body], y)
     return list(y.chunk(t, 1))
+
+
+class StemConvBNFn(torch.autograd.Function):
+    """conv(x, W) → batch-statistics BN → γ·ŷ + β for an input that needs no gradient (the image),
+    with K = C_in·k·k small (9 for one channel). The conv is linear in the centred patches
+    q [N·H·W, K], so channel o's batch mean is m·w_o and its variance w_oᵀ S w_o (S = qᵀq / N,
+    [K, K]): the normalized, scaled output is one matmul of [q | 1] with the folded weight
+    [γ·w/σ | β] [C_out, K + 1], written once instead of conv, statistics and normalization
+    passes over [N·H·W, C_out]; the backward is one matmul gᵀ[q | 1] (the image needs no
+    gradient). Returns (y [B, C_out, H, W] channels-last, mean [C_out], biased var [C_out])."""
+
+    @staticmethod
+    def forward(ctx, qe, w2, gamma, beta, shape, eps: float):
+        # qe: [N, K + 1] centred patches with a ones column; w2: [C_out, K]
+        n = qe.shape[0]
+        q = qe[:, :-1]
+        s = (q.t() @ q).double() / n  # [K, K]
+        var = ((w2.double() @ s) * w2.double()).sum(1).clamp_min(0).to(qe.dtype)
+        rstd = torch.rsqrt(var + eps)
+        scale = gamma * rstd
+        y = qe @ torch.cat([w2 * scale[:, None], beta[:, None]], 1).t()  # [N, C_out]
+        ctx.save_for_backward(qe, w2, gamma, rstd, s.to(qe.dtype))
+        b, h, w = shape
+        return y.view(b, h, w, -1).permute(0, 3, 1, 2), var
+
+    @staticmethod
+    def backward(ctx, g, _gv):
+        qe, w2, gamma, rstd, s = ctx.saved_tensors
+        c = g.shape[1]
+        ge = (qe.t() @ g.permute(0, 2, 3, 1).reshape(-1, c)).t()  # [C_out, K + 1]: gᵀq and Σg
+        gq, gbeta = ge[:, :-1], ge[:, -1]
+        ggamma = rstd * (gq * w2).sum(1)  # Σ g·ŷ per channel
+        gw = gamma[:, None] * (gq * rstd[:, None] - (ggamma * rstd * rstd)[:, None] * (w2 @ s))
+        return None, gw, ggamma, gbeta, None, None
+
+
+def stem_patches(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'same'-padded k×k patches of x [B, C, H, W] as [B·H·W, C·k·k] (column order of a conv
+    weight's view [C_out, C·k·k]), centred, with a ones column appended; and their mean [C·k·k]."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (k // 2,) * 4)
+    p = torch.stack([xp[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)], -1)
+    p = p.permute(0, 2, 3, 1, 4).reshape(-1, c * k * k)
+    mean = p.mean(0)
+    return torch.cat([p - mean, torch.ones_like(p[:, :1])], 1), mean
+
+
+def stem_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor | None:
+    """bn(conv(x)) through `StemConvBNFn`, or None where it does not apply: training on CPU with
+    the fast kernels, an input without gradient, a stride-1 'same' conv without bias on
+    C_in·k·k ≤ 32 columns, and an affine BN tracking its statistics."""
+    k = conv.kernel_size[0]
+    if not (FAST_CPU_KERNELS and bn.training and bn.affine and bn.track_running_stats
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+            and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and conv.bias is None and conv.groups == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and k % 2 == 1
+            and x.shape[1] * k * k <= 32):
+        return None
+    qe, pmean = stem_patches(x, k)
+    w2 = conv.weight.reshape(conv.weight.shape[0], -1)
+    b, _, h, w = x.shape
+    y, var = StemConvBNFn.apply(qe, w2, bn.weight, bn.bias, (b, h, w), bn.eps)
+    bn.track(w2.detach() @ pmean, var.detach(), qe.shape[0])
+    return y

@@ -27,6 +27,11 @@ class DiscreteCell(CellBase):
     def __init__(self, c_pp, c_p, c, reduction, reduction_prev, genotype: Genotype, affine: bool):
         super().__init__(c_pp, c_p, c, reduction, reduction_prev, affine)
         self.spec = genotype.cell(self.cell_type)  # ((op, input), ...) per node
+        # Genotypes with one input per node often leave a cell input unread; its preprocessing
+        # cannot change the output, so it is skipped (DARTS's reference code computes it:
+        # `Network.compute_unused` restores that, for the benchmarks' plain path).
+        self.reads = tuple(any(j == k for node in self.spec for _, j in node) for k in (0, 1))
+        self.compute_unused = False
         self.edges = nn.ModuleDict()
         for i, node in enumerate(self.spec):
             for op, j in node:
@@ -34,7 +39,7 @@ class DiscreteCell(CellBase):
                 self.edges[str(edge_index(i, j))] = DiscreteEdge(op, c, stride, affine)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = self.preprocess(s0, s1)
+        states = self.preprocess(s0, s1, (True, True) if self.compute_unused else self.reads)
         for i, node in enumerate(self.spec):
             s = None
             for _, j in node:
@@ -70,6 +75,17 @@ class Network(CellStack):
         )
         self.genotype = genotype
         self.drop_prob = 0.0
+
+    @property
+    def compute_unused(self) -> bool:
+        """Whether cells also preprocess an input that none of their nodes reads (as DARTS's
+        reference code does; the output is the same either way)."""
+        return any(cell.compute_unused for cell in self.cells)
+
+    @compute_unused.setter
+    def compute_unused(self, value: bool) -> None:
+        for cell in self.cells:
+            cell.compute_unused = value
 
     def forward(self, x: torch.Tensor):
         s0 = s1 = self.stem(x)
