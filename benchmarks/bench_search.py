@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nes.method.kernels as kernels  # noqa: E402
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, downsample, load_dataset, split_indices  # noqa: E402
-from nes.runtime import resolve_device  # noqa: E402
+from nes.runtime import configure_threads, resolve_device  # noqa: E402
 from nes.method.bilevel import build_supernet, train_bilevel  # noqa: E402
 from nes.method.darts import DartsArch, search  # noqa: E402
 from nes.method.supernet import MixedCell  # noqa: E402
@@ -286,7 +286,7 @@ def main() -> None:
     ap.add_argument("--member-set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override for the --quality members")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    configure_threads(a.threads)  # as every search process: its threads and allocator
     device = resolve_device(a.device)
     cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
     ds = load_dataset("fashion-mnist", a.data_dir, device=device)

@@ -9,6 +9,8 @@ another process made depthwise convs ~100× slower.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 
 import torch
@@ -22,7 +24,9 @@ def available_cores() -> int:
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to `n`, `$NES_THREADS`, or the cores this process may use."""
+    """Set torch's intra-op threads to `n`, `$NES_THREADS`, or the cores this process may use, and
+    keep freed memory for reuse (`keep_freed_memory`): every process that trains or scores calls this."""
+    keep_freed_memory()
     if n is None:
         env = os.environ.get("NES_THREADS")
         n = int(env) if env else available_cores()
@@ -30,6 +34,25 @@ def configure_threads(n: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep the memory of freed tensors for the next step instead of handing it back to
+    the system. By default an activation of a few MB is a fresh mmap whose pages fault and are
+    zeroed again on every step: a member's CPU training step took 9 500 page faults and 20 ms of
+    system time, and 12 faults with this (1.1–1.2× the steps per second). Tensors up to 32 MB
+    (glibc's cap) then come from the heap, which is not trimmed, so a training process's memory
+    stays at its peak. False where the C library is not glibc (nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (1 << 31) - 1), (M_TOP_PAD, 64 << 20))
+    return all(mallopt(k, v) == 1 for k, v in settings)
 
 
 def torch_threads() -> int:
