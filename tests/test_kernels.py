@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from nes.method import kernels
 from nes.method.backbone import Stem
-from nes.method.kernels import (BatchNorm2d, ChannelsLastBNFn, DepthwiseConv2d, DepthwiseConvFn, PhaseGatherFn,
+from nes.method.kernels import (BatchNorm2d, ChannelsLastAffineBNFn, ChannelsLastBNFn, DepthwiseConv2d, DepthwiseConvFn, PhaseGatherFn,
                                 StemConvBNFn, factorized_reduce_many, stem_patches)
 from nes.method.ops import OP_TABLE, FactorizedReduce, make_op
 from nes.method.space import OPS
@@ -65,8 +65,11 @@ def test_channels_last_batchnorm_matches_reference(affine):
     y, yr = bn(x), ref(x)
     assert torch.allclose(y, yr, atol=1e-4), "output differs from nn.BatchNorm2d"
     g = torch.randn_like(y)
-    assert torch.allclose(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yr, x, g)[0], atol=1e-4), \
-        "input gradient differs from nn.BatchNorm2d's"
+    names = ["input"] + [n for n, _ in bn.named_parameters()]
+    grads = torch.autograd.grad(y, [x, *bn.parameters()], g)
+    grads_ref = torch.autograd.grad(yr, [x, *ref.parameters()], g)
+    for name, a, b in zip(names, grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), f"affine={affine}: {name} gradient differs from nn.BatchNorm2d's"
     assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-5), "running_mean differs"
     assert torch.allclose(bn.running_var, ref.running_var, atol=1e-4), "running_var differs"
 
@@ -78,10 +81,13 @@ STEM_QE = stem_patches(torch.randn(2, 1, 5, 5, dtype=torch.float64, generator=to
     (lambda x, w: DepthwiseConvFn.apply(x, w, 1, 2, 2), [(2, 3, 6, 6), (3, 1, 3, 3)]),
     (lambda x, w: DepthwiseConvFn.apply(x, w, 2, 1, 1), [(2, 3, 6, 6), (3, 1, 3, 3)]),
     (lambda x: ChannelsLastBNFn.apply(x, 1e-5)[0], [(2, 3, 4, 4)]),
+    (lambda x, gamma, beta: ChannelsLastAffineBNFn.apply(x, gamma.view(3), beta.view(3), 1e-5)[0],
+     [(2, 3, 4, 4), (3, 1, 1, 1), (3, 1, 1, 1)]),
     (lambda x: PhaseGatherFn.apply(x), [(2, 3, 4, 6)]),
     (lambda w, gamma, beta: StemConvBNFn.apply(STEM_QE, w.view(4, 9), gamma.view(4), beta.view(4), (2, 5, 5), 1e-5)[0],
      [(4, 1, 3, 3), (4, 1, 1, 1), (4, 1, 1, 1)]),
-], ids=["depthwise-flip", "depthwise-strided", "batchnorm", "phase-gather", "stem-conv-bn"])
+], ids=["depthwise-flip", "depthwise-strided", "batchnorm", "affine-batchnorm", "phase-gather",
+        "stem-conv-bn"])
 def test_autograd_functions_pass_gradcheck(fn, args):
     """Each backward is the derivative of its forward (finite differences, float64, channels-last)."""
     torch.manual_seed(0)
