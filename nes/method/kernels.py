@@ -302,7 +302,8 @@ class StemConvBNFn(torch.autograd.Function):
     [K, K]): the normalized, scaled output is one matmul of [q | 1] with the folded weight
     [γ·w/σ | β] [C_out, K + 1], written once instead of conv, statistics and normalization
     passes over [N·H·W, C_out]; the backward is one matmul gᵀ[q | 1] (the image needs no
-    gradient). Returns (y [B, C_out, H, W] channels-last, mean [C_out], biased var [C_out])."""
+    gradient). Returns (y [B, C_out, H, W] channels-last, biased var [C_out]); the batch mean,
+    m·w, is the caller's to compute for the running statistics."""
 
     @staticmethod
     def forward(ctx, qe, w2, gamma, beta, shape, eps: float):
@@ -315,6 +316,7 @@ class StemConvBNFn(torch.autograd.Function):
         scale = gamma * rstd
         y = qe @ torch.cat([w2 * scale[:, None], beta[:, None]], 1).t()  # [N, C_out]
         ctx.save_for_backward(qe, w2, gamma, rstd, s.to(qe.dtype))
+        ctx.mark_non_differentiable(var)
         b, h, w = shape
         return y.view(b, h, w, -1).permute(0, 3, 1, 2), var
 
