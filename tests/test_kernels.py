@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from nes.method import kernels
 from nes.method.backbone import Stem
-from nes.method.kernels import (BatchNorm2d, ChannelsLastAffineBNFn, ChannelsLastBNFn, DepthwiseConv2d, DepthwiseConvFn, PhaseGatherFn,
-                                StemConvBNFn, factorized_reduce_many, stem_patches)
+from nes.method.kernels import (BatchNorm2d, ChannelsLastAffineBNFn, ChannelsLastBNFn, DepthwiseConv2d,
+                                DepthwiseConvFn, PhaseGatherFn, StemConvBNFn, factorized_reduce_many, stem_patches)
 from nes.method.ops import OP_TABLE, FactorizedReduce, make_op
 from nes.method.space import OPS
 
@@ -189,3 +189,5 @@ def test_fused_stem_steps_aside_where_it_does_not_apply():
     assert y.grad_fn is not None and "StemConvBNFn" not in type(y.grad_fn).__name__, \
         "an input that needs a gradient went through the fused stem (it gives no input gradient)"
     assert torch.autograd.grad(y.sum(), x)[0].abs().sum() > 0, "no gradient reached the input"
+    y_eval = stem.eval()(x.detach())
+    assert "StemConvBNFn" not in type(y_eval.grad_fn).__name__, "evaluation mode went through the fused stem"
