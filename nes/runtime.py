@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 
 import torch
@@ -40,16 +40,17 @@ def configure_threads(n: int | None = None) -> int:
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc keep the memory of freed tensors for the next step instead of handing it back to
     the system. By default an activation of a few MB is a fresh mmap whose pages fault and are
     zeroed again on every step: a member's CPU training step took 9 500 page faults and 20 ms of
     system time, and 12 faults with this (1.1–1.2× the steps per second). Tensors up to 32 MB
     (glibc's cap) then come from the heap, which is not trimmed, so a training process's memory
-    stays at its peak. False where the C library is not glibc (nothing changes)."""
+    stays at its peak. False where the C library is not glibc (nothing changes). Once per process."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, libc's among them
+    except (OSError, AttributeError, TypeError):
         return False
     settings = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (1 << 31) - 1), (M_TOP_PAD, 64 << 20))
     return all(mallopt(k, v) == 1 for k, v in settings)
