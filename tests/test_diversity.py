@@ -12,7 +12,7 @@ from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pi
                                   spearman)
 from nes.method.hypernet import PiecewiseLinearHypernet
 from nes.method.regularizers import AXES, REGULARIZERS, JsTargetRegularizer, LamRange, diversity_lam, lam_diversity
-from nes.method.space import ArchLayout, Genotype, edge_index, unused_cells
+from nes.method.space import ArchLayout, Genotype, edge_index, structural_flaws, unused_cells
 
 LAY = ArchLayout(4, ("normal", "reduce"), 1)
 STAR = Genotype(normal=((("sep_conv_3x3", 0),), (("skip_connect", 1),), (("avg_pool_3x3", 2),), (("dil_conv_3x3", 0),)),
@@ -226,9 +226,10 @@ def _reduce_only(first_input: int, op: str) -> Genotype:
     return Genotype(reduce=(((op, first_input),), (("max_pool_3x3", 2),), (("max_pool_3x3", 3),), (("max_pool_3x3", 4),)))
 
 
-def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
+def test_pick_members_spreads_distinct_genotypes_and_passes_over_flawed_ones():
     """Members are α*'s end, then distinct genotypes other than α* nearest 1/(n−1), …, 1 on the
-    axis; a genotype that leaves a cell unused is taken only when nothing else is left."""
+    axis; a genotype with a structural flaw (a cell unused, a cell without a convolution) is taken
+    only when nothing else is left."""
     star = _reduce_only(1, "sep_conv_5x5")
     ops = ["sep_conv_5x5", "sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "dil_conv_5x5"]
     # diversity 0 … 1 over 9 samples: α*, then each op twice, reading input 1 (odd) or only input 0 (even)
@@ -236,8 +237,9 @@ def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
     samples = [ArchSample(float(i), torch.zeros(1), g, 0, 0.0, float(i) / 8, i / 8) for i, g in enumerate(genos)]
     assert unused_cells(genos[2], 2) == (1,), \
         f"a genotype reading only input 0 leaves cells {unused_cells(genos[2], 2)} unused, expected (1,)"
-    assert unused_cells(genos[1], 2) == (), \
-        f"a genotype reading input 1 leaves cells {unused_cells(genos[1], 2)} unused"
+    assert structural_flaws(genos[1], 2) == [], f"{genos[1].compact()} is sound: {structural_flaws(genos[1], 2)}"
+    assert structural_flaws(genos[5], 2) == ["no convolution in the reduce cell"], \
+        f"{genos[5].compact()} (pools only): {structural_flaws(genos[5], 2)}"
     for n in (1, 2, 3, 4):
         picked = pick_members(samples, n, star, layers=2)
         assert len(picked) == n, f"asked for {n} members, picked {len(picked)}"
@@ -245,17 +247,29 @@ def test_pick_members_spreads_distinct_genotypes_and_passes_over_unused_cells():
         rest = [p.genotype for p in picked[1:]]
         assert len(set(rest)) == len(rest), f"n={n}: a genotype picked twice"
         assert star not in rest, f"n={n}: α* picked again after the α* end"
-        assert all(unused_cells(g, 2) == () for g in rest)  # 4 usable genotypes other than α* exist
+        flawed = [g.compact() for g in rest if structural_flaws(g, 2)]
+        assert not flawed, f"n={n}: flawed {flawed} picked while 3 sound genotypes other than α* exist"
         assert [p.diversity for p in picked] == sorted(p.diversity for p in picked)
-    assert pick_members(samples, 2, star, layers=2)[1].diversity == 7 / 8  # nearest usable to 1
+    assert pick_members(samples, 2, star, layers=2)[1].diversity == 7 / 8  # nearest sound to 1
     assert pick_members(samples, 2, star)[1].diversity == 1.0  # without layers: the far end itself
-    # more members than usable genotypes: the rest come from those with an unused cell
+    # more members than sound genotypes: the rest come from the flawed ones
     six = pick_members(samples, 6, star, layers=2)
     assert len(six) == 6, f"asked for 6 members, picked {len(six)}"
-    assert sum(1 for p in six[1:] if unused_cells(p.genotype, 2)) == 1, \
-        f"{sum(1 for p in six[1:] if unused_cells(p.genotype, 2))} members with an unused cell, expected 1"
+    assert sum(1 for p in six[1:] if structural_flaws(p.genotype, 2)) == 2, \
+        f"{[p.genotype.compact() for p in six[1:]]}: expected 3 sound members, then 2 flawed ones"
     # a collapsed family gives what it has (α* end only)
     assert len(pick_members(samples[:1] * 5, 3, star, layers=2)) == 1
+
+
+def test_structural_flaws_look_only_at_the_cells_the_stack_uses():
+    pools = (((("max_pool_3x3", 1),), (("avg_pool_3x3", 2),)))
+    convs = (((("sep_conv_3x3", 1),), (("max_pool_3x3", 2),)))
+    g = Genotype(normal=pools, reduce=convs)
+    assert structural_flaws(g, 2) == [], f"2 cells are both reductions; the pool-only normal cell is not built: {structural_flaws(g, 2)}"
+    assert structural_flaws(g, 3) == ["no convolution in the normal cell"], f"3 cells: {structural_flaws(g, 3)}"
+    skips = Genotype(reduce=(((("skip_connect", 1),), (("max_pool_3x3", 2),))))
+    assert structural_flaws(skips, 2) == ["no convolution in the reduce cell"], \
+        f"a stride-2 skip is 1×1 convolutions only: {structural_flaws(skips, 2)}"
 
 
 def test_the_edges_axis_is_measured_against_its_target_not_called_exact():

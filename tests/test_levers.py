@@ -12,6 +12,7 @@ import torch
 from nes.artifacts import ArtifactError, read_json
 from nes.method import levers
 from nes.method.scoring import MemberProbs
+from nes.method.space import Genotype
 from helpers import nes
 
 
@@ -110,6 +111,24 @@ def test_strong_and_diverse_takes_the_most_distant_of_the_strong_first():
     assert got[:2] == ["far strong", "near strong"], f"the strong ones, most distant first: {got}"
     assert got[2] == "mid weak", f"with too few strong ones the next best estimate fills in: {got}"
     assert [x.name for x in levers.strong_and_diverse(cands, 0.64, 9)] == got + ["far weak"], "asking for more than there are"
+
+
+def test_choose_untrained_takes_a_flawed_genotype_only_when_no_sound_one_is_left():
+    """A pool-only genotype estimated as strong as α* and the most distant is passed over for a
+    sound one (the one-shot estimate is least trustworthy there), for either pick."""
+    conv = Genotype(reduce=(((("sep_conv_3x3", 1),), (("max_pool_3x3", 2),))))
+    pools = Genotype(reduce=(((("skip_connect", 1),), (("max_pool_3x3", 2),))))
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = torch.tensor([0, 1, 0, 1])
+    cands = [levers.Candidate(SimpleNamespace(name=n, distance=d, genotype=g), probs, 1.0)
+             for n, d, g in (("far pools", 0.9, pools), ("near conv", 0.2, conv))]
+    for how in ("strong", "predicted"):
+        one = [x.name for x in levers.choose_untrained(cands, probs, labels, 1, how, layers=2)]
+        assert one == ["near conv"], f"{how}: picked {one}, expected the sound genotype"
+        two = [x.name for x in levers.choose_untrained(cands, probs, labels, 2, how, layers=2)]
+        assert two == ["near conv", "far pools"], f"{how}: {two}: the flawed one fills in last"
+    unchecked = [x.name for x in levers.choose_untrained(cands, probs, labels, 1, "strong")]
+    assert unchecked == ["far pools"], f"without layers the most distant strong one: {unchecked}"
 
 
 def votes(right: torch.Tensor, k: int = 4, sure: float = 0.8) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 
 from .divergence import StarDistance, arch_js
 from .regularizers import lam_diversity
-from .space import ArchLayout, Genotype, unused_cells
+from .space import ArchLayout, Genotype, structural_flaws
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: 
     """n members for an ensemble, chosen from the architectures alone (never from accuracies):
     the sample nearest the α* end first, then n − 1 distinct genotypes other than α*: for each
     target 1/(n−1), …, 1 on the diversity axis, the nearest sample not taken yet. With `layers`
-    (the members' cells), a genotype that leaves a cell unused (`unused_cells`) is taken only once
-    no other is left. Fewer than n come back when the samples hold fewer distinct genotypes."""
+    (the members' cells), a genotype with a structural flaw (`structural_flaws`: a cell unused, a
+    cell without a convolution) is taken only once no other is left. Fewer than n come back when the samples hold fewer distinct genotypes."""
     if n < 1 or not samples:
         return []
     ordered = sorted(samples, key=lambda s: s.diversity or 0.0)
@@ -131,7 +131,7 @@ def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: 
             distinct.append(s)
     good, weak = [], []
     for s in distinct:
-        (weak if layers is not None and unused_cells(s.genotype, layers) else good).append(s)
+        (weak if layers is not None and structural_flaws(s.genotype, layers) else good).append(s)
     chosen: list[ArchSample] = []
     for i in range(n - 1):
         pool = good or weak  # each genotype once (distinct above), so a taken one is removed from its list

@@ -35,6 +35,7 @@ from .ensemble import accuracy, fit_temperature, greedy_selection, temperature_s
 from .ledger import ledger, ledger_difference
 from .oneshot import OneShot, one_shot_probs
 from .scoring import MemberProbs
+from .space import structural_flaws
 from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
 
@@ -272,13 +273,22 @@ def predicted_selection(candidates: list[Candidate], star_probs: torch.Tensor, l
 
 
 def choose_untrained(candidates: list[Candidate], star_probs: torch.Tensor, labels: torch.Tensor, n: int,
-                     how: str) -> list[ArchSample]:
+                     how: str, layers: int | None = None) -> list[ArchSample]:
     """N of the candidates to add to α* without training, by HOW: "strong" (`strong_and_diverse`
-    against α*'s one-shot estimate) or "predicted" (`predicted_selection`). star_probs [N, K],
+    against α*'s one-shot estimate) or "predicted" (`predicted_selection`). With LAYERS (the
+    members' cells), candidates with a structural flaw (`space.structural_flaws`: the estimate is
+    least trustworthy there) are chosen from only when the sound ones run out. star_probs [N, K],
     labels [N]: α*'s one-shot probabilities on the validation slice and its labels."""
-    if how == "predicted":
-        return predicted_selection(candidates, star_probs, labels, n)
-    return strong_and_diverse(candidates, accuracy(star_probs, labels), n)
+    sound, flawed = [], []
+    for c in candidates:
+        (flawed if layers is not None and structural_flaws(c.sample.genotype, layers) else sound).append(c)
+    chosen: list[ArchSample] = []
+    for pool in (sound, flawed):
+        want = n - len(chosen)
+        if want > 0 and pool:
+            chosen += (predicted_selection(pool, star_probs, labels, want) if how == "predicted"
+                       else strong_and_diverse(pool, accuracy(star_probs, labels), want))
+    return chosen
 
 
 # ----------------------------------------------------------------------------- the saved report

@@ -28,6 +28,7 @@ OPS: tuple[str, ...] = (
     "dil_conv_5x5",
 )
 OP_INDEX = {name: i for i, name in enumerate(OPS)}
+CONV_OPS = frozenset(op for op in OPS if "conv" in op)  # the ops with a learned spatial kernel
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 
 
@@ -80,6 +81,24 @@ def unused_cells_note(genotype: "Genotype", layers: int) -> str | None:
     return (f"this genotype never reads its previous cell (no node takes input 1, c_{{k-1}}): retrained with "
             f"{layers} cells, the output of cell {which} is never used, so the member is shallower than "
             f"it looks and usually less accurate")
+
+
+def conv_free_cells(genotype: "Genotype", layers: int) -> tuple[str, ...]:
+    """Cell types of a stack of `layers` cells whose kept ops hold no convolution: pools and skips
+    alone (a stride-2 skip is a pair of 1×1 convolutions, nothing spatial). Such a cell learns no
+    spatial filter, and the one-shot estimate is least trustworthy there: shared weights favour
+    parameter-free ops (the DARTS collapse; Zela et al. 2020, P-DARTS, DARTS-), and genotypes made
+    of them retrain weaker than their estimates say."""
+    used = [ct for ct in cell_types_for(layers) if ct in genotype.cell_types]
+    return tuple(ct for ct in used if not any(op in CONV_OPS for node in genotype.cell(ct) for op, _ in node))
+
+
+def structural_flaws(genotype: "Genotype", layers: int) -> list[str]:
+    """Why a genotype is a poor ensemble member whatever its estimate, in words ([] when sound): a cell
+    that never reaches the classifier (`unused_cells`), a cell type without a convolution
+    (`conv_free_cells`). Member picks take a flawed genotype only when no sound one is left."""
+    flaws = [f"cell {k} unused" for k in unused_cells(genotype, layers)]
+    return flaws + [f"no convolution in the {ct} cell" for ct in conv_free_cells(genotype, layers)]
 
 
 def num_edges(nodes: int) -> int:

@@ -19,7 +19,7 @@ from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_me
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
 from ..method.oneshot import one_shot_probs, one_shot_setup
-from ..method.space import Genotype, unused_cells
+from ..method.space import Genotype, structural_flaws
 from ..method.scoring import MemberProbs, score
 from ..method.shift import DEFAULT_IMAGES, ShiftSettings, report_path, shift_difference, shift_report
 from ..method.train import retrain
@@ -65,16 +65,18 @@ PICKS = ("spread", "strong", "predicted")  # how `sample_task` picks members: `p
 
 
 def pick_by_estimate(run: Path, drawn: list, n: int, star: Genotype, how: str = "strong",
-                     device: str | None = None) -> list:
+                     device: str | None = None, layers: int | None = None) -> list:
     """n members without training, strength first: the α* end, then of the distinct genotypes
     drawn, by their one-shot estimates (`oneshot`, the search's shared weights), either ("strong")
     the most distant of those within 2 points of α*'s estimate (`levers.strong_and_diverse`; the
     next best fill in) or ("predicted") forward selection of the predicted ensemble NLL
-    (`levers.predicted_selection`), through `levers.choose_untrained`."""
+    (`levers.predicted_selection`), through `levers.choose_untrained`; with LAYERS, genotypes with a
+    structural flaw (`structural_flaws`) only when no sound one is left."""
     ordered = sorted(drawn, key=lambda x: x.diversity or 0.0)
     setup = one_shot_setup(run, device=device)
     cands = levers.one_shot_candidates(setup, ordered, {star, ordered[0].genotype})
-    return [ordered[0], *levers.choose_untrained(cands, one_shot_probs(setup, star), setup.loader.y.cpu(), n - 1, how)]
+    return [ordered[0], *levers.choose_untrained(cands, one_shot_probs(setup, star), setup.loader.y.cpu(), n - 1, how,
+                                                   layers)]
 
 
 def sample_task(run: Path, config: dict, progress: Progress | None = None, device: str | None = None) -> dict:
@@ -98,15 +100,17 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
         if how not in PICKS:
             raise ValueError(f"pick {how!r}: expected one of {', '.join(PICKS)} (--pick); nothing was sampled")
         picked = (pick_members(drawn, wanted, s.star, layers) if how == "spread"
-                  else pick_by_estimate(run, drawn, wanted, s.star, how, device))
+                  else pick_by_estimate(run, drawn, wanted, s.star, how, device, layers))
         while len(picked) < wanted:  # a collapsed family (warned above): repeat genotypes, other seeds
             picked.append(picked[len(picked) % len(picked)])
         drawn = picked
-        weak = sorted({x.genotype.compact() for x in drawn if unused_cells(x.genotype, layers)})
-        out.update(members=len(drawn), unused_cells=weak)
+        weak = {x.genotype.compact(): ", ".join(structural_flaws(x.genotype, layers)) for x in drawn
+                if structural_flaws(x.genotype, layers)}
+        out.update(members=len(drawn), flawed=sorted(weak))
         if weak:
-            warning = " ".join(filter(None, [warning, f"{len(weak)} member genotype(s) leave a cell "
-                                             f"unused (no other distinct genotype was left): {'; '.join(weak)}"]))
+            warning = " ".join(filter(None, [warning, f"{len(weak)} member genotype(s) with a structural flaw (no "
+                                             f"sound distinct genotype was left): "
+                                             f"{'; '.join(f'{g} ({why})' for g, why in sorted(weak.items()))}"]))
     write_json(RunDir(run).samples_json, {"regularizer": trained.regularizer, "samples": [x.to_dict() for x in drawn]})
     out["samples"] = len(drawn)
     return {**out, "warning": warning} if warning else out
