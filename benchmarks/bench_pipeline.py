@@ -2,7 +2,8 @@
 
 Through the product's own job system (`nes.runs.pipeline`, what `python -m nes run` and the app's
 Pipeline page queue): a DARTS search (`quick` preset, `--search-set` overrides, e.g. mode=gdas), the
-`edges` hypernetwork, a sample of 3 members spread over the diversity axis (α* among them), each
+`edges` hypernetwork, 3 members picked by the default pick (α*, then the most distant of the
+structurally sound genotypes whose one-shot estimate is within 2 points of α*'s), each
 retrained in a worker process with the `quick` member recipe on the full Fashion-MNIST training set
 (the workers share this machine's cores: one each while two run, and the cores a finished
 worker frees are lent to the one still running) and scored on the
@@ -29,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nes.artifacts import read_json  # noqa: E402
 from nes.layout import RunDir  # noqa: E402
 from nes.method.darts import confidence, load_search  # noqa: E402
-from nes.method.space import Genotype, unused_cells_mark  # noqa: E402
+from nes.method.flaws import structural_flaws_mark  # noqa: E402
+from nes.method.space import Genotype  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
 from nes.runs.jobs import wait  # noqa: E402
 from nes.runs.tasks import member_config  # noqa: E402
@@ -81,9 +83,10 @@ def main() -> None:
                     seen.add(j.id)
                     extra = ""
                     if j.kind == "retrain" and j.result:
-                        g = Genotype.from_dict(j.result["genotype"])
-                        extra = (f", test accuracy {100 * j.result['metrics']['test_accuracy']:.2f} %, {g.compact()}"
-                                 f"{unused_cells_mark(g, member_config(run, j.config).layers)}")
+                        g, m = Genotype.from_dict(j.result["genotype"]), j.result["metrics"]
+                        extra = (f", val {100 * m['val_accuracy']:.2f} % / test accuracy "
+                                 f"{100 * m['test_accuracy']:.2f} %, {g.compact()}"
+                                 f"{structural_flaws_mark(g, member_config(run, j.config).layers)}")
                     print(f"[{time.time() - t0:6.0f} s] {j.kind} ({j.config.get('name', '')}) {j.status} "
                           f"on {cores_used(j)} core(s) in {j.finished - j.started:.0f} s{extra}", flush=True)
 

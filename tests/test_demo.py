@@ -9,7 +9,7 @@ import torch
 from nes.artifacts import ArtifactError, read_json
 from nes.explorer.demo import DEMO_DIR, DEMO_MEMBERS, MAX_BYTES, build_demo, folder_bytes, install_demo
 from nes.explorer.runview import RunView
-from nes.method.space import unused_cells
+from nes.method.flaws import unused_cells
 from nes.runs.store import Store
 from nes.runs.tasks import retrain_task
 

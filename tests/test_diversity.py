@@ -12,7 +12,8 @@ from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pi
                                   spearman)
 from nes.method.hypernet import PiecewiseLinearHypernet
 from nes.method.regularizers import AXES, REGULARIZERS, JsTargetRegularizer, LamRange, diversity_lam, lam_diversity
-from nes.method.space import ArchLayout, Genotype, edge_index, structural_flaws, unused_cells
+from nes.method.flaws import structural_flaws, unused_cells
+from nes.method.space import ArchLayout, Genotype, edge_index
 
 LAY = ArchLayout(4, ("normal", "reduce"), 1)
 STAR = Genotype(normal=((("sep_conv_3x3", 0),), (("skip_connect", 1),), (("avg_pool_3x3", 2),), (("dil_conv_3x3", 0),)),

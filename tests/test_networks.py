@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from nes.method.network import Network, discrete_state_from_supernet
-from nes.method.space import ArchLayout, Genotype, cell_types_for, unused_cells, unused_cells_note
+from nes.method.flaws import unused_cells, unused_cells_note
+from nes.method.space import ArchLayout, Genotype, cell_types_for
 from nes.method.supernet import Supernet
 
 G = Genotype(reduce=((("sep_conv_3x3", 1),), (("dil_conv_5x5", 0),), (("skip_connect", 2),), (("max_pool_3x3", 3),)))

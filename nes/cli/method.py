@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..config import SEARCH_MODES, SearchConfig, from_preset, parse_sets
 from ..data import DATASETS
@@ -15,7 +14,8 @@ from ..method.diversity import collapse_warning, lam_grid
 from ..method.hypernet import load_hypernet
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
-from ..method.space import Genotype, unused_cells_mark, unused_cells_note
+from ..method.flaws import structural_flaws_mark, unused_cells_note
+from ..method.space import Genotype
 from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
                           retrain_task, search_task)
@@ -172,13 +172,16 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     layers = member_config(run.path, {}).layers
     marks = []
     for x in sorted(samples, key=lambda x: x.diversity):
-        marks.append(unused_cells_mark(x.genotype, layers))
+        marks.append(structural_flaws_mark(x.genotype, layers))
         print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()} "
               f"{marks[-1]}".rstrip())
     print("diversity: 0 = α*, 1 = most diverse; distance: JS_g to α* over genotype*'s kept edges and nodes")
-    if any(marks):
+    if any("unused" in m for m in marks):
         print(f"unused: the genotype never reads its previous cell, so in a {layers}-cell member that cell's "
               "output is wasted (a shallower network, usually less accurate)")
+    if any("no convolution" in m for m in marks):
+        print("no convolution: the cell holds only pools and skips and learns no spatial filter; its one-shot "
+              "estimate is the least trustworthy, so member picks take such a genotype last")
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:

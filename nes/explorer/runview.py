@@ -23,7 +23,8 @@ from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, edge_tracking, grid_quality, lam_grid
 from ..method.regularizers import LamRange, diversity_lam
 from ..method.hypernet import TrainedHypernet, load_hypernet, trained_regularizers
-from ..method.space import ArchLayout, Genotype, unused_cells_note
+from ..method.flaws import unused_cells_note
+from ..method.space import ArchLayout, Genotype
 from ..runs.tasks import member_config
 
 

@@ -15,7 +15,8 @@ import torch
 
 from .divergence import StarDistance, arch_js
 from .regularizers import lam_diversity
-from .space import ArchLayout, Genotype, structural_flaws
+from .flaws import structural_flaws
+from .space import ArchLayout, Genotype
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from ..corruptions import SEVERITIES
 from ..layout import RunDir
 from .diversity import ArchSample
 from .ensemble import accuracy, fit_temperature, greedy_selection, temperature_scale
+from .flaws import structural_flaws
 from .ledger import ledger, ledger_difference
 from .oneshot import OneShot, one_shot_probs
 from .scoring import MemberProbs
-from .space import structural_flaws
 from .shift import ShiftProbs, ShiftSettings, pooled, shift_probs, shifted_validation
 
 
@@ -276,7 +276,7 @@ def choose_untrained(candidates: list[Candidate], star_probs: torch.Tensor, labe
                      how: str, layers: int | None = None) -> list[ArchSample]:
     """N of the candidates to add to α* without training, by HOW: "strong" (`strong_and_diverse`
     against α*'s one-shot estimate) or "predicted" (`predicted_selection`). With LAYERS (the
-    members' cells), candidates with a structural flaw (`space.structural_flaws`: the estimate is
+    members' cells), candidates with a structural flaw (`flaws.structural_flaws`: the estimate is
     least trustworthy there) are chosen from only when the sound ones run out. star_probs [N, K],
     labels [N]: α*'s one-shot probabilities on the validation slice and its labels."""
     sound, flawed = [], []

@@ -19,7 +19,8 @@ from ..method.diversity import collapse_warning, grid_quality, lam_grid, pick_me
 from ..method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet
 from ..method.loop import Progress
 from ..method.oneshot import one_shot_probs, one_shot_setup
-from ..method.space import Genotype, structural_flaws
+from ..method.flaws import structural_flaws
+from ..method.space import Genotype
 from ..method.scoring import MemberProbs, score
 from ..method.shift import DEFAULT_IMAGES, ShiftSettings, report_path, shift_difference, shift_report
 from ..method.train import retrain
