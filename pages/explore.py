@@ -68,7 +68,7 @@ with friendly("show the architecture at this λ"):
               help="JS_g on genotype*'s edges and nodes: 0 = α*, the top of the axis is the farthest trained")
     m3.metric("Distinct from α*", "yes" if sample.genotype != view.star else "no (α*)")
     st.caption(f"Genotype at diversity {div:g} (λ = {lam:.3g}): `{sample.genotype.compact()}`")
-    note = view.unused_cells_note(sample.genotype)
+    note = view.flaws_note(sample.genotype)
     if note:
         st.warning(f"Heads-up: {note}.")
 

@@ -12,7 +12,7 @@ from nes.method.diversity import (ArchSample, collapse_warning, grid_quality, pi
                                   spearman)
 from nes.method.hypernet import PiecewiseLinearHypernet
 from nes.method.regularizers import AXES, REGULARIZERS, JsTargetRegularizer, LamRange, diversity_lam, lam_diversity
-from nes.method.flaws import structural_flaws, unused_cells
+from nes.method.flaws import structural_flaws, structural_flaws_note, unused_cells
 from nes.method.space import ArchLayout, Genotype, edge_index
 
 LAY = ArchLayout(4, ("normal", "reduce"), 1)
@@ -271,6 +271,9 @@ def test_structural_flaws_look_only_at_the_cells_the_stack_uses():
     skips = Genotype(reduce=(((("skip_connect", 1),), (("max_pool_3x3", 2),))))
     assert structural_flaws(skips, 2) == ["no convolution in the reduce cell"], \
         f"a stride-2 skip is 1×1 convolutions only: {structural_flaws(skips, 2)}"
+    assert structural_flaws_note(g, 2) is None, f"a sound genotype gets a warning: {structural_flaws_note(g, 2)!r}"
+    assert "reduce cell holds only pools and skips" in (structural_flaws_note(skips, 2) or ""), \
+        f"the warning does not name the pool-only cell: {structural_flaws_note(skips, 2)!r}"
 
 
 def test_the_edges_axis_is_measured_against_its_target_not_called_exact():

@@ -14,7 +14,7 @@ from ..method.diversity import collapse_warning, lam_grid
 from ..method.hypernet import load_hypernet
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
-from ..method.flaws import structural_flaws_mark, unused_cells_note
+from ..method.flaws import structural_flaws_mark, structural_flaws_note
 from ..method.space import Genotype
 from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
@@ -67,7 +67,7 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     if a.data_dir:
         sets["data_dir"] = a.data_dir
     config = {"preset": a.preset, "set": sets, "genotype": genotype.to_dict(), "name": a.name, "seed": a.seed}
-    note = unused_cells_note(genotype, member_config(run.path, config).layers)
+    note = structural_flaws_note(genotype, member_config(run.path, config).layers)
     if note:
         print(f"warning: {note}", file=sys.stderr)
     res = run_task(f"retrain {a.name}", retrain_task, run.path, config, a.device)

@@ -23,7 +23,7 @@ from ..method.divergence import pairwise_arch_js
 from ..method.diversity import ArchSample, edge_tracking, grid_quality, lam_grid
 from ..method.regularizers import LamRange, diversity_lam
 from ..method.hypernet import TrainedHypernet, load_hypernet, trained_regularizers
-from ..method.flaws import unused_cells_note
+from ..method.flaws import structural_flaws_note
 from ..method.space import ArchLayout, Genotype
 from ..runs.tasks import member_config
 
@@ -80,9 +80,10 @@ class RunView:
         """Cells of a member retrained in this run (its preset and member settings)."""
         return member_config(self.dir, {}).layers
 
-    def unused_cells_note(self, genotype: Genotype) -> str | None:
-        """Why a member of `genotype` would be shallower than it looks (None when every cell is used)."""
-        return unused_cells_note(genotype, self.member_layers)
+    def flaws_note(self, genotype: Genotype) -> str | None:
+        """Why a member of `genotype` would be weaker than it looks: a cell unused, a cell without a
+        convolution (None for a sound genotype)."""
+        return structural_flaws_note(genotype, self.member_layers)
 
     def search_history(self) -> list[dict[str, float]]:
         return self.run.search.history_rows()

@@ -59,3 +59,13 @@ def structural_flaws_mark(genotype: Genotype, layers: int) -> str:
     """" (cell 1 unused)" after a genotype's name in a listing; "" for a sound genotype."""
     flaws = structural_flaws(genotype, layers)
     return f" ({', '.join(flaws)})" if flaws else ""
+
+
+def structural_flaws_note(genotype: Genotype, layers: int) -> str | None:
+    """A plain-language warning naming each structural flaw (None for a sound genotype)."""
+    notes = [unused_cells_note(genotype, layers)]
+    bare = conv_free_cells(genotype, layers)
+    if bare:
+        notes.append(f"the {' and '.join(bare)} cell holds only pools and skips, so it learns no spatial filter; "
+                     f"such genotypes usually retrain weaker than their one-shot estimates say")
+    return "; ".join(n for n in notes if n) or None
