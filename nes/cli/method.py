@@ -14,7 +14,7 @@ from ..method.diversity import collapse_warning, lam_grid
 from ..method.hypernet import load_hypernet
 from ..method.interop_nni import load_genotype
 from ..method.regularizers import AXES
-from ..method.flaws import structural_flaws_mark, structural_flaws_note
+from ..method.flaws import conv_free_cells, structural_flaws_mark, structural_flaws_note, unused_cells
 from ..method.space import Genotype
 from ..method.stats import Difference
 from ..runs.tasks import (baseline_task, evaluate_task, fixed_lambda_task, hypernet_task, member_config,
@@ -170,16 +170,14 @@ def _print_samples(run: RunDir, regularizer: str | None, lams: list[float] | Non
     print(f"genotype*: {s.star.compact()} (Λ = {s.star.num_kept_edges()} edges)")
     print(f"{'diversity':>9} {'lam':>7} {'matched':>8} {'distance':>9}  genotype")
     layers = member_config(run.path, {}).layers
-    marks = []
     for x in sorted(samples, key=lambda x: x.diversity):
-        marks.append(structural_flaws_mark(x.genotype, layers))
-        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()} "
-              f"{marks[-1]}".rstrip())
+        print(f"{x.diversity:>9.2f} {x.lam:>7.3f} {x.matched_edges:>8d} {x.distance:>9.4f}  {x.genotype.compact()}"
+              f"{structural_flaws_mark(x.genotype, layers)}")
     print("diversity: 0 = α*, 1 = most diverse; distance: JS_g to α* over genotype*'s kept edges and nodes")
-    if any("unused" in m for m in marks):
+    if any(unused_cells(x.genotype, layers) for x in samples):
         print(f"unused: the genotype never reads its previous cell, so in a {layers}-cell member that cell's "
               "output is wasted (a shallower network, usually less accurate)")
-    if any("no convolution" in m for m in marks):
+    if any(conv_free_cells(x.genotype, layers) for x in samples):
         print("no convolution: the cell holds only pools and skips and learns no spatial filter; its one-shot "
               "estimate is the least trustworthy, so member picks take such a genotype last")
 

@@ -121,7 +121,8 @@ def pick_members(samples: Sequence[ArchSample], n: int, star: Genotype, layers: 
     the sample nearest the α* end first, then n − 1 distinct genotypes other than α*: for each
     target 1/(n−1), …, 1 on the diversity axis, the nearest sample not taken yet. With `layers`
     (the members' cells), a genotype with a structural flaw (`structural_flaws`: a cell unused, a
-    cell without a convolution) is taken only once no other is left. Fewer than n come back when the samples hold fewer distinct genotypes."""
+    cell without a convolution) is taken only once no other is left. Fewer than n come back when
+    the samples hold fewer distinct genotypes."""
     if n < 1 or not samples:
         return []
     ordered = sorted(samples, key=lambda s: s.diversity or 0.0)

@@ -105,13 +105,13 @@ def sample_task(run: Path, config: dict, progress: Progress | None = None, devic
         while len(picked) < wanted:  # a collapsed family (warned above): repeat genotypes, other seeds
             picked.append(picked[len(picked) % len(picked)])
         drawn = picked
-        weak = {x.genotype.compact(): ", ".join(structural_flaws(x.genotype, layers)) for x in drawn
-                if structural_flaws(x.genotype, layers)}
-        out.update(members=len(drawn), flawed=sorted(weak))
+        flaws = {x.genotype.compact(): ", ".join(structural_flaws(x.genotype, layers)) for x in drawn}
+        weak = sorted(g for g, why in flaws.items() if why)
+        out.update(members=len(drawn), flawed=weak)
         if weak:
             warning = " ".join(filter(None, [warning, f"{len(weak)} member genotype(s) with a structural flaw (no "
                                              f"sound distinct genotype was left): "
-                                             f"{'; '.join(f'{g} ({why})' for g, why in sorted(weak.items()))}"]))
+                                             f"{'; '.join(f'{g} ({flaws[g]})' for g in weak)}"]))
     write_json(RunDir(run).samples_json, {"regularizer": trained.regularizer, "samples": [x.to_dict() for x in drawn]})
     out["samples"] = len(drawn)
     return {**out, "warning": warning} if warning else out
