@@ -154,6 +154,7 @@ RECIPES = {
     "no crop, 16/22 px": {"pad": "0", "epoch_sizes": "16,22"},
     "no crop, 2 epochs, 14 px": {"pad": "0", "epoch_sizes": "14", "epochs": "2"},
     "no crop, 4 epochs, 14/14/20 px": {"pad": "0", "epoch_sizes": "14,14,20", "epochs": "4"},
+    "no crop, 14/28/28 px": {"pad": "0", "epoch_sizes": "14"},
 }
 RECIPE_VAL = 0.905
 

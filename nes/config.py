@@ -58,6 +58,9 @@ class SearchConfig:
     gumbel_start: float = 10.0  # gdas: the Gumbel-softmax temperature falls linearly from this …
     gumbel_end: float = 0.1  # … to this over the search
     downsample: int = 1  # search on images shrunk by this factor (area average; 1 = full resolution)
+    # the architecture step on every k-th step only, at k·a_lr (Adam moves θ about a_lr per update,
+    # so θ travels as far); the weight step runs every step. 1 = DARTS's alternation
+    arch_every: int = 1
     seed: int = 0
     log_every: int = 10  # steps between progress callbacks (each one syncs the device)
 
@@ -126,12 +129,13 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # seconds on 2 CPU cores: tests and the CLI's end-to-end check
     "smoke": dict(dataset="digits", limit=256, test_limit=128, channels=4, nodes=4, batch_size=32, epochs=2,
                   a_lr=3e-3, log_every=2),
-    # one minute on 2 CPU cores: a Fashion-MNIST subset searched at half resolution (14×14; the
-    # fastest search mode whose α* holds, benchmarks/bench_search.py --quality quick); a_lr 0.03 for
-    # 8 epochs so that α* is confident on its kept edges and its genotype settles before the end
+    # half a minute on 2 CPU cores: a Fashion-MNIST subset searched at half resolution (14×14) with
+    # the architecture step on every 4th step (the fastest search mode whose α* holds: the same α*
+    # as a step every step, benchmarks/bench_search.py --quality quick); a_lr 0.03 for 8 epochs so
+    # that α* is confident on its kept edges and its genotype settles before the end
     # (figures: benchmarks/results/README.md)
     "quick": dict(dataset="fashion-mnist", limit=4000, test_limit=2000, image_size=28, pad=2, channels=8,
-                  batch_size=64, epochs=8, a_lr=0.03, downsample=2),
+                  batch_size=64, epochs=8, a_lr=0.03, downsample=2, arch_every=4),
     # the original experiment: 1 searched cell, C=10, 4 nodes, 1 input per node, batch 64, 50 epochs
     "paper": dict(dataset="fashion-mnist", channels=10, layers=1, nodes=4, inputs_per_node=1, batch_size=64,
                   epochs=50),
@@ -139,7 +143,8 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 
 HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(SEARCH_PRESETS["smoke"], a_lr=0.05, epochs=2),
-    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=10),
+    # its θ is h(λ) for a λ drawn each step: a step each step (arch_every 1; θ/4 not measured for it)
+    "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=10, arch_every=1),
     "paper": dict(SEARCH_PRESETS["paper"], a_lr=3e-3),
 }
 
@@ -231,7 +236,7 @@ _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 RANGES: dict[str, tuple[Any, str]] = {
     **{k: _AT_LEAST_1 for k in ("channels", "layers", "nodes", "batch_size", "epochs", "log_every", "image_size",
-                                "partial_k", "downsample")},
+                                "partial_k", "downsample", "arch_every")},
     **{k: (lambda v: v >= 2, ">= 2 (or none)") for k in ("limit", "test_limit")},
     "inputs_per_node": (lambda v: v in (1, 2), "1 or 2"),
     "pivots": (lambda v: v >= 2, ">= 2 (a piecewise-linear map needs two anchors)"),

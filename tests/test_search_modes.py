@@ -1,5 +1,6 @@
-"""The cheaper search modes (PC-DARTS partial channels, GDAS sampling, lower resolution) train on
-digits with the smoke preset, give an α* of the full mode's shape, and feed a hypernetwork."""
+"""The cheaper search modes (PC-DARTS partial channels, GDAS sampling, lower resolution, the
+architecture step on every k-th step) train on digits with the smoke preset, give an α* of the
+full mode's shape, and feed a hypernetwork."""
 from __future__ import annotations
 
 import pytest
@@ -7,11 +8,13 @@ import torch
 
 from nes.config import SearchConfig, from_preset
 from nes.data import DataError, downsample, load_dataset
-from nes.method.darts import load_search, search
+from nes.method.bilevel import BilevelStep, build_supernet, prepare_search_data
+from nes.method.darts import DartsArch, load_search, search
 from nes.runs.tasks import hypernet_task
 
 MODES = {"darts": {}, "pc": {"mode": "pc", "partial_k": "2"}, "gdas": {"mode": "gdas"},
-         "low-res": {"downsample": "2"}, "pc low-res": {"mode": "pc", "downsample": "2"}}
+         "low-res": {"downsample": "2"}, "pc low-res": {"mode": "pc", "downsample": "2"},
+         "low-res θ/2": {"downsample": "2", "arch_every": "2"}}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,29 @@ def test_bad_mode_settings_are_named(tmp_path):
         from_preset(SearchConfig, "smoke", {"mode": "fast"})
     with pytest.raises(ValueError, match="partial_k"):
         from_preset(SearchConfig, "smoke", {"partial_k": "0"})
+    with pytest.raises(ValueError, match="arch_every"):
+        from_preset(SearchConfig, "smoke", {"arch_every": "0"})
     with pytest.raises(ValueError, match="partial_k=3 must divide"):  # the smoke cell has 8 channels
         search(from_preset(SearchConfig, "smoke", {"mode": "pc", "partial_k": "3"}), tmp_path / "run", "cpu")
     assert not (tmp_path / "run" / "search" / "arch.safetensors").exists()
+
+
+def test_arch_every_k_steps_theta_on_every_kth_step_only():
+    torch.manual_seed(0)
+    cfg = from_preset(SearchConfig, "smoke", {"arch_every": "3"})
+    ds, tl, vl = prepare_search_data(cfg, torch.device("cpu"))
+    net, layout = build_supernet(cfg, ds, torch.device("cpu"))
+    arch = DartsArch(layout)
+    step = BilevelStep(cfg, net, arch, torch.device("cpu"))
+    assert step.a_opt.param_groups[0]["lr"] == pytest.approx(3 * cfg.a_lr), "θ's step is not k·a_lr"
+    sums = torch.zeros(5)
+    (xt, yt), (xv, yv) = next(iter(tl.epoch(torch.Generator()))), next(iter(vl.epoch(torch.Generator())))
+    moved = []
+    for done in range(6):
+        before = arch.alpha.detach().clone()
+        step.done = done
+        loss_v = step(xt, yt, xv, yv, None, done / 6, sums)
+        moved.append(not torch.equal(before, arch.alpha.detach()))
+        assert (loss_v is None) == (done % 3 != 0), f"step {done} returned validation loss {loss_v}"
+    assert moved == [True, False, False, True, False, False], f"θ moved on steps {moved}"
+    assert sums[4].item() == 2 * len(yv), f"validation images counted {sums[4].item()}, not 2 batches"

@@ -5,6 +5,8 @@ is the `ArchModule` that produces the architecture vector θ for a step (a free 
 DARTS, h(λ) for the hypernetwork) and its regularizer. Each step:
   1. architecture step on a validation batch: minimize L_val(w, θ) + R w.r.t. the arch module;
   2. weight step on a training batch: minimize L_train(w, θ) w.r.t. w, same draw (same λ).
+With `arch_every` k > 1 step 1 runs on every k-th step only, at k·a_lr: a step without it costs
+≈ 0.57× one with it (benchmarks/bench_search.py).
 The epoch skeleton (resume, cosine lr, seeding, history, checkpoint) is `nes.method.loop.EpochLoop`,
 shared with member training; CUDA-graph replay of the steps is `nes.method.cuda_graphs`.
 """
@@ -158,17 +160,22 @@ def _arch_grads_second_order(net, arch, drawn, xt, yt, xv, yv, w_opt, cfg, progr
 
 
 class BilevelStep:
-    """One step: the architecture step on a validation batch, then the weight step on a training
-    batch with the same draw (λ); adds the batch metrics to `sums` (train loss, train correct, val
-    loss, val correct) without a host sync. Called as `step(xt, yt, xv, yv, drawn, frac, sums)`."""
+    """One step: the architecture step on a validation batch (on every `cfg.arch_every`-th step
+    of the run; `done` is the run's step index, set by the loop), then the weight step on a
+    training batch with the same draw (λ); adds the batch metrics to `sums` (train loss, train
+    correct, val loss, val correct, val images) without a host sync. Called as
+    `step(xt, yt, xv, yv, drawn, frac, sums)`; returns the validation loss, None on a step
+    without the architecture step."""
 
     def __init__(self, cfg: SearchConfig, net: Supernet, arch: ArchModule, device: torch.device) -> None:
         self.cfg, self.net, self.arch, self.device = cfg, net, arch, device
+        self.done = 0
         self.w_opt = torch.optim.SGD(net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.a_params = [p for p in arch.parameters() if p.requires_grad]
         wd = cfg.a_weight_decay if arch.weight_decay is None else arch.weight_decay
-        self.a_opt = torch.optim.Adam(self.a_params, cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=wd)
+        self.a_opt = torch.optim.Adam(self.a_params, cfg.a_lr * cfg.arch_every, betas=(cfg.a_beta1, cfg.a_beta2),
+                                      weight_decay=wd)
 
     def _arch_step(self, xt, yt, xv, yv, drawn, frac):
         """(1) Only θ's gradient is asked for, so autograd skips every weight gradient and every
@@ -196,8 +203,10 @@ class BilevelStep:
         self.a_opt.step()
         return logits_v, loss_v
 
-    def __call__(self, xt, yt, xv, yv, drawn, frac, sums) -> torch.Tensor:
-        logits_v, loss_v = self._arch_step(xt, yt, xv, yv, drawn, frac)
+    def __call__(self, xt, yt, xv, yv, drawn, frac, sums) -> torch.Tensor | None:
+        logits_v, loss_v = None, None
+        if self.done % self.cfg.arch_every == 0:
+            logits_v, loss_v = self._arch_step(xt, yt, xv, yv, drawn, frac)
         # (2) weight step with the updated architecture, same draw
         with torch.no_grad():
             mix = self.arch.mixing(drawn, self.arch.theta(drawn))
@@ -211,15 +220,20 @@ class BilevelStep:
         with torch.no_grad():
             sums[0] += loss_t.detach().float() * len(yt)
             sums[1] += (logits_t.argmax(1) == yt).sum()
+            if loss_v is None:
+                return None
             sums[2] += loss_v.detach().float() * len(yv)
+            sums[4] += len(yv)
             if logits_v is not None:
                 sums[3] += (logits_v.argmax(1) == yv).sum()
         return loss_v.detach()
 
 
 def _epoch_metrics(sums: torch.Tensor, count: int) -> dict[str, float]:
-    s = (sums / max(count, 1)).tolist()
-    return {"train_loss": s[0], "train_acc": s[1], "val_loss": s[2], "val_acc": s[3]}
+    """Means over the epoch's training images (`count`) and its validation images (`sums[4]`)."""
+    s = sums.tolist()
+    n_t, n_v = max(count, 1), max(s[4], 1)
+    return {"train_loss": s[0] / n_t, "train_acc": s[1] / n_t, "val_loss": s[2] / n_v, "val_acc": s[3] / n_v}
 
 
 def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epoch: int, gen: torch.Generator,
@@ -234,13 +248,14 @@ def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epo
         done = epoch * steps_per_epoch + i
         frac = done / max(1, total)
         drawn = arch.draw(gen, frac)
+        step.done = done
         if graphed is not None and graphed.ok:
             loss_v = graphed(xt, yt, xv, yv, drawn, frac)
         else:
             loss_v = step(xt, yt, xv, yv, drawn, frac, sums)
         count += len(yt)
         arch.at_moment(epoch, i + 1, steps_per_epoch)
-        for k, v in arch.step_metrics(drawn, loss_v).items():
+        for k, v in (arch.step_metrics(drawn, loss_v) if loss_v is not None else {}).items():
             extra.setdefault(k, []).append(v)
         if progress is not None and ((done + 1) % log_every == 0 or i == steps_per_epoch - 1):
             progress(done + 1, total, {"epoch": epoch, **_epoch_metrics(sums, count)})
@@ -295,12 +310,13 @@ def train_bilevel(
 def _epochs(cfg: SearchConfig, net: Supernet, arch: ArchModule, step: BilevelStep, loop: EpochLoop,
             loaders: tuple[DeviceLoader, DeviceLoader], device: torch.device, progress: Progress | None) -> None:
     """The loop's remaining epochs, each ending in a checkpoint (CUDA-graph replay where it may)."""
-    graphs = use_cuda_graphs(cfg, arch, device) and bool(step.a_params)
+    # a graph replays one fixed step: not the steps that skip the architecture step
+    graphs = use_cuda_graphs(cfg, arch, device) and bool(step.a_params) and cfg.arch_every == 1
     set_capturable(step.a_opt, graphs, device)
     steps_per_epoch = min(len(loaders[0]), len(loaders[1]))
     for epoch, gen in loop:
         net.train()
-        sums = torch.zeros(4, device=device)
+        sums = torch.zeros(5, device=device)
         # the learning rate is baked into a captured graph: one graph per epoch
         graphed = GraphedStep(step, sums) if graphs else None
         row = _run_epoch(step, graphed, arch, loaders, epoch, gen, sums,
