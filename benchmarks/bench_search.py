@@ -15,14 +15,15 @@ Configuration of the original experiment: Fashion-MNIST (32×32 crops), C=10, 1 
 Also reported: ours in NCHW (the layout choice) and, on CUDA, ours with and without CUDA-graph
 replay of the steps (with the largest difference of θ between the two after the same steps).
 
-(d) every search mode's step (`MODES`) in one run; with `--quality PRESET` also its α*'s quality
-    (stability over the last third, kept-edge top-op probability, genotype* retrained against 3
-    random genotypes on the validation split; `--modes` picks the modes checked, the first being
-    the reference); the fastest mode is chosen among the checked modes whose α* holds against the
-    reference's (`holds`).
+(d) every search mode's step (`MODES`), `--rounds` rounds over the modes in turn (medians, and
+    each mode's median ratio to the `lowres` step of the same round); with `--quality PRESET` also
+    its α*'s quality (stability over the last third, kept-edge top-op probability, genotype*
+    retrained against 3 random genotypes on the validation split; `--modes` picks the modes
+    checked, the first being the reference); the fastest mode is chosen among the checked modes
+    whose α* holds against the reference's (`holds`).
 
 Last line: RESULT search_step_ms=… plain_step_ms=… speedup_vs_plain=… loader_img_s=… dataloader_img_s=…
-loader_speedup=… fastest_mode=… fastest_step_ms=… fastest_quality_checked=… beats_random=…
+loader_speedup=… fastest_mode=… fastest_step_ms=… fastest_to_lowres=… fastest_quality_checked=… beats_random=…
 """
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def sync(device: torch.device) -> None:
 def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
                  graphs: bool = True, on_step=None) -> tuple[float, torch.Tensor]:
     """Median step time of the real training loop (timestamps from its progress callback) and
-    how far θ moved. `graphs`: allow CUDA-graph replay of the steps (nes.method.cuda_graphs.use_cuda_graphs)."""
+    how far θ moved. With `cfg.arch_every` k > 1 a step's time is that of a whole cycle of k steps
+    (one with the architecture step, k − 1 without) over k: the median of single steps would be a
+    step without it. `graphs`: allow CUDA-graph replay of the steps (nes.method.cuda_graphs.use_cuda_graphs)."""
     n = 2 * cfg.batch_size * steps
     tr, va = split_indices(n, 0.5, 0)
     x, y = ds.train_x[:n], ds.train_y[:n]
@@ -96,8 +99,10 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
         else:
             os.environ["NES_CUDA_GRAPHS"] = old_env
     # skip warm-up (and, with CUDA graphs, the capture) steps
-    dts = [b - a for a, b in zip(stamps[5:], stamps[6:])]
-    return 1000 * statistics.median(dts), arch.final_theta().float().cpu() - theta0
+    dts = [b - a for a, b in zip(stamps[5:], stamps[6:])]  # steps 6, 7, …
+    k = cfg.arch_every
+    cycles = [sum(dts[i:i + k]) / k for i in range(-6 % k, len(dts) - k + 1, k)]
+    return 1000 * statistics.median(cycles), arch.final_theta().float().cpu() - theta0
 
 
 MODES = {  # name → SearchConfig settings (nes.method.supernet, nes.method.darts)
@@ -110,14 +115,22 @@ op per edge; lowres: images shrunk 2× (16×16 crops); θ/k: the architecture st
 only, at k·a_lr (`SearchConfig.arch_every`)."""
 
 
-def mode_steps(ds, device, steps: int) -> dict[str, float]:
-    """Step time of every search mode on the paper config, in one run (same data, same seed)."""
-    out = {}
-    for name, sets in MODES.items():
-        cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1, **sets})
-        small, info = downsample(ds, ds.info.with_crop(cfg.image_size, cfg.pad), cfg.downsample)
-        out[name], _ = ours_step_ms(cfg, dataclasses.replace(small, info=info), device, steps, channels_last=True)
-    return out
+def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Step time of every search mode on the paper config (same data, same seed), `rounds` rounds
+    over the modes in turn: each mode's median over the rounds, and its median ratio to the `lowres`
+    step of the same round (these cores' speed drifts by ~1.4× between minutes; a ratio taken
+    within one round holds better than a ratio of medians)."""
+    times: dict[str, list[float]] = {name: [] for name in MODES}
+    for _ in range(rounds):
+        for name, sets in MODES.items():
+            cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1, **sets})
+            small, info = downsample(ds, ds.info.with_crop(cfg.image_size, cfg.pad), cfg.downsample)
+            ms, _ = ours_step_ms(cfg, dataclasses.replace(small, info=info), device, steps * cfg.arch_every,
+                                 channels_last=True)
+            times[name].append(ms)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    ratios = {n: statistics.median(a / b for a, b in zip(t, times["lowres"])) for n, t in times.items()}
+    return medians, ratios
 
 
 def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) -> dict[str, dict]:
@@ -301,6 +314,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="timed search steps per variant")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over the search modes, in turn")
     ap.add_argument("--dataloader-batches", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     ap.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
@@ -335,10 +349,11 @@ def main() -> None:
         op_breakdown(cfg, ds, device)
     print(f"(b) search step, plain NCHW PyTorch:           {plain:8.1f} ms   speedup {plain / ours:.2f}x")
 
-    modes = mode_steps(ds, device, a.steps)
-    print("(d) search modes, paper config, ms per step (median):")
+    modes, to_lowres = mode_steps(ds, device, a.steps, a.rounds)
+    print(f"(d) search modes, paper config, ms per step (median of {a.rounds} rounds over the modes in turn):")
     for name, ms in modes.items():
-        print(f"    {name:12s} {ms:8.1f} ms   {modes['darts'] / ms:.2f}x faster than full DARTS")
+        print(f"    {name:12s} {ms:8.1f} ms   {modes['darts'] / ms:.2f}x faster than full DARTS, "
+              f"{to_lowres[name]:.2f}x the lowres step of the same round (median)")
     qual = None
     if a.quality:
         print(f"(e) α* quality per mode, {a.quality} preset (search, then genotype* and 3 random genotypes retrained):")
@@ -352,6 +367,7 @@ def main() -> None:
     print(f"RESULT search_step_ms={ours:.1f} plain_step_ms={plain:.1f} speedup_vs_plain={plain / ours:.2f} "
           f"loader_img_s={li:.0f} dataloader_img_s={di:.0f} loader_speedup={li / di:.1f} "
           f"fastest_mode={fastest} fastest_step_ms={modes.get(fastest, float('nan')):.1f} "
+          f"fastest_to_lowres={to_lowres.get(fastest, float('nan')):.2f} "
           f"fastest_quality_checked={qual is not None} "
           f"beats_random={qual[fastest]['beats_random'] if qual and fastest in qual else 'nan'}")
 

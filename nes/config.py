@@ -24,6 +24,9 @@ SEARCH_MODES = {  # SearchConfig.mode → what it does (shown by the Search page
     "gdas": "GDAS: each step samples one op per edge (Gumbel-softmax, straight-through) and runs only it",
 }
 
+# SearchConfig.arch_every choices offered by the Search page (0: leave the preset's)
+ARCH_EVERY_CHOICES = {0: "the preset's", 1: "every step (DARTS)", 2: "every 2nd step", 4: "every 4th step"}
+
 
 @dataclass(frozen=True)
 class SearchConfig:

@@ -4,7 +4,7 @@ The figures of α* and of the replay have their HTML snapshots beside them; the 
 running search (`running_curve`) stays a plain figure, redrawn every few seconds while it runs."""
 import streamlit as st
 
-from nes.config import SEARCH_MODES, SEARCH_PRESETS
+from nes.config import ARCH_EVERY_CHOICES, SEARCH_MODES, SEARCH_PRESETS
 from nes.data import DATASETS
 from nes.explorer import replay, viz
 from nes.explorer.actions import start_search
@@ -55,12 +55,17 @@ if writable("starting a search"):
                                     help="Intermediate nodes of a cell; each picks its input(s) and an operation. "
                                          "4 as in DARTS; fewer is faster and a smaller search space.")
             k = d4.selectbox("Inputs kept per node", [1, 2], index=0, help="1 as in EdgeNES; 2 as in classic DARTS")
-            e1, e2 = st.columns(2)
+            e1, e2, e3 = st.columns(3)
             mode = e1.selectbox("Search mode", list(SEARCH_MODES), index=0, format_func=lambda m: f"{m}: {SEARCH_MODES[m]}",
                                 help="Cheaper search steps: PC-DARTS partial channels or GDAS sampling "
                                      "(benchmarks/bench_search.py measures their step time and α* quality).")
-            low = e2.selectbox("Search resolution", [1, 2], index=0, format_func=lambda f: "full" if f == 1 else f"1/{f}",
-                               help="Search on images shrunk by this factor (members still train at full resolution).")
+            low = e2.selectbox("Search resolution", [0, 1, 2], index=0,
+                               format_func=lambda f: "the preset's" if f == 0 else "full" if f == 1 else f"1/{f}",
+                               help="Search on images shrunk by this factor (members still train at full "
+                                    "resolution). The quick preset searches at 1/2.")
+            every = e3.selectbox("Architecture step", [0, 1, 2, 4], index=0, format_func=ARCH_EVERY_CHOICES.get,
+                                 help="Update α on every k-th step only, at k× its learning rate: a step without it "
+                                      "costs about 0.6× one with it. The quick preset takes every 4th (the same α* as every step).")
             chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True,
                                 help="Queue the edges hypernetwork α(λ) to start when the search ends (other "
                                      "regularizers: the Hypernetwork page).")
@@ -68,11 +73,15 @@ if writable("starting a search"):
 
 if go:
     with friendly("start the search"):
-        sets = {"nodes": str(nodes), "inputs_per_node": str(k), "mode": mode, "downsample": str(low)}
+        sets = {"nodes": str(nodes), "inputs_per_node": str(k), "mode": mode}
+        if low:
+            sets["downsample"] = str(low)
         if epochs:
             sets["epochs"] = str(epochs)
         if c:
             sets["channels"] = str(c)
+        if every:
+            sets["arch_every"] = str(every)
         job = start_search(store(), name, dataset, preset, sets, then_hypernet=chain)
         show_run(name.strip())
         flash("search", f"Search job #{job} queued for run **{name.strip()}**; it is now the selected run.")

@@ -110,6 +110,7 @@ def test_search_page_validates_and_queues_a_job(home):
     sel["Dataset"].set_value("digits")
     sel["Preset"].set_value("smoke")
     sel["Search mode"].set_value("gdas")
+    sel["Architecture step"].set_value(4)
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [s.value for s in at.success]
@@ -122,6 +123,8 @@ def test_search_page_validates_and_queues_a_job(home):
     assert jobs[0].config["set"]["dataset"] == "digits", \
         f"the search job's dataset is {jobs[0].config['set']['dataset']!r}"
     assert jobs[0].config["set"]["mode"] == "gdas", f"the search job's mode is {jobs[0].config['set']['mode']!r}"
+    assert jobs[0].config["set"]["arch_every"] == "4", \
+        f"the search job's arch_every is {jobs[0].config['set'].get('arch_every')!r}"
     for j in jobs[::-1]:
         if store.job(j.id).status in ("queued", "running"):
             cancel(store, j.id)

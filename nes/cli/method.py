@@ -31,7 +31,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     add_device(p, "auto (default), cpu, cuda, mps")
     add_data_dir(p)
     p.epilog = ("search modes (--set mode=…): " + "; ".join(f"{k}: {v}" for k, v in SEARCH_MODES.items())
-                + "; --set downsample=2 searches on images shrunk 2x")
+                + "; --set downsample=2 searches on images shrunk 2x; --set arch_every=4 updates α on every 4th "
+                  "step only, at 4x a_lr")
 
 
 def cmd_search(a: argparse.Namespace) -> int:
