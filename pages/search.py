@@ -64,8 +64,9 @@ if writable("starting a search"):
                                help="Search on images shrunk by this factor (members still train at full "
                                     "resolution). The quick preset searches at 1/2.")
             every = e3.selectbox("Architecture step", [0, 1, 2, 4], index=0, format_func=ARCH_EVERY_CHOICES.get,
-                                 help="Update α on every k-th step only, at k× its learning rate: a step without it "
-                                      "costs about 0.6× one with it. The quick preset takes every 4th (the same α* as every step).")
+                                 help="Update α on every k-th step only, at k× its learning rate: a step without "
+                                      "it costs about 0.6× one with it. The quick preset takes every 4th (the same "
+                                      "α* as every step).")
             chain = st.checkbox("Then train the hypernetwork (edges regularizer)", value=True,
                                 help="Queue the edges hypernetwork α(λ) to start when the search ends (other "
                                      "regularizers: the Hypernetwork page).")

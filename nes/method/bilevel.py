@@ -6,7 +6,7 @@ DARTS, h(λ) for the hypernetwork) and its regularizer. Each step:
   1. architecture step on a validation batch: minimize L_val(w, θ) + R w.r.t. the arch module;
   2. weight step on a training batch: minimize L_train(w, θ) w.r.t. w, same draw (same λ).
 With `arch_every` k > 1 step 1 runs on every k-th step only, at k·a_lr: a step without it costs
-≈ 0.57× one with it (benchmarks/bench_search.py).
+about 0.6× one with it (benchmarks/results/README.md, "Search step").
 The epoch skeleton (resume, cosine lr, seeding, history, checkpoint) is `nes.method.loop.EpochLoop`,
 shared with member training; CUDA-graph replay of the steps is `nes.method.cuda_graphs`.
 """
