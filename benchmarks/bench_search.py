@@ -106,14 +106,18 @@ def ours_step_ms(cfg: SearchConfig, ds, device, steps: int, channels_last: bool,
     return 1000 * statistics.median(cycles), arch.final_theta().float().cpu() - theta0
 
 
-MODES = {  # name → SearchConfig settings (nes.method.supernet, nes.method.darts)
-    "darts": {}, "pc": {"mode": "pc"}, "gdas": {"mode": "gdas"}, "lowres": {"downsample": "2"},
-    "pc+lowres": {"mode": "pc", "downsample": "2"}, "gdas+lowres": {"mode": "gdas", "downsample": "2"},
-    "lowres+θ/2": {"downsample": "2", "arch_every": "2"}, "lowres+θ/4": {"downsample": "2", "arch_every": "4"},
+_FULL = {"mode": "darts", "downsample": "1", "arch_every": "1"}  # every setting a mode changes, at its default
+MODES = {  # name → SearchConfig settings (nes.method.supernet, nes.method.darts), whatever the preset sets
+    "darts": _FULL, "pc": {**_FULL, "mode": "pc"}, "gdas": {**_FULL, "mode": "gdas"},
+    "lowres": {**_FULL, "downsample": "2"}, "pc+lowres": {**_FULL, "mode": "pc", "downsample": "2"},
+    "gdas+lowres": {**_FULL, "mode": "gdas", "downsample": "2"},
+    "lowres+θ/2": {**_FULL, "downsample": "2", "arch_every": "2"},
+    "lowres+θ/4": {**_FULL, "downsample": "2", "arch_every": "4"},
 }
 """darts: every op on every edge; pc: PC-DARTS, the ops see 1/2 of the channels; gdas: one sampled
 op per edge; lowres: images shrunk 2× (16×16 crops); θ/k: the architecture step on every k-th step
-only, at k·a_lr (`SearchConfig.arch_every`)."""
+only, at k·a_lr (`SearchConfig.arch_every`). Each mode sets all three settings, so that `darts` and
+`lowres` at the `quick` preset (which searches at 1/2 with θ/4) are what their names say."""
 
 
 def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -37,7 +37,7 @@ run() {  # name, seconds, command...
   echo "exit $?" >> "$out/$name.txt"
 }
 
-run bench_search 75 python benchmarks/bench_search.py --device cuda --threads "$threads" --steps 20 $dd
+run bench_search 75 python benchmarks/bench_search.py --device cuda --threads "$threads" --steps 20 --rounds 1 $dd
 run bench_retrain 90 python benchmarks/bench_retrain.py --device cuda --skip-startup $ds
 run bench_hypernet 100 python benchmarks/bench_hypernet.py --device cuda --seeds 1 --per-lambda 2 $dd
 run bench_pipeline 170 python benchmarks/bench_pipeline.py $ss
