@@ -146,8 +146,8 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 
 HYPERNET_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(SEARCH_PRESETS["smoke"], a_lr=0.05, epochs=2),
-    # the search's θ/4 too (arch_every 4: ρ and distinct genotypes hold on 2 seeds, the hypernetwork
-    # in 0.7× the time; benchmarks/bench_hypernet.py --set arch_every=4)
+    # the search's θ/4 too (arch_every 4: ρ and distinct genotypes hold on 3 seeds, the hypernetwork
+    # in ≈ 0.7× the time; benchmarks/bench_hypernet.py)
     "quick": dict(SEARCH_PRESETS["quick"], a_lr=0.06, epochs=10),
     "paper": dict(SEARCH_PRESETS["paper"], a_lr=3e-3),
 }
