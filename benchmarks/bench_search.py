@@ -160,6 +160,7 @@ def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) 
             if rand is None:
                 rng = random.Random(0)
                 rand_g = [random_genotype(res.layout, rng) for _ in range(3)]
+                print(f"    random genotypes: {'; '.join(g.compact() for g in rand_g)}")
                 rand = [retrain(tcfg, g, Path(tmp) / "members", f"random_{i}", device).metrics
                         for i, g in enumerate(rand_g)]
             out[name] = {"step_ms": 1000 * res.seconds / max(res.steps, 1), "stable": stable,
@@ -167,8 +168,6 @@ def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) 
                          "beats_random": sum(star["val_accuracy"] > r["val_accuracy"] for r in rand),
                          "genotype": res.genotype.compact()}
             rand_text = ", ".join(f"{100 * r['val_accuracy']:.2f}" for r in rand)
-            if len(out) == 1:
-                print(f"    random genotypes: {'; '.join(g.compact() for g in rand_g)}")
             print(f"    {name:12s} {out[name]['step_ms']:6.0f} ms/step, stable over the last third: {stable}, "
                   f"kept-edge top-op p {out[name]['kept_top_op']:.3f}, genotype* retrained val "
                   f"{100 * star['val_accuracy']:.2f} % (test {100 * star['test_accuracy']:.2f} %; beats "

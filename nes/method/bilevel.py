@@ -220,13 +220,12 @@ class BilevelStep:
         with torch.no_grad():
             sums[0] += loss_t.detach().float() * len(yt)
             sums[1] += (logits_t.argmax(1) == yt).sum()
-            if loss_v is None:
-                return None
-            sums[2] += loss_v.detach().float() * len(yv)
-            sums[4] += len(yv)
+            if loss_v is not None:
+                sums[2] += loss_v.detach().float() * len(yv)
+                sums[4] += len(yv)
             if logits_v is not None:
                 sums[3] += (logits_v.argmax(1) == yv).sum()
-        return loss_v.detach()
+        return None if loss_v is None else loss_v.detach()
 
 
 def _epoch_metrics(sums: torch.Tensor, count: int) -> dict[str, float]:
@@ -255,8 +254,9 @@ def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epo
             loss_v = step(xt, yt, xv, yv, drawn, frac, sums)
         count += len(yt)
         arch.at_moment(epoch, i + 1, steps_per_epoch)
-        for k, v in (arch.step_metrics(drawn, loss_v) if loss_v is not None else {}).items():
-            extra.setdefault(k, []).append(v)
+        if loss_v is not None:  # a step with the architecture step
+            for k, v in arch.step_metrics(drawn, loss_v).items():
+                extra.setdefault(k, []).append(v)
         if progress is not None and ((done + 1) % log_every == 0 or i == steps_per_epoch - 1):
             progress(done + 1, total, {"epoch": epoch, **_epoch_metrics(sums, count)})
     row = _epoch_metrics(sums, count)
