@@ -29,7 +29,7 @@ from nes.method.darts import confidence, load_search, search  # noqa: E402
 from nes.method.diversity import grid_quality  # noqa: E402
 from nes.method.hypernet import fixed_lambda_search, hypernet_config, load_hypernet, train_hypernet  # noqa: E402
 from nes.method.regularizers import LamRange, diversity_lam  # noqa: E402
-from nes.runtime import resolve_device  # noqa: E402
+from nes.runtime import device_label, resolve_device  # noqa: E402
 
 REGS = ("edges", "js-target", "js")
 
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
     device = resolve_device(a.device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, preset {a.preset}")
+    print(f"device {device_label(device)}, torch {torch.__version__}, preset {a.preset}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.seeds):

@@ -2,10 +2,10 @@
 
 A real `streamlit run explorer_app.py` server, a real worker retraining a `quick` member of the
 bundled demo (full Fashion-MNIST, the job system's own worker process), and a real headless
-Chromium that opens the Ensemble page (its fragment polls every 5 s while the member trains) or
-closes it, in alternating windows: closed, open, closed, open; first with Streamlit's garbage
-collection after every script run (its default), then without (this repository's .streamlit/config.toml),
-the same member training throughout. Per window: the worker's training steps per second (from the
+Chromium that opens the Ensemble page (its fragment polls every `POLL_SECONDS` of pages/_widgets.py
+while the member trains) or closes it, in alternating windows: closed, open, closed, open; first
+with Streamlit's garbage collection after every script run (its default), then without (this
+repository's .streamlit/config.toml), the same member training throughout. Per window: the worker's training steps per second (from the
 store's progress rows), the server's CPU (from /proc), and the browser's.
 
     python benchmarks/bench_live.py [--window 25]
@@ -116,6 +116,9 @@ def main() -> None:
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from nes.runtime import cpu_model
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; window {a.window:.0f} s")
+
     from nes.explorer.demo import install_demo
     from nes.runs.jobs import cancel, submit, wait
     from nes.runs.store import Store
@@ -124,8 +127,10 @@ def main() -> None:
     os.environ["NES_HOME"] = str(home)
     store = Store(home)
     run = install_demo(store)
+    # every epoch at 28 px (a steady step rate from window to window), and more epochs than the
+    # windows can see on a fast CPU: the job is cancelled once they are measured
     job = submit(store, run, "retrain", {"preset": "quick", "name": "bench_live", "seed": 7,
-                                         "set": {"epochs": "8", "log_every": "5"}})
+                                         "set": {"epochs": "40", "epoch_sizes": "", "log_every": "5"}})
     rows = []
     try:
         while store.job(job).step < 40:  # data loaded, steps under way
@@ -146,6 +151,8 @@ def main() -> None:
         o, c = med[(gc, "open")], med[(gc, "closed")]
         print(f"postScriptGC={gc}: server {o['server_pct']:.1f} % of a core with the page open ({c['server_pct']:.1f} % "
               f"closed); worker {o['steps_s']:.2f} vs {c['steps_s']:.2f} steps/s open vs closed; browser {o['browser_pct']:.1f} %")
+    if any(r["status"] != "running" for r in rows):
+        print("warning: the member was not training in every window; its steps/s there are void")
     o, c = med[(False, "open")], med[(False, "closed")]
     print(f"RESULT server_core_pct_open={o['server_pct']:.1f} server_core_pct_open_gc={med[(True, 'open')]['server_pct']:.1f} "
           f"server_core_pct_closed={c['server_pct']:.1f} steps_ratio_open_vs_closed={o['steps_s'] / c['steps_s']:.3f} "

@@ -33,6 +33,7 @@ from nes.method.darts import confidence, load_search  # noqa: E402
 from nes.method.flaws import structural_flaws_mark  # noqa: E402
 from nes.method.space import Genotype  # noqa: E402
 from nes.method.stats import Difference  # noqa: E402
+from nes.runtime import cpu_model  # noqa: E402
 from nes.runs.jobs import wait  # noqa: E402
 from nes.runs.tasks import member_config  # noqa: E402
 from nes.runs.pipeline import pipeline  # noqa: E402
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--regularizer", default="edges")
     ap.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NES_HOME"] = tmp
         store = Store(tmp)

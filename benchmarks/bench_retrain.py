@@ -363,11 +363,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="(e): comma-separated member seeds")
     a = ap.parse_args()
     configure_threads()
-    from nes.runtime import resolve_device
+    from nes.runtime import device_label, resolve_device
     device = resolve_device(a.device)
     cfg = from_preset(TrainConfig, "quick", dict(kv.split("=", 1) for kv in a.set))
     genotype = load_genotype(a.genotype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; genotype {genotype.compact()}")
+    print(f"torch {torch.__version__}, device {device_label(device)}; genotype {genotype.compact()}")
     if a.recipes:
         names = list(RECIPES) if a.recipes == "all" else [n.strip() for n in a.recipes.split(";")]
         unknown = [n for n in names if n not in RECIPES]

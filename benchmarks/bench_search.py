@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nes.method.kernels as kernels  # noqa: E402
 from nes.config import SearchConfig, from_preset  # noqa: E402
 from nes.data import DEBIAN_FASHION_DIR, DeviceLoader, downsample, load_dataset, split_indices  # noqa: E402
-from nes.runtime import configure_threads, resolve_device  # noqa: E402
+from nes.runtime import configure_threads, device_label, resolve_device  # noqa: E402
 from nes.method.bilevel import build_supernet, train_bilevel  # noqa: E402
 from nes.method.darts import DartsArch, search  # noqa: E402
 from nes.method.supernet import MixedCell  # noqa: E402
@@ -119,6 +119,10 @@ op per edge; lowres: images shrunk 2× (16×16 crops); θ/k: the architecture st
 only, at k·a_lr (`SearchConfig.arch_every`). Each mode sets all three settings, so that `darts` and
 `lowres` at the `quick` preset (which searches at 1/2 with θ/4) are what their names say."""
 
+VARIANTS = {"lowres+θ/4+warm2": {**MODES["lowres+θ/4"], "arch_warmup": "2"}}
+"""Searches whose α* `--quality` can check but whose step is a mode's above (not timed): +warmE
+trains the weights alone for E epochs before the first architecture step (`SearchConfig.arch_warmup`)."""
+
 
 def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
     """Step time of every search mode on the paper config (same data, same seed), `rounds` rounds
@@ -152,7 +156,8 @@ def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) 
     with tempfile.TemporaryDirectory() as tmp:
         tcfg, rand = from_preset(TrainConfig, preset, member_sets), None
         for name in names:
-            res = search(from_preset(SearchConfig, preset, MODES[name]), Path(tmp) / f"search_{len(out)}", device)
+            sets = {**MODES, **VARIANTS}[name]
+            res = search(from_preset(SearchConfig, preset, sets), Path(tmp) / f"search_{len(out)}", device)
             hist = res.history
             tail = hist[len(hist) - max(1, len(hist) // 3):]
             stable = len({row.get("genotype") for row in tail}) == 1
@@ -328,13 +333,16 @@ def main() -> None:
     ap.add_argument("--member-set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override for the --quality members")
     ap.add_argument("--modes", default=",".join(MODES),
-                    help="the modes whose α* quality --quality checks, the reference first")
+                    help="the modes (or VARIANTS) whose α* quality --quality checks, the reference first")
     a = ap.parse_args()
+    unknown = [n for n in a.modes.split(",") if n not in {**MODES, **VARIANTS}]
+    if unknown:
+        ap.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join({**MODES, **VARIANTS})}")
     configure_threads(a.threads)  # as every search process: its threads and allocator
     device = resolve_device(a.device)
     cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
     ds = load_dataset("fashion-mnist", a.data_dir, device=device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+    print(f"device {device_label(device)}, torch {torch.__version__}, "
           f"config C={cfg.channels} layers={cfg.layers} nodes={cfg.nodes} k={cfg.inputs_per_node} batch={cfg.batch_size}")
 
     cuda = device.type == "cuda"

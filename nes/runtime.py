@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import platform
 
 import torch
 
@@ -81,14 +82,28 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo ('AMD EPYC', 'Intel(R) Xeon(R) …'), or the platform's
+    where there is none: these shared machines are lent on different CPUs, and a timing is only
+    comparable with one taken on the same kind."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def device_label(device: torch.device | None = None) -> str:
-    """Short human label such as 'CUDA (NVIDIA H100)' or 'CPU (2 threads)'."""
+    """Short human label such as 'CUDA (NVIDIA H100)' or 'CPU (AMD EPYC, 2 threads)'."""
     device = resolve_device(device)
     if device.type == "cuda":
         return f"CUDA ({torch.cuda.get_device_name(device)})"
     if device.type == "mps":
         return "MPS (Apple GPU)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def use_channels_last(device: torch.device) -> bool:

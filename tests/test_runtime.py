@@ -44,3 +44,28 @@ def test_configured_processes_reuse_the_memory_of_freed_activations():
     assert faults["default"] > 10 * 1000, f"the default allocator took only {faults['default']} faults (probe broken?)"
     assert faults["configured"] < faults["default"] / 10, \
         f"a configured process took {faults['configured']} page faults in 10 steps, the default {faults['default']}"
+
+
+def test_a_cpu_device_label_names_the_processor_and_the_threads():
+    """Benchmarks print `device_label`: a timing is only comparable with one taken on the same
+    kind of CPU, and the machines are lent on more than one."""
+    import torch
+
+    from nes.runtime import cpu_model, device_label
+
+    model = cpu_model()
+    assert model.strip(), "cpu_model() returned an empty name"
+    label = device_label(torch.device("cpu"))
+    assert model in label, f"device_label {label!r} does not name the processor {model!r}"
+    assert f"{torch.get_num_threads()} threads" in label, f"device_label {label!r} does not give the thread count"
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/cpuinfo")
+def test_cpu_model_is_the_model_name_of_proc_cpuinfo():
+    from nes.runtime import cpu_model
+
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if not names:
+        pytest.skip("this kernel's /proc/cpuinfo has no 'model name' line")
+    assert cpu_model() == names[0], f"cpu_model() {cpu_model()!r} is not /proc/cpuinfo's {names[0]!r}"
