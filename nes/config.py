@@ -64,6 +64,9 @@ class SearchConfig:
     # the architecture step on every k-th step only, at k·a_lr (Adam moves θ about a_lr per update,
     # so θ travels as far); the weight step runs every step. 1 = DARTS's alternation
     arch_every: int = 1
+    # epochs of weight steps alone before the first architecture step (PC-DARTS, P-DARTS): on
+    # untrained convolutions the parameter-free ops (pools, skip) look best, and θ learns that
+    arch_warmup: int = 0
     seed: int = 0
     log_every: int = 10  # steps between progress callbacks (each one syncs the device)
 
@@ -244,7 +247,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     **{k: (lambda v: v >= 2, ">= 2 (or none)") for k in ("limit", "test_limit")},
     "inputs_per_node": (lambda v: v in (1, 2), "1 or 2"),
     "pivots": (lambda v: v >= 2, ">= 2 (a piecewise-linear map needs two anchors)"),
-    "pad": _NON_NEGATIVE, "seed": _NON_NEGATIVE,
+    "pad": _NON_NEGATIVE, "seed": _NON_NEGATIVE, "arch_warmup": _NON_NEGATIVE,
     **{k: _POSITIVE for k in ("w_lr", "a_lr", "lr", "grad_clip", "unrolled_eps", "t_start", "t_end",
                               "gumbel_start", "gumbel_end")},
     **{k: _NON_NEGATIVE for k in ("w_lr_min", "lr_min", "w_weight_decay", "a_weight_decay", "weight_decay",
@@ -293,6 +296,9 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if hasattr(cfg, "regularizer") and cfg.regularizer not in REGULARIZER_NAMES:
         raise ValueError(f"unknown regularizer {cfg.regularizer!r}; choose one of {', '.join(REGULARIZER_NAMES)}")
+    if getattr(cfg, "arch_warmup", 0) and cfg.arch_warmup >= cfg.epochs:
+        raise ValueError(f"arch_warmup ({cfg.arch_warmup}) must be smaller than epochs ({cfg.epochs}): θ would "
+                         f"never be trained; lower it (--set arch_warmup=…) or raise epochs")
     if getattr(cfg, "lam_max", None) is not None and cfg.lam_max <= cfg.lam_min:
         raise ValueError(f"lam_max ({cfg.lam_max}) must be larger than lam_min ({cfg.lam_min})")
 

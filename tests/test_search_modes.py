@@ -82,6 +82,10 @@ def test_bad_mode_settings_are_named(tmp_path):
         from_preset(SearchConfig, "smoke", {"partial_k": "0"})
     with pytest.raises(ValueError, match="arch_every"):
         from_preset(SearchConfig, "smoke", {"arch_every": "0"})
+    with pytest.raises(ValueError, match="arch_warmup"):
+        from_preset(SearchConfig, "smoke", {"arch_warmup": "-1"})
+    with pytest.raises(ValueError, match=r"arch_warmup \(2\) must be smaller than epochs \(2\)"):
+        from_preset(SearchConfig, "smoke", {"arch_warmup": "2"})
     with pytest.raises(ValueError, match="partial_k=3 must divide"):  # the smoke cell has 8 channels
         search(from_preset(SearchConfig, "smoke", {"mode": "pc", "partial_k": "3"}), tmp_path / "run", "cpu")
     assert not (tmp_path / "run" / "search" / "arch.safetensors").exists()
@@ -106,3 +110,18 @@ def test_arch_every_k_steps_theta_on_every_kth_step_only():
         assert (loss_v is None) == (done % 3 != 0), f"step {done} returned validation loss {loss_v}"
     assert moved == [True, False, False, True, False, False], f"θ moved on steps {moved}"
     assert sums[4].item() == 2 * len(yv), f"validation images counted {sums[4].item()}, not 2 batches"
+
+
+def test_arch_warmup_trains_the_weights_alone_for_its_epochs(tmp_path):
+    """With arch_warmup=1 the first epoch takes no architecture step (so it reports no validation
+    means, rather than zeros) and the second takes them (validation images are counted only on a
+    step with the architecture step)."""
+    torch.set_num_threads(1)
+    cfg = from_preset(SearchConfig, "smoke", {"arch_warmup": "1"})
+    torch.manual_seed(cfg.seed)
+    res = search(cfg, tmp_path / "run", "cpu")
+    first, second = res.history[0], res.history[1]
+    assert "val_acc" not in first, f"the warm-up epoch reports validation accuracy {first.get('val_acc')}"
+    assert "train_acc" in first, "the warm-up epoch reports no training accuracy"
+    assert 0 <= second["val_acc"] <= 1, f"the epoch after the warm-up reports val_acc {second.get('val_acc')}"
+    assert bool(torch.isfinite(res.theta).all()), "θ after the warm-up holds non-finite values"

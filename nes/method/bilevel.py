@@ -6,7 +6,8 @@ DARTS, h(λ) for the hypernetwork) and its regularizer. Each step:
   1. architecture step on a validation batch: minimize L_val(w, θ) + R w.r.t. the arch module;
   2. weight step on a training batch: minimize L_train(w, θ) w.r.t. w, same draw (same λ).
 With `arch_every` k > 1 step 1 runs on every k-th step only, at k·a_lr: a step without it costs
-about 0.6× one with it (benchmarks/results/README.md, "Search step").
+about 0.6× one with it (benchmarks/results/README.md, "Search step"); with `arch_warmup` E > 0 it
+first runs after E epochs of weight steps alone.
 The epoch skeleton (resume, cosine lr, seeding, history, checkpoint) is `nes.method.loop.EpochLoop`,
 shared with member training; CUDA-graph replay of the steps is `nes.method.cuda_graphs`.
 """
@@ -161,15 +162,16 @@ def _arch_grads_second_order(net, arch, drawn, xt, yt, xv, yv, w_opt, cfg, progr
 
 class BilevelStep:
     """One step: the architecture step on a validation batch (on every `cfg.arch_every`-th step
-    of the run; `done` is the run's step index, set by the loop), then the weight step on a
-    training batch with the same draw (λ); adds the batch metrics to `sums` (train loss, train
-    correct, val loss, val correct, val images) without a host sync. Called as
+    of the run from step `arch_from` on; the loop sets `done`, the run's step index, and `arch_from`),
+    then the weight step on a training batch with the same draw (λ); adds the batch metrics to
+    `sums` (train loss, train correct, val loss, val correct, val images) without a host sync. Called as
     `step(xt, yt, xv, yv, drawn, frac, sums)`; returns the validation loss, None on a step
     without the architecture step."""
 
     def __init__(self, cfg: SearchConfig, net: Supernet, arch: ArchModule, device: torch.device) -> None:
         self.cfg, self.net, self.arch, self.device = cfg, net, arch, device
         self.done = 0
+        self.arch_from = 0  # the run's first step with the architecture step (the loop sets it: arch_warmup)
         self.w_opt = torch.optim.SGD(net.parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.a_params = [p for p in arch.parameters() if p.requires_grad]
@@ -205,7 +207,7 @@ class BilevelStep:
 
     def __call__(self, xt, yt, xv, yv, drawn, frac, sums) -> torch.Tensor | None:
         logits_v, loss_v = None, None
-        if self.done % self.cfg.arch_every == 0:
+        if self.done >= self.arch_from and self.done % self.cfg.arch_every == 0:
             logits_v, loss_v = self._arch_step(xt, yt, xv, yv, drawn, frac)
         # (2) weight step with the updated architecture, same draw
         with torch.no_grad():
@@ -229,10 +231,13 @@ class BilevelStep:
 
 
 def _epoch_metrics(sums: torch.Tensor, count: int) -> dict[str, float]:
-    """Means over the epoch's training images (`count`) and its validation images (`sums[4]`)."""
+    """Means over the epoch's training images (`count`) and its validation images (`sums[4]`);
+    no validation means before the first architecture step (an `arch_warmup` epoch has none)."""
     s = sums.tolist()
-    n_t, n_v = max(count, 1), max(s[4], 1)
-    return {"train_loss": s[0] / n_t, "train_acc": s[1] / n_t, "val_loss": s[2] / n_v, "val_acc": s[3] / n_v}
+    row = {"train_loss": s[0] / max(count, 1), "train_acc": s[1] / max(count, 1)}
+    if s[4] > 0:
+        row.update(val_loss=s[2] / s[4], val_acc=s[3] / s[4])
+    return row
 
 
 def _run_epoch(step, graphed: GraphedStep | None, arch: ArchModule, loaders, epoch: int, gen: torch.Generator,
@@ -311,9 +316,11 @@ def _epochs(cfg: SearchConfig, net: Supernet, arch: ArchModule, step: BilevelSte
             loaders: tuple[DeviceLoader, DeviceLoader], device: torch.device, progress: Progress | None) -> None:
     """The loop's remaining epochs, each ending in a checkpoint (CUDA-graph replay where it may)."""
     # a graph replays one fixed step: not the steps that skip the architecture step
-    graphs = use_cuda_graphs(cfg, arch, device) and bool(step.a_params) and cfg.arch_every == 1
+    graphs = (use_cuda_graphs(cfg, arch, device) and bool(step.a_params) and cfg.arch_every == 1
+              and cfg.arch_warmup == 0)
     set_capturable(step.a_opt, graphs, device)
     steps_per_epoch = min(len(loaders[0]), len(loaders[1]))
+    step.arch_from = cfg.arch_warmup * steps_per_epoch
     for epoch, gen in loop:
         net.train()
         sums = torch.zeros(5, device=device)
