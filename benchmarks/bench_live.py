@@ -5,8 +5,9 @@ bundled demo (full Fashion-MNIST, the job system's own worker process), and a re
 Chromium that opens the Ensemble page (its fragment polls every `POLL_SECONDS` of pages/_widgets.py
 while the member trains) or closes it, in alternating windows: closed, open, closed, open; first
 with Streamlit's garbage collection after every script run (its default), then without (this
-repository's .streamlit/config.toml), the same member training throughout. Per window: the worker's training steps per second (from the
-store's progress rows), the server's CPU (from /proc), and the browser's.
+repository's .streamlit/config.toml), the same member training throughout. Per window: the
+worker's training steps per second (from the store's progress rows), the server's CPU (from
+/proc), and the browser's.
 
     python benchmarks/bench_live.py [--window 25]
 

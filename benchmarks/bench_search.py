@@ -119,9 +119,11 @@ op per edge; lowres: images shrunk 2× (16×16 crops); θ/k: the architecture st
 only, at k·a_lr (`SearchConfig.arch_every`). Each mode sets all three settings, so that `darts` and
 `lowres` at the `quick` preset (which searches at 1/2 with θ/4) are what their names say."""
 
-VARIANTS = {"lowres+θ/4+warm2": {**MODES["lowres+θ/4"], "arch_warmup": "2"}}
+VARIANTS = {"lowres+θ/4+warm2": {**MODES["lowres+θ/4"], "arch_warmup": "2"},
+            "lowres+θ/4+8k": {**MODES["lowres+θ/4"], "limit": "8000"}}
 """Searches whose α* `--quality` can check but whose step is a mode's above (not timed): +warmE
-trains the weights alone for E epochs before the first architecture step (`SearchConfig.arch_warmup`)."""
+trains the weights alone for E epochs before the first architecture step (`SearchConfig.arch_warmup`);
++8k searches on 8000 training images instead of the preset's (the `quick` preset: 4000), twice the steps."""
 
 
 def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -142,10 +144,12 @@ def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], d
     return medians, ratios
 
 
-def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) -> dict[str, dict]:
+def quality(preset: str, device, names: list[str], member_sets: dict[str, str],
+            search_sets: dict[str, str] | None = None) -> dict[str, dict]:
     """α* quality of the modes `names` at `preset`: genotype stability over the last third of the
     search, kept-edge top-op probability, and genotype*'s retrained validation accuracy against 3
-    random genotypes' (the same member settings; the test accuracy is printed beside it, never used)."""
+    random genotypes' (the same member settings; the test accuracy is printed beside it, never used).
+    `search_sets`: settings every mode's search takes on top of its own (e.g. another seed)."""
     import random
 
     from nes.config import TrainConfig
@@ -156,7 +160,7 @@ def quality(preset: str, device, names: list[str], member_sets: dict[str, str]) 
     with tempfile.TemporaryDirectory() as tmp:
         tcfg, rand = from_preset(TrainConfig, preset, member_sets), None
         for name in names:
-            sets = {**MODES, **VARIANTS}[name]
+            sets = {**MODES, **VARIANTS}[name] | (search_sets or {})
             res = search(from_preset(SearchConfig, preset, sets), Path(tmp) / f"search_{len(out)}", device)
             hist = res.history
             tail = hist[len(hist) - max(1, len(hist) // 3):]
@@ -332,6 +336,7 @@ def main() -> None:
                     help="also search with every mode at this preset and measure α*'s quality (minutes per mode)")
     ap.add_argument("--member-set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override for the --quality members")
+    ap.add_argument("--search-seed", type=int, default=None, help="the --quality searches' seed (default: the preset's)")
     ap.add_argument("--modes", default=",".join(MODES),
                     help="the modes (or VARIANTS) whose α* quality --quality checks, the reference first")
     a = ap.parse_args()
@@ -369,7 +374,8 @@ def main() -> None:
     qual = None
     if a.quality:
         print(f"(e) α* quality per mode, {a.quality} preset (search, then genotype* and 3 random genotypes retrained):")
-        qual = quality(a.quality, device, a.modes.split(","), dict(kv.split("=", 1) for kv in a.member_set))
+        seed = {} if a.search_seed is None else {"seed": str(a.search_seed)}
+        qual = quality(a.quality, device, a.modes.split(","), dict(kv.split("=", 1) for kv in a.member_set), seed)
     ok = {n: ms for n, ms in modes.items() if qual is None or holds(qual, n)}
     fastest = min(ok, key=ok.get) if ok else "none"
     li = loader_img_s(ds, device, cfg.batch_size)
