@@ -124,6 +124,7 @@ VARIANTS = {"lowres+θ/4+warm2": {**MODES["lowres+θ/4"], "arch_warmup": "2"},
 """Searches whose α* `--quality` can check but whose step is a mode's above (not timed): +warmE
 trains the weights alone for E epochs before the first architecture step (`SearchConfig.arch_warmup`);
 +8k searches on 8000 training images instead of the preset's (the `quick` preset: 4000), twice the steps."""
+CHECKABLE = {**MODES, **VARIANTS}  # what --modes may name
 
 
 def mode_steps(ds, device, steps: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -160,7 +161,7 @@ def quality(preset: str, device, names: list[str], member_sets: dict[str, str],
     with tempfile.TemporaryDirectory() as tmp:
         tcfg, rand = from_preset(TrainConfig, preset, member_sets), None
         for name in names:
-            sets = {**MODES, **VARIANTS}[name] | (search_sets or {})
+            sets = CHECKABLE[name] | (search_sets or {})
             res = search(from_preset(SearchConfig, preset, sets), Path(tmp) / f"search_{len(out)}", device)
             hist = res.history
             tail = hist[len(hist) - max(1, len(hist) // 3):]
@@ -340,9 +341,9 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES),
                     help="the modes (or VARIANTS) whose α* quality --quality checks, the reference first")
     a = ap.parse_args()
-    unknown = [n for n in a.modes.split(",") if n not in {**MODES, **VARIANTS}]
+    unknown = [n for n in a.modes.split(",") if n not in CHECKABLE]
     if unknown:
-        ap.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join({**MODES, **VARIANTS})}")
+        ap.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(CHECKABLE)}")
     configure_threads(a.threads)  # as every search process: its threads and allocator
     device = resolve_device(a.device)
     cfg = from_preset(SearchConfig, "paper", {"epochs": 1, "log_every": 1})
