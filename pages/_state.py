@@ -131,5 +131,10 @@ def refresh_jobs() -> None:
     launch_ready(s)
 
 
+def job_states(run_id: str) -> tuple[tuple[int, str], ...]:
+    """(id, status) of every job of the run: a live page compares it with what it drew."""
+    return tuple((j.id, j.status) for j in store().jobs(run_id))
+
+
 def active_jobs(run_id: str, kinds: tuple[str, ...] | None = None) -> list:
     return [j for j in store().jobs(run_id) if j.status in ("queued", "running") and (kinds is None or j.kind in kinds)]

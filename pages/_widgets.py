@@ -25,8 +25,9 @@ from nes.explorer.runview import RunView
 from nes.method.space import Genotype
 from pages._state import active_jobs, refresh_jobs, run_view, store
 
-POLL_SECONDS = 5.0  # how often live panels re-read the store: an epoch lasts about a minute, and every poll
-# costs the server and the browser CPU that the workers train on (benchmarks/bench_live.py)
+POLL_SECONDS = 10.0  # how often live panels re-read the store: an epoch lasts about a minute, and every
+# poll costs the server and the browser CPU that the workers train on (benchmarks/bench_live.py)
+REDRAW_SECONDS = 30.0  # at most one redraw of a watched page's figures per this: one costs ~1 s of CPU
 
 
 def load_view(run_id: str) -> RunView:
@@ -175,6 +176,27 @@ def live(panel, kinds: tuple[str, ...] | None = None, what: str = "show this pan
         with friendly(what):
             panel()
         if was_active and not active_jobs(run_id, kinds):
+            st.rerun(scope="app")
+
+    st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()
+
+
+def watch(progress, stamp, seen, kinds: tuple[str, ...] | None = None, what: str = "show the jobs") -> None:
+    """The live part of a page whose figures are drawn once per script run: `progress` (the jobs'
+    progress rows) redraws every POLL_SECONDS while this run has queued or running jobs; the whole
+    page reruns when the last job ends, or when `stamp()` differs from `seen` (taken before the page
+    drew its figures: the files they show changed) and it last drew REDRAW_SECONDS ago or more."""
+    run_id = st.session_state.get("run_id")
+    was_active = bool(active_jobs(run_id, kinds)) if run_id else False
+    drawn = time.monotonic()
+
+    def tick() -> None:
+        if was_active:
+            refresh_jobs()
+        with friendly(what):
+            progress()
+        if was_active and (not active_jobs(run_id, kinds)
+                           or (time.monotonic() - drawn >= REDRAW_SECONDS and stamp() != seen)):
             st.rerun(scope="app")
 
     st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()

@@ -2,7 +2,9 @@
 
 The ensemble's key numbers come first (above the form that trains members); the members in it are
 in the page's link (`?members=`, nes.explorer.urlstate). Every figure has its HTML snapshot beside
-it, the live ones too: they redraw only while members train, and the snapshot is made on click.
+it, the live ones too, and the snapshot is made on click. While members train, their jobs' progress
+is live (`watch`) and the figures redraw when the members' saved epochs change, at most every
+REDRAW_SECONDS (each redraw costs the CPU the members train on).
 """
 import streamlit as st
 
@@ -11,8 +13,8 @@ from nes.explorer.actions import member_choice, member_options, submit_members
 from nes.explorer.notes import ensemble_note, ledger_text
 from nes.method.regularizers import lam_diversity
 from nes.method.stats import Difference
-from pages._state import active_jobs, route_through_app, run_view, selected_run, store
-from pages._widgets import chart, flash, friendly, jobs_table, live, load_view, show_flash, teach, writable
+from pages._state import active_jobs, job_states, route_through_app, run_view, selected_run, store
+from pages._widgets import chart, flash, friendly, jobs_table, load_view, show_flash, teach, watch, writable
 
 route_through_app()
 PAGE = "ensemble"  # the page's URL path, in its snapshots' names
@@ -155,9 +157,7 @@ def headline(ens) -> None:
 
 
 def ensemble_panel() -> None:
-    """The members' jobs, their test accuracy per epoch beside the ensemble's, and how differently
-    they predict; live while members train (the headline above is live too)."""
-    jobs_table(run_id, ("retrain", "evaluate"), limit=8)
+    """The members' test accuracy per epoch beside the ensemble's, and how differently they predict."""
     fresh = run_view(run_id)
     ready = ready_members(fresh)
     if not ready:
@@ -225,12 +225,18 @@ def strength_section() -> None:
     st.caption(frontier.frontier_caption(fr))
 
 
+def page_stamp() -> tuple:
+    """What this page's figures show, cheaply: the members' saved epochs and weights, and the jobs' states."""
+    return view.members_stamp(names), job_states(run_id)
+
+
 # -- the page: the key numbers first, then training, the members, the curves ----------------------
 done = set(view.finished_members())
 names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
 chosen = choose_members(names)
+seen = page_stamp()
 with friendly("show the ensemble's numbers"):
-    live(headline_panel, ("retrain",), "show the ensemble's numbers")
+    headline_panel()
 
 if writable("training members"):
     with st.expander("Train new members (each in a background worker; cores are shared, never oversubscribed)",
@@ -255,8 +261,11 @@ if st.button("Export these members", icon=":material/download:", disabled=not fi
     st.session_state[f"export_members_{run_id}"] = finished  # the Export page's member picker
     st.switch_page("pages/export.py", query_params={"run": st.query_params.get("run", ""), urlstate.EXPORT: finished})
 
+# the jobs' progress is live; the figures redraw (the whole page reruns) when the members' files change
+watch(lambda: jobs_table(run_id, ("retrain", "evaluate"), limit=8), page_stamp, seen, ("retrain", "evaluate"),
+      "show the members' jobs")
 with friendly("show the ensemble"):
-    live(ensemble_panel, ("retrain",), "show the ensemble")
+    ensemble_panel()
 
 st.subheader("Accuracy against diversity")
 with friendly("show accuracy against diversity"):

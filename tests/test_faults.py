@@ -145,3 +145,28 @@ def test_live_panels_catch_their_own_errors():
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Could not show the ensemble" in e.value and "epoch_000" in e.value for e in at.error)
+
+
+WATCH_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from nes.runs.store import StoreError
+from pages._widgets import watch
+
+def progress():
+    raise StoreError("the run store is locked by another process")
+
+watch(progress, lambda: 1, 1, what="show the members' jobs")
+"""
+
+
+def test_a_watched_pages_progress_catches_its_own_errors():
+    """The live jobs panel of a watched page (`watch`) reruns in its own fragment, outside the page's
+    `friendly`: a store error must show a message that names it, not a traceback."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_string(WATCH_SCRIPT.format(root=str(ROOT)), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Could not show the members' jobs" in e.value and "locked" in e.value for e in at.error), \
+        [e.value for e in at.error]

@@ -136,6 +136,30 @@ def test_a_live_page_scores_the_members_once_per_state_of_their_files(tmp_path):
     assert live_ensemble(run, ["a", "b"]) is not first, "a member's new epoch did not refresh the live ensemble"
 
 
+def test_a_training_members_new_epoch_reuses_the_finished_members_scoring(tmp_path):
+    """At each epoch of a member still training, the live page rescores; the headline (the finished
+    members' bootstrap and temperature, ~0.4 s) must be reused, the training member's row refreshed."""
+    import os
+
+    from helpers import digits_members
+
+    run = digits_members(tmp_path / "run", ["a", "b", "c"], 11)
+    c = RunDir(run).member("c")
+    c.weights.unlink()  # c is still training
+    first = live_ensemble(run, ["a", "b", "c"])
+    _, f = c.probs_files()[-1]
+    f.unlink()  # the same member one epoch earlier
+    before = live_ensemble(run, ["a", "b", "c"])
+    assert before is not first, "the training member's epochs changed but the live ensemble was reused"
+    assert before.report is first.report, "the finished members were scored again though only c's files changed"
+    assert before.training[0][1] == first.training[0][1] - 1, "the training member's epochs saved were not refreshed"
+    _, a_last = RunDir(run).member("a").probs_files()[-1]
+    st = a_last.stat()
+    os.utime(a_last, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert live_ensemble(run, ["a", "b", "c"]).report is not first.report, \
+        "a finished member's file changed but its old scoring was kept"
+
+
 def test_live_ensemble_keeps_unfinished_members_out_of_the_headline(tmp_path):
     from helpers import digits_members
 

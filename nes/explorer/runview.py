@@ -196,6 +196,10 @@ class RunView:
         """[n, n] fraction of test images on which two members' latest predictions differ."""
         return scoring.members_disagreement(self.dir, names)
 
+    def members_stamp(self, names: list[str]) -> tuple:
+        """What every member view above depends on, cheaply (files and mtimes): a live page compares it."""
+        return scoring.members_stamp(self.dir, names)
+
     def live_ensemble(self, names: list[str]) -> scoring.LiveEnsemble:
         """The headline ensemble of the finished members, the members still training apart."""
         return scoring.live_ensemble(self.dir, names)
