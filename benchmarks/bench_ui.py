@@ -6,10 +6,11 @@
    the one-shot estimate, the clicked cell graphs), timed in-process on path points of the demo's
    map; the first click also builds the one-shot scorer (the search's supernet and validation slice) and
    takes the members' estimates (`mapclick.trust`: read from RUN/oneshot_trust.json, which the demo ships).
-3. A live Ensemble page: the server CPU time of one rerun of the page (what its fragment does
-   every `POLL_SECONDS` while a member trains), with the scored views kept until a member's files
-   change (now) against recomputing them every rerun (before), side by side; the CPU share of a
-   core one open page costs is that time over the poll period.
+3. A live Ensemble page: the server CPU time of one rerun of the page (what it does at most every
+   `REDRAW_SECONDS` while a member trains and its files change; between, only the jobs' progress rows
+   redraw), with the scored views kept until a member's files change (now) against recomputing them
+   every rerun (before), side by side; the CPU share of a core one open page costs is at most that
+   time over the redraw period.
 Browser rendering is not included.
 
     python benchmarks/bench_ui.py [--n 20]
@@ -68,11 +69,11 @@ def main() -> None:
     print(f"map click (one-shot estimate and the clicked cells), {a.n} clicks: median {click:.1f} ms; the first, "
           f"which also loads the one-shot scorer and the members' estimates: {first_click:.0f} ms")
     live, live_old = live_page(at, a.n)
-    from pages._widgets import POLL_SECONDS
-    share = 100 * live / 1000 / POLL_SECONDS
+    from pages._widgets import REDRAW_SECONDS
+    share = 100 * live / 1000 / REDRAW_SECONDS
     print(f"live Ensemble page rerun, server CPU: median {live:.1f} ms (views kept until files change) vs "
-          f"{live_old:.1f} ms (recomputed every rerun); one open page every {POLL_SECONDS:.0f} s costs "
-          f"{share:.1f} % of a core ({100 * live_old / 1000 / POLL_SECONDS:.1f} % before)")
+          f"{live_old:.1f} ms (recomputed every rerun); one open page redrawn every {REDRAW_SECONDS:.0f} s costs "
+          f"{share:.1f} % of a core ({100 * live_old / 1000 / REDRAW_SECONDS:.1f} % recomputed)")
     print(f"RESULT slider_ms={med:.1f} click_ms={click:.1f} first_click_ms={first_click:.0f} live_cpu_ms={live:.1f} "
           f"live_cpu_ms_recomputed={live_old:.1f} live_core_pct={share:.1f}")
 
