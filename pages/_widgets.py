@@ -193,10 +193,12 @@ def watch(progress, stamp, seen, kinds: tuple[str, ...] | None = None, what: str
     def tick() -> None:
         if was_active:
             refresh_jobs()
-        with friendly(what):
+        redraw = False
+        with friendly(what):  # a file a worker is writing, or a broken one: a message, and the next tick tries again
             progress()
-        if was_active and (not active_jobs(run_id, kinds)
-                           or (time.monotonic() - drawn >= REDRAW_SECONDS and stamp() != seen)):
+            redraw = was_active and (not active_jobs(run_id, kinds)
+                                     or (time.monotonic() - drawn >= REDRAW_SECONDS and stamp() != seen))
+        if redraw:
             st.rerun(scope="app")
 
     st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()

@@ -234,7 +234,9 @@ def page_stamp() -> tuple:
 done = set(view.finished_members())
 names = member_options([m.name for m in members], active_jobs(run_id, ("retrain",)))
 chosen = choose_members(names)
-seen = page_stamp()
+seen = None  # what the figures below show; None (a file could not be read) redraws at the next chance
+with friendly("read the members' files"):
+    seen = page_stamp()
 with friendly("show the ensemble's numbers"):
     headline_panel()
 
