@@ -92,17 +92,15 @@ def epoch_starts(store, job_id: int) -> dict[int, tuple[int, float]]:
     return out
 
 
-def epoch_now(store, job_id: int) -> int:
-    """The epoch of the job's latest reported step (steps count from 1)."""
-    j = store.job(job_id)
-    return (j.step - 1) // (j.total // EPOCHS)
-
-
-def next_epoch(store, job_id: int, after: int) -> int:
-    """Wait until the job reports a step of an epoch later than AFTER (or stops); return that epoch."""
-    while epoch_now(store, job_id) <= after and store.job(job_id).status == "running":
+def next_epoch(store, job_id: int, after: int = -1) -> int:
+    """The epoch of the job's latest reported step (steps count from 1), once it is later than
+    AFTER or the job has stopped (polled every 0.25 s)."""
+    while True:
+        j = store.job(job_id)
+        epoch = (j.step - 1) // (j.total // EPOCHS)
+        if epoch > after or j.status != "running":
+            return epoch
         time.sleep(0.25)
-    return epoch_now(store, job_id)
 
 
 def window(store, job_id: int, server_pid: int, epochs: int) -> dict[str, float]:
@@ -110,7 +108,7 @@ def window(store, job_id: int, server_pid: int, epochs: int) -> dict[str, float]
     the first report of an epoch to the first of the epoch EPOCHS later, in the worker's clock:
     where an epoch-end evaluation falls cannot tilt a window), and the server's and the browser's
     CPU share meanwhile."""
-    e0 = next_epoch(store, job_id, epoch_now(store, job_id))
+    e0 = next_epoch(store, job_id, next_epoch(store, job_id))
     c0, b0, t0 = cpu_seconds([server_pid]), cpu_seconds(chromium_pids()), time.time()
     next_epoch(store, job_id, e0 + epochs - 1)
     c1, b1, t1 = cpu_seconds([server_pid]), cpu_seconds(chromium_pids()), time.time()
@@ -152,7 +150,7 @@ def ratio_interval(opened: list[float], closed: list[float], n: int = 2000) -> t
     return ratios[int(0.025 * n)], ratios[int(0.975 * n) - 1]
 
 
-def run_job(store, run, a) -> list[dict]:
+def run_job(store, run, home: Path, a) -> list[dict]:
     """The member's job, the windows beside it, and the job cancelled (no worker outlives the benchmark)."""
     from playwright.sync_api import sync_playwright
 
@@ -167,7 +165,7 @@ def run_job(store, run, a) -> list[dict]:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            rows = measure(browser, store, job, Path(os.environ["NES_HOME"]), a.gc, a.pairs, a.epochs)
+            rows = measure(browser, store, job, home, a.gc, a.pairs, a.epochs)
             browser.close()
     finally:
         if store.job(job).status in ("queued", "running"):
@@ -192,7 +190,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="nes_bench_live_"))
     os.environ["NES_HOME"] = str(home)
     store = Store(home)
-    rows = run_job(store, install_demo(store), a)
+    rows = run_job(store, install_demo(store), home, a)
     by = {s: {k: [r[k] for r in rows if r["state"] == s] for k in ("steps_s", "server_pct", "browser_pct")}
           for s in ("closed", "open")}
     med = {s: {k: statistics.median(v) for k, v in by[s].items()} for s in by}

@@ -164,21 +164,8 @@ def running_curve(run_id: str, kind: str, title: str, limit: int = 4) -> None:
 
 def live(panel, kinds: tuple[str, ...] | None = None, what: str = "show this panel") -> None:
     """Render `panel` in a fragment that re-reads the store every POLL_SECONDS while this run has
-    queued or running jobs; when the last one ends, the whole page reruns once (fresh figures).
-    The fragment catches its own errors (a fragment rerun is outside the page's `friendly`), so a
-    file a worker is writing, or a broken one, shows a message and the next tick tries again."""
-    run_id = st.session_state.get("run_id")
-    was_active = bool(active_jobs(run_id, kinds)) if run_id else False
-
-    def tick() -> None:
-        if was_active:
-            refresh_jobs()
-        with friendly(what):
-            panel()
-        if was_active and not active_jobs(run_id, kinds):
-            st.rerun(scope="app")
-
-    st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()
+    queued or running jobs; when the last one ends, the whole page reruns once (fresh figures)."""
+    _poll(panel, kinds, what)
 
 
 def watch(progress, stamp, seen, kinds: tuple[str, ...] | None = None, what: str = "show the jobs") -> None:
@@ -186,19 +173,26 @@ def watch(progress, stamp, seen, kinds: tuple[str, ...] | None = None, what: str
     progress rows) redraws every POLL_SECONDS while this run has queued or running jobs; the whole
     page reruns when the last job ends, or when `stamp()` differs from `seen` (taken before the page
     drew its figures: the files they show changed) and it last drew REDRAW_SECONDS ago or more."""
+    drawn = time.monotonic()
+    _poll(progress, kinds, what, lambda: time.monotonic() - drawn >= REDRAW_SECONDS and stamp() != seen)
+
+
+def _poll(draw, kinds: tuple[str, ...] | None, what: str, redraw=lambda: False) -> None:
+    """`draw` in a fragment rerun every POLL_SECONDS while this run has queued or running jobs; the
+    whole page reruns when the last one ends or `redraw()` says so. The fragment catches its own
+    errors (a fragment rerun is outside the page's `friendly`), so a file a worker is writing, or a
+    broken one, shows a message and the next tick tries again."""
     run_id = st.session_state.get("run_id")
     was_active = bool(active_jobs(run_id, kinds)) if run_id else False
-    drawn = time.monotonic()
 
     def tick() -> None:
         if was_active:
             refresh_jobs()
-        redraw = False
-        with friendly(what):  # a file a worker is writing, or a broken one: a message, and the next tick tries again
-            progress()
-            redraw = was_active and (not active_jobs(run_id, kinds)
-                                     or (time.monotonic() - drawn >= REDRAW_SECONDS and stamp() != seen))
-        if redraw:
+        rerun = False
+        with friendly(what):
+            draw()
+            rerun = was_active and (not active_jobs(run_id, kinds) or redraw())
+        if rerun:
             st.rerun(scope="app")
 
     st.fragment(tick, run_every=POLL_SECONDS if was_active else None)()
