@@ -82,6 +82,7 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+@functools.cache  # the CPU does not change under a running process
 def cpu_model() -> str:
     """The processor's name from /proc/cpuinfo ('AMD EPYC', 'Intel(R) Xeon(R) …'), or the platform's
     where there is none: these shared machines are lent on different CPUs, and a timing is only
